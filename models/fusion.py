@@ -1,0 +1,85 @@
+"""Fusion: one score from the sequence model and the online learner.
+
+The rule (also in README):
+
+* The online learner always sees the sequence model's score, as the input
+  ``sequence_logit``, beside the engineered features; without a sequence
+  model that input is 0 and carries no weight.
+* Without a sequence model the score is the online learner's.
+* With one, while the online learner has learned fewer than
+  ``min_labels_for_online`` labels the score is the sequence model's alone;
+  after that it is the online learner's, which has learned how far to trust
+  the sequence score from live feedback.
+
+Example:
+    >>> from models.online import OnlineLearner
+    >>> fusion = Fusion(OnlineLearner(), sequence=None)
+    >>> fusion.versions()
+    {'online': 'online-0'}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.online import SEQUENCE_INPUT, OnlineLearner
+from models.scoring import Scorer, ScoringItem
+
+__all__ = ["FusedBatch", "Fusion"]
+
+
+@dataclass(frozen=True)
+class FusedBatch:
+    """Scores of one micro-batch."""
+
+    score: np.ndarray
+    components: dict[str, np.ndarray]
+    inputs: list[dict[str, float]]  # what the online learner saw, kept for the feedback join
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+class Fusion:
+    """Scores micro-batches with every model present and fuses the results."""
+
+    def __init__(self, online: OnlineLearner, sequence: Scorer | None = None, min_labels_for_online: int = 200) -> None:
+        self.online = online
+        self.sequence = sequence
+        self.min_labels_for_online = min_labels_for_online
+
+    def versions(self) -> dict[str, str]:
+        """Model versions, recorded on every score."""
+        out = {"online": self.online.version}
+        if self.sequence is not None:
+            out["sequence"] = self.sequence.version
+        return out
+
+    def score_batch(self, items: Sequence[ScoringItem]) -> FusedBatch:
+        components: dict[str, np.ndarray] = {}
+        inputs = [dict(item.features) for item in items]
+        if self.sequence is not None:
+            seq = np.asarray(self.sequence.score_batch(items), dtype=np.float64)
+            components["sequence"] = seq
+            for row, p in zip(inputs, seq.tolist(), strict=True):
+                row[SEQUENCE_INPUT] = _logit(p)
+        else:
+            for row in inputs:
+                row[SEQUENCE_INPUT] = 0.0
+        online = self.online.predict_many(inputs)
+        components["online"] = online
+        if self.sequence is not None and self.online.n_labels < self.min_labels_for_online:
+            score = components["sequence"]
+        else:
+            score = online
+        return FusedBatch(score=np.clip(score, 0.0, 1.0), components=components, inputs=inputs)
+
+    def learn(self, inputs: Mapping[str, float], label: int) -> None:
+        """Feed one label, with the inputs stored at scoring time."""
+        self.online.learn(inputs, label)

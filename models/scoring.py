@@ -1,0 +1,51 @@
+"""The small interface every scorer implements, so models are interchangeable.
+
+A scorer sees a micro-batch of :class:`ScoringItem` (the transaction, the
+card's history before it, and its engineered features) and returns one
+fraud probability per item as a NumPy array. The online learner and the
+sequence model both implement :class:`Scorer`; :mod:`models.fusion` combines
+whatever scorers are present.
+
+Example:
+    >>> import numpy as np
+    >>> class Constant:
+    ...     name, version = "constant", "1"
+    ...     def score_batch(self, items):
+    ...         return np.full(len(items), 0.5)
+    >>> isinstance(Constant(), Scorer)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from models.features import History
+from stream.records import Transaction
+
+__all__ = ["Scorer", "ScoringItem"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringItem:
+    """What a scorer may look at for one transaction."""
+
+    transaction: Transaction
+    history: History  # the card's entries before this transaction, oldest first
+    features: dict[str, float]
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """A batch scorer: ``score_batch(items)[i]`` is P(fraud) for ``items[i]``."""
+
+    name: str
+
+    @property
+    def version(self) -> str: ...
+
+    def score_batch(self, items: Sequence[ScoringItem]) -> np.ndarray: ...

@@ -1,0 +1,216 @@
+"""The score agent: micro-batches of transactions in, scores and alerts out.
+
+Per batch: decode and validate every record (bad ones to the DLQ with their
+reason), read each card's history, compute features in event time, score the
+whole batch with every model at once, write the new histories and the
+scoring-time inputs to their tables, then produce scores and alerts. Faust
+acks the batch's offsets only after this returns, so a crash re-delivers the
+batch (at-least-once); a redelivered transaction sees the history it saw the
+first time and gets the same alert id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from faust.exceptions import PartitionsMismatch
+from faust.types import EventT
+
+from models.features import History, append, engineered, prior_history
+from models.reasons import top_reasons
+from models.scoring import ScoringItem
+from stream.dlq import DeadLetter, send_dead_letter
+from stream.outputs import alert_record, encode, score_record
+from stream.records import InvalidRecord, Transaction, parse_transaction
+from stream.state import writing_for
+
+if TYPE_CHECKING:
+    from stream.app import Engine
+
+__all__ = ["BatchScorer", "dead_letter_batch", "register"]
+
+log = logging.getLogger("fraudstream.score")
+
+
+class BatchScorer:
+    """Everything the score agent does to one micro-batch."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self._assignment: frozenset[Any] | None = None
+
+    async def process(self, events: Sequence[EventT]) -> None:
+        started = time.perf_counter()
+        engine = self.engine
+        producer = engine.app.producer
+        dlq_topic = self.settings.topic_transactions_dlq
+        valid: list[tuple[EventT, Transaction]] = []
+        for event in events:
+            message = event.message
+            try:
+                t = parse_transaction(message.value, engine.limits)
+                if message.key is not None and message.key != t.card_id.encode():
+                    raise InvalidRecord(
+                        "key_mismatch",
+                        f"record key {message.key[:64]!r} is not card_id {t.card_id!r}; "
+                        "per-card state needs transactions keyed by card_id",
+                    )
+            except InvalidRecord as exc:
+                engine.stats.dead_letter(dlq_topic, exc.reason)
+                await send_dead_letter(producer, dlq_topic, DeadLetter.from_message(message, exc.reason, exc.detail))
+                continue
+            valid.append((event, t))
+        if not valid:
+            return
+
+        # State: chain histories through the batch, a card may appear many times.
+        histories: dict[bytes, History] = {}
+        last_event: dict[bytes, EventT] = {}
+        items: list[ScoringItem] = []
+        for event, t in valid:
+            key = t.card_id.encode()
+            history = histories.get(key)
+            if history is None:
+                history = engine.history.get(key) or []
+            prior = prior_history(history, t)
+            items.append(ScoringItem(t, prior, engineered(prior, t)))
+            histories[key] = append(history, t, self.settings.history_length)
+            last_event[key] = event
+
+        fused = await self._score(items, valid)
+        if fused is None:
+            return
+        scores, components, inputs, keep = fused
+
+        # Write state: one history write per card per batch.
+        for key, history in histories.items():
+            with writing_for(last_event[key]):
+                engine.history[key] = history
+        online = engine.fusion.online
+        for (event, t), x in zip(keep, inputs, strict=True):
+            tx_key = t.transaction_id.encode()
+            partition = event.message.partition
+            with writing_for(event):
+                engine.features[tx_key] = {
+                    "c": t.card_id, "t": t.event_time_ms, "p": partition, "x": online.vector(x),
+                }
+            engine.retention.add(partition, t.event_time_ms, tx_key)
+
+        # Outputs.
+        versions = engine.fusion.versions()
+        threshold = self.settings.alert_threshold
+        processing_ms = (time.perf_counter() - started) * 1000.0
+        scored_at = int(time.time() * 1000)
+        names = list(components)
+        for i, (event, t) in enumerate(keep):
+            record = score_record(
+                t, scores[i], {n: components[n][i] for n in names}, versions, threshold,
+                received_at_ms=int(event.message.timestamp * 1000), scored_at_ms=scored_at,
+                processing_ms=processing_ms,
+            )
+            key = t.card_id.encode()
+            await producer.send(self.settings.topic_scores, key, encode(record), partition=None, timestamp=None, headers=None)
+            if record["decision"] == "alert":
+                reasons = top_reasons(t, inputs[i], online.contributions(inputs[i]))
+                await producer.send(self.settings.topic_alerts, key, encode(alert_record(record, t, reasons)),
+                                    partition=None, timestamp=None, headers=None)
+                engine.stats.alerts += 1
+        engine.stats.scored += len(keep)
+        engine.stats.batches += 1
+        await self._expire(valid)
+
+    async def _score(
+        self, items: list[ScoringItem], valid: list[tuple[EventT, Transaction]]
+    ) -> tuple[list[float], dict[str, list[float]], list[dict[str, float]], list[tuple[EventT, Transaction]]] | None:
+        """Score the batch; if a model fails on it, isolate the failing records."""
+        fusion = self.engine.fusion
+        try:
+            batch = fusion.score_batch(items)
+            return (batch.score.tolist(), {k: v.tolist() for k, v in batch.components.items()},
+                    batch.inputs, valid)
+        except Exception:
+            log.exception("batch scoring failed; scoring its %d records one by one", len(items))
+        scores: list[float] = []
+        components: dict[str, list[float]] = {}
+        inputs: list[dict[str, float]] = []
+        keep: list[tuple[EventT, Transaction]] = []
+        dlq_topic = self.settings.topic_transactions_dlq
+        for item, (event, t) in zip(items, valid, strict=True):
+            try:
+                one = fusion.score_batch([item])
+            except Exception as exc:
+                self.engine.stats.dead_letter(dlq_topic, "scoring_error")
+                await send_dead_letter(self.engine.app.producer, dlq_topic,
+                                       DeadLetter.from_message(event.message, "scoring_error", repr(exc)))
+                continue
+            scores.append(float(one.score[0]))
+            for k, v in one.components.items():
+                components.setdefault(k, []).append(float(v[0]))
+            inputs.append(one.inputs[0])
+            keep.append((event, t))
+        return (scores, components, inputs, keep) if keep else None
+
+    async def _expire(self, valid: list[tuple[EventT, Transaction]]) -> None:
+        """Delete scoring-time inputs older than the retention, per partition."""
+        engine = self.engine
+        assigned = frozenset(engine.app.assignor.assigned_actives())
+        if assigned != self._assignment:
+            # Ownership changed (start, restart, rebalance): rebuild from the table.
+            self._assignment = assigned
+            mine = {tp.partition for tp in assigned if tp.topic == self.settings.topic_transactions}
+            engine.retention.forget_all()
+            engine.retention.rebuild(mine, self._table_index())
+        by_partition: dict[int, EventT] = {}
+        for event, _ in valid:
+            by_partition[event.message.partition] = event
+        for partition, event in by_partition.items():
+            expired = engine.retention.pop_expired(partition)
+            if not expired:
+                continue
+            with writing_for(event):
+                for key in expired:
+                    if key in engine.features:
+                        del engine.features[key]
+                        engine.stats.features_expired += 1
+
+    def _table_index(self) -> list[tuple[int, int, bytes]]:
+        out = []
+        for key, value in self.engine.features.items():
+            if isinstance(value, dict) and "p" in value and "t" in value:
+                out.append((int(value["p"]), int(value["t"]), key))
+        return out
+
+
+async def dead_letter_batch(engine: Engine, events: Sequence[EventT], dlq_topic: str, exc: Exception) -> None:
+    """Send every record of a batch that failed unexpectedly to ``dlq_topic``."""
+    for event in events:
+        engine.stats.dead_letter(dlq_topic, "internal_error")
+        await send_dead_letter(engine.app.producer, dlq_topic,
+                               DeadLetter.from_message(event.message, "internal_error", repr(exc)))
+
+
+def register(engine: Engine) -> None:
+    """Attach the score agent to ``engine.app``."""
+    scorer = BatchScorer(engine)
+    settings = engine.settings
+
+    async def score(stream: Any) -> None:
+        await engine.declare_outputs()
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout_s):
+            try:
+                await scorer.process(events)
+            except PartitionsMismatch as exc:
+                # Misconfiguration, not bad input: stop before acking anything.
+                log.critical("%s", exc)
+                await engine.app.crash(exc)
+                raise
+            except Exception as exc:  # a bug must not kill the agent nor lose the batch
+                log.exception("score batch failed; dead-lettering its %d records", len(events))
+                await dead_letter_batch(engine, events, settings.topic_transactions_dlq, exc)
+
+    score.__module__ = __name__
+    engine.app.agent(engine.topics.transactions, name=f"{__name__}.score")(score)

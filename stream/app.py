@@ -1,0 +1,156 @@
+"""The Faust application: topics, tables, models and agents wired together.
+
+:func:`create_engine` builds everything from one :class:`Settings`, so tests
+and the CLI can run several differently configured engines; there is no
+module-level app. ``fraudstream worker`` runs it.
+
+Example:
+    >>> engine = create_engine(Settings(app_id="doc", web_enabled=False))
+    >>> sorted(engine.app.agents)
+    ['stream.agents.learn.learn', 'stream.agents.score.score']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from models.fusion import Fusion
+from models.online import OnlineLearner
+from stream.records import Limits
+from stream.retention import RetentionIndex
+from stream.settings import Settings
+from stream.state import define_tables
+from stream.stats import Stats
+
+__all__ = ["Engine", "Topics", "build_fusion", "create_engine"]
+
+log = logging.getLogger("fraudstream")
+
+
+@dataclass
+class Topics:
+    """Every topic the engine reads or writes (raw bytes in and out)."""
+
+    transactions: Any
+    feedback: Any
+    scores: Any
+    alerts: Any
+    transactions_dlq: Any
+    feedback_dlq: Any
+
+    def outputs(self) -> list[Any]:
+        return [self.scores, self.alerts, self.transactions_dlq, self.feedback_dlq]
+
+
+@dataclass
+class Engine:
+    """One configured engine: the Faust app and what its agents share."""
+
+    settings: Settings
+    app: faust.App
+    topics: Topics
+    history: Any
+    features: Any
+    fusion: Fusion
+    limits: Limits
+    retention: RetentionIndex
+    stats: Stats = field(default_factory=Stats)
+    _declared: asyncio.Event | None = None
+
+    async def declare_outputs(self) -> None:
+        """Create the output topics once (Faust only creates source topics)."""
+        for topic in self.topics.outputs():
+            await topic.maybe_declare()
+
+
+def build_fusion(settings: Settings) -> Fusion:
+    """Models from settings: the online learner (and later the sequence model)."""
+    online = OnlineLearner(
+        learning_rate=settings.online_learning_rate,
+        prior=settings.online_prior,
+        fraud_weight=settings.fraud_label_weight,
+    )
+    return Fusion(online, sequence=None, min_labels_for_online=settings.min_labels_for_online)
+
+
+def _faust_app(settings: Settings) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=settings.kafka_broker_url,
+        store=settings.store,
+        datadir=settings.data_dir,
+        autodiscover=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.replication_factor,
+        processing_guarantee=settings.processing_guarantee,
+        consumer_auto_offset_reset=settings.auto_offset_reset,
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
+        broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
+        broker_max_poll_interval=settings.broker_max_poll_interval_s,
+        producer_linger=settings.producer_linger_s,
+        # Messages must leave as soon as they are produced, not when the source
+        # offset is committed (Faust's "attachments"): alerts are latency-bound.
+        stream_publish_on_commit=False,
+        web_enabled=settings.web_enabled,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        # Inputs are raw bytes: validation (and the DLQ) is ours, not a codec's.
+        value_serializer="raw",
+        key_serializer="raw",
+    )
+
+
+def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
+    """Build the app, its topics and tables, and register the agents."""
+    # Imported here: the agent modules import this one for the Engine type.
+    from stream.agents import learn, score
+    from stream import web
+
+    app = _faust_app(settings)
+
+    def raw_topic(name: str) -> Any:
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+            replicas=settings.replication_factor,
+        )
+
+    topics = Topics(
+        transactions=raw_topic(settings.topic_transactions),
+        feedback=raw_topic(settings.topic_feedback),
+        scores=raw_topic(settings.topic_scores),
+        alerts=raw_topic(settings.topic_alerts),
+        transactions_dlq=raw_topic(settings.topic_transactions_dlq),
+        feedback_dlq=raw_topic(settings.topic_feedback_dlq),
+    )
+    history, features = define_tables(app, settings)
+    engine = Engine(
+        settings=settings,
+        app=app,
+        topics=topics,
+        history=history,
+        features=features,
+        fusion=fusion or build_fusion(settings),
+        limits=Limits.from_settings(settings),
+        retention=RetentionIndex(int(settings.feature_retention_s * 1000)),
+    )
+    score.register(engine)
+    learn.register(engine)
+    web.register(engine)
+
+    @app.timer(interval=10.0)
+    async def report_progress() -> None:
+        log.info("fraudstream stats %s models %s", engine.stats.snapshot(), engine.fusion.versions())
+
+    return engine

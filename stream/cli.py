@@ -1,0 +1,104 @@
+"""The ``fraudstream`` command.
+
+Subcommands: ``worker`` (run the Faust worker), ``broker`` (run the embedded
+broker and print its address), ``demo`` (broker + worker + generated traffic),
+and the historical-data tools ``generate`` and ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from faust import Worker
+
+    from stream.app import create_engine
+    from stream.settings import Settings
+
+    settings = Settings.from_env()
+    if args.bootstrap_servers:
+        settings = settings.replace(bootstrap_servers=args.bootstrap_servers)
+    engine = create_engine(settings)
+    worker = Worker(engine.app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()  # returns via sys.exit when stopped
+    return 0
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from stream.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(port=args.port)
+    broker.start()
+    print(f"FRAUDSTREAM_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
+    print(f"broker log: {broker.log_path}; Ctrl-C to stop", file=sys.stderr, flush=True)
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stop and broker.running():
+            time.sleep(0.2)
+    finally:
+        broker.stop()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from stream.demo import run_demo
+
+    return run_demo(seconds=args.seconds, rate=args.rate, cards=args.cards)
+
+
+def _generate(argv: list[str]) -> int:
+    from replay.generate import cli
+
+    return cli(argv)
+
+
+def _evaluate(argv: list[str]) -> int:
+    from replay.evaluate import cli
+
+    return cli(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fraudstream`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Tools with their own argparse get the rest of the line untouched.
+    passthrough = {"generate": _generate, "evaluate": _evaluate}
+    if argv and argv[0] in passthrough:
+        return passthrough[argv[0]](argv[1:])
+    parser = argparse.ArgumentParser(prog="fraudstream", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("worker", help="run the Faust worker (settings from FRAUDSTREAM_* variables)")
+    p.add_argument("--bootstrap-servers", help="override FRAUDSTREAM_BOOTSTRAP_SERVERS")
+    p.set_defaults(func=_worker)
+    p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker")
+    p.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    p.set_defaults(func=_broker)
+    p = sub.add_parser("demo", help="broker + worker + generated traffic with fraud, then stop")
+    p.add_argument("--seconds", type=float, default=60.0, help="how long to produce traffic")
+    p.add_argument("--rate", type=float, default=400.0, help="transactions per second")
+    p.add_argument("--cards", type=int, default=2000, help="cards in the generated traffic")
+    p.set_defaults(func=_demo)
+    sub.add_parser("generate", help="generate labelled historical transactions (see generate --help)")
+    sub.add_parser("evaluate", help="detection-quality report from scores and labels (see evaluate --help)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""Topic contracts: parse and validate what producers send, build what we emit.
+
+Inputs arrive as raw bytes so that a bad record can be dead-lettered with its
+original bytes and a precise reason instead of crashing the agent. Validation
+is hand-written for speed (a JSON Schema validator costs more than scoring);
+``tests/stream/test_records.py`` checks it agrees with ``schemas/*.json``.
+
+Required transaction fields: ``transaction_id``, ``card_id``, ``timestamp``,
+``amount``. Optional, with defaults: ``currency`` ("XXX"), ``merchant_id``
+(""), ``mcc`` ("0000"), ``country`` ("ZZ"), ``channel`` ("unknown").
+Unknown extra fields are ignored.
+
+Example:
+    >>> limits = Limits.from_settings(Settings())
+    >>> t = parse_transaction(b'{"transaction_id": "t1", "card_id": "c9", '
+    ...     b'"timestamp": "2025-03-01T12:00:00Z", "amount": "19.90"}', limits)
+    >>> t.event_time_ms, t.amount, t.country
+    (1740830400000, 19.9, 'ZZ')
+    >>> parse_transaction(b'{"transaction_id": "t2", "card_id": "c9", '
+    ...     b'"timestamp": 1740830400000, "amount": -3}', limits)
+    Traceback (most recent call last):
+    ...
+    stream.records.InvalidRecord: invalid_amount: amount must be > 0, got -3
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from stream.settings import Settings
+
+__all__ = [
+    "CHANNELS_HINT",
+    "Feedback",
+    "InvalidRecord",
+    "Limits",
+    "Transaction",
+    "format_rfc3339",
+    "parse_feedback",
+    "parse_rfc3339_ms",
+    "parse_transaction",
+]
+
+#: Channels the generator uses; any non-empty string is accepted.
+CHANNELS_HINT = ("pos", "ecom", "atm", "contactless")
+
+_MAX_ID_LEN = 128
+_MAX_AMOUNT = 1e9
+_LABELS = {"fraud": 1, "legit": 0}
+
+
+class InvalidRecord(ValueError):
+    """A record that breaks its topic contract; ``reason`` is a stable code.
+
+    Reason codes: ``oversized``, ``malformed_json``, ``not_an_object``,
+    ``missing_field``, ``invalid_type``, ``invalid_value``, ``invalid_amount``,
+    ``invalid_timestamp``, ``timestamp_out_of_range``.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds applied while parsing (from :class:`Settings`)."""
+
+    max_bytes: int
+    min_time_ms: int
+    max_future_skew_ms: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            max_bytes=settings.max_message_bytes,
+            min_time_ms=parse_rfc3339_ms(settings.min_event_time),
+            max_future_skew_ms=int(settings.max_future_skew_s * 1000),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """A validated transaction; ``event_time_ms`` is epoch milliseconds UTC."""
+
+    transaction_id: str
+    card_id: str
+    event_time_ms: int
+    amount: float
+    currency: str = "XXX"
+    merchant_id: str = ""
+    mcc: str = "0000"
+    country: str = "ZZ"
+    channel: str = "unknown"
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The contract's field names, timestamp as RFC 3339."""
+        return {
+            "transaction_id": self.transaction_id,
+            "card_id": self.card_id,
+            "timestamp": format_rfc3339(self.event_time_ms),
+            "amount": self.amount,
+            "currency": self.currency,
+            "merchant_id": self.merchant_id,
+            "mcc": self.mcc,
+            "country": self.country,
+            "channel": self.channel,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """A validated label for one transaction."""
+
+    transaction_id: str
+    card_id: str
+    label: Literal[0, 1]
+    source: str
+    labelled_at_ms: int | None
+
+
+def parse_rfc3339_ms(text: str) -> int:
+    """RFC 3339 / ISO 8601 string to epoch milliseconds; naive means UTC.
+
+    >>> parse_rfc3339_ms("2025-01-01T00:00:01.5+01:00")
+    1735686001500
+    """
+    dt = datetime.fromisoformat(text.strip())
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(round(dt.timestamp() * 1000))
+
+
+def format_rfc3339(ms: int) -> str:
+    """Epoch milliseconds to ``YYYY-MM-DDTHH:MM:SS.fffZ``.
+
+    >>> format_rfc3339(1735686001500)
+    '2024-12-31T23:00:01.500Z'
+    """
+    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def _load_object(raw: bytes | None, limits: Limits) -> dict[str, Any]:
+    if raw is None:
+        raise InvalidRecord("malformed_json", "empty record value (tombstone)")
+    if len(raw) > limits.max_bytes:
+        raise InvalidRecord("oversized", f"{len(raw)} bytes exceeds the {limits.max_bytes}-byte limit")
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRecord("malformed_json", str(exc)) from None
+    except RecursionError:
+        raise InvalidRecord("malformed_json", "nesting too deep") from None
+    if not isinstance(obj, dict):
+        raise InvalidRecord("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _id(obj: dict[str, Any], name: str) -> str:
+    if name not in obj or obj[name] is None:
+        raise InvalidRecord("missing_field", f"{name} is required")
+    value = obj[name]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidRecord("invalid_type", f"{name} must be a string, got {type(value).__name__}")
+    text = str(value)
+    if not text or len(text) > _MAX_ID_LEN:
+        raise InvalidRecord("invalid_value", f"{name} must be 1-{_MAX_ID_LEN} characters")
+    return text
+
+
+def _opt_str(obj: dict[str, Any], name: str, default: str) -> str:
+    value = obj.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidRecord("invalid_type", f"{name} must be a string, got {type(value).__name__}")
+    text = str(value)
+    if len(text) > _MAX_ID_LEN:
+        raise InvalidRecord("invalid_value", f"{name} longer than {_MAX_ID_LEN} characters")
+    return text
+
+
+def _time_ms(obj: dict[str, Any], name: str, limits: Limits, required: bool) -> int | None:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise InvalidRecord("missing_field", f"{name} is required")
+        return None
+    if isinstance(value, bool):
+        raise InvalidRecord("invalid_type", f"{name} must be an RFC 3339 string or epoch milliseconds")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise InvalidRecord("invalid_timestamp", f"{name} is not finite")
+        ms = int(value)
+    elif isinstance(value, str):
+        try:
+            ms = parse_rfc3339_ms(value)
+        except (ValueError, OverflowError):
+            raise InvalidRecord("invalid_timestamp", f"{name} {value!r} is not RFC 3339") from None
+    else:
+        raise InvalidRecord("invalid_type", f"{name} must be an RFC 3339 string or epoch milliseconds")
+    if ms < limits.min_time_ms:
+        hint = " (epoch seconds instead of milliseconds?)" if ms > 0 and ms < 10**11 else ""
+        raise InvalidRecord("timestamp_out_of_range", f"{name} {value!r} is before {format_rfc3339(limits.min_time_ms)}{hint}")
+    horizon = int(time.time() * 1000) + limits.max_future_skew_ms
+    if ms > horizon:
+        raise InvalidRecord("timestamp_out_of_range", f"{name} {value!r} is more than {limits.max_future_skew_ms // 1000} s in the future")
+    return ms
+
+
+def _amount(obj: dict[str, Any]) -> float:
+    if "amount" not in obj or obj["amount"] is None:
+        raise InvalidRecord("missing_field", "amount is required")
+    value = obj["amount"]
+    if isinstance(value, bool):
+        raise InvalidRecord("invalid_type", "amount must be a number, got bool")
+    if isinstance(value, str):
+        # Payment systems often send decimals as strings to dodge float rounding.
+        try:
+            value = float(value)
+        except ValueError:
+            raise InvalidRecord("invalid_amount", f"amount {obj['amount']!r} is not a number") from None
+    if not isinstance(value, (int, float)):
+        raise InvalidRecord("invalid_type", f"amount must be a number, got {type(value).__name__}")
+    amount = float(value)
+    if not math.isfinite(amount):
+        raise InvalidRecord("invalid_amount", f"amount must be finite, got {obj['amount']!r}")
+    if amount <= 0:
+        raise InvalidRecord("invalid_amount", f"amount must be > 0, got {obj['amount']!r}")
+    if amount > _MAX_AMOUNT:
+        raise InvalidRecord("invalid_amount", f"amount {amount} exceeds {_MAX_AMOUNT:.0e}")
+    return amount
+
+
+def parse_transaction(raw: bytes | None, limits: Limits) -> Transaction:
+    """Validate one ``transactions`` record; raise :class:`InvalidRecord`."""
+    obj = _load_object(raw, limits)
+    # json.loads accepts NaN/Infinity literals, so _amount checks finiteness.
+    return Transaction(
+        transaction_id=_id(obj, "transaction_id"),
+        card_id=_id(obj, "card_id"),
+        event_time_ms=_time_ms(obj, "timestamp", limits, required=True) or 0,
+        amount=_amount(obj),
+        currency=_opt_str(obj, "currency", "XXX"),
+        merchant_id=_opt_str(obj, "merchant_id", ""),
+        mcc=_opt_str(obj, "mcc", "0000"),
+        country=_opt_str(obj, "country", "ZZ"),
+        channel=_opt_str(obj, "channel", "unknown"),
+    )
+
+
+def parse_feedback(raw: bytes | None, limits: Limits) -> Feedback:
+    """Validate one ``feedback`` record; raise :class:`InvalidRecord`.
+
+    ``label`` is ``"fraud"`` or ``"legit"`` (also ``1``/``0``, ``true``/``false``).
+
+    >>> limits = Limits.from_settings(Settings())
+    >>> parse_feedback(b'{"transaction_id": "t1", "card_id": "c9", "label": "fraud",'
+    ...                b' "source": "chargeback"}', limits).label
+    1
+    """
+    obj = _load_object(raw, limits)
+    raw_label = obj.get("label")
+    if raw_label is None:
+        raise InvalidRecord("missing_field", "label is required")
+    if isinstance(raw_label, str) and raw_label.lower() in _LABELS:
+        label = _LABELS[raw_label.lower()]
+    elif isinstance(raw_label, bool) or raw_label in (0, 1):
+        label = int(raw_label)
+    else:
+        raise InvalidRecord("invalid_value", f"label must be 'fraud' or 'legit', got {raw_label!r}")
+    return Feedback(
+        transaction_id=_id(obj, "transaction_id"),
+        card_id=_id(obj, "card_id"),
+        label=1 if label else 0,
+        source=_opt_str(obj, "source", "unknown"),
+        labelled_at_ms=_time_ms(obj, "labelled_at", limits, required=False),
+    )

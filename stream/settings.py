@@ -1,0 +1,156 @@
+"""One settings object for the whole engine, read from the environment.
+
+Every field has an environment variable, ``FRAUDSTREAM_`` + the field name in
+upper case, and a documented default. Nothing else in the code reads
+``os.environ`` for configuration, so this module is the one place to look.
+
+Example:
+    >>> s = Settings.from_env({"FRAUDSTREAM_ALERT_THRESHOLD": "0.8",
+    ...                        "FRAUDSTREAM_TOPIC_PARTITIONS": "4"})
+    >>> s.alert_threshold, s.topic_partitions, s.topic_transactions
+    (0.8, 4, 'transactions')
+    >>> Settings.from_env({"FRAUDSTREAM_BATCH_SIZE": "many"})
+    Traceback (most recent call last):
+    ...
+    stream.settings.SettingsError: FRAUDSTREAM_BATCH_SIZE='many' is not a valid int
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "describe"]
+
+ENV_PREFIX = "FRAUDSTREAM_"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value its setting cannot take."""
+
+
+def _f(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Engine configuration. Build it with :meth:`from_env`."""
+
+    # --- Kafka -------------------------------------------------------------
+    app_id: str = _f("fraudstream", "Faust app id = Kafka consumer group; workers with the same id share partitions.")
+    bootstrap_servers: str = _f("127.0.0.1:9092", "Kafka bootstrap servers, comma separated host:port.")
+    topic_partitions: int = _f(8, "Partitions for topics the engine creates; all topics and table changelogs must match (co-partitioning by card).")
+    replication_factor: int = _f(1, "Replication factor for topics the engine creates (3 in production).")
+    topic_transactions: str = _f("transactions", "Input topic of transactions, keyed by card_id.")
+    topic_scores: str = _f("scores", "Output topic: one score record per transaction.")
+    topic_alerts: str = _f("alerts", "Output topic: transactions scored at or above the threshold.")
+    topic_feedback: str = _f("feedback", "Input topic of labels, keyed by card_id.")
+    topic_transactions_dlq: str = _f("transactions.dlq", "Dead letters from the transactions topic.")
+    topic_feedback_dlq: str = _f("feedback.dlq", "Dead letters from the feedback topic.")
+    processing_guarantee: str = _f("at_least_once", "Faust processing guarantee: at_least_once or exactly_once (needs Kafka transactions; not on the embedded broker).")
+    auto_offset_reset: str = _f("earliest", "Where a new consumer group starts reading: earliest or latest.")
+    # Faust's defaults made a worker take ~30 s to join its group on the embedded
+    # broker; these values make it ~4 s while staying safe on real Kafka.
+    broker_session_timeout_s: float = _f(10.0, "Consumer group session timeout; a dead worker's partitions move after this.")
+    broker_heartbeat_interval_s: float = _f(3.0, "Consumer heartbeat interval (below a third of the session timeout).")
+    broker_rebalance_timeout_s: float = _f(30.0, "Time a rebalance waits for members to rejoin.")
+    broker_max_poll_interval_s: float = _f(300.0, "Longest gap between polls before Kafka evicts the worker.")
+    producer_linger_s: float = _f(0.005, "Producer linger: how long a batch waits to fill (latency vs. throughput).")
+    # --- engine ------------------------------------------------------------
+    batch_size: int = _f(256, "Most transactions per micro-batch (the unit of model inference).")
+    batch_timeout_s: float = _f(0.05, "Longest wait to fill a micro-batch before scoring what has arrived.")
+    alert_threshold: float = _f(0.5, "Scores at or above this raise an alert.")
+    history_length: int = _f(32, "Transactions kept per card in the history table (the sequence model's window).")
+    feature_retention_s: float = _f(30 * 86400.0, "How long scoring-time features are kept for the feedback join, in event time.")
+    feedback_join_wait_s: float = _f(2.0, "How long a label for a not-yet-scored transaction waits before going to the DLQ.")
+    max_message_bytes: int = _f(65536, "Larger transaction or feedback payloads go to the DLQ as oversized.")
+    min_event_time: str = _f("2000-01-01T00:00:00Z", "Events stamped before this are rejected as absurd.")
+    max_future_skew_s: float = _f(86400.0, "Events stamped more than this after the wall clock are rejected as absurd.")
+    # --- models ------------------------------------------------------------
+    online_model_path: str = _f("", "File to load the online learner from at start and save it to at stop; empty = start fresh.")
+    fraud_label_weight: float = _f(10.0, "Sample weight of a fraud label in the online learner (fraud is ~1 % of traffic).")
+    online_learning_rate: float = _f(0.05, "SGD learning rate of the online logistic regression.")
+    online_prior: float = _f(0.01, "Fraud probability the online learner starts from before any label.")
+    min_labels_for_online: int = _f(200, "Labels the online learner needs before fusion trusts it over the sequence model.")
+    sequence_model_path: str = _f("", "Sequence model checkpoint directory; empty = online learner only.")
+    torch_threads: int = _f(1, "Threads PyTorch may use for inference in one worker.")
+    # --- process -----------------------------------------------------------
+    data_dir: str = _f("./fraudstream-data", "Faust data directory (table stores, RocksDB files).")
+    store: str = _f("memory://", "Table store: memory:// (tests, demo) or rocksdb:// (production).")
+    web_enabled: bool = _f(False, "Serve Faust's web server (metrics, health).")
+    web_host: str = _f("127.0.0.1", "Web server bind address.")
+    web_port: int = _f(6066, "Web server port.")
+    log_level: str = _f("info", "Faust log level: crit, error, warn, info or debug.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every field from ``environ`` (default ``os.environ``); keyword overrides win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = ENV_PREFIX + f.name.upper()
+            if name in env:
+                values[f.name] = _parse(name, env[name], f.type)
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated)."""
+        new = dataclasses.replace(self, **changes)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        """Raise :class:`SettingsError` for values no engine could run with."""
+        if not 0.0 <= self.alert_threshold <= 1.0:
+            raise SettingsError(f"alert_threshold must be in [0, 1], got {self.alert_threshold}")
+        for name in ("topic_partitions", "replication_factor", "batch_size", "history_length",
+                     "max_message_bytes", "torch_threads"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.processing_guarantee not in ("at_least_once", "exactly_once"):
+            raise SettingsError(f"processing_guarantee must be at_least_once or exactly_once, got {self.processing_guarantee!r}")
+        if self.auto_offset_reset not in ("earliest", "latest"):
+            raise SettingsError(f"auto_offset_reset must be earliest or latest, got {self.auto_offset_reset!r}")
+        if not self.store.startswith(("memory://", "rocksdb://", "aerospike://")):
+            raise SettingsError(f"store must be memory:// or rocksdb://, got {self.store!r}")
+
+    @property
+    def kafka_broker_url(self) -> str:
+        """Bootstrap servers in Faust's ``kafka://`` URL form."""
+        return ";".join("kafka://" + s.strip() for s in self.bootstrap_servers.split(",") if s.strip())
+
+
+def _parse(name: str, raw: str, type_: Any) -> Any:
+    type_name = type_ if isinstance(type_, str) else type_.__name__
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        if type_name == "bool":
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a valid {type_name}") from None
+    return raw
+
+
+def describe() -> Iterator[tuple[str, str, str]]:
+    """Yield ``(ENV_VAR, default, doc)`` for every setting (feeds the README table).
+
+    >>> next(describe())[0]
+    'FRAUDSTREAM_APP_ID'
+    """
+    for f in dataclasses.fields(Settings):
+        yield ENV_PREFIX + f.name.upper(), repr(f.default), f.metadata["doc"]

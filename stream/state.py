@@ -1,0 +1,68 @@
+"""Changelog-backed tables and the one workaround needed to write them in batches.
+
+Two tables, both partitioned like the input topics (co-partitioned by card):
+
+* ``history``: card id -> the card's last N transactions, compact
+  (:mod:`models.features`). Keys are the raw card-id bytes, exactly the
+  transactions' Kafka key, so Faust's table router sends a web lookup to the
+  worker that owns the card.
+* ``features``: transaction id -> what the online learner saw when it scored
+  that transaction, kept for the feedback join. It lives on the card's
+  partition, so feedback (keyed by card) finds it on the same worker.
+
+Faust decides a table write's changelog partition from "the current event",
+which it only sets while iterating a stream one event at a time. Batched
+agents (``take_events``) therefore set it for each write with
+:func:`writing_for`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import faust
+from faust.streams import _current_event  # the context variable Faust's tables read
+from faust.types import EventT
+
+from stream.settings import Settings
+
+__all__ = ["define_tables", "writing_for"]
+
+
+@contextmanager
+def writing_for(event: EventT) -> Iterator[None]:
+    """Make ``event`` the current event while writing tables on its behalf.
+
+    The write's changelog record then goes to ``event``'s partition, and on
+    recovery the value comes back to whichever worker owns that partition.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def define_tables(app: faust.App, settings: Settings) -> tuple[Any, Any]:
+    """Create the ``history`` and ``features`` tables on ``app``."""
+    # Raw key bytes, so a table key serialises to the same bytes (hence the same
+    # partition) as the Kafka key of the records it came from.
+    schema = faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json")
+    history = app.Table(
+        "history",
+        default=None,
+        partitions=settings.topic_partitions,
+        schema=schema,
+        help="card id -> last N transactions (compact)",
+    )
+    features = app.Table(
+        "features",
+        default=None,
+        partitions=settings.topic_partitions,
+        schema=schema,
+        help="transaction id -> scoring-time inputs for the feedback join",
+    )
+    return history, features

@@ -1,0 +1,43 @@
+"""Counters the worker logs periodically (and, later, exports as metrics).
+
+Example:
+    >>> s = Stats()
+    >>> s.scored += 3; s.dead_letter("transactions.dlq", "invalid_amount")
+    >>> s.snapshot()["dlq"]
+    {'transactions.dlq:invalid_amount': 1}
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Stats"]
+
+
+@dataclass
+class Stats:
+    """Running totals since the worker started."""
+
+    scored: int = 0
+    alerts: int = 0
+    batches: int = 0
+    labels_learned: int = 0
+    labels_duplicate: int = 0
+    features_expired: int = 0
+    dlq: Counter[str] = field(default_factory=Counter)
+
+    def dead_letter(self, topic: str, reason: str) -> None:
+        self.dlq[f"{topic}:{reason}"] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "scored": self.scored,
+            "alerts": self.alerts,
+            "batches": self.batches,
+            "labels_learned": self.labels_learned,
+            "labels_duplicate": self.labels_duplicate,
+            "features_expired": self.features_expired,
+            "dlq": dict(self.dlq),
+        }

@@ -1,0 +1,81 @@
+"""Create the engine's topics up front, with matching partition counts.
+
+Per-card state only works if every topic the engine joins (transactions,
+feedback, the table changelogs) has the same number of partitions. A producer
+that writes before the worker has started may make the broker auto-create
+``transactions`` with its own default count; creating all topics first, with
+``fraudstream topics``, avoids that (and Faust refuses to run with a
+mismatch: PartitionsMismatch).
+
+Example:
+    >>> topic_names(Settings())[:2]
+    ['transactions', 'feedback']
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from stream.settings import Settings
+
+__all__ = ["ensure_topics", "topic_names"]
+
+log = logging.getLogger("fraudstream.topics")
+
+
+def topic_names(settings: Settings) -> list[str]:
+    """Every topic the engine reads or writes (changelogs excluded: Faust makes those)."""
+    return [
+        settings.topic_transactions,
+        settings.topic_feedback,
+        settings.topic_scores,
+        settings.topic_alerts,
+        settings.topic_transactions_dlq,
+        settings.topic_feedback_dlq,
+    ]
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, int]:
+    """Create missing topics; return ``{topic: partitions}`` as the broker reports.
+
+    Raises ``RuntimeError`` when an existing input topic has a partition count
+    other than ``settings.topic_partitions`` (state would be split).
+    """
+    from kafka import KafkaAdminClient, KafkaConsumer
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="fraudstream-topics")
+    try:
+        existing = set(admin.list_topics())
+        new = [
+            NewTopic(name, settings.topic_partitions, settings.replication_factor)
+            for name in topic_names(settings) if name not in existing
+        ]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:  # a worker raced us; the check below decides
+                pass
+    finally:
+        admin.close()
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        deadline = time.monotonic() + timeout_s
+        counts: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            counts = {n: len(consumer.partitions_for_topic(n) or ()) for n in topic_names(settings)}
+            if all(counts.values()):
+                break
+            time.sleep(0.2)
+    finally:
+        consumer.close()
+    for name in (settings.topic_transactions, settings.topic_feedback):
+        if counts.get(name) != settings.topic_partitions:
+            raise RuntimeError(
+                f"topic {name!r} has {counts.get(name)} partitions but FRAUDSTREAM_TOPIC_PARTITIONS="
+                f"{settings.topic_partitions}; per-card state needs them equal"
+            )
+    log.info("topics ready: %s", counts)
+    return counts

@@ -1,0 +1,47 @@
+"""HTTP views on the worker (when ``FRAUDSTREAM_WEB_ENABLED=1``).
+
+``GET /cards/{card_id}/history/`` returns the card's history as the worker
+holds it, routed by Faust to whichever worker owns the card's partition: the
+first thing to look at when a score surprises you.
+``GET /stats/`` returns the worker's counters.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from models.features import AMOUNT, CHANNEL, COUNTRY, MCC, MERCHANT, TS, TXID
+from stream.records import format_rfc3339
+
+if TYPE_CHECKING:
+    from stream.app import Engine
+
+__all__ = ["register"]
+
+
+def _readable(entry: list[Any]) -> dict[str, Any]:
+    return {
+        "event_time": entry[TS],
+        "timestamp": format_rfc3339(entry[TS]),
+        "amount": entry[AMOUNT],
+        "merchant_hash": entry[MERCHANT],
+        "mcc": entry[MCC],
+        "country": entry[COUNTRY],
+        "channel": entry[CHANNEL],
+        "transaction_hash": entry[TXID],
+    }
+
+
+def register(engine: Engine) -> None:
+    """Add the views to ``engine.app``."""
+    app = engine.app
+
+    @app.page("/cards/{card_id}/history/")
+    @app.table_route(table=engine.history, match_info="card_id")
+    async def card_history(web: Any, request: Any, card_id: str) -> Any:
+        history = engine.history.get(card_id.encode()) or []
+        return web.json({"card_id": card_id, "history": [_readable(e) for e in history], "raw": history})
+
+    @app.page("/stats/")
+    async def stats(web: Any, request: Any) -> Any:
+        return web.json({"stats": engine.stats.snapshot(), "model_versions": engine.fusion.versions()})
