@@ -12,8 +12,8 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +60,6 @@ class Engine:
     limits: Limits
     retention: RetentionIndex
     stats: Stats = field(default_factory=Stats)
-    _declared: asyncio.Event | None = None
 
     async def declare_outputs(self) -> None:
         """Create the output topics once (Faust only creates source topics)."""
@@ -70,11 +69,15 @@ class Engine:
 
 def build_fusion(settings: Settings) -> Fusion:
     """Models from settings: the online learner (and later the sequence model)."""
-    online = OnlineLearner(
-        learning_rate=settings.online_learning_rate,
-        prior=settings.online_prior,
-        fraud_weight=settings.fraud_label_weight,
-    )
+    if settings.online_model_path and os.path.exists(settings.online_model_path):
+        online = OnlineLearner.load(settings.online_model_path)
+        log.info("online learner loaded from %s (%s)", settings.online_model_path, online.version)
+    else:
+        online = OnlineLearner(
+            learning_rate=settings.online_learning_rate,
+            prior=settings.online_prior,
+            fraud_weight=settings.fraud_label_weight,
+        )
     return Fusion(online, sequence=None, min_labels_for_online=settings.min_labels_for_online)
 
 
@@ -148,6 +151,13 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     score.register(engine)
     learn.register(engine)
     web.register(engine)
+
+    if settings.online_model_path:
+
+        @app.on_before_shutdown.connect
+        async def save_online_model(sender: Any, **kwargs: Any) -> None:
+            engine.fusion.online.save(settings.online_model_path)
+            log.info("online learner saved to %s (%s)", settings.online_model_path, engine.fusion.online.version)
 
     @app.timer(interval=10.0)
     async def report_progress() -> None:

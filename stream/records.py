@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -52,6 +53,7 @@ CHANNELS_HINT = ("pos", "ecom", "atm", "contactless")
 _MAX_ID_LEN = 128
 _MAX_AMOUNT = 1e9
 _LABELS = {"fraud": 1, "legit": 0}
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 class InvalidRecord(ValueError):
@@ -223,10 +225,9 @@ def _amount(obj: dict[str, Any]) -> float:
         raise InvalidRecord("invalid_type", "amount must be a number, got bool")
     if isinstance(value, str):
         # Payment systems often send decimals as strings to dodge float rounding.
-        try:
-            value = float(value)
-        except ValueError:
-            raise InvalidRecord("invalid_amount", f"amount {obj['amount']!r} is not a number") from None
+        if not _DECIMAL.fullmatch(value):
+            raise InvalidRecord("invalid_amount", f"amount {obj['amount']!r} is not a decimal number")
+        value = float(value)
     if not isinstance(value, (int, float)):
         raise InvalidRecord("invalid_type", f"amount must be a number, got {type(value).__name__}")
     amount = float(value)

@@ -48,21 +48,20 @@ def writing_for(event: EventT) -> Iterator[None]:
 
 def define_tables(app: faust.App, settings: Settings) -> tuple[Any, Any]:
     """Create the ``history`` and ``features`` tables on ``app``."""
-    # Raw key bytes, so a table key serialises to the same bytes (hence the same
-    # partition) as the Kafka key of the records it came from.
-    schema = faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json")
     history = app.Table(
         "history",
         default=None,
         partitions=settings.topic_partitions,
-        schema=schema,
+        # bytes keys make Faust use the raw codec: a table key is then the same
+        # bytes (hence the same partition) as the Kafka key it came from.
+        key_type=bytes,
         help="card id -> last N transactions (compact)",
     )
     features = app.Table(
         "features",
         default=None,
         partitions=settings.topic_partitions,
-        schema=schema,
+        key_type=bytes,
         help="transaction id -> scoring-time inputs for the feedback join",
     )
     return history, features

@@ -1,0 +1,218 @@
+"""Test helpers: a worker in its own process, and Kafka clients that are not Faust.
+
+Integration tests talk to the engine only through Kafka (kafka-python), the
+way a producer or an alert subscriber in another team would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from stream.settings import Settings
+
+__all__ = [
+    "BASE_MS",
+    "WorkerProcess",
+    "as_records",
+    "make_traffic",
+    "consume_all",
+    "fast_settings",
+    "header",
+    "produce",
+    "wait_for",
+]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fast_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for one test: its own topics and group, short group timeouts."""
+    tag = uuid.uuid4().hex[:8]
+    base = dict(
+        app_id=f"fs-test-{tag}",
+        bootstrap_servers=bootstrap,
+        topic_partitions=2,
+        topic_transactions=f"transactions-{tag}",
+        topic_feedback=f"feedback-{tag}",
+        topic_scores=f"scores-{tag}",
+        topic_alerts=f"alerts-{tag}",
+        topic_transactions_dlq=f"transactions.dlq-{tag}",
+        topic_feedback_dlq=f"feedback.dlq-{tag}",
+        # Group membership settles in ~4 s on the embedded broker with these.
+        broker_session_timeout_s=6.0,
+        broker_heartbeat_interval_s=1.0,
+        broker_rebalance_timeout_s=6.0,
+        broker_max_poll_interval_s=6.0,
+        batch_timeout_s=0.05,
+        data_dir=str(data_dir),
+        log_level="info",
+        feedback_join_wait_s=1.0,
+    )
+    base.update(overrides)
+    return Settings(**base)
+
+
+class WorkerProcess:
+    """``fraudstream worker`` as a child process with ``settings`` in its environment."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "worker"], cwd=REPO, env=env,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM and wait (Faust flushes and commits on the way out)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no flush, no commit."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def get_json(self, path: str, timeout: float = 5.0) -> Any:
+        url = f"http://{self.settings.web_host}:{self.settings.web_port}{path}"
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return json.loads(resp.read())
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    """Send ``(key, value)`` pairs with kafka-python and flush; return the count."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4 * 1024 * 1024)
+    n = 0
+    for key, value in records:
+        producer.send(topic, key=key, value=value)
+        n += 1
+    producer.flush()
+    producer.close()
+    return n
+
+
+def consume_all(
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[Any]], bool],
+    timeout: float = 60.0,
+    decode: bool = True,
+) -> list[Any]:
+    """Read ``topic`` from the start (no group) until ``until(records)`` or timeout.
+
+    Records are decoded JSON values, or raw kafka-python records when
+    ``decode=False``.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=500)
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        partitions = None
+        while partitions is None and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                time.sleep(0.2)
+        if partitions is None:
+            return records
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        while time.monotonic() < deadline and not until(records):
+            batch = consumer.poll(timeout_ms=300)
+            for msgs in batch.values():
+                for m in msgs:
+                    records.append(json.loads(m.value) if decode else m)
+    finally:
+        consumer.close()
+    return records
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def header(record: Any, name: str) -> str | None:
+    for k, v in record.headers or []:
+        if k == name:
+            return v.decode() if isinstance(v, bytes) else v
+    return None
+
+
+BASE_MS = 1_740_830_400_000  # 2025-03-01T12:00:00Z
+
+
+def make_traffic(n_cards: int, per_card: int, fraud_every: int = 0, seed: int = 7) -> list[dict[str, Any]]:
+    """Simple labelled traffic in event-time order.
+
+    Each card spends 5-80 at a few home merchants in FR every ~1-3 h. When
+    ``fraud_every`` > 0, every ``fraud_every``-th transaction of a card (after
+    its 5th) is fraud: 900-2000 in BR, e-commerce, a new merchant, minutes
+    after the previous one. Records carry ``is_fraud`` (ignored by the engine).
+    """
+    import random
+
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    for c in range(n_cards):
+        t = BASE_MS + rng.randint(0, 3_600_000)
+        for i in range(per_card):
+            fraud = fraud_every > 0 and i >= 5 and i % fraud_every == 0
+            if fraud:
+                t += rng.randint(60_000, 300_000)
+                row = dict(amount=round(rng.uniform(900, 2000), 2), country="BR", channel="ecom",
+                           merchant_id=f"shady-{rng.randint(0, 9)}", mcc="5732")
+            else:
+                t += rng.randint(3_600_000, 3 * 3_600_000)
+                row = dict(amount=round(rng.uniform(5, 80), 2), country="FR", channel="pos",
+                           merchant_id=f"m{c % 40}-{rng.randint(0, 2)}", mcc="5411")
+            rows.append(dict(transaction_id=f"t{c}-{i}", card_id=f"card-{c}", timestamp=t,
+                             currency="EUR", is_fraud=int(fraud), **row))
+    rows.sort(key=lambda r: r["timestamp"])
+    return rows
+
+
+def as_records(rows: Iterable[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+    """(key, value) pairs keyed by card, the way a producer must send them."""
+    return [(r["card_id"].encode(), json.dumps(r).encode()) for r in rows]
