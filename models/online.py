@@ -24,6 +24,9 @@ Example:
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -89,10 +92,14 @@ class OnlineLearner:
     def regression(self) -> linear_model.LogisticRegression:
         return self.pipeline.steps["LogisticRegression"]
 
+    #: Sequence number of the published snapshot this learner came from (0: none).
+    snapshot_seq = 0
+
     @property
     def version(self) -> str:
-        """Changes with every label learned: ``online-<labels>``."""
-        return f"online-{self.n_labels}"
+        """``online-<labels>``, and ``@s<seq>`` once it came from a published snapshot."""
+        base = f"online-{self.n_labels}"
+        return f"{base}@s{self.snapshot_seq}" if self.snapshot_seq else base
 
     def vector(self, x: Mapping[str, float]) -> list[float]:
         """``x`` as a list in :attr:`feature_names` order (what the feedback join stores)."""
@@ -137,8 +144,36 @@ class OnlineLearner:
         self.n_labels += 1
         self.n_fraud += int(bool(label))
 
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the learner to ``path`` atomically (temp file, then rename).
+
+        The format is a pickle, and unpickling runs code: load only files you
+        wrote yourself, from a path only the operator can write.
+        """
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".online-", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump(self, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> OnlineLearner:
+        """Read a learner written by :meth:`save` (a trusted local file)."""
+        with open(path, "rb") as fh:
+            learner = pickle.load(fh)  # noqa: S301 - operator-configured local file
+        if not isinstance(learner, cls):
+            raise TypeError(f"{path} holds a {type(learner).__name__}, not an OnlineLearner")
+        return learner
+
     def contributions(self, x: Mapping[str, float]) -> dict[str, float]:
         """Each input's additive share of the logit: weight times scaled value."""
+        return self.explain(x)[0]
+
+    def explain(self, x: Mapping[str, float]) -> tuple[dict[str, float], dict[str, bool]]:
+        """Contributions to the logit, and which inputs are below their running mean."""
         mean, inv_std, w, _ = self._parameters()
-        values = (np.array(self.vector(x)) - mean) * inv_std * w
-        return dict(zip(self.feature_names, values.tolist(), strict=True))
+        scaled = (np.array(self.vector(x)) - mean) * inv_std
+        names = self.feature_names
+        return (dict(zip(names, (scaled * w).tolist(), strict=True)),
+                dict(zip(names, (scaled < 0).tolist(), strict=True)))

@@ -41,7 +41,7 @@ _TEMPLATES: dict[str, _Text] = {
     "n_7d": lambda t, v: f"{v:.0f} transactions on this card in the 7 days before",
     "log_sum_24h": lambda t, v: f"{math.expm1(v):.2f} spent on this card in the 24 h before",
     "log_gap_prev": lambda t, v: f"only {_gap(math.expm1(v))} since the previous transaction",
-    "n_small_1h": lambda t, v: f"{v:.0f} tiny amounts in the hour before (card-testing pattern)",
+    "n_small_1h": lambda t, v: f"{v:.0f} tiny amount{'s' if v != 1 else ''} in the hour before (card-testing pattern)",
     "is_new_merchant": lambda t, v: f"first transaction at merchant {t.merchant_id or '(unknown)'}",
     "is_new_mcc": lambda t, v: f"first purchase in category MCC {t.mcc}",
     "is_new_country": lambda t, v: f"first transaction in {t.country} for this card",
@@ -55,8 +55,32 @@ _TEMPLATES: dict[str, _Text] = {
 }
 
 
-def describe_feature(name: str, transaction: Transaction, value: float) -> str:
-    """One sentence for one input; unknown names fall back to ``name = value``."""
+# When a feature raises the score by being *below* its usual level, the text
+# says so ("a dormant card"), rather than "0 transactions before" as a reason.
+_LOW_TEMPLATES: dict[str, _Text] = {
+    "log_amount": lambda t, v: f"unusually small amount: {t.amount:.2f} {t.currency}",
+    "amount_z": lambda t, v: f"amount well below this card's usual ({v:+.1f} standard deviations)",
+    "amount_ratio_max": lambda t, v: "amount small compared with the card history",
+    "n_1h": lambda t, v: "first transaction on this card for over an hour",
+    "n_24h": lambda t, v: "first transaction on this card for over a day",
+    "n_7d": lambda t, v: "card dormant for the week before",
+    "log_sum_24h": lambda t, v: "nothing spent on this card in the 24 h before",
+    "log_gap_prev": lambda t, v: f"first transaction for {_gap(math.expm1(v))}",
+    "log_history_len": lambda t, v: f"card has little history ({math.expm1(v):.0f} earlier transactions)",
+    "sequence_logit": lambda t, v: f"sequence model: this card's recent pattern (p={1 / (1 + math.exp(-v)):.2f})",
+}
+
+
+def describe_feature(name: str, transaction: Transaction, value: float, low: bool = False) -> str:
+    """One sentence for one input; ``low`` when the input is below its usual level.
+
+    Binary flags only ever speak when set. Unknown names fall back to ``name = value``.
+    """
+    if low:
+        template = _LOW_TEMPLATES.get(name)
+        if template is None:
+            return ""
+        return template(transaction, value)
     template = _TEMPLATES.get(name)
     return template(transaction, value) if template else f"{name} = {value:.3g}"
 
@@ -66,8 +90,14 @@ def top_reasons(
     features: Mapping[str, float],
     contributions: Mapping[str, float],
     limit: int = 3,
+    below_usual: Mapping[str, bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """The ``limit`` inputs that pushed the score up most, as analyst text."""
+    """The ``limit`` inputs that pushed the score up most, as analyst text.
+
+    ``below_usual[name]`` says the input raised the score by being lower than
+    usual (its standardised value is negative).
+    """
+    below = below_usual or {}
     ranked = sorted(
         ((w, name) for name, w in contributions.items() if w > 0),
         reverse=True,
@@ -75,8 +105,8 @@ def top_reasons(
     reasons: list[dict[str, Any]] = []
     seen: set[str] = set()
     for weight, name in ranked:
-        text = describe_feature(name, transaction, features.get(name, 0.0))
-        if text in seen:  # hour_sin and hour_cos say the same thing
+        text = describe_feature(name, transaction, features.get(name, 0.0), low=below.get(name, False))
+        if not text or text in seen:  # hour_sin and hour_cos say the same thing
             continue
         seen.add(text)
         reasons.append({"code": name, "text": text, "weight": round(weight, 4)})

@@ -13,9 +13,11 @@ This is the only module that knows how the broker is launched, so swapping
 it for another (Redpanda, a real Kafka) touches nothing else.
 
 Example:
-    >>> with EmbeddedBroker() as broker:            # doctest: +SKIP
-    ...     print(broker.bootstrap_servers)
-    127.0.0.1:41234
+    >>> with EmbeddedBroker() as broker:
+    ...     broker.running(), broker.bootstrap_servers.startswith("127.0.0.1:")
+    (True, True)
+    >>> broker.running()
+    False
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ __all__ = [
     "format_rfc3339",
     "parse_feedback",
     "parse_rfc3339_ms",
+    "RFC3339_PATTERN",
     "parse_transaction",
 ]
 
@@ -127,16 +128,33 @@ class Feedback:
     labelled_at_ms: int | None
 
 
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})?"
+)
+#: The same pattern, published in schemas/*.json for string timestamps.
+RFC3339_PATTERN = _RFC3339.pattern
+
+
 def parse_rfc3339_ms(text: str) -> int:
-    """RFC 3339 / ISO 8601 string to epoch milliseconds; naive means UTC.
+    """RFC 3339 date-time to epoch milliseconds; no offset means UTC.
+
+    Fractions beyond milliseconds (Java and Go send nanoseconds) are truncated.
 
     >>> parse_rfc3339_ms("2025-01-01T00:00:01.5+01:00")
     1735686001500
+    >>> parse_rfc3339_ms("2025-01-01T00:00:00.123456789Z")
+    1735689600123
     """
-    dt = datetime.fromisoformat(text.strip())
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return int(round(dt.timestamp() * 1000))
+    m = _RFC3339.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"{text!r} is not an RFC 3339 date-time")
+    year, month, day, hour, minute, second, frac, offset = m.groups()
+    dt = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=timezone.utc)
+    ms = int(dt.timestamp()) * 1000 + (int((frac or "0")[:3].ljust(3, "0")))
+    if offset and offset not in ("Z", "z"):
+        sign = 1 if offset[0] == "+" else -1
+        ms -= sign * (int(offset[1:3]) * 60 + int(offset[4:6])) * 60_000
+    return ms
 
 
 def format_rfc3339(ms: int) -> str:

@@ -1,0 +1,124 @@
+"""Contract validation: the hand-written parser and the published JSON Schemas agree."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from stream.records import InvalidRecord, Limits, parse_feedback, parse_transaction
+from stream.settings import Settings
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+LIMITS = Limits.from_settings(Settings())
+GOOD = {"transaction_id": "t1", "card_id": "c1", "timestamp": "2025-03-01T12:00:00Z", "amount": 12.5}
+
+
+def schema(name: str) -> dict:
+    return json.loads((SCHEMAS / f"{name}.json").read_text())
+
+
+def validator(name: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema(name), format_checker=jsonschema.FormatChecker())
+
+
+CASES = [
+    (GOOD, None),
+    ({**GOOD, "timestamp": 1740830400000, "amount": "19.90", "extra": {"ignored": True}}, None),
+    ({**GOOD, "currency": "EUR", "merchant_id": 42, "mcc": "5411", "country": "FR", "channel": "ecom"}, None),
+    ({k: v for k, v in GOOD.items() if k != "card_id"}, "missing_field"),
+    ({k: v for k, v in GOOD.items() if k != "timestamp"}, "missing_field"),
+    ({**GOOD, "amount": -1}, "invalid_amount"),
+    ({**GOOD, "amount": 0}, "invalid_amount"),
+    ({**GOOD, "amount": "1e3"}, "invalid_amount"),
+    ({**GOOD, "amount": True}, "invalid_type"),
+    ({**GOOD, "amount": [1]}, "invalid_type"),
+    ({**GOOD, "card_id": ""}, "invalid_value"),
+    ({**GOOD, "card_id": "x" * 129}, "invalid_value"),
+    ({**GOOD, "card_id": 1.5}, "invalid_type"),
+    ({**GOOD, "timestamp": 1_740_830_400}, "timestamp_out_of_range"),
+    ({**GOOD, "timestamp": "yesterday"}, "invalid_timestamp"),
+    ({**GOOD, "channel": {"a": 1}}, "invalid_type"),
+]
+
+
+@pytest.mark.parametrize("record,reason", CASES)
+def test_parser_and_schema_agree(record, reason):
+    raw = json.dumps(record).encode()
+    if reason is None:
+        parse_transaction(raw, LIMITS)
+        validator("transactions").validate(record)
+    else:
+        with pytest.raises(InvalidRecord) as err:
+            parse_transaction(raw, LIMITS)
+        assert err.value.reason == reason
+        assert not validator("transactions").is_valid(record), f"schema accepts what the parser rejects: {record}"
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_finite_amounts_rejected(literal):
+    raw = b'{"transaction_id": "t", "card_id": "c", "timestamp": 1740830400000, "amount": ' + literal + b"}"
+    with pytest.raises(InvalidRecord, match="finite|> 0") as err:
+        parse_transaction(raw, LIMITS)
+    assert err.value.reason == "invalid_amount"
+
+
+def test_oversized_rejected_before_parsing():
+    raw = json.dumps({**GOOD, "pad": "x" * LIMITS.max_bytes}).encode()
+    with pytest.raises(InvalidRecord) as err:
+        parse_transaction(raw, LIMITS)
+    assert err.value.reason == "oversized"
+
+
+def test_future_timestamps_bounded_by_skew():
+    limits = Limits(max_bytes=1000, min_time_ms=0, max_future_skew_ms=0)
+    with pytest.raises(InvalidRecord, match="in the future"):
+        parse_transaction(json.dumps({**GOOD, "timestamp": "2999-01-01T00:00:00Z"}).encode(), limits)
+
+
+def test_rfc3339_offsets_and_epoch_ms_agree():
+    a = parse_transaction(json.dumps({**GOOD, "timestamp": "2025-03-01T13:00:00+01:00"}).encode(), LIMITS)
+    b = parse_transaction(json.dumps({**GOOD, "timestamp": 1740830400000}).encode(), LIMITS)
+    assert a.event_time_ms == b.event_time_ms
+
+
+@pytest.mark.parametrize("label,expected", [("fraud", 1), ("LEGIT", 0), (1, 1), (0, 0), (True, 1)])
+def test_feedback_labels(label, expected):
+    record = {"transaction_id": "t1", "card_id": "c1", "label": label}
+    assert parse_feedback(json.dumps(record).encode(), LIMITS).label == expected
+    validator("feedback").validate(record)
+
+
+@pytest.mark.parametrize("record", [
+    {"transaction_id": "t1", "card_id": "c1", "label": "maybe"},
+    {"transaction_id": "t1", "card_id": "c1"},
+    {"transaction_id": "t1", "label": "fraud"},
+    {"transaction_id": "t1", "card_id": "c1", "label": 2},
+])
+def test_bad_feedback_rejected_by_both(record):
+    with pytest.raises(InvalidRecord):
+        parse_feedback(json.dumps(record).encode(), LIMITS)
+    assert not validator("feedback").is_valid(record)
+
+
+def test_all_schemas_are_valid_draft_2020_12():
+    for path in SCHEMAS.glob("*.json"):
+        jsonschema.Draft202012Validator.check_schema(json.loads(path.read_text()))
+
+
+def test_defaults_documented_in_schema_match_parser():
+    t = parse_transaction(json.dumps(GOOD).encode(), LIMITS)
+    props = schema("transactions")["properties"]
+    for field in ("currency", "merchant_id", "mcc", "country", "channel"):
+        assert props[field]["default"] == getattr(t, field)
+    assert not math.isnan(t.amount)
+
+
+def test_published_timestamp_pattern_is_the_parsers():
+    from stream.records import RFC3339_PATTERN
+
+    ts = schema("transactions")["properties"]["timestamp"]["oneOf"][0]
+    assert ts["pattern"] == "^" + RFC3339_PATTERN + "$"
