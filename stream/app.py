@@ -5,9 +5,13 @@ and the CLI can run several differently configured engines; there is no
 module-level app. ``fraudstream worker`` runs it.
 
 Example:
-    >>> engine = create_engine(Settings(app_id="doc", web_enabled=False))
+    >>> engine = create_engine(Settings(app_id="doc", model_signing_key="0123456789abcdef"))
     >>> sorted(engine.app.agents)
-    ['stream.agents.learn.learn', 'stream.agents.score.score']
+    ['stream.agents.learn.learn', 'stream.agents.score.score', 'stream.agents.train.train']
+    >>> create_engine(Settings(app_id="doc"))
+    Traceback (most recent call last):
+    ...
+    stream.settings.SettingsError: FRAUDSTREAM_MODEL_SIGNING_KEY must be set to a secret of at least 16 bytes (e.g. `openssl rand -hex 32`); workers refuse unsigned model snapshots
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from models.fusion import Fusion
 from models.online import OnlineLearner
 from stream.records import Limits
 from stream.retention import RetentionIndex
+from stream.compat import enable_embedded_broker_compat
+from stream.modelsync import ModelSync
 from stream.settings import Settings
 from stream.state import define_tables
 from stream.stats import Stats
@@ -42,9 +48,13 @@ class Topics:
     alerts: Any
     transactions_dlq: Any
     feedback_dlq: Any
+    labelled: Any
+    models: Any
+    ops: Any
 
     def outputs(self) -> list[Any]:
-        return [self.scores, self.alerts, self.transactions_dlq, self.feedback_dlq]
+        return [self.scores, self.alerts, self.transactions_dlq, self.feedback_dlq, self.labelled, self.models,
+                self.ops]
 
 
 @dataclass
@@ -60,6 +70,10 @@ class Engine:
     limits: Limits
     retention: RetentionIndex
     stats: Stats = field(default_factory=Stats)
+    model_sync: ModelSync = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model_sync = ModelSync(self)
 
     async def declare_outputs(self) -> None:
         """Create the output topics once (Faust only creates source topics)."""
@@ -113,20 +127,25 @@ def _faust_app(settings: Settings) -> faust.App:
 def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     """Build the app, its topics and tables, and register the agents."""
     # Imported here: the agent modules import this one for the Engine type.
-    from stream.agents import learn, score
+    from stream.agents import learn, score, train
     from stream import web
 
+    if settings.embedded_broker_compat:
+        enable_embedded_broker_compat(settings.bootstrap_servers)
     app = _faust_app(settings)
 
-    def raw_topic(name: str) -> Any:
+    settings.signing_key()  # fail fast: without it no snapshot can be published or trusted
+
+    def raw_topic(name: str, partitions: int | None = None, compacting: bool | None = None) -> Any:
         return app.topic(
             name,
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
             value_serializer="raw",
-            partitions=settings.topic_partitions,
+            partitions=partitions or settings.topic_partitions,
             replicas=settings.replication_factor,
+            compacting=compacting,
         )
 
     topics = Topics(
@@ -136,6 +155,9 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
         alerts=raw_topic(settings.topic_alerts),
         transactions_dlq=raw_topic(settings.topic_transactions_dlq),
         feedback_dlq=raw_topic(settings.topic_feedback_dlq),
+        labelled=raw_topic(settings.labelled_topic, partitions=1),
+        models=raw_topic(settings.models_topic, partitions=1, compacting=True),
+        ops=raw_topic(settings.topic_ops, partitions=1),
     )
     history, features = define_tables(app, settings)
     engine = Engine(
@@ -150,7 +172,9 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     )
     score.register(engine)
     learn.register(engine)
+    train.register(engine)
     web.register(engine)
+    app.task(engine.model_sync.run)
 
     if settings.online_model_path:
 

@@ -38,6 +38,7 @@ def _broker(args: argparse.Namespace) -> int:
     broker = EmbeddedBroker(port=args.port)
     broker.start()
     print(f"FRAUDSTREAM_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
+    print("FRAUDSTREAM_EMBEDDED_BROKER_COMPAT=1", flush=True)
     print(f"broker log: {broker.log_path}; Ctrl-C to stop", file=sys.stderr, flush=True)
     stop = False
 
@@ -55,10 +56,31 @@ def _broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _topics(args: argparse.Namespace) -> int:
+    from stream.settings import Settings
+    from stream.topics import ensure_topics
+
+    settings = Settings.from_env()
+    if args.bootstrap_servers:
+        settings = settings.replace(bootstrap_servers=args.bootstrap_servers)
+    for name, partitions in ensure_topics(settings).items():
+        print(f"{name}\t{partitions} partitions")
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> int:
+    from stream.settings import describe
+
+    print("| variable | default | meaning |\n|---|---|---|")
+    for name, default, doc in describe():
+        print(f"| `{name}` | `{default}` | {doc} |")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from stream.demo import run_demo
 
-    return run_demo(seconds=args.seconds, rate=args.rate, cards=args.cards)
+    return run_demo(seconds=args.seconds, rate=args.rate, cards=args.cards, out_dir=args.out_dir)
 
 
 def _generate(argv: list[str]) -> int:
@@ -88,15 +110,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker")
     p.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     p.set_defaults(func=_broker)
+    p = sub.add_parser("topics", help="create the engine's topics with matching partition counts")
+    p.add_argument("--bootstrap-servers", help="override FRAUDSTREAM_BOOTSTRAP_SERVERS")
+    p.set_defaults(func=_topics)
+    p = sub.add_parser("settings", help="print every setting, its variable and default (Markdown)")
+    p.set_defaults(func=_settings)
     p = sub.add_parser("demo", help="broker + worker + generated traffic with fraud, then stop")
     p.add_argument("--seconds", type=float, default=60.0, help="how long to produce traffic")
     p.add_argument("--rate", type=float, default=400.0, help="transactions per second")
     p.add_argument("--cards", type=int, default=2000, help="cards in the generated traffic")
+    p.add_argument("--out-dir", default="demo-output", help="where the evaluation report goes")
     p.set_defaults(func=_demo)
     sub.add_parser("generate", help="generate labelled historical transactions (see generate --help)")
     sub.add_parser("evaluate", help="detection-quality report from scores and labels (see evaluate --help)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python narrates every connection at INFO
     return int(args.func(args))
 
 

@@ -51,6 +51,9 @@ class Settings:
     topic_feedback: str = _f("feedback", "Input topic of labels, keyed by card_id.")
     topic_transactions_dlq: str = _f("transactions.dlq", "Dead letters from the transactions topic.")
     topic_feedback_dlq: str = _f("feedback.dlq", "Dead letters from the feedback topic.")
+    topic_ops: str = _f("fraudstream.ops", "Operational alerts (model rollbacks, refused snapshots, capped label sources).")
+    topic_models: str = _f("", "Compacted topic of signed online-model snapshots; empty = '<app_id>-models'.")
+    topic_labelled: str = _f("", "Internal one-partition topic feeding the single online learner; empty = '<app_id>-labelled'.")
     processing_guarantee: str = _f("at_least_once", "Faust processing guarantee: at_least_once or exactly_once (needs Kafka transactions; not on the embedded broker).")
     auto_offset_reset: str = _f("earliest", "Where a new consumer group starts reading: earliest or latest.")
     # Faust's defaults made a worker take ~30 s to join its group on the embedded
@@ -60,6 +63,7 @@ class Settings:
     broker_rebalance_timeout_s: float = _f(30.0, "Time a rebalance waits for members to rejoin.")
     broker_max_poll_interval_s: float = _f(300.0, "Longest gap between polls before Kafka evicts the worker.")
     producer_linger_s: float = _f(0.005, "Producer linger: how long a batch waits to fill (latency vs. throughput).")
+    embedded_broker_compat: bool = _f(False, "Correct the embedded broker's end-offset answers (stream/compat.py); set by the demo and tests, never needed on Apache Kafka.")
     # --- engine ------------------------------------------------------------
     batch_size: int = _f(256, "Most transactions per micro-batch (the unit of model inference).")
     batch_timeout_s: float = _f(0.05, "Longest wait to fill a micro-batch before scoring what has arrived.")
@@ -76,6 +80,14 @@ class Settings:
     online_learning_rate: float = _f(0.05, "SGD learning rate of the online logistic regression.")
     online_prior: float = _f(0.01, "Fraud probability the online learner starts from before any label.")
     min_labels_for_online: int = _f(200, "Labels the online learner needs before fusion trusts it over the sequence model.")
+    model_signing_key: str = field(default="", repr=False, metadata={"doc": "Secret (>= 16 bytes) signing online-model snapshots with HMAC-SHA256; required by the worker. Never logged."})
+    snapshot_interval_s: float = _f(1.0, "Longest time the single learner waits to publish a snapshot after learning.")
+    model_sync_timeout_s: float = _f(15.0, "How long a starting worker waits for the latest model snapshot before scoring.")
+    quality_window: int = _f(1000, "Labels in the online learner's rolling ROC AUC.")
+    drift_delta: float = _f(0.002, "ADWIN confidence on the learner's error stream (smaller = fewer alarms).")
+    drift_max_auc_drop: float = _f(0.05, "Rolling AUC drop below the last good snapshot's that, with an ADWIN alarm, triggers a rollback.")
+    drift_min_labels: int = _f(200, "Labels seen before the drift guard may raise an alarm.")
+    feedback_source_cap_per_hour: int = _f(0, "Most labels one source may contribute per hour of event time; 0 = no cap (see poisoning in README).")
     sequence_model_path: str = _f("", "Sequence model checkpoint directory; empty = online learner only.")
     torch_threads: int = _f(1, "Threads PyTorch may use for inference in one worker.")
     # --- process -----------------------------------------------------------
@@ -134,6 +146,26 @@ class Settings:
         return out
 
     @property
+    def models_topic(self) -> str:
+        """Resolved name of the model snapshot topic."""
+        return self.topic_models or f"{self.app_id}-models"
+
+    @property
+    def labelled_topic(self) -> str:
+        """Resolved name of the internal labelled-examples topic."""
+        return self.topic_labelled or f"{self.app_id}-labelled"
+
+    def signing_key(self) -> bytes:
+        """The snapshot signing key; raises :class:`SettingsError` when unset or short."""
+        key = self.model_signing_key.encode()
+        if len(key) < 16:
+            raise SettingsError(
+                "FRAUDSTREAM_MODEL_SIGNING_KEY must be set to a secret of at least 16 bytes "
+                "(e.g. `openssl rand -hex 32`); workers refuse unsigned model snapshots"
+            )
+        return key
+
+    @property
     def kafka_broker_url(self) -> str:
         """Bootstrap servers in Faust's ``kafka://`` URL form."""
         return ";".join("kafka://" + s.strip() for s in self.bootstrap_servers.split(",") if s.strip())
@@ -165,4 +197,5 @@ def describe() -> Iterator[tuple[str, str, str]]:
     'FRAUDSTREAM_APP_ID'
     """
     for f in dataclasses.fields(Settings):
-        yield ENV_PREFIX + f.name.upper(), repr(f.default), f.metadata["doc"]
+        default = "(unset)" if f.name == "model_signing_key" else repr(f.default)
+        yield ENV_PREFIX + f.name.upper(), default, f.metadata["doc"]

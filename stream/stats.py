@@ -23,21 +23,21 @@ class Stats:
     scored: int = 0
     alerts: int = 0
     batches: int = 0
+    labels_forwarded: int = 0
     labels_learned: int = 0
     labels_duplicate: int = 0
+    labels_capped: int = 0
     features_expired: int = 0
+    snapshots_published: int = 0
+    snapshots_installed: int = 0
+    snapshots_rejected: int = 0
+    rollbacks: int = 0
     dlq: Counter[str] = field(default_factory=Counter)
 
     def dead_letter(self, topic: str, reason: str) -> None:
         self.dlq[f"{topic}:{reason}"] += 1
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "scored": self.scored,
-            "alerts": self.alerts,
-            "batches": self.batches,
-            "labels_learned": self.labels_learned,
-            "labels_duplicate": self.labels_duplicate,
-            "features_expired": self.features_expired,
-            "dlq": dict(self.dlq),
-        }
+        out = {k: v for k, v in vars(self).items() if k != "dlq"}
+        out["dlq"] = dict(self.dlq)
+        return out

@@ -19,7 +19,7 @@ import time
 
 from stream.settings import Settings
 
-__all__ = ["ensure_topics", "topic_names"]
+__all__ = ["ensure_topics", "topic_names", "topic_specs"]
 
 log = logging.getLogger("fraudstream.topics")
 
@@ -36,6 +36,20 @@ def topic_names(settings: Settings) -> list[str]:
     ]
 
 
+def topic_specs(settings: Settings) -> dict[str, int]:
+    """Every topic the engine needs, with its partition count.
+
+    The model snapshot topic and the labelled-examples topic have one
+    partition: there is one online learner, and its inputs and outputs are
+    totally ordered. The model topic should be compacted on real Kafka.
+    """
+    specs = {name: settings.topic_partitions for name in topic_names(settings)}
+    specs[settings.topic_ops] = 1
+    specs[settings.models_topic] = 1
+    specs[settings.labelled_topic] = 1
+    return specs
+
+
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, int]:
     """Create missing topics; return ``{topic: partitions}`` as the broker reports.
 
@@ -49,9 +63,11 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, int]
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="fraudstream-topics")
     try:
         existing = set(admin.list_topics())
+        specs = topic_specs(settings)
         new = [
-            NewTopic(name, settings.topic_partitions, settings.replication_factor)
-            for name in topic_names(settings) if name not in existing
+            NewTopic(name, partitions, settings.replication_factor,
+                     topic_configs={"cleanup.policy": "compact"} if name == settings.models_topic else {})
+            for name, partitions in specs.items() if name not in existing
         ]
         if new:
             try:
@@ -65,7 +81,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, int]
         deadline = time.monotonic() + timeout_s
         counts: dict[str, int] = {}
         while time.monotonic() < deadline:
-            counts = {n: len(consumer.partitions_for_topic(n) or ()) for n in topic_names(settings)}
+            counts = {n: len(consumer.partitions_for_topic(n) or ()) for n in topic_specs(settings)}
             if all(counts.values()):
                 break
             time.sleep(0.2)

@@ -59,6 +59,9 @@ def fast_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
         data_dir=str(data_dir),
         log_level="info",
         feedback_join_wait_s=1.0,
+        model_signing_key="test-signing-key-" + tag,
+        snapshot_interval_s=0.2,
+        embedded_broker_compat=True,
     )
     base.update(overrides)
     return Settings(**base)

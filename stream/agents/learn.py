@@ -1,8 +1,10 @@
-"""The learn agent: labels in, online learner updated, bad labels dead-lettered.
+"""The learn agent: labels in, joined with scoring-time inputs, sent to the learner.
 
 A label is joined with the inputs the online learner saw when it scored that
 transaction (the ``features`` table), so the learner trains on exactly what it
 predicted from, not on features recomputed later from a different history.
+Labels arrive on the card's partition, on whichever worker owns it; the
+joined examples all go to the single learner (``stream/agents/train.py``).
 
 A label may overtake its transaction (an analyst labels straight after an
 alert while the score agent is a batch behind), so an unknown transaction id
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from faust.types import EventT
 
 from stream.agents.score import dead_letter_batch
+from stream.agents.train import labelled_example
 from stream.dlq import DeadLetter, send_dead_letter
 from stream.records import Feedback, InvalidRecord, parse_feedback
 from stream.state import writing_for
@@ -82,9 +85,12 @@ class FeedbackLearner:
             if stored.get("l") == fb.label:
                 engine.stats.labels_duplicate += 1  # same label again: learning twice would double its weight
                 continue
-            x = dict(zip(engine.fusion.online.feature_names, stored["x"], strict=True))
-            engine.fusion.learn(x, fb.label)
-            engine.stats.labels_learned += 1
+            # To the single learner (stream/agents/train.py), with the stored inputs.
+            await engine.app.producer.send(self.settings.labelled_topic, b"online",
+                                           labelled_example(stored["x"], fb.label, fb.source, stored["t"],
+                                                            event.message),
+                                           partition=0, timestamp=None, headers=None)
+            engine.stats.labels_forwarded += 1
             with writing_for(event):
                 engine.features[key] = {**stored, "l": fb.label, "s": fb.source}
 

@@ -115,7 +115,8 @@ class BatchScorer:
             key = t.card_id.encode()
             await producer.send(self.settings.topic_scores, key, encode(record), partition=None, timestamp=None, headers=None)
             if record["decision"] == "alert":
-                reasons = top_reasons(t, inputs[i], online.contributions(inputs[i]))
+                contributions, below = online.explain(inputs[i])
+                reasons = top_reasons(t, inputs[i], contributions, below_usual=below)
                 await producer.send(self.settings.topic_alerts, key, encode(alert_record(record, t, reasons)),
                                     partition=None, timestamp=None, headers=None)
                 engine.stats.alerts += 1
@@ -200,6 +201,7 @@ def register(engine: Engine) -> None:
 
     async def score(stream: Any) -> None:
         await engine.declare_outputs()
+        await engine.model_sync.wait_ready()  # a new worker scores with the latest shared model
         async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout_s):
             try:
                 await scorer.process(events)

@@ -1,0 +1,79 @@
+"""Workaround for the embedded broker's end-offset report. Never needed on Apache Kafka.
+
+Tansu (the embedded broker) answers ListOffsets(latest) with the *first*
+offset of the partition's last record batch plus one, instead of the offset
+after the last record. Fetch responses carry the right high watermark; only
+ListOffsets is off. Faust sizes changelog recovery with ListOffsets, so on
+this broker a recovering worker would stop short of the last batch, and one
+that had been a standby would crash with ``ConsistencyError`` ("persisted
+offset ... is higher than the last offset in that topic").
+
+With ``FRAUDSTREAM_EMBEDDED_BROKER_COMPAT=1`` (set by the demo and the tests)
+the worker corrects those answers: it reads the last batch of each partition
+and reports the offset after its last record. One extra fetch per partition,
+only when Faust asks for end offsets (recovery, rebalances), never per event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["enable_embedded_broker_compat", "true_end_offsets"]
+
+log = logging.getLogger("fraudstream.compat")
+_enabled = False
+
+
+async def true_end_offsets(bootstrap_servers: str, reported: Mapping[Any, int], timeout_s: float = 5.0) -> dict[Any, int]:
+    """Correct ``reported`` end offsets by reading each partition's last batch."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    # aiokafka insists on its own TopicPartition type; callers pass Faust's or kafka-python's.
+    original = {TopicPartition(tp.topic, tp.partition): tp for tp in reported}
+    wanted = {ak: reported[tp] for ak, tp in original.items() if reported[tp] and reported[tp] > 0}
+    result = {ak: reported[tp] for ak, tp in original.items()}
+    if not wanted:
+        return dict(reported)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign(list(wanted))
+        for tp, end in wanted.items():
+            consumer.seek(tp, end - 1)  # the first record of the last batch
+        pending = set(wanted)
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            batch = await consumer.getmany(*pending, timeout_ms=500)
+            for tp, records in batch.items():
+                if records:
+                    result[tp] = max(result[tp], max(r.offset for r in records) + 1)
+                    pending.discard(tp)
+        if pending:
+            log.warning("could not read the last batch of %s; keeping the broker's end offsets", pending)
+    finally:
+        await consumer.stop()
+    return {original[ak]: end for ak, end in result.items()}
+
+
+def enable_embedded_broker_compat(bootstrap_servers: str) -> None:
+    """Patch Faust's aiokafka driver to use :func:`true_end_offsets` (idempotent)."""
+    global _enabled
+    if _enabled:
+        return
+    from faust.transport.drivers import aiokafka as driver
+
+    original = driver.AIOKafkaConsumerThread._highwaters
+
+    async def _highwaters(self: Any, partitions: Any) -> Mapping[Any, int]:
+        reported = await original(self, partitions)
+        if self.consumer.in_transaction:
+            return reported
+        return await true_end_offsets(bootstrap_servers, reported)
+
+    driver.AIOKafkaConsumerThread._highwaters = _highwaters
+    _enabled = True
+    log.info("embedded-broker compatibility on: end offsets corrected from the last record batch")

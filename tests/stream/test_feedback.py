@@ -1,0 +1,73 @@
+"""Labels on the feedback topic move the online learner; bad labels are dead-lettered."""
+
+from __future__ import annotations
+
+import json
+from statistics import mean
+
+import pytest
+
+from stream.broker import free_port
+from tests.support import as_records, consume_all, header, make_traffic, produce, wait_for
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def _scores(broker, settings, rows):
+    ids = {r["transaction_id"] for r in rows}
+    got = consume_all(broker, settings.topic_scores, lambda r: {s["transaction_id"] for s in r} >= ids, timeout=90)
+    return {s["transaction_id"]: s for s in got if s["transaction_id"] in ids}
+
+
+def _label(row, label=None, **extra):
+    value = {"transaction_id": row["transaction_id"], "card_id": row["card_id"],
+             "label": label or ("fraud" if row["is_fraud"] else "legit"), "source": "chargeback", **extra}
+    return row["card_id"].encode(), json.dumps(value).encode()
+
+
+def test_labels_teach_the_online_learner(settings, worker_factory, broker):
+    settings = settings.replace(web_enabled=True, web_port=free_port())
+    worker = worker_factory(settings)
+    before_rows = make_traffic(n_cards=150, per_card=12, fraud_every=4, seed=5)
+    produce(broker, settings.topic_transactions, as_records(before_rows))
+    before = _scores(broker, settings, before_rows)
+
+    labels = [_label(r) for r in before_rows]
+    unknown = ("card-0".encode(), json.dumps({"transaction_id": "never-seen", "card_id": "card-0", "label": "fraud"}).encode())
+    mismatch = _label(before_rows[0], card_id="card-somebody-else")
+    mismatch = (before_rows[0]["card_id"].encode(), mismatch[1])
+    bad_label = (b"card-0", json.dumps({"transaction_id": before_rows[0]["transaction_id"], "card_id": "card-0", "label": "maybe"}).encode())
+    produce(broker, settings.topic_feedback, [*labels, unknown, mismatch, bad_label])
+
+    def learned() -> bool:
+        try:
+            return worker.get_json("/stats/")["stats"]["labels_learned"] >= len(labels)
+        except OSError:
+            return False
+
+    assert wait_for(learned, timeout=60), worker.log_tail()
+
+    def installed() -> bool:
+        return worker.get_json("/stats/")["model_versions"]["online"].startswith(f"online-{len(labels)}@s")
+
+    assert wait_for(installed, timeout=30), "the worker scores with the snapshot that holds every label"
+
+    # Same kind of traffic on other cards, later in event time.
+    after_rows = [dict(r, transaction_id="after-" + r["transaction_id"], card_id="after-" + r["card_id"],
+                       timestamp=r["timestamp"] + 30 * 86_400_000)
+                  for r in make_traffic(n_cards=150, per_card=12, fraud_every=4, seed=6)]
+    produce(broker, settings.topic_transactions, as_records(after_rows))
+    after = _scores(broker, settings, after_rows)
+
+    def online(scores, rows, fraud):
+        return mean(scores[r["transaction_id"]]["components"]["online"] for r in rows if r["is_fraud"] == fraud)
+
+    assert online(after, after_rows, 1) > online(before, before_rows, 1) + 0.3, "fraud scores rise after fraud labels"
+    assert online(after, after_rows, 0) < online(after, after_rows, 1) - 0.3, "legit stays well below fraud"
+    assert online(after, after_rows, 0) < 0.2
+
+    dead = consume_all(broker, settings.topic_feedback_dlq, lambda r: len(r) >= 3, timeout=30, decode=False)
+    reasons = {d.value: header(d, "dlq.reason") for d in dead}
+    assert reasons == {unknown[1]: "unknown_transaction", mismatch[1]: "card_mismatch", bad_label[1]: "invalid_value"}
+    assert all(header(d, "dlq.source.topic") == settings.topic_feedback for d in dead)
+    assert worker.alive()
