@@ -75,6 +75,14 @@ class Engine:
     def __post_init__(self) -> None:
         self.model_sync = ModelSync(self)
 
+    async def producer(self) -> Any:
+        """The producer to send outputs with.
+
+        Under ``exactly_once`` Faust's transaction manager (sends join the
+        transaction of the source partition); otherwise the app's producer.
+        """
+        return await self.app.maybe_start_producer()
+
     async def declare_outputs(self) -> None:
         """Create the output topics once (Faust only creates source topics)."""
         for topic in self.topics.outputs():

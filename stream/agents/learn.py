@@ -45,7 +45,7 @@ class FeedbackLearner:
     async def _reject(self, event: EventT, reason: str, detail: str) -> None:
         topic = self.settings.topic_feedback_dlq
         self.engine.stats.dead_letter(topic, reason)
-        await send_dead_letter(self.engine.app.producer, topic, DeadLetter.from_message(event.message, reason, detail))
+        await send_dead_letter(await self.engine.producer(), topic, DeadLetter.from_message(event.message, reason, detail))
 
     async def process(self, events: Sequence[EventT]) -> None:
         engine = self.engine
@@ -86,7 +86,7 @@ class FeedbackLearner:
                 engine.stats.labels_duplicate += 1  # same label again: learning twice would double its weight
                 continue
             # To the single learner (stream/agents/train.py), with the stored inputs.
-            await engine.app.producer.send(self.settings.labelled_topic, b"online",
+            await (await engine.producer()).send(self.settings.labelled_topic, b"online",
                                            labelled_example(stored["x"], fb.label, fb.source, stored["t"],
                                                             event.message),
                                            partition=0, timestamp=None, headers=None)

@@ -46,7 +46,7 @@ class BatchScorer:
     async def process(self, events: Sequence[EventT]) -> None:
         started = time.perf_counter()
         engine = self.engine
-        producer = engine.app.producer
+        producer = await engine.producer()
         dlq_topic = self.settings.topic_transactions_dlq
         valid: list[tuple[EventT, Transaction]] = []
         for event in events:
@@ -145,7 +145,7 @@ class BatchScorer:
                 one = fusion.score_batch([item])
             except Exception as exc:
                 self.engine.stats.dead_letter(dlq_topic, "scoring_error")
-                await send_dead_letter(self.engine.app.producer, dlq_topic,
+                await send_dead_letter(await self.engine.producer(), dlq_topic,
                                        DeadLetter.from_message(event.message, "scoring_error", repr(exc)))
                 continue
             scores.append(float(one.score[0]))
@@ -190,7 +190,7 @@ async def dead_letter_batch(engine: Engine, events: Sequence[EventT], dlq_topic:
     """Send every record of a batch that failed unexpectedly to ``dlq_topic``."""
     for event in events:
         engine.stats.dead_letter(dlq_topic, "internal_error")
-        await send_dead_letter(engine.app.producer, dlq_topic,
+        await send_dead_letter(await engine.producer(), dlq_topic,
                                DeadLetter.from_message(event.message, "internal_error", repr(exc)))
 
 

@@ -134,7 +134,7 @@ class Trainer:
         blob = seal(learner, self.engine.settings.signing_key(), meta)
         if healthy:
             self.last_good = blob
-        await self.engine.app.producer.send(self.engine.settings.models_topic, b"online", blob,
+        await (await self.engine.producer()).send(self.engine.settings.models_topic, b"online", blob,
                                             partition=0, timestamp=None, headers=None)
         self.engine.stats.snapshots_published += 1
 
@@ -161,14 +161,14 @@ class Trainer:
                             f"source {ex['src']!r} exceeded {self.cap.max_per_hour} labels per event hour",
                             orig["topic"], orig["partition"], orig["offset"],
                             base64.b64decode(orig["key"]), base64.b64decode(orig["value"]))
-        await send_dead_letter(self.engine.app.producer, topic, letter)
+        await send_dead_letter(await self.engine.producer(), topic, letter)
         rejected = self.cap.rejected[ex["src"]]
         if rejected in (1, 100, 10_000):  # say it on the ops topic, without flooding it
             await self._ops({"type": "label_source_capped", "source": ex["src"], "rejected_so_far": rejected})
 
     async def _ops(self, record: dict[str, Any]) -> None:
         record = {**record, "at": int(time.time() * 1000), "app_id": self.engine.settings.app_id}
-        await self.engine.app.producer.send(self.engine.settings.topic_ops, b"trainer", json.dumps(record).encode(),
+        await (await self.engine.producer()).send(self.engine.settings.topic_ops, b"trainer", json.dumps(record).encode(),
                                             partition=None, timestamp=None, headers=None)
 
 

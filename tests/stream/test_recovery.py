@@ -21,8 +21,11 @@ def _ready(worker, card) -> bool:
         return False
 
 
-def test_history_after_restart_equals_history_before(settings, worker_factory, broker):
-    settings = settings.replace(web_enabled=True, web_port=free_port(), history_length=8)
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_history_after_restart_equals_history_before(settings, worker_factory, broker, store):
+    # memory://: rebuilt from the changelog alone. rocksdb://: the production
+    # store, reopened from disk and brought up to date from the changelog.
+    settings = settings.replace(web_enabled=True, web_port=free_port(), history_length=8, store=store)
     rows = make_traffic(n_cards=40, per_card=12, fraud_every=5, seed=4)  # > history_length per card
     cards = sorted({r["card_id"] for r in rows})
     first = worker_factory(settings, name="first")
