@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -53,6 +54,8 @@ class Fusion:
         self.online = online
         self.sequence = sequence
         self.min_labels_for_online = min_labels_for_online
+        #: Seconds each model took on the last batch (for the stage split in metrics).
+        self.last_seconds: dict[str, float] = {}
 
     def versions(self) -> dict[str, str]:
         """Model versions, recorded on every score."""
@@ -63,16 +66,22 @@ class Fusion:
 
     def score_batch(self, items: Sequence[ScoringItem]) -> FusedBatch:
         components: dict[str, np.ndarray] = {}
+        seconds: dict[str, float] = {}
         inputs = [dict(item.features) for item in items]
         if self.sequence is not None:
+            t0 = time.perf_counter()
             seq = np.asarray(self.sequence.score_batch(items), dtype=np.float64)
+            seconds["sequence"] = time.perf_counter() - t0
             components["sequence"] = seq
             for row, p in zip(inputs, seq.tolist(), strict=True):
                 row[SEQUENCE_INPUT] = _logit(p)
         else:
             for row in inputs:
                 row[SEQUENCE_INPUT] = 0.0
+        t0 = time.perf_counter()
         online = self.online.predict_many(inputs)
+        seconds["online"] = time.perf_counter() - t0
+        self.last_seconds = seconds
         components["online"] = online
         if self.sequence is not None and self.online.n_labels < self.min_labels_for_online:
             score = components["sequence"]

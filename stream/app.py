@@ -29,9 +29,11 @@ from stream.records import Limits
 from stream.retention import RetentionIndex
 from stream.compat import enable_embedded_broker_compat
 from stream.modelsync import ModelSync
+from stream.security import client_kwargs, faust_credentials
 from stream.settings import Settings
 from stream.state import define_tables
 from stream.stats import Stats
+from stream.telemetry import Telemetry
 
 __all__ = ["Engine", "Topics", "build_fusion", "create_engine"]
 
@@ -71,9 +73,34 @@ class Engine:
     retention: RetentionIndex
     stats: Stats = field(default_factory=Stats)
     model_sync: ModelSync = field(init=False)
+    telemetry: Telemetry = field(init=False)
+    trainer: Any = None
 
     def __post_init__(self) -> None:
         self.model_sync = ModelSync(self)
+        self.telemetry = Telemetry(self.stats)
+
+    def ready(self) -> tuple[bool, dict[str, bool]]:
+        """Ready to score: tables recovered and the shared model read."""
+        checks = {
+            "tables_recovered": self.app.tables.recovery.completed.is_set(),
+            "model_loaded": self.model_sync.ready.is_set(),
+            "agents_running": all(not agent.should_stop for agent in self.app.agents.values()),
+        }
+        return all(checks.values()), checks
+
+    def update_gauges(self) -> None:
+        """Consumer lag per assigned partition, model versions, the learner's rolling AUC."""
+        monitor = self.app.monitor
+        ends = getattr(monitor, "tp_end_offsets", None) or {}
+        reads = getattr(monitor, "tp_read_offsets", None) or {}
+        for tp, end in ends.items():
+            read = reads.get(tp, -1)
+            self.telemetry.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(end - read - 1, 0))
+        self.telemetry.set_versions(self.fusion.versions())
+        if self.trainer is not None and self.trainer.learner is not None:
+            auc = self.trainer.guard.rolling_auc
+            self.telemetry.rolling_auc.set(auc if auc is not None else float("nan"))
 
     async def producer(self) -> Any:
         """The producer to send outputs with.
@@ -126,6 +153,7 @@ def _faust_app(settings: Settings) -> faust.App:
         web_bind=settings.web_host,
         web_port=settings.web_port,
         web_host=settings.web_host,
+        broker_credentials=faust_credentials(settings),
         # Inputs are raw bytes: validation (and the DLQ) is ours, not a codec's.
         value_serializer="raw",
         key_serializer="raw",
@@ -139,7 +167,7 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     from stream import web
 
     if settings.embedded_broker_compat:
-        enable_embedded_broker_compat(settings.bootstrap_servers)
+        enable_embedded_broker_compat(settings.bootstrap_servers, client_kwargs(settings))
     app = _faust_app(settings)
 
     settings.signing_key()  # fail fast: without it no snapshot can be published or trusted
@@ -180,7 +208,7 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     )
     score.register(engine)
     learn.register(engine)
-    train.register(engine)
+    engine.trainer = train.register(engine)
     web.register(engine)
     app.task(engine.model_sync.run)
 
@@ -190,6 +218,10 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
         async def save_online_model(sender: Any, **kwargs: Any) -> None:
             engine.fusion.online.save(settings.online_model_path)
             log.info("online learner saved to %s (%s)", settings.online_model_path, engine.fusion.online.version)
+
+    @app.timer(interval=5.0)
+    async def gauges() -> None:
+        engine.update_gauges()
 
     @app.timer(interval=10.0)
     async def report_progress() -> None:

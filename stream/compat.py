@@ -26,7 +26,8 @@ log = logging.getLogger("fraudstream.compat")
 _enabled = False
 
 
-async def true_end_offsets(bootstrap_servers: str, reported: Mapping[Any, int], timeout_s: float = 5.0) -> dict[Any, int]:
+async def true_end_offsets(bootstrap_servers: str, reported: Mapping[Any, int], timeout_s: float = 5.0,
+                           client: Mapping[str, Any] | None = None) -> dict[Any, int]:
     """Correct ``reported`` end offsets by reading each partition's last batch."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -36,7 +37,8 @@ async def true_end_offsets(bootstrap_servers: str, reported: Mapping[Any, int], 
     result = {ak: reported[tp] for ak, tp in original.items()}
     if not wanted:
         return dict(reported)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None,
+                                **(client or {}))
     await consumer.start()
     try:
         consumer.assign(list(wanted))
@@ -59,7 +61,7 @@ async def true_end_offsets(bootstrap_servers: str, reported: Mapping[Any, int], 
     return {original[ak]: end for ak, end in result.items()}
 
 
-def enable_embedded_broker_compat(bootstrap_servers: str) -> None:
+def enable_embedded_broker_compat(bootstrap_servers: str, client: Mapping[str, Any] | None = None) -> None:
     """Patch Faust's aiokafka driver to use :func:`true_end_offsets` (idempotent)."""
     global _enabled
     if _enabled:
@@ -72,7 +74,7 @@ def enable_embedded_broker_compat(bootstrap_servers: str) -> None:
         reported = await original(self, partitions)
         if self.consumer.in_transaction:
             return reported
-        return await true_end_offsets(bootstrap_servers, reported)
+        return await true_end_offsets(bootstrap_servers, reported, client=client)
 
     driver.AIOKafkaConsumerThread._highwaters = _highwaters
     _enabled = True

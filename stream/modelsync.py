@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from models.snapshot import SnapshotError, peek_header, unseal, verify
 from stream.compat import true_end_offsets
+from stream.security import client_kwargs
 
 if TYPE_CHECKING:
     from stream.app import Engine
@@ -77,7 +78,7 @@ class ModelSync:
 
         settings = self.engine.settings
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                                    group_id=None)
+                                    group_id=None, **client_kwargs(settings))
         await consumer.start()
         try:
             tp = TopicPartition(settings.models_topic, 0)
@@ -85,7 +86,8 @@ class ModelSync:
             await consumer.seek_to_beginning(tp)
             end = (await consumer.end_offsets([tp]))[tp]
             if settings.embedded_broker_compat:
-                end = (await true_end_offsets(settings.bootstrap_servers, {tp: end}))[tp]
+                end = (await true_end_offsets(settings.bootstrap_servers, {tp: end},
+                                              client=client_kwargs(settings)))[tp]
             newest: tuple[bytes, int] | None = None
             while await consumer.position(tp) < end:
                 batch = await consumer.getmany(tp, timeout_ms=1000)

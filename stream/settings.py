@@ -64,6 +64,15 @@ class Settings:
     broker_max_poll_interval_s: float = _f(300.0, "Longest gap between polls before Kafka evicts the worker.")
     producer_linger_s: float = _f(0.005, "Producer linger: how long a batch waits to fill (latency vs. throughput).")
     embedded_broker_compat: bool = _f(False, "Correct the embedded broker's end-offset answers (stream/compat.py); set by the demo and tests, never needed on Apache Kafka.")
+    security_protocol: str = _f("PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every client (worker, replay, tools).")
+    ssl_cafile: str = _f("", "CA bundle that signed the brokers' certificates (empty: the system's).")
+    ssl_certfile: str = _f("", "Client certificate for mutual TLS (optional).")
+    ssl_keyfile: str = _f("", "Client private key for mutual TLS (optional).")
+    ssl_password: str = field(default="", repr=False, metadata={"doc": "Password of the client key, if any. Never logged."})
+    ssl_check_hostname: bool = _f(True, "Check the broker certificate's host name.")
+    sasl_mechanism: str = _f("PLAIN", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_*).")
+    sasl_username: str = _f("", "SASL user name.")
+    sasl_password: str = field(default="", repr=False, metadata={"doc": "SASL password. Never logged."})
     # --- engine ------------------------------------------------------------
     batch_size: int = _f(256, "Most transactions per micro-batch (the unit of model inference).")
     batch_timeout_s: float = _f(0.05, "Longest wait to fill a micro-batch before scoring what has arrived.")
@@ -97,6 +106,7 @@ class Settings:
     web_host: str = _f("127.0.0.1", "Web server bind address.")
     web_port: int = _f(6066, "Web server port.")
     log_level: str = _f("info", "Faust log level: crit, error, warn, info or debug.")
+    log_format: str = _f("text", "text, or json (one JSON object per line, for log shippers).")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -130,6 +140,8 @@ class Settings:
             raise SettingsError(f"processing_guarantee must be at_least_once or exactly_once, got {self.processing_guarantee!r}")
         if self.auto_offset_reset not in ("earliest", "latest"):
             raise SettingsError(f"auto_offset_reset must be earliest or latest, got {self.auto_offset_reset!r}")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"log_format must be text or json, got {self.log_format!r}")
         if not self.store.startswith(("memory://", "rocksdb://", "aerospike://")):
             raise SettingsError(f"store must be memory:// or rocksdb://, got {self.store!r}")
 
@@ -197,5 +209,5 @@ def describe() -> Iterator[tuple[str, str, str]]:
     'FRAUDSTREAM_APP_ID'
     """
     for f in dataclasses.fields(Settings):
-        default = "(unset)" if f.name == "model_signing_key" else repr(f.default)
+        default = "(unset)" if not f.repr else repr(f.default)
         yield ENV_PREFIX + f.name.upper(), default, f.metadata["doc"]

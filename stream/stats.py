@@ -20,6 +20,7 @@ __all__ = ["Stats"]
 class Stats:
     """Running totals since the worker started."""
 
+    events_in: int = 0
     scored: int = 0
     alerts: int = 0
     batches: int = 0
@@ -33,11 +34,13 @@ class Stats:
     snapshots_rejected: int = 0
     rollbacks: int = 0
     dlq: Counter[str] = field(default_factory=Counter)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def dead_letter(self, topic: str, reason: str) -> None:
         self.dlq[f"{topic}:{reason}"] += 1
 
     def snapshot(self) -> dict[str, Any]:
-        out = {k: v for k, v in vars(self).items() if k != "dlq"}
+        out = {k: v for k, v in vars(self).items() if k not in ("dlq", "stage_seconds")}
         out["dlq"] = dict(self.dlq)
+        out["stage_seconds"] = {k: round(v, 3) for k, v in self.stage_seconds.items()}
         return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 
+from stream.security import client_kwargs
 from stream.settings import Settings
 
 __all__ = ["ensure_topics", "topic_names", "topic_specs"]
@@ -60,7 +61,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, int]
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="fraudstream-topics")
+    client = client_kwargs(settings)
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="fraudstream-topics", **client)
     try:
         existing = set(admin.list_topics())
         specs = topic_specs(settings)
@@ -76,7 +78,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, int]
                 pass
     finally:
         admin.close()
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, **client)
     try:
         deadline = time.monotonic() + timeout_s
         counts: dict[str, int] = {}

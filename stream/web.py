@@ -1,9 +1,12 @@
 """HTTP views on the worker (when ``FRAUDSTREAM_WEB_ENABLED=1``).
 
-``GET /cards/{card_id}/history/`` returns the card's history as the worker
-holds it, routed by Faust to whichever worker owns the card's partition: the
-first thing to look at when a score surprises you.
-``GET /stats/`` returns the worker's counters.
+* ``GET /healthz`` — liveness: 200 while the worker runs and no agent has stopped.
+* ``GET /ready`` — readiness: 200 only after table recovery and the model load, else 503.
+* ``GET /metrics`` — Prometheus text exposition (``stream/telemetry.py``).
+* ``GET /stats/`` — the worker's counters as JSON.
+* ``GET /cards/{card_id}/history/`` — the card's history as the worker holds it,
+  routed by Faust to whichever worker owns the card's partition: the first
+  thing to look at when a score surprises you.
 """
 
 from __future__ import annotations
@@ -41,6 +44,23 @@ def register(engine: Engine) -> None:
     async def card_history(web: Any, request: Any, card_id: str) -> Any:
         history = engine.history.get(card_id.encode()) or []
         return web.json({"card_id": card_id, "history": [_readable(e) for e in history], "raw": history})
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        stopped = [name for name, agent in app.agents.items() if agent.should_stop]
+        if stopped or app.should_stop:
+            return web.json({"status": "failing", "stopped_agents": stopped}, status=503)
+        return web.json({"status": "ok"})
+
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        ok, checks = engine.ready()
+        return web.json({"ready": ok, **checks}, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        engine.update_gauges()
+        return web.bytes(engine.telemetry.render(), content_type="text/plain")
 
     @app.page("/stats/")
     async def stats(web: Any, request: Any) -> Any:

@@ -26,6 +26,7 @@ from stream.dlq import DeadLetter, send_dead_letter
 from stream.outputs import alert_record, encode, score_record
 from stream.records import InvalidRecord, Transaction, parse_transaction
 from stream.state import writing_for
+from stream.timing import StageClock
 
 if TYPE_CHECKING:
     from stream.app import Engine
@@ -44,8 +45,10 @@ class BatchScorer:
         self._assignment: frozenset[Any] | None = None
 
     async def process(self, events: Sequence[EventT]) -> None:
-        started = time.perf_counter()
+        clock = StageClock()
+        started = clock.started
         engine = self.engine
+        engine.stats.events_in += len(events)
         producer = await engine.producer()
         dlq_topic = self.settings.topic_transactions_dlq
         valid: list[tuple[EventT, Transaction]] = []
@@ -64,27 +67,31 @@ class BatchScorer:
                 await send_dead_letter(producer, dlq_topic, DeadLetter.from_message(message, exc.reason, exc.detail))
                 continue
             valid.append((event, t))
+        clock.lap("decode")
         if not valid:
             return
 
         # State: chain histories through the batch, a card may appear many times.
         histories: dict[bytes, History] = {}
         last_event: dict[bytes, EventT] = {}
-        items: list[ScoringItem] = []
+        priors: list[History] = []
         for event, t in valid:
             key = t.card_id.encode()
             history = histories.get(key)
             if history is None:
                 history = engine.history.get(key) or []
-            prior = prior_history(history, t)
-            items.append(ScoringItem(t, prior, engineered(prior, t)))
+            priors.append(prior_history(history, t))
             histories[key] = append(history, t, self.settings.history_length)
             last_event[key] = event
+        clock.lap("state")
+        items = [ScoringItem(t, prior, engineered(prior, t)) for (_, t), prior in zip(valid, priors, strict=True)]
+        clock.lap("features")
 
         fused = await self._score(items, valid)
         if fused is None:
             return
         scores, components, inputs, keep = fused
+        clock.add(engine.fusion.last_seconds)
 
         # Write state: one history write per card per batch.
         for key, history in histories.items():
@@ -99,12 +106,14 @@ class BatchScorer:
                     "c": t.card_id, "t": t.event_time_ms, "p": partition, "x": online.vector(x),
                 }
             engine.retention.add(partition, t.event_time_ms, tx_key)
+        clock.lap("state")
 
         # Outputs.
         versions = engine.fusion.versions()
         threshold = self.settings.alert_threshold
         processing_ms = (time.perf_counter() - started) * 1000.0
         scored_at = int(time.time() * 1000)
+        telemetry = engine.telemetry
         names = list(components)
         for i, (event, t) in enumerate(keep):
             record = score_record(
@@ -113,6 +122,7 @@ class BatchScorer:
                 processing_ms=processing_ms,
             )
             key = t.card_id.encode()
+            telemetry.latency.observe(record["latency_ms"] / 1000.0)
             await producer.send(self.settings.topic_scores, key, encode(record), partition=None, timestamp=None, headers=None)
             if record["decision"] == "alert":
                 contributions, below = online.explain(inputs[i])
@@ -122,7 +132,12 @@ class BatchScorer:
                 engine.stats.alerts += 1
         engine.stats.scored += len(keep)
         engine.stats.batches += 1
+        clock.lap("encode_produce")
         await self._expire(valid)
+        clock.lap("state")
+        telemetry.observe_batch(len(events))
+        telemetry.observe_stages(clock.seconds)
+        telemetry.set_versions(versions)
 
     async def _score(
         self, items: list[ScoringItem], valid: list[tuple[EventT, Transaction]]
