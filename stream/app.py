@@ -27,7 +27,7 @@ from models.fusion import Fusion
 from models.online import OnlineLearner
 from stream.records import Limits
 from stream.retention import RetentionIndex
-from stream.compat import enable_embedded_broker_compat
+from stream.compat import enable_embedded_broker_compat, set_fetch_max_wait
 from stream.modelsync import ModelSync
 from stream.security import client_kwargs, faust_credentials
 from stream.settings import Settings
@@ -166,6 +166,7 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     from stream.agents import learn, score, train
     from stream import web
 
+    set_fetch_max_wait(settings.fetch_max_wait_ms)
     if settings.embedded_broker_compat:
         enable_embedded_broker_compat(settings.bootstrap_servers, client_kwargs(settings))
     app = _faust_app(settings)

@@ -44,6 +44,7 @@ def _broker(args: argparse.Namespace) -> int:
     broker.start()
     print(f"FRAUDSTREAM_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
     print("FRAUDSTREAM_EMBEDDED_BROKER_COMPAT=1", flush=True)
+    print("FRAUDSTREAM_FETCH_MAX_WAIT_MS=10", flush=True)
     print(f"broker log: {broker.log_path}; Ctrl-C to stop", file=sys.stderr, flush=True)
     stop = False
 

@@ -1,4 +1,13 @@
-"""Workaround for the embedded broker's end-offset report. Never needed on Apache Kafka.
+"""Workarounds for the embedded broker, and the one consumer knob Faust does not expose.
+
+**Fetch wait.** Faust builds its consumer with ``fetch_max_wait_ms=1500``
+and no setting to change it. Apache Kafka answers a fetch as soon as data
+arrives, so that number only bounds idle polls; the embedded broker holds every
+fetch for the full wait, which put a median of ~0.4 s (p95 ~0.7 s) between a
+record's arrival and its delivery (measured: 1500 ms wait -> p50 395 ms; 10 ms
+-> p50 3.6 ms). ``FRAUDSTREAM_FETCH_MAX_WAIT_MS`` sets it (0 keeps Faust's).
+
+**End offsets.**
 
 Tansu (the embedded broker) answers ListOffsets(latest) with the *first*
 offset of the partition's last record batch plus one, instead of the offset
@@ -20,7 +29,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["enable_embedded_broker_compat", "true_end_offsets"]
+__all__ = ["enable_embedded_broker_compat", "set_fetch_max_wait", "true_end_offsets"]
 
 log = logging.getLogger("fraudstream.compat")
 _enabled = False
@@ -59,6 +68,25 @@ async def true_end_offsets(bootstrap_servers: str, reported: Mapping[Any, int], 
     finally:
         await consumer.stop()
     return {original[ak]: end for ak, end in result.items()}
+
+
+def set_fetch_max_wait(ms: int) -> None:
+    """Make Faust's consumers use ``fetch_max_wait_ms=ms`` (idempotent; 0 = leave Faust's)."""
+    if ms <= 0:
+        return
+    from faust.transport.drivers import aiokafka as driver
+
+    original = getattr(driver.AIOKafkaConsumerThread, "_fraudstream_original_create", None)
+    if original is None:
+        original = driver.AIOKafkaConsumerThread._create_worker_consumer
+        driver.AIOKafkaConsumerThread._fraudstream_original_create = original
+
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = ms  # read by AIOKafkaConsumer.start() when it builds its fetcher
+        return consumer
+
+    driver.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
 
 
 def enable_embedded_broker_compat(bootstrap_servers: str, client: Mapping[str, Any] | None = None) -> None:

@@ -116,6 +116,7 @@ def run_demo(seconds: float = 60.0, rate: float = 400.0, cards: int = 2000, out_
         min_labels_for_online=0,
         model_signing_key=secrets.token_hex(32),
         embedded_broker_compat=True,
+        fetch_max_wait_ms=10,
     )
     ensure_topics(settings)
     worker_log = workdir / "worker.log"

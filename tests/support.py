@@ -62,6 +62,7 @@ def fast_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
         model_signing_key="test-signing-key-" + tag,
         snapshot_interval_s=0.2,
         embedded_broker_compat=True,
+        fetch_max_wait_ms=10,
     )
     base.update(overrides)
     return Settings(**base)
