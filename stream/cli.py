@@ -95,6 +95,12 @@ def _generate(argv: list[str]) -> int:
     return cli(argv)
 
 
+def _replay(argv: list[str]) -> int:
+    from replay.replay import cli
+
+    return cli(argv)
+
+
 def _evaluate(argv: list[str]) -> int:
     from replay.evaluate import cli
 
@@ -105,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fraudstream`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # Tools with their own argparse get the rest of the line untouched.
-    passthrough = {"generate": _generate, "evaluate": _evaluate}
+    passthrough = {"generate": _generate, "replay": _replay, "evaluate": _evaluate}
     if argv and argv[0] in passthrough:
         return passthrough[argv[0]](argv[1:])
     parser = argparse.ArgumentParser(prog="fraudstream", description=__doc__.split("\n\n")[0])
@@ -128,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out-dir", default="demo-output", help="where the evaluation report goes")
     p.set_defaults(func=_demo)
     sub.add_parser("generate", help="generate labelled historical transactions (see generate --help)")
+    sub.add_parser("replay", help="replay a CSV/Parquet/JSONL history into Kafka with delayed labels (see replay --help)")
     sub.add_parser("evaluate", help="detection-quality report from scores and labels (see evaluate --help)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
