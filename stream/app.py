@@ -78,7 +78,7 @@ class Engine:
 
     def __post_init__(self) -> None:
         self.model_sync = ModelSync(self)
-        self.telemetry = Telemetry(self.stats)
+        self.telemetry = Telemetry(self.stats, self.settings.topic_transactions)
 
     def ready(self) -> tuple[bool, dict[str, bool]]:
         """Ready to score: tables recovered and the shared model read."""

@@ -83,6 +83,21 @@ def _settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from stream.bench.run import BenchConfig, run_bench
+
+    if args.smoke:
+        cfg = BenchConfig.smoke(args.out)
+    else:
+        cfg = BenchConfig(events=args.events, cards=args.cards, partitions=args.partitions,
+                          workers=tuple(int(w) for w in args.workers.split(",")), latency_rate=args.latency_rate,
+                          latency_seconds=args.latency_seconds, soak_seconds=args.soak_seconds,
+                          batch_size=args.batch_size, checkpoint=args.checkpoint, out=args.out)
+    results = run_bench(cfg)
+    print(f"figures written to {args.out}")
+    return 0 if results.get("engine") else 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     from stream.demo import run_demo
 
@@ -101,6 +116,12 @@ def _replay(argv: list[str]) -> int:
     return cli(argv)
 
 
+def _alerts(argv: list[str]) -> int:
+    from stream.tail import cli
+
+    return cli(argv)
+
+
 def _evaluate(argv: list[str]) -> int:
     from replay.evaluate import cli
 
@@ -111,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fraudstream`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # Tools with their own argparse get the rest of the line untouched.
-    passthrough = {"generate": _generate, "replay": _replay, "evaluate": _evaluate}
+    passthrough = {"generate": _generate, "replay": _replay, "evaluate": _evaluate, "alerts": _alerts}
     if argv and argv[0] in passthrough:
         return passthrough[argv[0]](argv[1:])
     parser = argparse.ArgumentParser(prog="fraudstream", description=__doc__.split("\n\n")[0])
@@ -127,6 +148,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(func=_topics)
     p = sub.add_parser("settings", help="print every setting, its variable and default (Markdown)")
     p.set_defaults(func=_settings)
+    p = sub.add_parser("bench", help="throughput, latency and memory against the bare-aiokafka and Faust limits")
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--cards", type=int, default=20_000)
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--workers", default="1,2", help="engine runs with these worker counts")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--latency-rate", type=float, default=2000.0, help="offered load for the latency test, per s")
+    p.add_argument("--latency-seconds", type=float, default=30.0)
+    p.add_argument("--soak-seconds", type=float, default=0.0, help="run the offered load this long for the memory check")
+    p.add_argument("--checkpoint", default="", help="sequence model checkpoint (default: online learner only)")
+    p.add_argument("--smoke", action="store_true", help="a few seconds, to check the benchmark works")
+    p.add_argument("--out", default="bench-results.json")
+    p.set_defaults(func=_bench)
     p = sub.add_parser("demo", help="broker + worker + generated traffic with fraud, then stop")
     p.add_argument("--seconds", type=float, default=60.0, help="how long to produce traffic")
     p.add_argument("--rate", type=float, default=400.0, help="transactions per second")
@@ -135,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(func=_demo)
     sub.add_parser("generate", help="generate labelled historical transactions (see generate --help)")
     sub.add_parser("replay", help="replay a CSV/Parquet/JSONL history into Kafka with delayed labels (see replay --help)")
+    sub.add_parser("alerts", help="tail the alerts topic as a live table or JSON lines (see alerts --help)")
     sub.add_parser("evaluate", help="detection-quality report from scores and labels (see evaluate --help)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -4,7 +4,7 @@ Counters come from :class:`stream.stats.Stats` at scrape time (one source of
 truth for ``/stats/``, the periodic log line and Prometheus); histograms and
 gauges are kept here.
 
-Metric names: ``fraudstream_events_in_total``, ``fraudstream_scores_out_total``,
+Metric names: ``fraudstream_events_in_total{topic}``, ``fraudstream_scores_out_total``,
 ``fraudstream_alerts_total``, ``fraudstream_dlq_total{topic,reason}``,
 ``fraudstream_labels_total{outcome}``, ``fraudstream_snapshots_total{outcome}``,
 ``fraudstream_rollbacks_total``, ``fraudstream_batch_size``,
@@ -38,13 +38,17 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 
 class _StatsCollector(Collector):
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, topic: str) -> None:
         self.stats = stats
+        self.topic = topic
 
     def collect(self) -> Iterator[Any]:
         s = self.stats
+        events_in = CounterMetricFamily("fraudstream_events_in_total", "Records consumed (valid or not).",
+                                        labels=["topic"])
+        events_in.add_metric([self.topic], s.events_in)
+        yield events_in
         for name, value, doc in (
-            ("fraudstream_events_in_total", s.events_in, "Transactions consumed (valid or not)."),
             ("fraudstream_scores_out_total", s.scored, "Score records produced."),
             ("fraudstream_alerts_total", s.alerts, "Alert records produced."),
             ("fraudstream_rollbacks_total", s.rollbacks, "Online-model rollbacks by the drift guard."),
@@ -73,10 +77,10 @@ class _StatsCollector(Collector):
 class Telemetry:
     """A worker's metrics registry."""
 
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, topic: str = "transactions") -> None:
         self.stats = stats
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_StatsCollector(stats))
+        self.registry.register(_StatsCollector(stats, topic))
         self.batch_size = Histogram("fraudstream_batch_size", "Transactions per micro-batch.",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry)
         self.stage_seconds = Histogram("fraudstream_stage_seconds", "Time per batch in each stage.", ["stage"],

@@ -57,7 +57,7 @@ def test_health_ready_metrics_and_json_logs(settings, worker_factory, broker):
 
     assert wait_for(lambda: _metric(scraped(), "fraudstream_scores_out_total") == len(rows), timeout=20)
     text = scraped()
-    assert _metric(text, "fraudstream_events_in_total") == len(rows) + 1
+    assert _metric(text, "fraudstream_events_in_total", topic=settings.topic_transactions) == len(rows) + 1
     assert _metric(text, "fraudstream_dlq_total", topic=settings.topic_transactions_dlq, reason="malformed_json") == 1
     for stage in ("decode", "state", "features", "online", "encode_produce"):
         assert _metric(text, "fraudstream_stage_seconds_count", stage=stage), stage
