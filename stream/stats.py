@@ -33,6 +33,8 @@ class Stats:
     snapshots_installed: int = 0
     snapshots_rejected: int = 0
     rollbacks: int = 0
+    first_scored_at: int = 0  # wall ms of the first and the latest score produced
+    last_scored_at: int = 0
     dlq: Counter[str] = field(default_factory=Counter)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 

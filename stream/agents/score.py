@@ -132,6 +132,8 @@ class BatchScorer:
                 engine.stats.alerts += 1
         engine.stats.scored += len(keep)
         engine.stats.batches += 1
+        engine.stats.first_scored_at = engine.stats.first_scored_at or scored_at
+        engine.stats.last_scored_at = scored_at
         clock.lap("encode_produce")
         await self._expire(valid)
         clock.lap("state")

@@ -1,0 +1,55 @@
+"""Faust's floor: a per-event agent that forwards each record, as a child process.
+
+Run as ``python -m stream.bench.passthrough BOOTSTRAP SOURCE SINK N OUT.json``;
+it writes ``{"events", "seconds", "events_per_s"}`` to OUT.json once it has
+forwarded N records, timed from the first record it received.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+
+__all__ = ["main"]
+
+
+def main(argv: list[str]) -> int:
+    import faust
+
+    from stream.compat import enable_embedded_broker_compat, set_fetch_max_wait
+
+    bootstrap, source, sink, n_text, out_path = argv
+    n = int(n_text)
+    set_fetch_max_wait(10)
+    enable_embedded_broker_compat(bootstrap)
+    app = faust.App(f"bench-passthrough-{uuid.uuid4().hex[:6]}", broker=f"kafka://{bootstrap}", store="memory://",
+                    web_enabled=False, autodiscover=False, value_serializer="raw", key_serializer="raw",
+                    broker_session_timeout=6, broker_heartbeat_interval=1, broker_rebalance_timeout=6,
+                    broker_max_poll_interval=6, consumer_auto_offset_reset="earliest",
+                    datadir=f"/tmp/fraudstream-bench-{uuid.uuid4().hex[:6]}")
+    src = app.topic(source, value_type=bytes, key_type=bytes)
+    dst = app.topic(sink, value_type=bytes, key_type=bytes)
+    state = {"count": 0, "started": 0.0}
+
+    @app.agent(src)
+    async def forward(stream):  # type: ignore[no-untyped-def]
+        async for event in stream.events():
+            if state["count"] == 0:
+                state["started"] = time.perf_counter()
+            await dst.send(key=event.key, value=event.value)
+            state["count"] += 1
+            if state["count"] == n:
+                await app.producer.flush()
+                elapsed = time.perf_counter() - state["started"]
+                with open(out_path, "w") as fh:
+                    json.dump({"events": n, "seconds": elapsed, "events_per_s": n / elapsed}, fh)
+
+    worker = faust.Worker(app, loglevel="warn", quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

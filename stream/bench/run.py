@@ -1,0 +1,294 @@
+"""Orchestrates ``fraudstream bench`` on the embedded broker.
+
+All runs read the same preloaded topic of generated transactions (realistic
+per-card histories from :mod:`replay.generate`), so their rates compare:
+
+(a) the bare aiokafka loop, (b) the Faust pass-through agent, (c) the engine
+with every model and output, with one and with two worker processes; then the
+end-to-end latency at a fixed offered load, and the worker's resident memory
+at the start and end of a long run. Figures are printed and written as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stream.bench.bare import bare_loop
+
+__all__ = ["BenchConfig", "run_bench"]
+
+_FIELDS = ("transaction_id", "card_id", "timestamp", "amount", "currency", "merchant_id", "mcc", "country", "channel")
+
+
+@dataclass
+class BenchConfig:
+    events: int = 200_000
+    cards: int = 20_000
+    partitions: int = 4
+    workers: tuple[int, ...] = (1, 2)
+    latency_rate: float = 2000.0
+    latency_seconds: float = 30.0
+    soak_seconds: float = 0.0
+    batch_size: int = 512
+    checkpoint: str = ""
+    out: str = "bench-results.json"
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def smoke(cls, out: str) -> BenchConfig:
+        """A few seconds, to prove the benchmark works (CI)."""
+        return cls(events=3000, cards=300, partitions=2, workers=(1,), latency_rate=300.0, latency_seconds=3.0,
+                   out=out)
+
+
+def _records(events: int, cards: int, prefix: str = "", seed: int = 5) -> list[tuple[bytes, bytes]]:
+    from replay.generate import GeneratorConfig, generate
+
+    table = generate(GeneratorConfig(seed=seed, n_transactions=events, n_cards=cards,
+                                     n_merchants=max(cards // 4, 100), days=30))
+    cols = {name: table[name].to_pylist() for name in _FIELDS}
+    out = []
+    for i in range(table.num_rows):
+        rec = {name: cols[name][i] for name in _FIELDS}
+        rec["transaction_id"] = prefix + rec["transaction_id"]
+        out.append((rec["card_id"].encode(), json.dumps(rec).encode()))
+    return out
+
+
+def _preload(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> float:
+    """Write the records as fast as aiokafka goes; returns events/s."""
+    from aiokafka import AIOKafkaProducer
+
+    async def go() -> float:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024)
+        await producer.start()
+        started = time.perf_counter()
+        try:
+            for key, value in records:
+                await producer.send(topic, value, key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return len(records) / (time.perf_counter() - started)
+
+    return asyncio.run(go())
+
+
+def _get(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+class _Workers:
+    """``fraudstream worker`` processes for one engine run."""
+
+    def __init__(self, bootstrap: str, cfg: BenchConfig, workdir: Path, count: int) -> None:
+        from stream.broker import free_port
+        from stream.settings import Settings
+        from stream.topics import ensure_topics
+
+        tag = uuid.uuid4().hex[:6]
+        self.base = Settings(
+            app_id=f"bench-{tag}", bootstrap_servers=bootstrap, topic_partitions=cfg.partitions,
+            topic_transactions="bench-tx", topic_feedback=f"bench-fb-{tag}", topic_scores=f"bench-scores-{tag}",
+            topic_alerts=f"bench-alerts-{tag}", topic_transactions_dlq=f"bench-txdlq-{tag}",
+            topic_feedback_dlq=f"bench-fbdlq-{tag}", topic_ops=f"bench-ops-{tag}",
+            broker_session_timeout_s=6.0, broker_heartbeat_interval_s=1.0, broker_rebalance_timeout_s=6.0,
+            broker_max_poll_interval_s=30.0, embedded_broker_compat=True, fetch_max_wait_ms=10,
+            model_signing_key=secrets.token_hex(16), batch_size=cfg.batch_size, web_enabled=True,
+            sequence_model_path=cfg.checkpoint, log_level="warn",
+        )
+        ensure_topics(self.base)
+        self.ports = [free_port() for _ in range(count)]
+        self.procs = []
+        for i, port in enumerate(self.ports):
+            env = {**os.environ, **self.base.replace(web_port=port, data_dir=str(workdir / f"{tag}-{i}")).to_env()}
+            log = open(workdir / f"worker-{tag}-{i}.log", "wb")
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env,
+                                               stdout=log, stderr=subprocess.STDOUT))
+
+    def stats(self) -> list[dict[str, Any]]:
+        out = []
+        for port in self.ports:
+            try:
+                out.append(_get(port, "/stats/")["stats"])
+            except OSError:
+                out.append({})
+        return out
+
+    def wait_scored(self, n: int, timeout_s: float) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            stats = self.stats()
+            if sum(s.get("scored", 0) for s in stats) >= n:
+                return stats
+            if any(p.poll() is not None for p in self.procs):
+                raise RuntimeError("a bench worker exited; see its log in the bench work directory")
+            time.sleep(0.25)
+        raise TimeoutError(f"engine did not score {n} transactions in {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _engine_run(bootstrap: str, cfg: BenchConfig, workdir: Path, count: int) -> tuple[dict[str, Any], _Workers]:
+    workers = _Workers(bootstrap, cfg, workdir, count)
+    stats = workers.wait_scored(cfg.events, timeout_s=max(120.0, cfg.events / 200.0))
+    first = min(s["first_scored_at"] for s in stats if s.get("first_scored_at"))
+    last = max(s["last_scored_at"] for s in stats)
+    scored = sum(s["scored"] for s in stats)
+    stages: dict[str, float] = {}
+    for s in stats:
+        for stage, seconds in s.get("stage_seconds", {}).items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+    total = sum(stages.values()) or 1.0
+    result = {
+        "workers": count,
+        "events": scored,
+        "seconds": (last - first) / 1000.0,
+        "events_per_s": scored / max((last - first) / 1000.0, 1e-9),
+        "stage_share": {k: round(v / total, 4) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])},
+        "stage_us_per_event": {k: round(v / scored * 1e6, 2) for k, v in stages.items()},
+    }
+    return result, workers
+
+
+async def _offered_load(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rate: float) -> float:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        for i, (key, value) in enumerate(records):
+            ahead = i / rate - (time.perf_counter() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return len(records) / (time.perf_counter() - started)
+
+
+def _latencies(bootstrap: str, topic: str, prefix: str, expected: int, timeout_s: float) -> list[float]:
+    from replay.evaluate import consume_scores
+
+    scores = consume_scores(bootstrap, topic, timeout_s=timeout_s, expected=None)
+    return [float(s["latency_ms"]) for s in scores if s["transaction_id"].startswith(prefix)][:expected]
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Run everything; return (and write) the figures."""
+    from stream.broker import EmbeddedBroker
+    from stream.settings import Settings
+    from stream.topics import ensure_topics
+
+    workdir = Path(tempfile.mkdtemp(prefix="fraudstream-bench-"))
+    results: dict[str, Any] = {"config": {k: v for k, v in asdict(cfg).items() if k != "notes"},
+                               "machine": {"cpus": os.cpu_count()}, "workdir": str(workdir)}
+    records = _records(cfg.events, cfg.cards)
+    with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
+        bootstrap = broker.bootstrap_servers
+        ensure_topics(Settings(bootstrap_servers=bootstrap, topic_partitions=cfg.partitions,
+                               topic_transactions="bench-tx", topic_feedback="bench-fb"))
+        results["preload_events_per_s"] = round(_preload(bootstrap, "bench-tx", records))
+        print(f"preloaded {len(records):,} transactions ({results['preload_events_per_s']:,}/s)", flush=True)
+
+        bare = asyncio.run(bare_loop(bootstrap, "bench-tx", "bench-out-bare", cfg.events))
+        results["bare_aiokafka"] = bare
+        print(f"(a) bare aiokafka loop     {bare['events_per_s']:>9,.0f} events/s", flush=True)
+
+        out = workdir / "passthrough.json"
+        proc = subprocess.Popen([sys.executable, "-m", "stream.bench.passthrough", bootstrap, "bench-tx",
+                                 "bench-out-faust", str(cfg.events), str(out)],
+                                stdout=open(workdir / "passthrough.log", "wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + max(120.0, cfg.events / 500.0)
+        while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.25)
+        proc.terminate()
+        proc.wait(timeout=30)
+        results["faust_passthrough"] = json.loads(out.read_text()) if out.exists() else None
+        if results["faust_passthrough"]:
+            print(f"(b) Faust pass-through      {results['faust_passthrough']['events_per_s']:>9,.0f} events/s", flush=True)
+
+        engine_runs = []
+        keep: _Workers | None = None
+        for count in cfg.workers:
+            run, workers = _engine_run(bootstrap, cfg, workdir, count)
+            engine_runs.append(run)
+            print(f"(c) engine, {count} worker(s)     {run['events_per_s']:>9,.0f} events/s", flush=True)
+            if count == 1 and keep is None:
+                keep = workers
+            else:
+                workers.stop()
+        results["engine"] = engine_runs
+        one = next(r for r in engine_runs if r["workers"] == min(cfg.workers))
+        results["ratio_engine_to_bare"] = round(one["events_per_s"] / bare["events_per_s"], 3)
+        if results["faust_passthrough"]:
+            results["ratio_engine_to_faust"] = round(one["events_per_s"] / results["faust_passthrough"]["events_per_s"], 3)
+
+        if keep is not None:
+            seconds = max(cfg.latency_seconds, cfg.soak_seconds)
+            n = int(cfg.latency_rate * seconds)
+            load = _records(n, cfg.cards, prefix="lat-", seed=6)
+            pid = keep.procs[0].pid
+            rss = [(0.0, _rss_mb(pid))]
+            started = time.monotonic()
+
+            async def sample() -> None:
+                while time.monotonic() - started < seconds:
+                    await asyncio.sleep(min(10.0, max(seconds / 10, 1.0)))
+                    rss.append((round(time.monotonic() - started, 1), _rss_mb(pid)))
+
+            async def both() -> float:
+                sampler = asyncio.create_task(sample())
+                achieved = await _offered_load(bootstrap, "bench-tx", load, cfg.latency_rate)
+                await sampler
+                return achieved
+
+            achieved = asyncio.run(both())
+            keep.wait_scored(cfg.events + n, timeout_s=120)
+            lat = _latencies(bootstrap, keep.base.topic_scores, "lat-", n, timeout_s=10)
+            results["latency"] = {"offered_per_s": cfg.latency_rate, "achieved_per_s": round(achieved, 1),
+                                  "seconds": seconds, "samples": len(lat),
+                                  "p50_ms": _pct(lat, 0.5), "p95_ms": _pct(lat, 0.95), "p99_ms": _pct(lat, 0.99)}
+            results["memory_rss_mb"] = {"start": rss[0][1], "end": rss[-1][1], "samples": rss}
+            print(f"latency at {cfg.latency_rate:,.0f}/s offered: p50 {results['latency']['p50_ms']} ms, "
+                  f"p95 {results['latency']['p95_ms']} ms, p99 {results['latency']['p99_ms']} ms", flush=True)
+            print(f"worker RSS: {rss[0][1]:.0f} MB at start, {rss[-1][1]:.0f} MB after {seconds:.0f} s", flush=True)
+            keep.stop()
+    Path(cfg.out).write_text(json.dumps(results, indent=2))
+    return results
