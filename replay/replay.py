@@ -2,246 +2,53 @@
 
 Rows of a CSV, Parquet or JSON Lines file are mapped onto the transactions
 contract (:mod:`replay.mapping`; rows that do not map are reported with their
-row number and skipped, never silently), then :func:`plan` merges them with
-their labels into one event-time ordered stream: a transaction at its
-timestamp, its label (if the file has a label column) at ``timestamp +
-label_delay``. Ties go transactions first, then file order. Transactions go to
-the transactions topic, labels to the feedback topic, both keyed by
-``card_id``; timestamps are RFC 3339 strings (``format_rfc3339``), the form the
-engine itself writes.
+row number and skipped, never silently), then :func:`replay.plan.plan` merges
+them with their labels into one event-time ordered stream: a transaction at
+its timestamp, its label (if the file has a label column) at ``timestamp +
+label_delay``. Transactions go to the transactions topic, labels to the
+feedback topic, both keyed by ``card_id``. This module sends that stream
+(:func:`run_replay`, configured by :class:`ReplayConfig`, reporting a
+:class:`ReplaySummary`) and is the command line (:func:`cli`).
 
-Resume. Every record carries two headers: ``replay.run`` (an id for this
-replay) and ``replay.seq`` (its position in the stream). After each chunk the
-producer waits for Kafka's acknowledgement of every record, then the
-checkpoint file is atomically replaced with the position reached, the
-partition offsets just past the acknowledged records and a fingerprint of the
-input bytes, mapping and options. A restart with the same arguments checks
-the fingerprint, reads the topics from the checkpointed offsets to their end
-and collects the ``replay.seq`` of this run's records found there (those sent
-after the last checkpoint, e.g. before a crash), then continues from the
-checkpointed position, skipping exactly those. Hence: no gap and no duplicate,
-after a Ctrl-C, a SIGTERM, a crash or a SIGKILL alike.
+Resume (:mod:`replay.resume`). Every record carries the headers
+``replay.run`` and ``replay.seq``; after each chunk the producer waits for
+Kafka's acknowledgement of every record, then the checkpoint moves on. A
+restart with the same arguments skips exactly the records already on the
+topics: no gap and no duplicate, after a Ctrl-C, a SIGTERM, a crash or a
+SIGKILL alike.
 
-Example (planning is pure: no Kafka needed):
-    >>> import pyarrow as pa
-    >>> from replay.mapping import Rows
-    >>> t0 = 1_740_830_400_000
-    >>> rows = Rows(np.array([1, 2]), pa.array(["t1", "t2"]), pa.array(["c1", "c2"]),
-    ...             np.array([t0, t0 + 60_000]), np.array([9.5, 20.0]), {}, np.array([1, 0], np.int8), None)
-    >>> for e in plan(rows, LabelPolicy(delay_ms=30_000)).events():
-    ...     print(e.seq, e.kind, e.key, e.value.get("label", ""), e.value.get("labelled_at", e.value.get("timestamp")))
-    0 transaction c1  2025-03-01T12:00:00.000Z
-    1 label c1 fraud 2025-03-01T12:00:30.000Z
-    2 transaction c2  2025-03-01T12:01:00.000Z
-    3 label c2 legit 2025-03-01T12:01:30.000Z
+Example (the checkpoint sits next to the input unless ``--checkpoint`` says otherwise):
+    >>> ReplayConfig(Path("data/transactions.csv")).checkpoint_path.name
+    'transactions.csv.replay-checkpoint.json'
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
-import os
 import signal
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-import pyarrow as pa
-
-from replay.mapping import MappingError, Rows, load_mapping, map_rows, parse_pairs, resolve_mapping, write_rejects
+from replay.mapping import MappingError, load_mapping, map_rows, parse_pairs, resolve_mapping, write_rejects
+from replay.plan import LabelPolicy, Plan, plan
 from replay.progress import Pace, Schedule, make_bar, parse_duration_ms
-from replay.source import Reject, SourceError, file_digest, open_source
+from replay.resume import RUN_HEADER, SEQ_HEADER, Checkpoint, ReplayError, replay_fingerprint, scan_tails
+from replay.source import Reject, SourceError, open_source
 from stream.records import InvalidRecord, Limits, parse_feedback, parse_transaction
 from stream.security import client_kwargs
 from stream.settings import Settings, SettingsError
 
-__all__ = ["Checkpoint", "Event", "LabelPolicy", "Plan", "ReplayConfig", "ReplayError", "ReplaySummary",
-           "cli", "plan", "rfc3339_array", "run_replay"]
+__all__ = ["ReplayConfig", "ReplayError", "ReplaySummary", "cli", "run_replay"]
 
-RUN_HEADER, SEQ_HEADER = "replay.run", "replay.seq"
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
-class ReplayError(RuntimeError):
-    """The replay cannot start or go on (checkpoint mismatch, strict reject, Kafka failure)."""
-
-
-# --------------------------------------------------------------------------- planning
-
-@dataclass(frozen=True)
-class LabelPolicy:
-    """When and how labels are emitted (see ``fraudstream replay --help``)."""
-
-    delay_ms: int = 7 * 86_400_000
-    source: str = "chargeback"
-    immediate_share: float = 0.0
-    immediate_delay_ms: int = 10 * 60_000
-    immediate_source: str = "analyst"
-    only_fraud: bool = False
-    drop_late: bool = False
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.immediate_share <= 1.0:
-            raise ValueError(f"immediate share must be in [0, 1], got {self.immediate_share}")
-        if self.delay_ms < 0 or self.immediate_delay_ms < 0:
-            raise ValueError("label delays must be >= 0")
-
-
-class Event(NamedTuple):
-    """One record of the replay: position, ``transaction`` or ``label``, order time, key, JSON value."""
-
-    seq: int
-    kind: str
-    time_ms: int
-    key: str
-    value: dict[str, Any]
-
-
-def rfc3339_array(ms: npt.NDArray[np.int64]) -> list[str]:
-    """:func:`stream.records.format_rfc3339` for a whole array at once (3x faster).
-
-    >>> from stream.records import format_rfc3339
-    >>> rfc3339_array(np.array([1735686001500])) == [format_rfc3339(1735686001500)]
-    True
-    """
-    text = np.datetime_as_string(np.asarray(ms, dtype=np.int64).astype("datetime64[ms]"), unit="ms")
-    return [t + "Z" for t in text.tolist()]
-
-
-class Plan:
-    """The merged, event-time ordered stream of transactions and labels, built lazily per slice."""
-
-    def __init__(self, rows: Rows, policy: LabelPolicy, order: npt.NDArray[np.int64],
-                 times: npt.NDArray[np.int64], label_row: npt.NDArray[np.int64],
-                 label_immediate: npt.NDArray[np.bool_]) -> None:
-        self.rows, self.policy = rows, policy
-        self.order, self.times = order, times
-        self.label_row, self.label_immediate = label_row, label_immediate
-        self.n_transactions, self.n_labels = len(rows), len(label_row)
-        self.last_transaction_ms = int(rows.time_ms.max()) if len(rows) else 0
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def pace_times(self, start: int, stop: int) -> npt.NDArray[np.int64]:
-        """Event times for pacing: labels after the last transaction are not waited for."""
-        return np.minimum(self.times[start:stop], self.last_transaction_ms)
-
-    def records(self, start: int, stop: int) -> list[Event]:
-        """Events ``start .. stop-1`` with their JSON values (column-wise, then one dict each)."""
-        ids = self.order[start:stop]
-        n, rows = self.n_transactions, self.rows
-        is_label = ids >= n
-        row = np.where(is_label, self.label_row[np.where(is_label, ids - n, 0)] if self.n_labels else 0, ids)
-        take = pa.array(row)
-        tid = rows.transaction_id.take(take).to_pylist()
-        card = rows.card_id.take(take).to_pylist()
-        stamp = rfc3339_array(self.times[start:stop])
-        amount = rows.amount[row].tolist()
-        extra = {name: arr.take(take).to_pylist() for name, arr in rows.optional.items()}
-        label: list[int] = rows.label[row].tolist() if rows.label is not None else []
-        immediate: list[bool] = self.label_immediate[np.where(is_label, ids - n, 0)].tolist() if self.n_labels else []
-        scenario = rows.scenario.take(take).to_pylist() if rows.scenario is not None else None
-        times = self.times[start:stop].tolist()
-        out: list[Event] = []
-        for i, lab in enumerate(is_label.tolist()):
-            if lab:
-                value = {"transaction_id": tid[i], "card_id": card[i], "label": "fraud" if label[i] else "legit",
-                         "source": self.policy.immediate_source if immediate[i] else self.policy.source,
-                         "labelled_at": stamp[i]}
-                if scenario is not None and scenario[i] and label[i]:
-                    value["scenario"] = scenario[i]
-            else:
-                value = {"transaction_id": tid[i], "card_id": card[i], "timestamp": stamp[i], "amount": amount[i]}
-                for name, values in extra.items():
-                    if values[i] is not None:  # null: the engine's default applies
-                        value[name] = values[i]
-            out.append(Event(start + i, "label" if lab else "transaction", times[i], card[i], value))
-        return out
-
-    def events(self, start: int = 0, chunk: int = 10_000) -> Iterator[Event]:
-        """Every event from position ``start`` on, in order."""
-        for begin in range(start, len(self), chunk):
-            yield from self.records(begin, min(len(self), begin + chunk))
-
-
-def plan(rows: Rows, policy: LabelPolicy = LabelPolicy()) -> Plan:
-    """Order transactions and their labels into one stream (pure; memory ~32 bytes per event).
-
-    Labels are ordered by their ``labelled_at``; the ``immediate_share`` of
-    fraud rows (an exact count, chosen by ``seed``) gets ``immediate_delay_ms``
-    and the immediate source instead of the default ones.
-    """
-    n = len(rows)
-    if rows.label is None:
-        label_row = np.zeros(0, dtype=np.int64)
-        immediate = np.zeros(0, dtype=bool)
-    else:
-        fraud = np.flatnonzero(rows.label == 1)
-        chosen = np.zeros(n, dtype=bool)
-        k = round(policy.immediate_share * len(fraud))
-        chosen[np.random.default_rng(policy.seed).choice(fraud, size=k, replace=False)] = True
-        label_row = fraud if policy.only_fraud else np.arange(n, dtype=np.int64)
-        immediate = chosen[label_row]
-    label_time = rows.time_ms[label_row] + np.where(immediate, policy.immediate_delay_ms, policy.delay_ms)
-    if policy.drop_late and n:
-        keep = label_time <= rows.time_ms.max()
-        label_row, immediate, label_time = label_row[keep], immediate[keep], label_time[keep]
-    times = np.concatenate([rows.time_ms, label_time]).astype(np.int64)
-    kind = np.concatenate([np.zeros(n, np.int8), np.ones(len(label_row), np.int8)])
-    file_order = np.concatenate([np.arange(n), label_row])
-    order = np.lexsort((file_order, kind, times))  # last key sorts first: time, then kind, then file order
-    ids = np.concatenate([np.arange(n), n + np.arange(len(label_row))])[order]
-    return Plan(rows, policy, ids.astype(np.int64), times[order], label_row.astype(np.int64), immediate)
-
-
-# --------------------------------------------------------------------------- checkpoint
-
-@dataclass
-class Checkpoint:
-    """What a restart needs: the run, how far acknowledged, where to look for later records."""
-
-    run_id: str
-    fingerprint: dict[str, Any]
-    reference_ms: int
-    total: int
-    position: int = 0
-    offsets: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: Path) -> Checkpoint | None:
-        """The checkpoint at ``path``, or ``None`` when there is none."""
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ReplayError(f"checkpoint {path} is unreadable ({exc}); use --restart to start over") from None
-
-    def save(self, path: Path) -> None:
-        """Write atomically and durably: a crash leaves the old or the new file, never half of one."""
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({**dataclasses.asdict(self), "saved_at": time.time()}, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
-    def mismatch(self, fingerprint: dict[str, Any]) -> list[str]:
-        """Fingerprint entries that differ from ``fingerprint``."""
-        return sorted(k for k in fingerprint.keys() | self.fingerprint.keys()
-                      if self.fingerprint.get(k) != fingerprint.get(k))
 
 
 # --------------------------------------------------------------------------- running
@@ -320,12 +127,8 @@ def run_replay(config: ReplayConfig, *, stop: threading.Event | None = None,
     data = source.read(sorted(set(mapping.values())))
     settings = config.settings
     limits = Limits.from_settings(settings)
-    fingerprint = {
-        "input_sha256": file_digest(config.input), "input_format": source.format, "mapping": mapping,
-        "timestamp_unit": config.timestamp_unit, "labels": dataclasses.asdict(config.labels),
-        "bootstrap_servers": settings.bootstrap_servers, "topic": settings.topic_transactions,
-        "feedback_topic": settings.topic_feedback, "limits": dataclasses.asdict(limits),
-    }
+    fingerprint = replay_fingerprint(config.input, source.format, mapping, config.timestamp_unit,
+                                     config.labels, settings, limits)
     path = config.checkpoint_path
     ckpt = None if config.restart else Checkpoint.load(path)
     if ckpt is not None and ckpt.mismatch(fingerprint):
@@ -387,53 +190,12 @@ class _Sender:
                 raise ReplayError(f"topics {self.topics} have different partitions {self.partitions}; "
                                   "a card's transactions and labels must share a partition number")
             fresh = not self.ckpt.offsets
-            written = await self._scan(fresh)
+            written = await scan_tails(s, self.partitions, self.ckpt, len(self.plan), fresh)
             if fresh:
                 self.ckpt.save(self.config.checkpoint_path)
             await self._loop(producer, written)
         finally:
             await producer.stop()  # also delivers what was queued: the next resume finds it by its headers
-
-    async def _scan(self, fresh: bool) -> set[int]:
-        """Fresh run: note the topics' end offsets. Resume: seqs of this run written past the checkpoint."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.config.settings.bootstrap_servers,
-                                    enable_auto_commit=False, group_id=None, auto_offset_reset="earliest",
-                                    **client_kwargs(self.config.settings))
-        await consumer.start()
-        written: set[int] = set()
-        try:
-            tps = [TopicPartition(t, p) for t, parts in self.partitions.items() for p in parts]
-            end = await consumer.end_offsets(tps)
-            if fresh:
-                self.ckpt.offsets = {f"{tp.topic}:{tp.partition}": end[tp] for tp in tps}
-                return written
-            first = await consumer.beginning_offsets(tps)
-            begin = {tp: self.ckpt.offsets.get(f"{tp.topic}:{tp.partition}", first[tp]) for tp in tps}
-            todo = {tp: end[tp] for tp in tps if end[tp] > begin[tp]}
-            consumer.assign(list(todo))
-            for tp in todo:
-                consumer.seek(tp, begin[tp])
-            run = self.ckpt.run_id.encode()
-            deadline = time.monotonic() + 60.0
-            while todo:
-                if time.monotonic() > deadline:
-                    raise ReplayError(f"could not read the topic tails in 60 s: {sorted(map(str, todo))} unread")
-                for messages in (await consumer.getmany(*todo, timeout_ms=500)).values():
-                    for m in messages:
-                        headers = dict(m.headers or ())
-                        if headers.get(RUN_HEADER) == run:
-                            written.add(int(headers[SEQ_HEADER]))
-                for tp in list(todo):
-                    if await consumer.position(tp) >= todo[tp]:
-                        del todo[tp]
-                        consumer.pause(tp)
-        finally:
-            await consumer.stop()
-        if any(seq >= len(self.plan) for seq in written):
-            raise ReplayError(f"the topic holds records of run {self.ckpt.run_id} beyond the plan's end; use --restart")
-        return {seq for seq in written if seq >= self.ckpt.position}
 
     async def _loop(self, producer: Any, written: set[int]) -> None:
         from aiokafka.partitioner import DefaultPartitioner

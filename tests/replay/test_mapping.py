@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from replay.mapping import MappingError, load_mapping, map_rows, parse_pairs, resolve_mapping, write_rejects
-from replay.replay import LabelPolicy, plan
+from replay.plan import LabelPolicy, plan
 from replay.source import SourceData, open_source
 from stream.records import InvalidRecord, Limits, parse_transaction
 from stream.settings import Settings

@@ -21,8 +21,9 @@ from kafka import KafkaConsumer, TopicPartition
 
 from replay.generate import GeneratorConfig, generate, write
 from replay.mapping import Rows
+from replay.plan import LabelPolicy, plan
 from replay.progress import Pace, Schedule
-from replay.replay import LabelPolicy, ReplayConfig, ReplayError, cli, plan, run_replay
+from replay.replay import ReplayConfig, ReplayError, cli, run_replay
 from stream.records import Limits, parse_feedback, parse_rfc3339_ms, parse_transaction
 from stream.settings import Settings
 from tests.support import REPO
