@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.transport.producer import ProducerBuffer
 
 from models.fusion import Fusion
 from models.online import OnlineLearner
@@ -169,6 +170,10 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     set_fetch_max_wait(settings.fetch_max_wait_ms)
     if settings.embedded_broker_compat:
         enable_embedded_broker_compat(settings.bootstrap_servers, client_kwargs(settings))
+    # Faust throttles stream processing once 100 table writes wait to reach the
+    # changelog, and logs a warning each time; a micro-batch makes hundreds at
+    # once. Let the buffer hold a few batches (it is flushed before every commit).
+    ProducerBuffer.max_messages = max(ProducerBuffer.max_messages, 8 * settings.batch_size)
     app = _faust_app(settings)
 
     settings.signing_key()  # fail fast: without it no snapshot can be published or trusted

@@ -27,12 +27,10 @@ def _worker(args: argparse.Namespace) -> int:
     if args.bootstrap_servers:
         settings = settings.replace(bootstrap_servers=args.bootstrap_servers)
     engine = create_engine(settings)
-    logging_config = None
-    if settings.log_format == "json":
-        from stream.logs import logging_config as json_logging
+    from stream.logs import logging_config
 
-        logging_config = json_logging(settings.log_level)
-    worker = Worker(engine.app, loglevel=settings.log_level, quiet=True, logging_config=logging_config)
+    worker = Worker(engine.app, loglevel=settings.log_level, quiet=True,
+                    logging_config=logging_config(settings.log_level, settings.log_format))
     worker.execute_from_commandline()  # returns via sys.exit when stopped
     return 0
 
