@@ -80,7 +80,7 @@ class Settings:
     alert_threshold: float = _f(0.5, "Scores at or above this raise an alert.")
     history_length: int = _f(32, "Transactions kept per card in the history table (the sequence model's window).")
     feature_retention_s: float = _f(30 * 86400.0, "How long scoring-time features are kept for the feedback join, in event time.")
-    feedback_join_wait_s: float = _f(2.0, "How long a label for a not-yet-scored transaction waits before going to the DLQ.")
+    feedback_join_wait_s: float = _f(2.0, "A label for a not-yet-scored transaction waits while the transactions stream moves toward its time; it goes to the DLQ after this long without progress.")
     max_message_bytes: int = _f(65536, "Larger transaction or feedback payloads go to the DLQ as oversized.")
     min_event_time: str = _f("2000-01-01T00:00:00Z", "Events stamped before this are rejected as absurd.")
     max_future_skew_s: float = _f(86400.0, "Events stamped more than this after the wall clock are rejected as absurd.")

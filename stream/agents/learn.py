@@ -47,6 +47,38 @@ class FeedbackLearner:
         self.engine.stats.dead_letter(topic, reason)
         await send_dead_letter(await self.engine.producer(), topic, DeadLetter.from_message(event.message, reason, detail))
 
+    async def _wait_for_transactions(self, parsed: list[tuple[EventT, Feedback]]) -> list[tuple[EventT, Feedback]]:
+        """Hold labels whose transaction is not scored yet; return those still missing.
+
+        Kafka does not align two topics in time: a replay, or a worker catching
+        up, can deliver a label before the transaction it labels. A label then
+        waits while the transactions stream of its partition is moving and has
+        not yet reached the label's event time (``labelled_at``). It gives up
+        when that stream has made no progress for ``feedback_join_wait_s``, or
+        when the stream has passed the label's time (the transaction is not
+        coming). Waiting here also holds back the feedback consumer: labels are
+        processed at the pace of the transactions, in event time.
+        """
+        engine = self.engine
+        patience = self.settings.feedback_join_wait_s
+        last_progress = time.monotonic()
+        marks = {e.message.partition: engine.retention.watermark(e.message.partition) for e, _ in parsed}
+        while True:
+            missing = [(e, f) for e, f in parsed if f.transaction_id.encode() not in engine.features]
+            if not missing:
+                return missing
+            waiting = False
+            for event, fb in missing:
+                mark = engine.retention.watermark(event.message.partition)
+                if mark != marks.get(event.message.partition):
+                    marks[event.message.partition] = mark
+                    last_progress = time.monotonic()
+                if fb.labelled_at_ms is None or mark is None or mark < fb.labelled_at_ms:
+                    waiting = True
+            if not waiting or time.monotonic() - last_progress >= patience:
+                return missing
+            await asyncio.sleep(0.05)
+
     async def process(self, events: Sequence[EventT]) -> None:
         engine = self.engine
         parsed: list[tuple[EventT, Feedback]] = []
@@ -55,13 +87,7 @@ class FeedbackLearner:
                 parsed.append((event, parse_feedback(event.message.value, engine.limits)))
             except InvalidRecord as exc:
                 await self._reject(event, exc.reason, exc.detail)
-        deadline = time.monotonic() + self.settings.feedback_join_wait_s
-        pending = parsed
-        while True:
-            missing = [(e, f) for e, f in pending if f.transaction_id.encode() not in engine.features]
-            if not missing or time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(0.1)
+        missing = await self._wait_for_transactions(parsed)
         missing_ids = {id(e) for e, _ in missing}
         retention_ms = int(self.settings.feature_retention_s * 1000)
         for event, fb in parsed:
