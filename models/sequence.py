@@ -1,0 +1,258 @@
+"""Attention-based sequence model over a card's recent transactions.
+
+:class:`SequenceModel` embeds every step of the window (a linear map of the
+standardised numeric features plus one embedding per categorical bucket plus
+a recency embedding), runs a small transformer encoder with a key padding
+mask and reads the fraud logit out at the last step, the transaction being
+scored. Recency embeddings count back from the scored step, so extra left
+padding does not change the output.
+
+:class:`SequenceScorer` is the :class:`~models.scoring.Scorer` the worker
+uses: one forward pass per micro-batch under ``torch.inference_mode()``.
+:meth:`SequenceScorer.explain` attributes the logit to steps and features by
+gradient x input.
+
+Example:
+    >>> from models.features import append, new_history
+    >>> from models.scoring import ScoringItem
+    >>> from stream.records import Transaction
+    >>> _ = torch.manual_seed(0)
+    >>> scorer = SequenceScorer(SequenceModel(StepSpec(n=8)), version="seq-demo")
+    >>> t1 = Transaction("t1", "c1", 1_740_830_400_000, 20.0, "EUR", "m1", "5411", "FR", "pos")
+    >>> t2 = Transaction("t2", "c1", 1_740_830_460_000, 900.0, "EUR", "m2", "5732", "BR", "ecom")
+    >>> items = [ScoringItem(t1, [], {}), ScoringItem(t2, append(new_history(), t1, 32), {})]
+    >>> p = scorer.score_batch(items)
+    >>> p.shape, bool(((p > 0) & (p < 1)).all()), scorer.version
+    ((2,), True, 'seq-demo')
+    >>> reasons = scorer.explain(items[1:], steps=1, features=2)[0]
+    >>> len(reasons) <= 3 and {r["kind"] for r in reasons} <= {"step", "feature"}
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.features import AMOUNT, CHANNEL, COUNTRY, MCC, TS
+from models.scoring import ScoringItem
+from models.steps import STEP_CATEGORICAL, STEP_NUMERIC, StepSpec, step_tensors
+
+__all__ = ["Architecture", "SequenceModel", "SequenceScorer"]
+
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Transformer hyper-parameters (recorded in the checkpoint)."""
+
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    dim_feedforward: int = 128
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SequenceModel(nn.Module):
+    """Fraud logit of the last step of each window.
+
+    Args:
+        spec: window length and bucket counts.
+        arch: transformer size.
+        num_mean, num_std: standardisation of :data:`~models.steps.STEP_NUMERIC`
+            (training statistics; default 0 and 1).
+        logit_offset: added to the output; corrects for legit rows subsampled in training.
+    """
+
+    num_mean: torch.Tensor
+    num_std: torch.Tensor
+    logit_offset: torch.Tensor
+
+    def __init__(
+        self,
+        spec: StepSpec | None = None,
+        arch: Architecture | None = None,
+        num_mean: Sequence[float] | None = None,
+        num_std: Sequence[float] | None = None,
+        logit_offset: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.spec = spec or StepSpec()
+        self.arch = arch or Architecture()
+        d, f = self.arch.d_model, len(STEP_NUMERIC)
+        self.numeric = nn.Linear(f, d)
+        self.embeddings = nn.ModuleList(nn.Embedding(k, d, padding_idx=0) for k in self.spec.buckets)
+        self.recency = nn.Embedding(self.spec.n, d)
+        layer = nn.TransformerEncoderLayer(
+            d, self.arch.n_heads, self.arch.dim_feedforward, self.arch.dropout, batch_first=True, norm_first=True
+        )
+        # No nested tensors: the padded and unpadded paths must compute the same thing.
+        self.encoder = nn.TransformerEncoder(layer, self.arch.n_layers, enable_nested_tensor=False)
+        self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
+        mean = torch.tensor(num_mean if num_mean is not None else [0.0] * f, dtype=torch.float32)
+        std = torch.tensor(num_std if num_std is not None else [1.0] * f, dtype=torch.float32)
+        # Buffers, so the weights file alone reproduces the scores.
+        self.register_buffer("num_mean", mean)
+        self.register_buffer("num_std", std.clamp_min(1e-6))
+        self.register_buffer("logit_offset", torch.tensor(float(logit_offset)))
+
+    def inputs(
+        self, numeric: torch.Tensor, categorical: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Standardised numeric ``[B,N,F]`` and one embedding ``[B,N,d]`` per categorical field."""
+        z = ((numeric - self.num_mean) / self.num_std).masked_fill(mask[..., None], 0.0)
+        return z, [emb(categorical[..., c]) for c, emb in enumerate(self.embeddings)]
+
+    def encode(self, z: torch.Tensor, embedded: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B]`` from :meth:`inputs` (split so explanations can take gradients)."""
+        n = z.shape[1]
+        if n > self.spec.n:
+            raise ValueError(f"window of {n} steps exceeds the model's {self.spec.n}")
+        recency = torch.arange(n - 1, -1, -1, device=z.device)  # 0 = scored step
+        x = self.numeric(z) + torch.stack(embedded).sum(0) + self.recency(recency)
+        h = self.encoder(x, src_key_padding_mask=mask)
+        return self.head(h[:, -1]).squeeze(-1) + self.logit_offset
+
+    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.encode(*self.inputs(numeric, categorical, mask), mask)
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86_400:.1f} days"
+
+
+def _feature_text(name: str, item: ScoringItem) -> str:
+    t = item.transaction
+    hour = (t.event_time_ms // 3_600_000) % 24
+    texts = {
+        "log_amount": f"amounts in the card's recent sequence (this one {t.amount:.2f} {t.currency})",
+        "amount_vs_mean": f"amount {t.amount:.2f} {t.currency} against the card's usual amounts",
+        "amount_vs_max": f"amount {t.amount:.2f} {t.currency} against the card's largest recent amount",
+        "log_gap_prev": "timing between the card's recent transactions",
+        "log_gap_to_scored": "how recently the card's earlier transactions happened",
+        "hour_sin": f"time of day ({hour:02d}:00 UTC)",
+        "hour_cos": f"time of day ({hour:02d}:00 UTC)",
+        "weekday_sin": f"day of week ({_WEEKDAYS[(t.event_time_ms // 86_400_000 + 3) % 7]})",
+        "weekday_cos": f"day of week ({_WEEKDAYS[(t.event_time_ms // 86_400_000 + 3) % 7]})",
+        "is_new_merchant": "merchants new to the card in its recent sequence",
+        "is_new_country": "countries new to the card in its recent sequence",
+        "is_new_channel": "channels new to the card in its recent sequence",
+        "country_share": f"how often the card was used in {t.country} recently",
+        "channel_share": f"how often the card was used for {t.channel} recently",
+        "log_n_1h": "number of transactions on the card in the hour before",
+        "log_n_24h": "number of transactions on the card in the 24 h before",
+        "merchant": f"merchant {t.merchant_id or '(unknown)'} and the card's recent merchants",
+        "mcc": f"merchant category MCC {t.mcc} and the card's recent categories",
+        "country": f"country {t.country} and the card's recent countries",
+        "channel": f"channel {t.channel} and the card's recent channels",
+    }
+    return "sequence: " + texts[name]
+
+
+class SequenceScorer:
+    """:class:`~models.scoring.Scorer` around a trained :class:`SequenceModel`.
+
+    Args:
+        model: the network (put in eval mode).
+        version: checkpoint id, recorded with every score.
+        threads: ``torch.set_num_threads`` value (process-wide); None leaves it.
+        config: the checkpoint's config, kept for inspection.
+    """
+
+    name = "sequence"
+
+    def __init__(
+        self, model: SequenceModel, version: str, threads: int | None = None, config: Mapping[str, Any] | None = None
+    ) -> None:
+        self.model = model.eval()
+        self._version = version
+        self.config = dict(config or {})
+        if threads is not None:
+            torch.set_num_threads(threads)
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def spec(self) -> StepSpec:
+        return self.model.spec
+
+    def logits(self, items: Sequence[ScoringItem]) -> np.ndarray:
+        """Raw logits for a micro-batch (float64)."""
+        if not items:
+            return np.zeros(0)
+        x = step_tensors(items, self.spec.n, self.spec)
+        with torch.inference_mode():
+            return self.model(x["numeric"], x["categorical"], x["mask"]).double().numpy()
+
+    def score_batch(self, items: Sequence[ScoringItem]) -> np.ndarray:
+        """P(fraud) per item, one forward pass for the whole batch."""
+        return 1.0 / (1.0 + np.exp(-self.logits(items)))
+
+    def attributions(self, items: Sequence[ScoringItem]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Gradient x input: ``numeric [B,N,F]``, ``categorical [B,N,C]`` logit shares, and ``mask``."""
+        x = step_tensors(items, self.spec.n, self.spec)
+        with torch.enable_grad():
+            z, embedded = self.model.inputs(x["numeric"], x["categorical"], x["mask"])
+            z = z.detach().requires_grad_()
+            embedded = [e.detach().requires_grad_() for e in embedded]
+            logits = self.model.encode(z, embedded, x["mask"])
+            # Items do not interact, so one backward of the sum gives every item's gradients.
+            grads = torch.autograd.grad(logits.sum(), [z, *embedded])
+        numeric = (grads[0] * z).detach().numpy()
+        categorical = torch.stack([(g * e).sum(-1) for g, e in zip(grads[1:], embedded, strict=True)], -1)
+        return numeric, categorical.detach().numpy(), x["mask"].numpy()
+
+    def explain(self, items: Sequence[ScoringItem], steps: int = 2, features: int = 3) -> list[list[dict[str, Any]]]:
+        """Per item, the past transactions and the features that pushed the score up most.
+
+        Each reason is ``{"kind": "step"|"feature", "code", "text", "weight"}``;
+        ``weight`` is the share of the logit (gradient x input), largest first.
+        """
+        if not items:
+            return []
+        numeric, categorical, mask = self.attributions(items)
+        n = self.spec.n
+        out: list[list[dict[str, Any]]] = []
+        for b, item in enumerate(items):
+            reasons: list[dict[str, Any]] = []
+            per_step = numeric[b].sum(-1) + categorical[b].sum(-1)
+            window = item.history[-(n - 1):] if n > 1 else []
+            first = n - 1 - len(window)
+            now = item.transaction.event_time_ms
+            past = sorted(((float(per_step[j]), j) for j in range(first, n - 1) if not mask[b, j]), reverse=True)
+            for w, j in past[:steps]:
+                if w <= 0:
+                    break
+                e = window[j - first]
+                text = (f"sequence: transaction {_ago(max(now - e[TS], 0) / 1000)} before, "
+                        f"amount {e[AMOUNT]:.2f}, {e[CHANNEL]} in {e[COUNTRY]} (MCC {e[MCC]})")
+                reasons.append({"kind": "step", "code": f"sequence_step_{n - 1 - j}", "text": text, "weight": round(w, 4)})
+            per_feature = dict(zip(STEP_NUMERIC, numeric[b].sum(0).tolist(), strict=True))
+            per_feature.update(zip(STEP_CATEGORICAL, categorical[b].sum(0).tolist(), strict=True))
+            seen: set[str] = set()
+            ranked = sorted(((w, k) for k, w in per_feature.items() if w > 0), reverse=True)
+            for w, k in ranked:
+                text = _feature_text(k, item)
+                if len(seen) >= features or text in seen:  # sin and cos say the same thing
+                    continue
+                seen.add(text)
+                reasons.append({"kind": "feature", "code": f"sequence_{k}", "text": text, "weight": round(w, 4)})
+            out.append(reasons)
+        return out

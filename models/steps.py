@@ -1,0 +1,279 @@
+"""Per-step inputs of the sequence model: a card's last ``n`` transactions.
+
+The window is the card's prior history (as :func:`models.features.prior_history`
+cut it) followed by the transaction being scored, which is always the last
+step. Shorter windows are left-padded; ``mask`` is True on padded steps (the
+``src_key_padding_mask`` convention of :mod:`torch.nn`).
+
+Every step has the numeric features :data:`STEP_NUMERIC` and the categorical
+buckets :data:`STEP_CATEGORICAL` (bucket 0 is padding). Features that compare
+a step with earlier ones (novelty, shares, counts, amount vs. mean/max) look
+only at earlier steps inside the window. Both the serving path
+(:func:`step_tensors`) and the training path (:mod:`models.dataset`) gather
+raw columns into ``[B, n]`` arrays and call the same :func:`window_features`,
+so the two cannot drift apart (a test checks they are bit-identical).
+
+Example:
+    >>> from models.features import append, new_history
+    >>> from models.scoring import ScoringItem
+    >>> from stream.records import Transaction
+    >>> t1 = Transaction("t1", "c1", 1_740_830_400_000, 20.0, "EUR", "m1", "5411", "FR", "pos")
+    >>> t2 = Transaction("t2", "c1", 1_740_830_460_000, 900.0, "EUR", "m2", "5732", "BR", "ecom")
+    >>> item = ScoringItem(t2, append(new_history(), t1, limit=32), {})
+    >>> x = step_tensors([item], n=4)
+    >>> x["numeric"].shape, x["categorical"].shape, x["mask"].tolist()
+    (torch.Size([1, 4, 16]), torch.Size([1, 4, 4]), [[True, True, False, False]])
+    >>> gap = STEP_NUMERIC.index("log_gap_prev")
+    >>> round(float(x["numeric"][0, 3, gap].expm1()), 1)  # seconds since t1
+    60.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from models.features import AMOUNT, CHANNEL, COUNTRY, MCC, MERCHANT, TS, entry_of, stable_hash
+from models.scoring import ScoringItem
+
+__all__ = [
+    "STEP_CATEGORICAL",
+    "STEP_NUMERIC",
+    "StepSpec",
+    "as_tensors",
+    "category_hash",
+    "step_tensors",
+    "window_features",
+]
+
+#: Numeric features of every step, in tensor order.
+STEP_NUMERIC: tuple[str, ...] = (
+    "log_amount",
+    "amount_vs_mean",
+    "amount_vs_max",
+    "log_gap_prev",
+    "log_gap_to_scored",
+    "hour_sin",
+    "hour_cos",
+    "weekday_sin",
+    "weekday_cos",
+    "is_new_merchant",
+    "is_new_country",
+    "is_new_channel",
+    "country_share",
+    "channel_share",
+    "log_n_1h",
+    "log_n_24h",
+)
+#: Categorical fields of every step, in tensor order (hashed into buckets).
+STEP_CATEGORICAL: tuple[str, ...] = ("merchant", "mcc", "country", "channel")
+
+_MINUTE_MS = 60_000
+_DAY_MS = 86_400_000
+# Same "no previous transaction" gap as models.features: a month.
+_NO_GAP_S = 30 * 86_400.0
+# Cycles come from lookup tables (per minute of day, per weekday) rather than
+# np.sin on each call, so both paths get bit-identical values by indexing.
+_MINUTE_ANGLE = 2 * np.pi * np.arange(1440) / 1440
+_DAY_ANGLE = 2 * np.pi * np.arange(7) / 7
+_CYCLES = {
+    "hour_sin": np.sin(_MINUTE_ANGLE), "hour_cos": np.cos(_MINUTE_ANGLE),
+    "weekday_sin": np.sin(_DAY_ANGLE), "weekday_cos": np.cos(_DAY_ANGLE),
+}
+# Per categorical field: its novelty flag and, where useful, its share feature.
+_REPEATS = {"merchant": ("is_new_merchant", None), "country": ("is_new_country", "country_share"),
+            "channel": ("is_new_channel", "channel_share")}
+_HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """Window length and bucket counts (each count includes padding bucket 0).
+
+    >>> StepSpec(n=16).buckets
+    (2048, 512, 256, 16)
+    """
+
+    n: int = 32
+    merchant_buckets: int = 2048
+    mcc_buckets: int = 512
+    country_buckets: int = 256
+    channel_buckets: int = 16
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if min(self.buckets) < 2:
+            raise ValueError(f"bucket counts must be >= 2, got {self.buckets}")
+
+    @property
+    def buckets(self) -> tuple[int, int, int, int]:
+        """Bucket counts in :data:`STEP_CATEGORICAL` order."""
+        return (self.merchant_buckets, self.mcc_buckets, self.country_buckets, self.channel_buckets)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, with the feature names for checking at load time."""
+        return {**asdict(self), "numeric": list(STEP_NUMERIC), "categorical": list(STEP_CATEGORICAL)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StepSpec:
+        """Inverse of :meth:`to_dict`; refuses a different feature layout."""
+        if tuple(d.get("numeric", STEP_NUMERIC)) != STEP_NUMERIC or tuple(
+            d.get("categorical", STEP_CATEGORICAL)
+        ) != STEP_CATEGORICAL:
+            raise ValueError("feature layout in the checkpoint differs from models.steps")
+        return cls(**{k: int(d[k]) for k in ("n", "merchant_buckets", "mcc_buckets", "country_buckets", "channel_buckets")})
+
+
+@lru_cache(maxsize=1 << 16)
+def category_hash(text: str) -> int:
+    """:func:`~models.features.stable_hash` of a category string, cached (few distinct values).
+
+    >>> category_hash("FR") == stable_hash("FR")
+    True
+    """
+    return stable_hash(text)
+
+
+def _earlier(valid: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """``[B, step, other]``: True where ``other`` is a valid step before ``step``."""
+    n = valid.shape[1]
+    return np.tril(np.ones((n, n), dtype=bool), k=-1)[None] & valid[:, None, :]
+
+
+def _matches(h: npt.NDArray[np.int64], earlier: npt.NDArray[np.bool_]) -> tuple[
+        npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per step: is the value new among earlier steps (0 if none), and the share of earlier steps sharing it."""
+    same = np.count_nonzero((h[:, :, None] == h[:, None, :]) & earlier, axis=2)
+    count = np.count_nonzero(earlier, axis=2)
+    new = (count > 0) & (same == 0)
+    return new.astype(np.float64), np.where(count > 0, same / np.maximum(count, 1), 0.0)
+
+
+def _relative(
+    log_amount: npt.NDArray[np.float64], valid: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Log amount minus the mean and the max of the earlier valid steps (0 if none).
+
+    Explicit because a small transformer learns "8x this card's usual" slowly.
+    """
+    w = valid.astype(np.float64)
+    earlier_n = np.cumsum(w, axis=1) - w
+    earlier_sum = np.cumsum(log_amount * w, axis=1) - log_amount * w
+    has = earlier_n > 0
+    vs_mean = np.where(has, log_amount - earlier_sum / np.maximum(earlier_n, 1.0), 0.0)
+    running = np.maximum.accumulate(np.where(valid, log_amount, -np.inf), axis=1)
+    earlier_max = np.full_like(log_amount, -np.inf)
+    earlier_max[:, 1:] = running[:, :-1]
+    vs_max = np.where(has, log_amount - np.where(has, earlier_max, 0.0), 0.0)
+    return vs_mean, vs_max
+
+
+def window_features(
+    ts: npt.NDArray[np.int64],
+    amount: npt.NDArray[np.float64],
+    hashes: npt.NDArray[np.int64],
+    mask: npt.NDArray[np.bool_],
+    spec: StepSpec,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Step features from raw ``[B, n]`` columns; the one code path for training and serving.
+
+    ``hashes`` is ``[B, n, 4]`` stable hashes in :data:`STEP_CATEGORICAL`
+    order; padded steps (``mask`` True) may hold anything, they come out as
+    zeros. The last step of every row must be valid.
+    """
+    valid = ~mask
+    # Padded steps borrow the scored step's values so nothing below overflows.
+    ts = np.where(valid, ts, ts[:, -1:])
+    amount = np.where(valid, amount, amount[:, -1:])
+    log_amount = np.log1p(amount)
+    cols: dict[str, npt.NDArray[np.float64]] = {"log_amount": log_amount}
+    cols["amount_vs_mean"], cols["amount_vs_max"] = _relative(log_amount, valid)
+    gap_s = np.full(ts.shape, _NO_GAP_S)
+    gap_s[:, 1:] = np.maximum(ts[:, 1:] - ts[:, :-1], 0).astype(np.float64) / 1000.0
+    first = valid.copy()
+    first[:, 1:] &= mask[:, :-1]  # first valid step: its predecessor is outside the window
+    cols["log_gap_prev"] = np.log1p(np.where(first, _NO_GAP_S, gap_s))
+    cols["log_gap_to_scored"] = np.log1p(np.maximum(ts[:, -1:] - ts, 0).astype(np.float64) / 1000.0)
+    minute = (ts % _DAY_MS) // _MINUTE_MS
+    weekday = (ts // _DAY_MS + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+    for name in ("hour_sin", "hour_cos"):
+        cols[name] = _CYCLES[name][minute]
+    for name in ("weekday_sin", "weekday_cos"):
+        cols[name] = _CYCLES[name][weekday]
+    earlier = _earlier(valid)
+    for field, (new_name, share_name) in _REPEATS.items():
+        cols[new_name], share = _matches(hashes[:, :, STEP_CATEGORICAL.index(field)], earlier)
+        if share_name is not None:
+            cols[share_name] = share
+    # Velocity: earlier steps within an hour / a day of each step (the window only).
+    age = ts[:, :, None] - ts[:, None, :]
+    cols["log_n_1h"] = np.log1p(np.count_nonzero(earlier & (age <= _HOUR_MS), axis=2).astype(np.float64))
+    cols["log_n_24h"] = np.log1p(np.count_nonzero(earlier & (age <= 24 * _HOUR_MS), axis=2).astype(np.float64))
+    numeric = np.empty((*ts.shape, len(STEP_NUMERIC)), dtype=np.float32)
+    for i, name in enumerate(STEP_NUMERIC):
+        numeric[..., i] = cols[name]
+    numeric[mask] = 0.0
+    buckets = np.asarray(spec.buckets, dtype=np.int64)
+    categorical = 1 + hashes % (buckets - 1)  # 1..K-1; 0 is reserved for padding
+    categorical[mask] = 0
+    return numeric, categorical
+
+
+def step_tensors(items: Sequence[ScoringItem], n: int, spec: StepSpec | None = None) -> dict[str, torch.Tensor]:
+    """Serving path: ``numeric`` float32 ``[B,n,F]``, ``categorical`` int64 ``[B,n,C]``, ``mask`` bool ``[B,n]``.
+
+    Each item's window is its last ``n - 1`` history entries plus its own
+    transaction (through :func:`~models.features.entry_of`, like the stored
+    history). ``spec`` defaults to ``StepSpec(n=n)``.
+    """
+    spec = spec or StepSpec(n=n)
+    if spec.n != n:
+        raise ValueError(f"spec.n={spec.n} but n={n}")
+    b = len(items)
+    # Flat lists filled entry by entry, then scattered once with numpy.
+    where: list[int] = []
+    ts: list[int] = []
+    amount: list[float] = []
+    hashes: list[tuple[int, int, int, int]] = []
+    for row, item in enumerate(items):
+        window = [*(item.history[-(n - 1):] if n > 1 else ()), entry_of(item.transaction)]
+        base = row * n + n - len(window)
+        for j, e in enumerate(window):
+            where.append(base + j)
+            ts.append(e[TS])
+            amount.append(e[AMOUNT])
+            hashes.append((e[MERCHANT], category_hash(e[MCC]), category_hash(e[COUNTRY]), category_hash(e[CHANNEL])))
+    flat_ts = np.zeros(b * n, dtype=np.int64)
+    flat_amount = np.ones(b * n, dtype=np.float64)
+    flat_hashes = np.zeros((b * n, len(STEP_CATEGORICAL)), dtype=np.int64)
+    flat_mask = np.ones(b * n, dtype=bool)
+    idx = np.asarray(where, dtype=np.int64)
+    flat_ts[idx] = np.asarray(ts, dtype=np.int64)
+    flat_amount[idx] = np.asarray(amount, dtype=np.float64)
+    if hashes:
+        flat_hashes[idx] = np.asarray(hashes, dtype=np.int64)
+    flat_mask[idx] = False
+    mask = flat_mask.reshape(b, n)
+    numeric, categorical = window_features(
+        flat_ts.reshape(b, n), flat_amount.reshape(b, n), flat_hashes.reshape(b, n, len(STEP_CATEGORICAL)), mask, spec
+    )
+    return as_tensors(numeric, categorical, mask)
+
+
+def as_tensors(
+    numeric: npt.NDArray[np.float32], categorical: npt.NDArray[np.int64], mask: npt.NDArray[np.bool_]
+) -> dict[str, torch.Tensor]:
+    """The model's input dict from numpy arrays (shares memory where it can)."""
+    return {
+        "numeric": torch.from_numpy(np.ascontiguousarray(numeric, dtype=np.float32)),
+        "categorical": torch.from_numpy(np.ascontiguousarray(categorical, dtype=np.int64)),
+        "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=bool)),
+    }
+

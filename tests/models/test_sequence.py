@@ -1,0 +1,129 @@
+"""The sequence model and its scorer: shapes, padding, probabilities, explanations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from models.features import History, append, engineered, prior_history
+from models.fusion import Fusion
+from models.online import OnlineLearner
+from models.scoring import Scorer, ScoringItem
+from models.sequence import Architecture, SequenceModel, SequenceScorer
+from models.steps import STEP_CATEGORICAL, STEP_NUMERIC, StepSpec, step_tensors
+from stream.records import Transaction
+
+BASE = 1_740_830_400_000
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def card_items(lengths: tuple[int, ...] = (0, 1, 3, 15)) -> list[ScoringItem]:
+    """One item per card; card k has ``lengths[k]`` earlier transactions."""
+    items = []
+    for card, length in enumerate(lengths):
+        history: History = []
+        for i in range(length + 1):
+            t = Transaction(f"t{card}-{i}", f"c{card}", BASE + i * 600_000, 10.0 + 7 * i, "EUR", f"m{i % 4}",
+                            "5411", "FR" if i % 5 else "DE", "pos" if i % 3 else "ecom")
+            prior = prior_history(history, t)
+            history = append(history, t, limit=32)
+        items.append(ScoringItem(t, prior, engineered(prior, t)))
+    return items
+
+
+def model(n: int = 12, seed: int = 0) -> SequenceModel:
+    torch.manual_seed(seed)
+    return SequenceModel(StepSpec(n=n), Architecture(d_model=32, n_layers=2, n_heads=4, dim_feedforward=64)).eval()
+
+
+def test_forward_shapes() -> None:
+    m = SequenceModel()  # defaults: d_model 64, 2 layers, 4 heads, 32 steps
+    assert m.arch == Architecture(64, 2, 4, 128, 0.1) and m.spec.n == 32
+    x = step_tensors(card_items(), n=32)
+    assert x["numeric"].shape == (4, 32, len(STEP_NUMERIC)) and x["categorical"].shape == (4, 32, len(STEP_CATEGORICAL))
+    with torch.inference_mode():
+        logits = m.eval()(x["numeric"], x["categorical"], x["mask"])
+    assert logits.shape == (4,) and torch.isfinite(logits).all()
+
+
+def test_extra_padding_does_not_change_the_output() -> None:
+    m = model(n=12)
+    items = card_items((0, 1, 3, 6))
+    with torch.inference_mode():
+        short = m(**step_tensors(items, n=8))
+        long = m(**step_tensors(items, n=12))
+    torch.testing.assert_close(short, long, rtol=1e-5, atol=1e-5)
+
+
+def test_padded_values_are_ignored() -> None:
+    m = model(n=8)
+    x = step_tensors(card_items((2,)), n=8)
+    noisy = {k: v.clone() for k, v in x.items()}
+    noisy["numeric"][x["mask"]] = 123.0
+    noisy["categorical"][x["mask"]] = 5
+    with torch.inference_mode():
+        torch.testing.assert_close(m(**x), m(**noisy))
+
+
+def test_window_longer_than_the_model_is_refused() -> None:
+    with pytest.raises(ValueError, match="exceeds"):
+        model(n=4)(**step_tensors(card_items((1,)), n=6))
+
+
+def test_scorer_returns_probabilities_for_a_batch() -> None:
+    scorer = SequenceScorer(model(n=12), version="seq-test", threads=1)
+    assert isinstance(scorer, Scorer) and scorer.name == "sequence" and scorer.version == "seq-test"
+    assert torch.get_num_threads() == 1
+    items = card_items() * 20
+    p = scorer.score_batch(items)
+    assert p.shape == (80,) and p.dtype == np.float64
+    assert np.all((p >= 0) & (p <= 1))
+    np.testing.assert_allclose(p[:4], scorer.score_batch(items[:4]), rtol=1e-5)  # batch composition does not matter
+    assert scorer.score_batch([]).shape == (0,)
+
+
+def test_scorer_plugs_into_fusion() -> None:
+    scorer = SequenceScorer(model(n=12), version="seq-test")
+    fusion = Fusion(OnlineLearner(), sequence=scorer)
+    fused = fusion.score_batch(card_items())
+    assert fusion.versions() == {"online": "online-0", "sequence": "seq-test"}
+    np.testing.assert_allclose(fused.score, fused.components["sequence"])
+
+
+def test_explain_names_past_transactions_and_features() -> None:
+    scorer = SequenceScorer(model(n=12), version="seq-test")
+    items = card_items((0, 6))
+    before = [p.detach().clone() for p in scorer.model.parameters()]
+    reasons = scorer.explain(items, steps=3, features=4)
+    assert len(reasons) == 2
+    assert all(r["kind"] == "feature" for r in reasons[0])  # no past transactions to blame
+    for r in reasons[1]:
+        assert set(r) == {"kind", "code", "text", "weight"} and r["weight"] > 0
+        assert r["text"].startswith("sequence: ")
+    steps = [r for r in reasons[1] if r["kind"] == "step"]
+    assert len(steps) <= 3 and all("before, amount" in r["text"] for r in steps)
+    assert len([r for r in reasons[1] if r["kind"] == "feature"]) <= 4
+    # Gradients must not leak into the model.
+    assert all(p.grad is None for p in scorer.model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, scorer.model.parameters(), strict=True))
+    numeric, categorical, mask = scorer.attributions(items)
+    assert numeric.shape == (2, 12, len(STEP_NUMERIC)) and categorical.shape == (2, 12, len(STEP_CATEGORICAL))
+    assert np.all(numeric[mask] == 0) and np.all(categorical[mask] == 0)
+    assert scorer.explain([]) == []
+
+
+def test_every_feature_has_an_explanation() -> None:
+    from models.sequence import _feature_text
+
+    item = card_items((1,))[0]
+    texts = {name: _feature_text(name, item) for name in (*STEP_NUMERIC, *STEP_CATEGORICAL)}
+    assert all(text.startswith("sequence: ") for text in texts.values())

@@ -1,0 +1,134 @@
+"""Step features: the serving and training paths agree bit for bit; padding and flags."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from models.dataset import StepDataset, normalise
+from models.features import History, append, prior_history
+from models.scoring import ScoringItem
+from models.steps import STEP_NUMERIC, StepSpec, step_tensors
+from stream.records import Transaction
+from tests.models.test_train import synthetic_table
+
+BASE = 1_740_830_400_000  # 2025-03-01T12:00:00Z, a Saturday
+
+
+def labelled_table(seed: int = 5) -> pa.Table:
+    """The replay generator's data when it is available, else the local synthetic data."""
+    try:
+        from replay.generate import GeneratorConfig, generate
+    except ImportError:
+        return synthetic_table(n_cards=40, per_card=15, seed=seed)
+    return generate(GeneratorConfig(seed=seed, n_transactions=600, n_cards=30, n_merchants=60))
+
+
+def as_transaction(row: dict) -> Transaction:
+    return Transaction(row["transaction_id"], row["card_id"], row["timestamp"], row["amount"], row["currency"],
+                       row["merchant_id"], row["mcc"], row["country"], row["channel"])
+
+
+def serve(transactions: list[Transaction], limit: int) -> list[ScoringItem]:
+    """What the scoring agent does: prior history, then append, in arrival order."""
+    histories: dict[str, History] = {}
+    items = []
+    for t in transactions:
+        history = histories.get(t.card_id, [])
+        items.append(ScoringItem(t, prior_history(history, t), {}))
+        histories[t.card_id] = append(history, t, limit)
+    return items
+
+
+@pytest.mark.parametrize(("n", "limit"), [(8, 7), (8, 32), (33, 32)])
+def test_serving_equals_training_path(n: int, limit: int) -> None:
+    table = labelled_table()
+    rows = table.to_pylist()
+    # Redeliver every 25th transaction right after itself: both paths must skip it.
+    delivered = [r for i, r in enumerate(rows) for r in ([r, r] if i % 25 == 0 else [r])]
+    items = serve([as_transaction(r) for r in delivered], limit)
+    first: dict[str, int] = {}
+    for i, r in enumerate(delivered):
+        first.setdefault(r["transaction_id"], i)
+    served = step_tensors(items, n)
+
+    ds = StepDataset(normalise(pa.Table.from_pylist(delivered, schema=table.schema)), StepSpec(n=n))
+    trained = ds.tensors(np.arange(len(ds)))
+    ids = [delivered[i]["transaction_id"] for i in ds.source_rows]
+    pick = torch.tensor([first[t] for t in ids])
+    assert len(ds) == len(rows)
+    for key in ("numeric", "categorical", "mask"):
+        assert torch.equal(served[key][pick], trained[key]), key
+    # A redelivery sees the window the first delivery saw, if the stored history
+    # still holds n - 1 entries before it (n <= history_length, as by default).
+    dupes = [i for i in range(1, len(delivered)) if delivered[i] is delivered[i - 1]]
+    if n <= limit:
+        assert dupes and torch.equal(served["numeric"][dupes], served["numeric"][[i - 1 for i in dupes]])
+    # The data covers empty, short and longer-than-window histories.
+    lengths = (~trained["mask"]).sum(1)
+    assert lengths.min() == 1 and (lengths < n).any() and (n > 8 or (lengths == n).any())
+
+
+def tx(i: int, minutes: float, amount: float = 10.0, merchant: str = "m1", country: str = "FR",
+       channel: str = "pos") -> Transaction:
+    return Transaction(f"t{i}", "c1", BASE + int(minutes * 60_000), amount, "EUR", merchant, "5411", country, channel)
+
+
+def items_for(transactions: list[Transaction]) -> list[ScoringItem]:
+    return serve(transactions, limit=32)
+
+
+def test_no_prior_history_is_one_valid_step() -> None:
+    x = step_tensors(items_for([tx(0, 0, amount=42.0)]), n=5)
+    assert x["mask"].tolist() == [[True, True, True, True, False]]
+    assert x["numeric"].dtype == torch.float32 and x["categorical"].dtype == torch.int64
+    assert torch.all(x["numeric"][0, :4] == 0) and torch.all(x["categorical"][0, :4] == 0)
+    assert torch.all(x["categorical"][0, 4] > 0)
+    last = dict(zip(STEP_NUMERIC, x["numeric"][0, 4].tolist(), strict=True))
+    assert last["log_amount"] == pytest.approx(math.log1p(42.0))
+    assert last["log_gap_prev"] == pytest.approx(math.log1p(30 * 86_400))  # nothing before
+    assert last["log_gap_to_scored"] == 0 and last["is_new_merchant"] == 0 and last["amount_vs_mean"] == 0
+
+
+def test_one_prior_step() -> None:
+    items = items_for([tx(0, 0, amount=10.0), tx(1, 2, amount=80.0, merchant="m2", country="BR")])
+    x = step_tensors(items[1:], n=4)
+    assert x["mask"].tolist() == [[True, True, False, False]]
+    last = dict(zip(STEP_NUMERIC, x["numeric"][0, 3].tolist(), strict=True))
+    prev = dict(zip(STEP_NUMERIC, x["numeric"][0, 2].tolist(), strict=True))
+    assert last["log_gap_prev"] == pytest.approx(math.log1p(120.0))
+    assert prev["log_gap_to_scored"] == pytest.approx(math.log1p(120.0))
+    assert (last["is_new_merchant"], last["is_new_country"], last["is_new_channel"]) == (1.0, 1.0, 0.0)
+    assert last["amount_vs_mean"] == pytest.approx(math.log1p(80) - math.log1p(10), abs=1e-6)
+
+
+def test_longer_history_keeps_the_last_steps() -> None:
+    transactions = [tx(i, 10 * i, amount=float(i + 1)) for i in range(12)]
+    items = items_for(transactions)
+    x = step_tensors(items[-1:], n=5)
+    assert not x["mask"].any()
+    amounts = x["numeric"][0, :, STEP_NUMERIC.index("log_amount")].expm1()
+    assert amounts.round().tolist() == [8.0, 9.0, 10.0, 11.0, 12.0]
+
+
+def test_novelty_is_relative_to_earlier_steps() -> None:
+    merchants = ["a", "b", "a", "c"]
+    items = items_for([tx(i, i, merchant=m) for i, m in enumerate(merchants)])
+    x = step_tensors(items[-1:], n=4)
+    flags = x["numeric"][0, :, STEP_NUMERIC.index("is_new_merchant")].tolist()
+    assert flags == [0.0, 1.0, 0.0, 1.0]
+
+
+def test_cycles_and_buckets() -> None:
+    x = step_tensors(items_for([tx(0, 0)]), n=1, spec=StepSpec(n=1, channel_buckets=4))
+    values = dict(zip(STEP_NUMERIC, x["numeric"][0, 0].tolist(), strict=True))
+    assert values["hour_sin"] == pytest.approx(0.0, abs=1e-6) and values["hour_cos"] == pytest.approx(-1.0)
+    assert values["weekday_sin"] == pytest.approx(math.sin(2 * math.pi * 5 / 7))  # Saturday
+    assert 1 <= int(x["categorical"][0, 0, 3]) <= 3
+    with pytest.raises(ValueError, match="spec.n"):
+        step_tensors([], n=2, spec=StepSpec(n=3))
+    assert step_tensors([], n=3)["numeric"].shape == (0, 3, len(STEP_NUMERIC))
