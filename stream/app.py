@@ -24,6 +24,7 @@ from typing import Any
 import faust
 from faust.transport.producer import ProducerBuffer
 
+from models.checkpoint import CheckpointWatcher, load_checkpoint
 from models.fusion import Fusion
 from models.online import OnlineLearner
 from stream.records import Limits
@@ -31,7 +32,7 @@ from stream.retention import RetentionIndex
 from stream.compat import enable_embedded_broker_compat, set_fetch_max_wait
 from stream.modelsync import ModelSync
 from stream.security import client_kwargs, faust_credentials
-from stream.settings import Settings
+from stream.settings import Settings, SettingsError
 from stream.state import define_tables
 from stream.stats import Stats
 from stream.telemetry import Telemetry
@@ -76,10 +77,19 @@ class Engine:
     model_sync: ModelSync = field(init=False)
     telemetry: Telemetry = field(init=False)
     trainer: Any = None
+    sequence_watcher: CheckpointWatcher | None = None
 
     def __post_init__(self) -> None:
         self.model_sync = ModelSync(self)
         self.telemetry = Telemetry(self.stats, self.settings.topic_transactions)
+
+    def maybe_switch_sequence_model(self) -> None:
+        """Between batches: adopt a newer checkpoint, if one was written (no restart)."""
+        if self.sequence_watcher is None:
+            return
+        scorer = self.sequence_watcher.maybe_reload()
+        if scorer is not None:
+            self.fusion.sequence = scorer
 
     def ready(self) -> tuple[bool, dict[str, bool]]:
         """Ready to score: tables recovered and the shared model read."""
@@ -128,7 +138,21 @@ def build_fusion(settings: Settings) -> Fusion:
             prior=settings.online_prior,
             fraud_weight=settings.fraud_label_weight,
         )
-    return Fusion(online, sequence=None, min_labels_for_online=settings.min_labels_for_online)
+    sequence = None
+    if settings.sequence_model_path:
+        if os.path.exists(os.path.join(settings.sequence_model_path, "config.json")):
+            sequence = load_checkpoint(settings.sequence_model_path, threads=settings.torch_threads)
+            if sequence.spec.n > settings.history_length:
+                # A window longer than the kept history would differ from training, and a
+                # redelivered transaction would not get the window it had the first time.
+                raise SettingsError(
+                    f"sequence model window {sequence.spec.n} exceeds FRAUDSTREAM_HISTORY_LENGTH="
+                    f"{settings.history_length}; raise the history length or train with a shorter window")
+            log.info("sequence model %s loaded from %s", sequence.version, settings.sequence_model_path)
+        else:
+            log.warning("no sequence checkpoint at %s yet; scoring with the online learner until one appears",
+                        settings.sequence_model_path)
+    return Fusion(online, sequence=sequence, min_labels_for_online=settings.min_labels_for_online)
 
 
 def _faust_app(settings: Settings) -> faust.App:
@@ -202,16 +226,21 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
         ops=raw_topic(settings.topic_ops, partitions=1),
     )
     history, features = define_tables(app, settings)
+    fusion = fusion or build_fusion(settings)
     engine = Engine(
         settings=settings,
         app=app,
         topics=topics,
         history=history,
         features=features,
-        fusion=fusion or build_fusion(settings),
+        fusion=fusion,
         limits=Limits.from_settings(settings),
         retention=RetentionIndex(int(settings.feature_retention_s * 1000)),
     )
+    if settings.sequence_model_path:
+        engine.sequence_watcher = CheckpointWatcher(
+            settings.sequence_model_path, poll_s=settings.sequence_reload_interval_s, threads=settings.torch_threads,
+            current_version=fusion.sequence.version if fusion.sequence is not None else None)
     score.register(engine)
     learn.register(engine)
     engine.trainer = train.register(engine)
@@ -224,6 +253,12 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
         async def save_online_model(sender: Any, **kwargs: Any) -> None:
             engine.fusion.online.save(settings.online_model_path)
             log.info("online learner saved to %s (%s)", settings.online_model_path, engine.fusion.online.version)
+
+    if engine.sequence_watcher is not None:
+
+        @app.timer(interval=settings.sequence_reload_interval_s)
+        async def sequence_model_reload() -> None:
+            engine.maybe_switch_sequence_model()  # also between batches; this covers an idle stream
 
     @app.timer(interval=5.0)
     async def gauges() -> None:

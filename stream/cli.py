@@ -120,6 +120,18 @@ def _alerts(argv: list[str]) -> int:
     return cli(argv)
 
 
+def _train(argv: list[str]) -> int:
+    from models.train import cli
+
+    return cli(argv)
+
+
+def _experiment(argv: list[str]) -> int:
+    from replay.experiment import cli
+
+    return cli(argv)
+
+
 def _evaluate(argv: list[str]) -> int:
     from replay.evaluate import cli
 
@@ -130,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fraudstream`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # Tools with their own argparse get the rest of the line untouched.
-    passthrough = {"generate": _generate, "replay": _replay, "evaluate": _evaluate, "alerts": _alerts}
+    passthrough = {"generate": _generate, "replay": _replay, "evaluate": _evaluate, "alerts": _alerts,
+                   "train": _train, "experiment": _experiment}
     if argv and argv[0] in passthrough:
         return passthrough[argv[0]](argv[1:])
     parser = argparse.ArgumentParser(prog="fraudstream", description=__doc__.split("\n\n")[0])
@@ -167,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(func=_demo)
     sub.add_parser("generate", help="generate labelled historical transactions (see generate --help)")
     sub.add_parser("replay", help="replay a CSV/Parquet/JSONL history into Kafka with delayed labels (see replay --help)")
+    sub.add_parser("train", help="train the sequence model on a history file (see train --help)")
+    sub.add_parser("experiment", help="online vs sequence vs fusion vs baseline, streamed with delayed labels")
     sub.add_parser("alerts", help="tail the alerts topic as a live table or JSON lines (see alerts --help)")
     sub.add_parser("evaluate", help="detection-quality report from scores and labels (see evaluate --help)")
     args = parser.parse_args(argv)

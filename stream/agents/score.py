@@ -115,6 +115,7 @@ class BatchScorer:
         scored_at = int(time.time() * 1000)
         telemetry = engine.telemetry
         names = list(components)
+        explanations = self._sequence_reasons(items, keep, scores, threshold)
         for i, (event, t) in enumerate(keep):
             record = score_record(
                 t, scores[i], {n: components[n][i] for n in names}, versions, threshold,
@@ -127,6 +128,7 @@ class BatchScorer:
             if record["decision"] == "alert":
                 contributions, below = online.explain(inputs[i])
                 reasons = top_reasons(t, inputs[i], contributions, below_usual=below)
+                reasons = (reasons + explanations.get(i, []))[:5]
                 await producer.send(self.settings.topic_alerts, key, encode(alert_record(record, t, reasons)),
                                     partition=None, timestamp=None, headers=None)
                 engine.stats.alerts += 1
@@ -140,6 +142,24 @@ class BatchScorer:
         telemetry.observe_batch(len(events))
         telemetry.observe_stages(clock.seconds)
         telemetry.set_versions(versions)
+
+    def _sequence_reasons(self, items: list[ScoringItem], keep: list[tuple[EventT, Transaction]],
+                          scores: list[float], threshold: float) -> dict[int, list[dict[str, Any]]]:
+        """What the sequence model saw in the alerted transactions (one batched backward pass)."""
+        sequence = self.engine.fusion.sequence
+        if sequence is None or not hasattr(sequence, "explain"):
+            return {}
+        by_id = {id(item.transaction): item for item in items}  # keep holds the same Transaction objects
+        alerted = [i for i, s in enumerate(scores) if s >= threshold]
+        if not alerted:
+            return {}
+        try:
+            explained = sequence.explain([by_id[id(keep[i][1])] for i in alerted], steps=1, features=1)
+        except Exception:  # an explanation must never cost the alert itself
+            log.exception("sequence explanation failed; alerts keep the online learner's reasons")
+            return {}
+        return {i: [{k: r[k] for k in ("code", "text", "weight")} for r in reasons]
+                for i, reasons in zip(alerted, explained, strict=True)}
 
     async def _score(
         self, items: list[ScoringItem], valid: list[tuple[EventT, Transaction]]
@@ -221,6 +241,7 @@ def register(engine: Engine) -> None:
         await engine.model_sync.wait_ready()  # a new worker scores with the latest shared model
         async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout_s):
             try:
+                engine.maybe_switch_sequence_model()
                 await scorer.process(events)
             except PartitionsMismatch as exc:
                 # Misconfiguration, not bad input: stop before acking anything.
