@@ -87,7 +87,7 @@ class Settings:
     # --- models ------------------------------------------------------------
     online_model_path: str = _f("", "File to load the online learner from at start and save it to at stop; empty = start fresh.")
     fraud_label_weight: float = _f(10.0, "Sample weight of a fraud label in the online learner (fraud is ~1 % of traffic).")
-    online_learning_rate: float = _f(0.05, "SGD learning rate of the online logistic regression.")
+    online_learning_rate: float = _f(0.1, "AdaGrad learning rate of the online logistic regression.")
     online_prior: float = _f(0.01, "Fraud probability the online learner starts from before any label.")
     min_labels_for_online: int = _f(200, "Labels the online learner needs before fusion trusts it over the sequence model.")
     model_signing_key: str = field(default="", repr=False, metadata={"doc": "Secret (>= 16 bytes) signing online-model snapshots with HMAC-SHA256; required by the worker. Never logged."})
