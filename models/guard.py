@@ -12,7 +12,7 @@ rolling AUC has sunk, hence the window in which the two may meet.)
 Example:
     >>> import random
     >>> rng = random.Random(1)
-    >>> guard = QualityGuard(window=400, min_labels=200)
+    >>> guard = QualityGuard(window=400, min_labels=200, min_frauds=20)
     >>> for _ in range(600):                      # a good model: fraud scores high
     ...     y = rng.random() < 0.2
     ...     alarm = guard.update(y, rng.uniform(0.6, 1.0) if y else rng.uniform(0.0, 0.4))
@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from river import drift, metrics
@@ -37,8 +38,9 @@ class QualityGuard:
     """Prequential quality tracking with a drift alarm."""
 
     def __init__(self, window: int = 1000, delta: float = 0.002, min_labels: int = 200,
-                 max_auc_drop: float = 0.05) -> None:
+                 max_auc_drop: float = 0.05, min_frauds: int = 20) -> None:
         self.window = window
+        self.min_frauds = min_frauds
         self.delta = delta
         self.min_labels = min_labels
         self.max_auc_drop = max_auc_drop
@@ -50,14 +52,22 @@ class QualityGuard:
         """Forget the recent past (after a rollback)."""
         self._auc = metrics.RollingROCAUC(window_size=self.window)
         self._adwin = drift.ADWIN(delta=self.delta)
+        self._recent: deque[bool] = deque(maxlen=self.window)
         self.seen = 0
         self._since_error_rise: int | None = None
 
     @property
     def rolling_auc(self) -> float | None:
-        """ROC AUC over the last ``window`` labels (None until both classes seen)."""
+        """ROC AUC over the last ``window`` labels; None while it holds fewer than ``min_frauds`` frauds.
+
+        With ~1 % fraud a window of 1,000 labels holds about ten frauds, and an
+        AUC over ten positives swings by 0.1 from one label to the next: it
+        must not decide a rollback.
+        """
+        if sum(self._recent) < self.min_frauds or len(self._recent) - sum(self._recent) < self.min_frauds:
+            return None
         value = float(self._auc.get())
-        return value if self.seen and 0.0 < value <= 1.0 else None
+        return value if 0.0 < value <= 1.0 else None
 
     @property
     def error_rate(self) -> float:
@@ -68,6 +78,7 @@ class QualityGuard:
         """Record one prequential prediction; True when quality dropped significantly."""
         before = self._adwin.estimation
         self._auc.update(bool(label), float(score))
+        self._recent.append(bool(label))
         self._adwin.update(abs(float(bool(label)) - float(score)))
         self.seen += 1
         if self._adwin.drift_detected and self._adwin.estimation > before:

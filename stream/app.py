@@ -70,6 +70,7 @@ class Engine:
     topics: Topics
     history: Any
     features: Any
+    pending: Any
     fusion: Fusion
     limits: Limits
     retention: RetentionIndex
@@ -77,6 +78,7 @@ class Engine:
     model_sync: ModelSync = field(init=False)
     telemetry: Telemetry = field(init=False)
     trainer: Any = None
+    feedback: Any = None  # the learn agent's FeedbackLearner (the score agent completes its pending joins)
     sequence_watcher: CheckpointWatcher | None = None
 
     def __post_init__(self) -> None:
@@ -225,7 +227,7 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
         models=raw_topic(settings.models_topic, partitions=1, compacting=True),
         ops=raw_topic(settings.topic_ops, partitions=1),
     )
-    history, features = define_tables(app, settings)
+    history, features, pending = define_tables(app, settings)
     fusion = fusion or build_fusion(settings)
     engine = Engine(
         settings=settings,
@@ -233,6 +235,7 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
         topics=topics,
         history=history,
         features=features,
+        pending=pending,
         fusion=fusion,
         limits=Limits.from_settings(settings),
         retention=RetentionIndex(int(settings.feature_retention_s * 1000)),
@@ -242,7 +245,7 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
             settings.sequence_model_path, poll_s=settings.sequence_reload_interval_s, threads=settings.torch_threads,
             current_version=fusion.sequence.version if fusion.sequence is not None else None)
     score.register(engine)
-    learn.register(engine)
+    engine.feedback = learn.register(engine)
     engine.trainer = train.register(engine)
     web.register(engine)
     app.task(engine.model_sync.run)

@@ -99,7 +99,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from stream.demo import run_demo
 
-    return run_demo(seconds=args.seconds, rate=args.rate, cards=args.cards, out_dir=args.out_dir)
+    return run_demo(rows=args.rows, cards=args.cards, days=args.days, train_days=args.train_days, rate=args.rate,
+                    out_dir=args.out_dir)
 
 
 def _generate(argv: list[str]) -> int:
@@ -172,10 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="a few seconds, to check the benchmark works")
     p.add_argument("--out", default="bench-results.json")
     p.set_defaults(func=_bench)
-    p = sub.add_parser("demo", help="broker + worker + generated traffic with fraud, then stop")
-    p.add_argument("--seconds", type=float, default=60.0, help="how long to produce traffic")
-    p.add_argument("--rate", type=float, default=400.0, help="transactions per second")
-    p.add_argument("--cards", type=int, default=2000, help="cards in the generated traffic")
+    p = sub.add_parser("demo", help="generate, train, replay with delayed labels through broker + worker, evaluate")
+    p.add_argument("--rows", type=int, default=30_000, help="transactions in the generated history")
+    p.add_argument("--cards", type=int, default=1500, help="cards in the generated history")
+    p.add_argument("--days", type=int, default=12, help="days the history spans")
+    p.add_argument("--train-days", type=int, default=9, help="first days used to train the sequence model")
+    p.add_argument("--rate", type=float, default=1000.0, help="replay pace, events (transactions + labels) per second")
     p.add_argument("--out-dir", default="demo-output", help="where the evaluation report goes")
     p.set_defaults(func=_demo)
     sub.add_parser("generate", help="generate labelled historical transactions (see generate --help)")

@@ -1,14 +1,15 @@
-"""``fraudstream demo``: the whole engine on one machine, start to finish.
+"""``fraudstream demo``: the whole engine on one machine, start to finish, in about two minutes.
 
-1. starts the embedded broker and creates the topics;
-2. starts a worker process (``fraudstream worker``);
-3. generates labelled transactions with the five fraud scenarios;
-4. streams them in event-time order at a fixed rate, with each label sent to
-   the feedback topic a (compressed) day after its transaction, so the online
-   learner learns while it scores;
+1. generates a labelled history with the five fraud scenarios (``replay.generate``);
+2. trains the sequence model on its first days (``models.train``);
+3. starts the embedded broker, creates the topics, and starts a worker process
+   (``fraudstream worker``) with that model;
+4. replays the whole history into Kafka at a fixed rate (``replay.replay``),
+   each label reaching the feedback topic a day (event time) after its
+   transaction, so the online learner learns while the engine scores;
 5. shows progress (sent, scored per second, alerts) and the first alerts;
-6. evaluates the scores against the labels, writes the HTML report, and stops
-   everything.
+6. evaluates the scores of the days after training against the labels,
+   prints the headline figures and the report's path, and stops everything.
 """
 
 from __future__ import annotations
@@ -85,57 +86,78 @@ def _print_alert(alert: dict[str, Any]) -> None:
           f"{t['country']}/{t['channel']:<11} score {alert['score']:.2f}  {reasons}", flush=True)
 
 
-def run_demo(seconds: float = 60.0, rate: float = 400.0, cards: int = 2000, out_dir: str = "demo-output") -> int:
+def run_demo(rows: int = 30_000, cards: int = 1500, days: int = 12, train_days: int = 9, rate: float = 1000.0,
+             out_dir: str = "demo-output") -> int:
     """Run the demo; returns a process exit code."""
-    from kafka import KafkaProducer
-
+    from models.train import TrainConfig, train
     from replay.evaluate import Label, compute_curves, evaluate
-    from replay.generate import GeneratorConfig, generate
+    from replay.generate import GeneratorConfig, generate, write
+    from replay.plan import LabelPolicy
+    from replay.progress import Pace
+    from replay.replay import ReplayConfig, run_replay
     from replay.report import format_headline, write_report
     from stream.broker import EmbeddedBroker
     from stream.settings import Settings
     from stream.topics import ensure_topics
 
-    n = max(int(seconds * rate), 1000)
-    print(f"generating {n:,} labelled transactions over {cards:,} cards ...", flush=True)
-    table = generate(GeneratorConfig(seed=42, n_transactions=n, n_cards=cards, n_merchants=max(cards // 4, 100),
-                                     days=14, fraud_rate=0.01))
-    rows = table.to_pylist()
-    labels = {r["transaction_id"]: Label(int(r["is_fraud"]), r["scenario"]) for r in rows}
-
     workdir = Path(tempfile.mkdtemp(prefix="fraudstream-demo-"))
+    print(f"1/5 generating {rows:,} labelled transactions over {cards:,} cards and {days} days ...", flush=True)
+    gen = GeneratorConfig(seed=42, n_transactions=rows, n_cards=cards, n_merchants=max(cards // 4, 100), days=days,
+                          fraud_rate=0.01)
+    table = generate(gen)
+    history = write(table, workdir / "history.parquet")
+    cutoff = gen.start_ms + train_days * _DAY_MS
+    print(f"2/5 training the sequence model on the first {train_days} days ...", flush=True)
+    import pyarrow.compute as pc
+
+    trained = train(TrainConfig(table=table.filter(pc.less(table["timestamp"], cutoff)), out=workdir / "model",
+                                epochs=2, legit_per_epoch=20_000, val_legit=10_000, threads=2))
+    print(f"    {trained.version}: validation AP {trained.val_ap:.3f} ({trained.seconds:.0f} s)", flush=True)
+
     broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
-    print(f"embedded broker on {broker.bootstrap_servers} (log {broker.log_path})", flush=True)
+    print(f"3/5 embedded broker on {broker.bootstrap_servers} (log {broker.log_path})", flush=True)
     settings = Settings.from_env(
         {},
         bootstrap_servers=broker.bootstrap_servers,
         topic_partitions=4,
         data_dir=str(workdir / "data"),
         broker_session_timeout_s=6.0, broker_heartbeat_interval_s=1.0,
-        broker_rebalance_timeout_s=6.0, broker_max_poll_interval_s=6.0,
-        min_labels_for_online=0,
+        broker_rebalance_timeout_s=6.0, broker_max_poll_interval_s=60.0,
         model_signing_key=secrets.token_hex(32),
         embedded_broker_compat=True,
         fetch_max_wait_ms=10,
+        sequence_model_path=str(workdir / "model"),
     )
     ensure_topics(settings)
     worker_log = workdir / "worker.log"
     with open(worker_log, "wb") as log:
         worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"],
                                   env={**os.environ, **settings.to_env()}, stdout=log, stderr=subprocess.STDOUT)
-    print(f"worker pid {worker.pid} (log {worker_log}); waiting for it to join its group ...", flush=True)
-    _wait_ready(worker, worker_log)
+    print(f"    worker pid {worker.pid} (log {worker_log}); waiting for it to join its group ...", flush=True)
     progress = _Progress()
-    watcher = threading.Thread(target=_watch, args=(broker.bootstrap_servers,
-                               (settings.topic_scores, settings.topic_alerts), progress), daemon=True)
-    watcher.start()
     try:
-        _stream(rows, settings, rate, progress, worker, KafkaProducer(bootstrap_servers=broker.bootstrap_servers,
-                                                                        linger_ms=5))
-        deadline = time.monotonic() + 60
-        while len(progress.scored) < len(rows) and time.monotonic() < deadline and worker.poll() is None:
-            time.sleep(0.5)
-        print(f"scored {len(progress.scored):,} of {len(rows):,}; alerts {len(progress.alerts):,}", flush=True)
+        _wait_ready(worker, worker_log)
+        watcher = threading.Thread(target=_watch, args=(broker.bootstrap_servers,
+                                   (settings.topic_scores, settings.topic_alerts), progress), daemon=True)
+        watcher.start()
+        print(f"4/5 replaying {rows:,} transactions and their labels (1 day late) at {rate:,.0f} events/s ...",
+              flush=True)
+        done = threading.Event()
+        summary: list[Any] = []
+
+        def replay() -> None:
+            try:
+                summary.append(run_replay(ReplayConfig(
+                    input=history, settings=settings, quiet=True, restart=True,
+                    checkpoint=workdir / "replay-checkpoint.json",
+                    labels=LabelPolicy(delay_ms=_DAY_MS), pace=Pace(mode="rate", value=rate))))
+            finally:
+                done.set()
+
+        threading.Thread(target=replay, daemon=True).start()
+        _show_progress(progress, worker, done, rows)
+        if summary:
+            print("    " + summary[0].line(), flush=True)
     finally:
         progress.stop.set()
         worker.send_signal(signal.SIGTERM)
@@ -145,50 +167,39 @@ def run_demo(seconds: float = 60.0, rate: float = 400.0, cards: int = 2000, out_
             worker.kill()
         broker.stop()
     with progress.lock:
-        scores = list(progress.scores)
+        scores = [s for s in progress.scores if s["event_time"] >= cutoff]
+    ids, fraud, scenario = (table[c].to_pylist() for c in ("transaction_id", "is_fraud", "scenario"))
+    labels = {i: Label(int(f), sc) for i, f, sc in zip(ids, fraud, scenario, strict=True)}
     result = evaluate(scores, labels, k=50)
     json_path, html_path = write_report(result, compute_curves(scores, labels), out_dir)
+    print(f"5/5 detection on the {days - train_days} days after training ({len(scores):,} transactions):", flush=True)
     print(format_headline(result), flush=True)
     print(f"report: {html_path}  figures: {json_path}", flush=True)
     shutil.rmtree(workdir / "data", ignore_errors=True)
-    return 0 if len(progress.scored) == len(rows) else 1
+    return 0 if len(progress.scored) == rows else 1
 
 
-def _stream(rows: list[dict[str, Any]], settings: Any, rate: float, progress: _Progress,
-            worker: subprocess.Popen[bytes], producer: Any) -> None:
-    """Send transactions at ``rate``/s and each label one event-time day later."""
-    import heapq
-
-    from stream.records import format_rfc3339
-
-    pending: list[tuple[int, int, dict[str, Any]]] = []  # (due event time, seq, label)
+def _show_progress(progress: _Progress, worker: subprocess.Popen[bytes], done: threading.Event, rows: int) -> None:
+    """Every 2 s: scored so far, rate, alerts, and the newest alerts; until all is scored."""
     started = time.monotonic()
-    last_report = started
     shown = 0
-    for i, r in enumerate(rows):
-        while pending and pending[0][0] <= r["timestamp"]:
-            _, _, label = heapq.heappop(pending)
-            producer.send(settings.topic_feedback, key=label["card_id"].encode(), value=json.dumps(label).encode())
-        producer.send(settings.topic_transactions, key=r["card_id"].encode(), value=json.dumps({
-            k: r[k] for k in ("transaction_id", "card_id", "timestamp", "amount", "currency", "merchant_id",
-                              "mcc", "country", "channel")}).encode())
-        due = r["timestamp"] + _DAY_MS
-        heapq.heappush(pending, (due, i, {"transaction_id": r["transaction_id"], "card_id": r["card_id"],
-                                          "label": "fraud" if r["is_fraud"] else "legit", "source": "chargeback",
-                                          "labelled_at": format_rfc3339(due)}))
-        ahead = (i + 1) / rate - (time.monotonic() - started)
-        if ahead > 0:
-            time.sleep(ahead)
-        now = time.monotonic()
-        if now - last_report >= 2.0:
-            if worker.poll() is not None:
-                raise RuntimeError(f"worker exited with {worker.returncode}; see its log")
-            with progress.lock:
-                scored, alerts = len(progress.scored), list(progress.alerts)
-            print(f"[{now - started:5.1f}s] sent {i + 1:>7,}  scored {scored:>7,} "
-                  f"({scored / (now - started):6.0f}/s)  alerts {len(alerts):>5,}", flush=True)
-            for alert in alerts[shown:shown + 3]:
-                _print_alert(alert)
-            shown = len(alerts)
-            last_report = now
-    producer.flush()
+    deadline = None
+    while True:
+        time.sleep(2.0)
+        if worker.poll() is not None:
+            raise RuntimeError(f"worker exited with {worker.returncode}; see its log")
+        with progress.lock:
+            scored, alerts = len(progress.scored), list(progress.alerts)
+        elapsed = time.monotonic() - started
+        print(f"    [{elapsed:5.1f}s] scored {scored:>7,} of {rows:,} ({scored / elapsed:6.0f}/s)  "
+              f"alerts {len(alerts):>5,}", flush=True)
+        for alert in alerts[shown:shown + 2]:
+            _print_alert(alert)
+        shown = len(alerts)
+        if scored >= rows:
+            return
+        if done.is_set():
+            deadline = deadline or time.monotonic() + 60
+            if time.monotonic() > deadline:
+                print("    gave up waiting for the last scores", flush=True)
+                return

@@ -45,10 +45,14 @@ class RetentionIndex:
         if event_time_ms > self._watermarks.get(partition, -1):
             self._watermarks[partition] = event_time_ms
 
-    def pop_expired(self, partition: int) -> list[bytes]:
-        """Remove and return the keys older than watermark - retention."""
+    def pop_expired(self, partition: int, watermark: int | None = None) -> list[bytes]:
+        """Remove and return the keys older than watermark - retention.
+
+        ``watermark`` defaults to the newest time added to this partition; the
+        pending-label index passes the transactions' watermark instead.
+        """
         heap = self._heaps.get(partition)
-        mark = self._watermarks.get(partition)
+        mark = self._watermarks.get(partition) if watermark is None else watermark
         if not heap or mark is None:
             return []
         cutoff = mark - self.retention_ms

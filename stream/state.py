@@ -9,6 +9,8 @@ Two tables, both partitioned like the input topics (co-partitioned by card):
 * ``features``: transaction id -> what the online learner saw when it scored
   that transaction, kept for the feedback join. It lives on the card's
   partition, so feedback (keyed by card) finds it on the same worker.
+* ``pending``: transaction id -> a label that arrived before its transaction
+  was scored (the other side of the join), with the original record for the DLQ.
 
 Faust decides a table write's changelog partition from "the current event",
 which it only sets while iterating a stream one event at a time. Batched
@@ -46,8 +48,8 @@ def writing_for(event: EventT) -> Iterator[None]:
         _current_event.reset(token)
 
 
-def define_tables(app: faust.App, settings: Settings) -> tuple[Any, Any]:
-    """Create the ``history`` and ``features`` tables on ``app``."""
+def define_tables(app: faust.App, settings: Settings) -> tuple[Any, Any, Any]:
+    """Create the ``history``, ``features`` and ``pending`` tables on ``app``."""
     history = app.Table(
         "history",
         default=None,
@@ -64,4 +66,11 @@ def define_tables(app: faust.App, settings: Settings) -> tuple[Any, Any]:
         key_type=bytes,
         help="transaction id -> scoring-time inputs for the feedback join",
     )
-    return history, features
+    pending = app.Table(
+        "pending",
+        default=None,
+        partitions=settings.topic_partitions,
+        key_type=bytes,
+        help="transaction id -> a label that arrived before its transaction was scored",
+    )
+    return history, features, pending

@@ -25,6 +25,7 @@ class Stats:
     alerts: int = 0
     batches: int = 0
     labels_forwarded: int = 0
+    labels_pending: int = 0  # parked, waiting for their transaction
     labels_learned: int = 0
     labels_duplicate: int = 0
     labels_capped: int = 0

@@ -24,6 +24,7 @@ from stream.settings import Settings
 
 __all__ = [
     "BASE_MS",
+    "Trickle",
     "WorkerProcess",
     "as_records",
     "make_traffic",
@@ -58,11 +59,11 @@ def fast_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
         batch_timeout_s=0.05,
         data_dir=str(data_dir),
         log_level="info",
-        feedback_join_wait_s=1.0,
         model_signing_key="test-signing-key-" + tag,
         snapshot_interval_s=0.2,
         embedded_broker_compat=True,
-        fetch_max_wait_ms=10,
+        # Not fetch_max_wait_ms=10: with it, the kill -9 test lost what was produced after
+        # the crash on the dead worker's partitions (README, "The embedded broker").
     )
     base.update(overrides)
     return Settings(**base)
@@ -220,3 +221,42 @@ def make_traffic(n_cards: int, per_card: int, fraud_every: int = 0, seed: int = 
 def as_records(rows: Iterable[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
     """(key, value) pairs keyed by card, the way a producer must send them."""
     return [(r["card_id"].encode(), json.dumps(r).encode()) for r in rows]
+
+
+class Trickle:
+    """A thin stream of extra transactions, one produce request each, while a test waits.
+
+    The embedded broker hides the rest of a partition's last record batch from
+    a consumer positioned inside it until another batch arrives (README, "The
+    embedded broker"). After a rebalance a worker resumes from its committed
+    offset, which can be inside that batch; a live stream always brings the next
+    batch, and this stands in for it. Its cards are distinct from the test's.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, timestamp_ms: int, cards: int = 16) -> None:
+        import threading
+
+        self.bootstrap, self.topic, self.timestamp_ms, self.cards = bootstrap, topic, timestamp_ms, cards
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.sent = 0
+
+    def _run(self) -> None:
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0)
+        while not self._stop.wait(0.5):
+            for c in range(self.cards):
+                card = f"trickle-{c}"
+                value = {"transaction_id": f"trickle-{c}-{self.sent}", "card_id": card,
+                         "timestamp": self.timestamp_ms, "amount": 1.0}
+                producer.send(self.topic, key=card.encode(), value=json.dumps(value).encode())
+                producer.flush()
+            self.sent += 1
+        producer.close()
+
+    def __enter__(self) -> Trickle:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

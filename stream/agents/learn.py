@@ -6,17 +6,23 @@ predicted from, not on features recomputed later from a different history.
 Labels arrive on the card's partition, on whichever worker owns it; the
 joined examples all go to the single learner (``stream/agents/train.py``).
 
-A label may overtake its transaction (an analyst labels straight after an
-alert while the score agent is a batch behind), so an unknown transaction id
-is retried for ``feedback_join_wait_s`` before it goes to the DLQ.
+Kafka does not align two topics in time: a replay, or a worker catching up,
+can deliver a label before its transaction is scored. Such a label is parked
+in the changelog-backed ``pending`` table (so a crash does not lose it) and
+the score agent completes the join when it scores the transaction
+(:meth:`FeedbackLearner.resolve_pending`). A label whose transaction never
+comes goes to the DLQ as ``unknown_transaction`` once the transactions of its
+partition are ``feedback_join_grace_s`` (event time) past the label's time.
+Nothing here waits, so the feedback consumer never holds back the
+transactions (Faust delivers both through one consumer).
 """
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import logging
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from faust.types import EventT
@@ -25,104 +31,150 @@ from stream.agents.score import dead_letter_batch
 from stream.agents.train import labelled_example
 from stream.dlq import DeadLetter, send_dead_letter
 from stream.records import Feedback, InvalidRecord, parse_feedback
+from stream.retention import RetentionIndex
 from stream.state import writing_for
 
 if TYPE_CHECKING:
     from stream.app import Engine
 
-__all__ = ["FeedbackLearner", "register"]
+__all__ = ["FeedbackLearner", "StoredMessage", "register"]
 
 log = logging.getLogger("fraudstream.learn")
 
 
+@dataclass(frozen=True)
+class StoredMessage:
+    """The parts of a Kafka record a parked label keeps (for the join and the DLQ)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def to_json(self, due_ms: int) -> dict[str, Any]:
+        return {"tp": self.topic, "p": self.partition, "o": self.offset, "due": due_ms,
+                "k": base64.b64encode(self.key or b"").decode(), "v": base64.b64encode(self.value or b"").decode()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> StoredMessage:
+        return cls(d["tp"], int(d["p"]), int(d["o"]), base64.b64decode(d["k"]), base64.b64decode(d["v"]))
+
+
 class FeedbackLearner:
-    """Everything the learn agent does to one batch of labels."""
+    """Joins labels with scoring-time inputs; parks those that came too early."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.settings = engine.settings
+        self.index = RetentionIndex(int(self.settings.feedback_join_grace_s * 1000))
+        self._assignment: frozenset[Any] | None = None
 
-    async def _reject(self, event: EventT, reason: str, detail: str) -> None:
+    async def _reject(self, message: Any, reason: str, detail: str) -> None:
         topic = self.settings.topic_feedback_dlq
         self.engine.stats.dead_letter(topic, reason)
-        await send_dead_letter(await self.engine.producer(), topic, DeadLetter.from_message(event.message, reason, detail))
-
-    async def _wait_for_transactions(self, parsed: list[tuple[EventT, Feedback]]) -> list[tuple[EventT, Feedback]]:
-        """Hold labels whose transaction is not scored yet; return those still missing.
-
-        Kafka does not align two topics in time: a replay, or a worker catching
-        up, can deliver a label before the transaction it labels. A label then
-        waits while the transactions stream of its partition is moving and has
-        not yet reached the label's event time (``labelled_at``). It gives up
-        when that stream has made no progress for ``feedback_join_wait_s``, or
-        when the stream has passed the label's time (the transaction is not
-        coming). Waiting here also holds back the feedback consumer: labels are
-        processed at the pace of the transactions, in event time.
-        """
-        engine = self.engine
-        patience = self.settings.feedback_join_wait_s
-        last_progress = time.monotonic()
-        marks = {e.message.partition: engine.retention.watermark(e.message.partition) for e, _ in parsed}
-        while True:
-            missing = [(e, f) for e, f in parsed if f.transaction_id.encode() not in engine.features]
-            if not missing:
-                return missing
-            waiting = False
-            for event, fb in missing:
-                mark = engine.retention.watermark(event.message.partition)
-                if mark != marks.get(event.message.partition):
-                    marks[event.message.partition] = mark
-                    last_progress = time.monotonic()
-                if fb.labelled_at_ms is None or mark is None or mark < fb.labelled_at_ms:
-                    waiting = True
-            if not waiting or time.monotonic() - last_progress >= patience:
-                return missing
-            await asyncio.sleep(0.05)
+        await send_dead_letter(await self.engine.producer(), topic, DeadLetter.from_message(message, reason, detail))
 
     async def process(self, events: Sequence[EventT]) -> None:
         engine = self.engine
-        parsed: list[tuple[EventT, Feedback]] = []
         for event in events:
+            message = event.message
             try:
-                parsed.append((event, parse_feedback(event.message.value, engine.limits)))
+                fb = parse_feedback(message.value, engine.limits)
             except InvalidRecord as exc:
-                await self._reject(event, exc.reason, exc.detail)
-        missing = await self._wait_for_transactions(parsed)
-        missing_ids = {id(e) for e, _ in missing}
-        retention_ms = int(self.settings.feature_retention_s * 1000)
-        for event, fb in parsed:
-            if id(event) in missing_ids:
-                await self._reject(event, "unknown_transaction",
-                                   f"no scoring-time features for transaction {fb.transaction_id!r}: never scored "
-                                   f"by this app, or older than the {self.settings.feature_retention_s:.0f} s retention")
+                await self._reject(message, exc.reason, exc.detail)
                 continue
             key = fb.transaction_id.encode()
-            stored = engine.features[key]
-            if stored["c"] != fb.card_id:
-                await self._reject(event, "card_mismatch",
-                                   f"transaction {fb.transaction_id!r} was scored for card {stored['c']!r}, "
-                                   f"label says {fb.card_id!r}")
+            if key in engine.features:
+                await self.join(event, fb, message)
+            else:
+                self._park(event, fb, key)
+
+    def _park(self, event: EventT, fb: Feedback, key: bytes) -> None:
+        """Keep a label whose transaction is not scored yet (changelog-backed)."""
+        partition = event.message.partition
+        mark = self.engine.retention.watermark(partition)
+        # Its transaction happened before labelled_at; without one, give the stream
+        # the grace period from where it stands now.
+        due = fb.labelled_at_ms if fb.labelled_at_ms is not None else (mark or 0)
+        with writing_for(event):
+            self.engine.pending[key] = StoredMessage(event.message.topic, partition, event.message.offset,
+                                                     event.message.key, event.message.value).to_json(due)
+        self.index.add(partition, due, key)
+        self.engine.stats.labels_pending += 1
+
+    async def join(self, event: EventT, fb: Feedback, message: Any) -> None:
+        """Join one label with its stored inputs and forward it (``event`` routes table writes)."""
+        engine = self.engine
+        key = fb.transaction_id.encode()
+        stored = engine.features[key]
+        retention_ms = int(self.settings.feature_retention_s * 1000)
+        if stored["c"] != fb.card_id:
+            await self._reject(message, "card_mismatch", f"transaction {fb.transaction_id!r} was scored for card "
+                               f"{stored['c']!r}, label says {fb.card_id!r}")
+            return
+        if fb.labelled_at_ms is not None and fb.labelled_at_ms - stored["t"] > retention_ms:
+            await self._reject(message, "expired_transaction",
+                               f"label for {fb.transaction_id!r} came {(fb.labelled_at_ms - stored['t']) / 1000:.0f} s "
+                               f"after the transaction, beyond the {self.settings.feature_retention_s:.0f} s retention")
+            return
+        if stored.get("l") == fb.label:
+            engine.stats.labels_duplicate += 1  # same label again: learning twice would double its weight
+            return
+        # To the single learner (stream/agents/train.py), with the stored inputs.
+        await (await engine.producer()).send(self.settings.labelled_topic, b"online",
+                                             labelled_example(stored["x"], fb.label, fb.source, stored["t"], message),
+                                             partition=0, timestamp=None, headers=None)
+        engine.stats.labels_forwarded += 1
+        with writing_for(event):
+            engine.features[key] = {**stored, "l": fb.label, "s": fb.source}
+
+    async def resolve_pending(self, scored: Sequence[tuple[EventT, Any]]) -> None:
+        """Called by the score agent after a batch: complete joins for labels that came early."""
+        engine = self.engine
+        for event, t in scored:
+            key = t.transaction_id.encode()
+            parked = engine.pending.get(key)
+            if parked is None:
                 continue
-            if fb.labelled_at_ms is not None and fb.labelled_at_ms - stored["t"] > retention_ms:
-                await self._reject(event, "expired_transaction",
-                                   f"label for {fb.transaction_id!r} came {(fb.labelled_at_ms - stored['t']) / 1000:.0f} s "
-                                   f"after the transaction, beyond the {self.settings.feature_retention_s:.0f} s retention")
-                continue
-            if stored.get("l") == fb.label:
-                engine.stats.labels_duplicate += 1  # same label again: learning twice would double its weight
-                continue
-            # To the single learner (stream/agents/train.py), with the stored inputs.
-            await (await engine.producer()).send(self.settings.labelled_topic, b"online",
-                                           labelled_example(stored["x"], fb.label, fb.source, stored["t"],
-                                                            event.message),
-                                           partition=0, timestamp=None, headers=None)
-            engine.stats.labels_forwarded += 1
+            message = StoredMessage.from_json(parked)
             with writing_for(event):
-                engine.features[key] = {**stored, "l": fb.label, "s": fb.source}
+                del engine.pending[key]
+            try:
+                fb = parse_feedback(message.value, engine.limits)
+            except InvalidRecord as exc:  # it parsed when it was parked; be safe anyway
+                await self._reject(message, exc.reason, exc.detail)
+                continue
+            engine.stats.labels_pending -= 1
+            await self.join(event, fb, message)
+
+    async def expire_pending(self, by_partition: dict[int, EventT]) -> None:
+        """Dead-letter parked labels whose transaction the stream has passed without seeing."""
+        engine = self.engine
+        assigned = frozenset(engine.app.assignor.assigned_actives())
+        if assigned != self._assignment:
+            self._assignment = assigned
+            mine = {tp.partition for tp in assigned if tp.topic == self.settings.topic_transactions}
+            self.index.forget_all()
+            self.index.rebuild(mine, [(int(v["p"]), int(v["due"]), k) for k, v in engine.pending.items()
+                                      if isinstance(v, dict) and "due" in v])
+        for partition, event in by_partition.items():
+            for key in self.index.pop_expired(partition, watermark=engine.retention.watermark(partition)):
+                parked = engine.pending.get(key)
+                if parked is None:
+                    continue  # joined in the meantime
+                with writing_for(event):
+                    del engine.pending[key]
+                engine.stats.labels_pending -= 1
+                await self._reject(StoredMessage.from_json(parked), "unknown_transaction",
+                                   f"no transaction {key.decode(errors='replace')!r} on this partition up to "
+                                   f"{self.settings.feedback_join_grace_s:.0f} s (event time) past the label: never "
+                                   f"sent, sent with another key, or older than the feature retention")
 
 
-def register(engine: Engine) -> None:
-    """Attach the learn agent to ``engine.app``."""
+def register(engine: Engine) -> FeedbackLearner:
+    """Attach the learn agent to ``engine.app``; the score agent uses the returned learner too."""
     learner = FeedbackLearner(engine)
     settings = engine.settings
 
@@ -137,3 +189,4 @@ def register(engine: Engine) -> None:
 
     learn.__module__ = __name__
     engine.app.agent(engine.topics.feedback, name=f"{__name__}.learn")(learn)
+    return learner

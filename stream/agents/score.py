@@ -137,6 +137,8 @@ class BatchScorer:
         engine.stats.first_scored_at = engine.stats.first_scored_at or scored_at
         engine.stats.last_scored_at = scored_at
         clock.lap("encode_produce")
+        if engine.feedback is not None:
+            await engine.feedback.resolve_pending(keep)
         await self._expire(valid)
         clock.lap("state")
         telemetry.observe_batch(len(events))
@@ -205,6 +207,8 @@ class BatchScorer:
         by_partition: dict[int, EventT] = {}
         for event, _ in valid:
             by_partition[event.message.partition] = event
+        if engine.feedback is not None:
+            await engine.feedback.expire_pending(by_partition)
         for partition, event in by_partition.items():
             expired = engine.retention.pop_expired(partition)
             if not expired:

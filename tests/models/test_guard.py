@@ -14,6 +14,13 @@ def stream(rng, n, good=True, fraud_rate=0.05):
         yield y, p
 
 
+def test_too_few_frauds_give_no_auc():
+    guard = QualityGuard(window=1000, min_frauds=20)
+    for i in range(1000):
+        guard.update(i % 100 == 0, 0.9 if i % 100 == 0 else 0.1)  # ten frauds in the window
+    assert guard.rolling_auc is None and not guard.healthy()
+
+
 def test_no_alarm_on_steady_noisy_quality():
     rng = random.Random(3)
     guard = QualityGuard(window=500, min_labels=200)
@@ -32,9 +39,9 @@ def test_no_alarm_on_steady_noisy_quality():
 def test_alarm_when_quality_collapses_and_reset_clears_it():
     rng = random.Random(4)
     guard = QualityGuard(window=400, min_labels=200)
-    for y, p in stream(rng, 1000):
+    for y, p in stream(rng, 1000, fraud_rate=0.2):
         guard.update(y, p)
     guard.mark_good()
-    assert any(guard.update(y, p) for y, p in stream(rng, 1000, good=False))
+    assert any(guard.update(y, p) for y, p in stream(rng, 1000, good=False, fraud_rate=0.2))
     guard.reset()
     assert guard.seen == 0 and guard.rolling_auc is None and guard.alarms == 1

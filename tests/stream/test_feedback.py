@@ -71,3 +71,30 @@ def test_labels_teach_the_online_learner(settings, worker_factory, broker):
     assert reasons == {unknown[1]: "unknown_transaction", mismatch[1]: "card_mismatch", bad_label[1]: "invalid_value"}
     assert all(header(d, "dlq.source.topic") == settings.topic_feedback for d in dead)
     assert worker.alive()
+
+
+def test_label_before_its_transaction_is_joined_when_the_transaction_comes(settings, worker_factory, broker):
+    """Kafka does not order two topics: a label may be consumed before its transaction is scored."""
+    settings = settings.replace(web_enabled=True, web_port=free_port())
+    worker = worker_factory(settings)
+    rows = make_traffic(n_cards=40, per_card=6, fraud_every=3, seed=8)
+    from stream.records import format_rfc3339
+
+    early = [_label(r, labelled_at=format_rfc3339(r["timestamp"] + 7 * 86_400_000)) for r in rows]
+    produce(broker, settings.topic_feedback, early)
+
+    def pending() -> int:
+        try:
+            return worker.get_json("/stats/")["stats"]["labels_pending"]
+        except OSError:
+            return -1
+
+    assert wait_for(lambda: pending() == len(rows), timeout=60), worker.log_tail()
+    # The transactions, then traffic well past the labels' time on every partition.
+    later = [dict(r, transaction_id="z-" + r["transaction_id"], timestamp=r["timestamp"] + 30 * 86_400_000)
+             for r in rows]
+    produce(broker, settings.topic_transactions, as_records(rows + later))
+    _scores(broker, settings, rows + later)
+    assert wait_for(lambda: worker.get_json("/stats/")["stats"]["labels_forwarded"] == len(rows), timeout=30)
+    assert pending() == 0
+    assert "feedback" not in json.dumps(worker.get_json("/stats/")["stats"]["dlq"])
