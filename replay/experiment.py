@@ -66,7 +66,6 @@ def _engine(name: str, bootstrap: str, out: Path, checkpoint: str, topics: dict[
         broker_max_poll_interval_s=60.0, embedded_broker_compat=True, fetch_max_wait_ms=10,
         model_signing_key=secrets.token_hex(16), web_enabled=True, web_port=free_port(),
         sequence_model_path=checkpoint, data_dir=str(out / f"data-{name}"), log_level="warn",
-        feedback_join_wait_s=10.0,
     )
     ensure_topics(settings)
     log = open(out / f"worker-{name}.log", "wb")
