@@ -21,6 +21,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from stream.settings import Settings
+from tests.brokers import backend
 
 __all__ = [
     "BASE_MS",
@@ -61,7 +62,7 @@ def fast_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
         log_level="info",
         model_signing_key="test-signing-key-" + tag,
         snapshot_interval_s=0.2,
-        embedded_broker_compat=True,
+        embedded_broker_compat=backend() == "embedded",
         # Not fetch_max_wait_ms=10: with it, the kill -9 test lost what was produced after
         # the crash on the dead worker's partitions (README, "The embedded broker").
     )

@@ -12,7 +12,7 @@ from stream.compat import true_end_offsets
 pytestmark = pytest.mark.broker
 
 
-def test_end_offsets_corrected_to_after_the_last_record(broker):
+def test_end_offsets_corrected_to_after_the_last_record(broker, embedded_only):
     topic = "compat-check"
     producer = KafkaProducer(bootstrap_servers=broker, linger_ms=50)
     for batch in (10, 5):
