@@ -41,8 +41,8 @@ _DAY_MS = 86_400_000
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    rows: int = 150_000
-    cards: int = 3_000
+    rows: int = 60_000
+    cards: int = 1_500
     days: int = 30
     test_days: int = 8
     seed: int = 11
@@ -63,7 +63,8 @@ def _engine(name: str, bootstrap: str, out: Path, checkpoint: str, topics: dict[
         topic_scores=f"scores-{name}", topic_alerts=f"alerts-{name}", topic_transactions_dlq=f"tx.dlq-{name}",
         topic_feedback_dlq=f"fb.dlq-{name}", topic_ops=f"ops-{name}", **topics,
         broker_session_timeout_s=6.0, broker_heartbeat_interval_s=1.0, broker_rebalance_timeout_s=6.0,
-        broker_max_poll_interval_s=60.0, embedded_broker_compat=True, fetch_max_wait_ms=10,
+        # Faust's default fetch wait: two engines polling every 10 ms overload the embedded broker.
+        broker_max_poll_interval_s=60.0, embedded_broker_compat=True,
         model_signing_key=secrets.token_hex(16), web_enabled=True, web_port=free_port(),
         sequence_model_path=checkpoint, data_dir=str(out / f"data-{name}"), log_level="warn",
     )
@@ -148,6 +149,11 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
                        for i, s in zip(np.flatnonzero(test_mask).tolist(), p.tolist(), strict=True)]
     baseline = evaluate(baseline_scores, labels, k=cfg.k)
 
+    for name, result in (("fusion", fusion), ("online", online)):
+        joined = result["coverage"]["joined"]
+        if joined < 0.99 * len(labels):
+            raise RuntimeError(f"engine {name} scored only {joined:,} of the {len(labels):,} test transactions; "
+                               f"see {out}/worker-{name}.log")
     seq = fusion["components"]["sequence"]["overall"]
     rows = {
         "online learner alone": _metrics(online),
