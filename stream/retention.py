@@ -19,7 +19,8 @@ Example:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 __all__ = ["RetentionIndex"]
 
@@ -31,6 +32,22 @@ class RetentionIndex:
         self.retention_ms = retention_ms
         self._heaps: dict[int, list[tuple[int, bytes]]] = {}
         self._watermarks: dict[int, int] = {}
+        self._assignment: frozenset[Any] | None = None
+
+    def follow_assignment(self, assigned: frozenset[Any], topic: str,
+                          items: Callable[[], Iterable[tuple[int, int, bytes]]]) -> None:
+        """Rebuild from ``items()`` whenever this worker's partitions changed.
+
+        ``assigned`` is the set of active topic-partitions; the partitions of
+        ``topic`` among them are this worker's. After a start, restart or
+        rebalance another worker may have written keys this index never saw.
+        """
+        if assigned == self._assignment:
+            return
+        self._assignment = assigned
+        mine = {tp.partition for tp in assigned if tp.topic == topic}
+        self.forget_all()
+        self.rebuild(mine, items())
 
     def known(self, partition: int) -> bool:
         """True once the partition's heap has been built or started."""

@@ -50,27 +50,20 @@ def writing_for(event: EventT) -> Iterator[None]:
 
 def define_tables(app: faust.App, settings: Settings) -> tuple[Any, Any, Any]:
     """Create the ``history``, ``features`` and ``pending`` tables on ``app``."""
-    history = app.Table(
-        "history",
-        default=None,
-        partitions=settings.topic_partitions,
-        # bytes keys make Faust use the raw codec: a table key is then the same
-        # bytes (hence the same partition) as the Kafka key it came from.
-        key_type=bytes,
-        help="card id -> last N transactions (compact)",
+
+    def table(name: str, help: str) -> Any:
+        return app.Table(
+            name,
+            default=None,
+            partitions=settings.topic_partitions,
+            # bytes keys make Faust use the raw codec: a table key is then the same
+            # bytes (hence the same partition) as the Kafka key it came from.
+            key_type=bytes,
+            help=help,
+        )
+
+    return (
+        table("history", "card id -> last N transactions (compact)"),
+        table("features", "transaction id -> scoring-time inputs for the feedback join"),
+        table("pending", "transaction id -> a label that arrived before its transaction was scored"),
     )
-    features = app.Table(
-        "features",
-        default=None,
-        partitions=settings.topic_partitions,
-        key_type=bytes,
-        help="transaction id -> scoring-time inputs for the feedback join",
-    )
-    pending = app.Table(
-        "pending",
-        default=None,
-        partitions=settings.topic_partitions,
-        key_type=bytes,
-        help="transaction id -> a label that arrived before its transaction was scored",
-    )
-    return history, features, pending

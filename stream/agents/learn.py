@@ -69,7 +69,6 @@ class FeedbackLearner:
         self.engine = engine
         self.settings = engine.settings
         self.index = RetentionIndex(int(self.settings.feedback_join_grace_s * 1000))
-        self._assignment: frozenset[Any] | None = None
 
     async def _reject(self, message: Any, reason: str, detail: str) -> None:
         topic = self.settings.topic_feedback_dlq
@@ -152,13 +151,10 @@ class FeedbackLearner:
     async def expire_pending(self, by_partition: dict[int, EventT]) -> None:
         """Dead-letter parked labels whose transaction the stream has passed without seeing."""
         engine = self.engine
-        assigned = frozenset(engine.app.assignor.assigned_actives())
-        if assigned != self._assignment:
-            self._assignment = assigned
-            mine = {tp.partition for tp in assigned if tp.topic == self.settings.topic_transactions}
-            self.index.forget_all()
-            self.index.rebuild(mine, [(int(v["p"]), int(v["due"]), k) for k, v in engine.pending.items()
-                                      if isinstance(v, dict) and "due" in v])
+        self.index.follow_assignment(
+            frozenset(engine.app.assignor.assigned_actives()), self.settings.topic_transactions,
+            lambda: [(int(v["p"]), int(v["due"]), k) for k, v in engine.pending.items()
+                     if isinstance(v, dict) and "due" in v])
         for partition, event in by_partition.items():
             for key in self.index.pop_expired(partition, watermark=engine.retention.watermark(partition)):
                 parked = engine.pending.get(key)

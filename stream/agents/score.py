@@ -42,7 +42,6 @@ class BatchScorer:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.settings = engine.settings
-        self._assignment: frozenset[Any] | None = None
 
     async def process(self, events: Sequence[EventT]) -> None:
         clock = StageClock()
@@ -197,13 +196,8 @@ class BatchScorer:
     async def _expire(self, valid: list[tuple[EventT, Transaction]]) -> None:
         """Delete scoring-time inputs older than the retention, per partition."""
         engine = self.engine
-        assigned = frozenset(engine.app.assignor.assigned_actives())
-        if assigned != self._assignment:
-            # Ownership changed (start, restart, rebalance): rebuild from the table.
-            self._assignment = assigned
-            mine = {tp.partition for tp in assigned if tp.topic == self.settings.topic_transactions}
-            engine.retention.forget_all()
-            engine.retention.rebuild(mine, self._table_index())
+        engine.retention.follow_assignment(frozenset(engine.app.assignor.assigned_actives()),
+                                           self.settings.topic_transactions, self._table_index)
         by_partition: dict[int, EventT] = {}
         for event, _ in valid:
             by_partition[event.message.partition] = event
