@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,7 +88,3 @@ class Fusion:
         else:
             score = online
         return FusedBatch(score=np.clip(score, 0.0, 1.0), components=components, inputs=inputs)
-
-    def learn(self, inputs: Mapping[str, float], label: int) -> None:
-        """Feed one label, with the inputs stored at scoring time."""
-        self.online.learn(inputs, label)

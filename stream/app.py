@@ -16,8 +16,10 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +124,18 @@ class Engine:
         transaction of the source partition); otherwise the app's producer.
         """
         return await self.app.maybe_start_producer()
+
+    async def send_ops(self, source: str, record: dict[str, Any]) -> None:
+        """One operational record on the ops topic, stamped with the time and app id.
+
+        Sent with the plain producer: an ops record reports on the worker, it is
+        not part of any input transaction's output.
+        """
+        record = {**record, "at": int(time.time() * 1000), "app_id": self.settings.app_id}
+        producer = self.app.producer
+        await producer.maybe_start()
+        await producer.send(self.settings.topic_ops, source.encode(), json.dumps(record).encode(),
+                            partition=None, timestamp=None, headers=None)
 
     async def declare_outputs(self) -> None:
         """Create the output topics once (Faust only creates source topics)."""

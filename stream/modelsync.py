@@ -12,9 +12,7 @@ keeps the model it has.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from models.snapshot import SnapshotError, peek_header, unseal, verify
@@ -66,11 +64,7 @@ class ModelSync:
         return True
 
     def _ops(self, record: dict[str, Any]) -> None:
-        record = {**record, "at": int(time.time() * 1000), "app_id": self.engine.settings.app_id}
-        producer = self.engine.app.producer
-        asyncio.ensure_future(producer.send(self.engine.settings.topic_ops, b"modelsync",
-                                            json.dumps(record).encode(), partition=None, timestamp=None,
-                                            headers=None))
+        asyncio.ensure_future(self.engine.send_ops("modelsync", record))  # install() is not async
 
     async def run(self) -> None:
         """The worker task: read the backlog, set ``ready``, then follow."""

@@ -22,7 +22,6 @@ import base64
 import copy
 import json
 import logging
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -167,9 +166,7 @@ class Trainer:
             await self._ops({"type": "label_source_capped", "source": ex["src"], "rejected_so_far": rejected})
 
     async def _ops(self, record: dict[str, Any]) -> None:
-        record = {**record, "at": int(time.time() * 1000), "app_id": self.engine.settings.app_id}
-        await (await self.engine.producer()).send(self.engine.settings.topic_ops, b"trainer", json.dumps(record).encode(),
-                                            partition=None, timestamp=None, headers=None)
+        await self.engine.send_ops("trainer", record)
 
 
 def register(engine: Engine) -> Trainer:
