@@ -33,6 +33,7 @@ from stream.records import Limits
 from stream.retention import RetentionIndex
 from stream.compat import enable_embedded_broker_compat, set_fetch_max_wait
 from stream.modelsync import ModelSync
+from stream.outbox import Outbox
 from stream.security import client_kwargs, faust_credentials
 from stream.settings import Settings, SettingsError
 from stream.state import define_tables
@@ -124,6 +125,17 @@ class Engine:
         transaction of the source partition); otherwise the app's producer.
         """
         return await self.app.maybe_start_producer()
+
+    async def outbox(self) -> Outbox:
+        """An :class:`Outbox` for an agent's micro-batches.
+
+        Record batches straight through aiokafka under at-least-once; under
+        ``exactly_once`` every record goes through Faust's transaction manager.
+        """
+        producer = await self.producer()
+        if self.settings.processing_guarantee == "exactly_once":
+            return Outbox(producer, bulk=False)
+        return Outbox(producer._ensure_producer(), bulk=True)
 
     async def send_ops(self, source: str, record: dict[str, Any]) -> None:
         """One operational record on the ops topic, stamped with the time and app id.

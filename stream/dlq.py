@@ -54,6 +54,15 @@ class DeadLetter:
         self.value = value
         self.source_headers = list(source_headers)
 
+    def headers(self) -> list[tuple[str, bytes]]:
+        """The source's own headers, then ours, so nothing is lost."""
+        headers = [(k, bytes(v) if v is not None else b"") for k, v in self.source_headers]
+        return headers + dlq_headers(self.reason, self.detail, self.topic, self.partition, self.offset)
+
+    def queue(self, outbox: Any, dlq_topic: str) -> None:
+        """Add to an :class:`~stream.outbox.Outbox` (sent with the rest of its batch)."""
+        outbox.add(dlq_topic, None, self.key, self.value, self.headers())
+
     @classmethod
     def from_message(cls, message: Any, reason: str, detail: str) -> DeadLetter:
         """Build from a Faust ``Message`` (raw key/value bytes)."""
@@ -80,13 +89,8 @@ def dlq_headers(
 
 
 async def send_dead_letter(producer: Any, dlq_topic: str, letter: DeadLetter) -> Awaitable[Any]:
-    """Queue ``letter`` on ``dlq_topic``; returns the delivery future.
-
-    The source's own headers are kept, then ours, so nothing is lost.
-    """
-    headers = [(k, bytes(v) if v is not None else b"") for k, v in letter.source_headers]
-    headers += dlq_headers(letter.reason, letter.detail, letter.topic, letter.partition, letter.offset)
+    """Queue ``letter`` on ``dlq_topic`` with a Faust producer; returns the delivery future."""
     fut: Awaitable[Any] = await producer.send(
-        dlq_topic, letter.key, letter.value, partition=None, timestamp=None, headers=headers
+        dlq_topic, letter.key, letter.value, partition=None, timestamp=None, headers=letter.headers()
     )
     return fut

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from stream.codec import JSONDecodeError, loads
 from stream.settings import Settings
 
 __all__ = [
@@ -173,8 +173,8 @@ def _load_object(raw: bytes | None, limits: Limits) -> dict[str, Any]:
     if len(raw) > limits.max_bytes:
         raise InvalidRecord("oversized", f"{len(raw)} bytes exceeds the {limits.max_bytes}-byte limit")
     try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        obj = loads(raw)
+    except (UnicodeDecodeError, JSONDecodeError) as exc:
         raise InvalidRecord("malformed_json", str(exc)) from None
     except RecursionError:
         raise InvalidRecord("malformed_json", "nesting too deep") from None
@@ -261,7 +261,7 @@ def _amount(obj: dict[str, Any]) -> float:
 def parse_transaction(raw: bytes | None, limits: Limits) -> Transaction:
     """Validate one ``transactions`` record; raise :class:`InvalidRecord`."""
     obj = _load_object(raw, limits)
-    # json.loads accepts NaN/Infinity literals, so _amount checks finiteness.
+    # A decimal string may still overflow to infinity ("1e999"), so _amount checks finiteness.
     return Transaction(
         transaction_id=_id(obj, "transaction_id"),
         card_id=_id(obj, "card_id"),

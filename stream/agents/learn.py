@@ -29,6 +29,7 @@ from faust.types import EventT
 
 from stream.agents.score import dead_letter_batch
 from stream.agents.train import labelled_example
+from stream.batches import micro_batches
 from stream.dlq import DeadLetter, send_dead_letter
 from stream.records import Feedback, InvalidRecord, parse_feedback
 from stream.retention import RetentionIndex
@@ -176,7 +177,7 @@ def register(engine: Engine) -> FeedbackLearner:
 
     async def learn(stream: Any) -> None:
         await engine.declare_outputs()
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout_s):
+        async for events in micro_batches(stream, settings.batch_size, within_s=settings.batch_timeout_s):
             try:
                 await learner.process(events)
             except Exception as exc:  # never let a bug kill the agent or drop labels silently

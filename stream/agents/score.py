@@ -3,10 +3,12 @@
 Per batch: decode and validate every record (bad ones to the DLQ with their
 reason), read each card's history, compute features in event time, score the
 whole batch with every model at once, write the new histories and the
-scoring-time inputs to their tables, then produce scores and alerts. Faust
-acks the batch's offsets only after this returns, so a crash re-delivers the
-batch (at-least-once); a redelivered transaction sees the history it saw the
-first time and gets the same alert id.
+scoring-time inputs to their tables, then produce scores and alerts. All
+records the batch causes (outputs, changelogs, dead letters) leave through one
+:class:`~stream.outbox.Outbox` and are acknowledged by the broker before the
+batch's source offsets are acked (:mod:`stream.batches`), so a crash
+re-delivers the batch (at-least-once); a redelivered transaction sees the
+history it saw the first time and gets the same alert id.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from faust.types import EventT
 from models.features import History, append, engineered, prior_history
 from models.reasons import top_reasons
 from models.scoring import ScoringItem
+from stream.batches import micro_batches
+from stream.codec import dumps
 from stream.dlq import DeadLetter, send_dead_letter
-from stream.outputs import alert_record, encode, score_record
+from stream.outbox import Outbox
+from stream.outputs import alert_record, score_record
 from stream.records import InvalidRecord, Transaction, parse_transaction
-from stream.state import writing_for
 from stream.timing import StageClock
 
 if TYPE_CHECKING:
@@ -42,13 +46,16 @@ class BatchScorer:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.settings = engine.settings
+        self._outbox: Outbox | None = None
 
     async def process(self, events: Sequence[EventT]) -> None:
         clock = StageClock()
         started = clock.started
         engine = self.engine
         engine.stats.events_in += len(events)
-        producer = await engine.producer()
+        if self._outbox is None:
+            self._outbox = await engine.outbox()
+        outbox = self._outbox
         dlq_topic = self.settings.topic_transactions_dlq
         valid: list[tuple[EventT, Transaction]] = []
         for event in events:
@@ -63,22 +70,24 @@ class BatchScorer:
                     )
             except InvalidRecord as exc:
                 engine.stats.dead_letter(dlq_topic, exc.reason)
-                await send_dead_letter(producer, dlq_topic, DeadLetter.from_message(message, exc.reason, exc.detail))
+                DeadLetter.from_message(message, exc.reason, exc.detail).queue(outbox, dlq_topic)
                 continue
             valid.append((event, t))
         clock.lap("decode")
         if not valid:
+            await outbox.flush()
             return
 
         # State: chain histories through the batch, a card may appear many times.
         histories: dict[bytes, History] = {}
         last_event: dict[bytes, EventT] = {}
         priors: list[History] = []
+        history_store = engine.history.data  # the store itself: Table.get on a miss costs an exception
         for event, t in valid:
             key = t.card_id.encode()
             history = histories.get(key)
             if history is None:
-                history = engine.history.get(key) or []
+                history = history_store.get(key) or []
             priors.append(prior_history(history, t))
             histories[key] = append(history, t, self.settings.history_length)
             last_event[key] = event
@@ -86,24 +95,22 @@ class BatchScorer:
         items = [ScoringItem(t, prior, engineered(prior, t)) for (_, t), prior in zip(valid, priors, strict=True)]
         clock.lap("features")
 
-        fused = await self._score(items, valid)
+        fused = await self._score(items, valid, outbox)
         if fused is None:
+            await outbox.flush()
             return
         scores, components, inputs, keep = fused
         clock.add(engine.fusion.last_seconds)
 
         # Write state: one history write per card per batch.
         for key, history in histories.items():
-            with writing_for(last_event[key]):
-                engine.history[key] = history
+            outbox.put(engine.history, last_event[key], key, history)
         online = engine.fusion.online
         for (event, t), x in zip(keep, inputs, strict=True):
             tx_key = t.transaction_id.encode()
             partition = event.message.partition
-            with writing_for(event):
-                engine.features[tx_key] = {
-                    "c": t.card_id, "t": t.event_time_ms, "p": partition, "x": online.vector(x),
-                }
+            outbox.put(engine.features, event, tx_key,
+                       {"c": t.card_id, "t": t.event_time_ms, "p": partition, "x": online.vector(x)})
             engine.retention.add(partition, t.event_time_ms, tx_key)
         clock.lap("state")
 
@@ -123,14 +130,16 @@ class BatchScorer:
             )
             key = t.card_id.encode()
             telemetry.latency.observe(record["latency_ms"] / 1000.0)
-            await producer.send(self.settings.topic_scores, key, encode(record), partition=None, timestamp=None, headers=None)
+            outbox.add(self.settings.topic_scores, None, key, dumps(record))
             if record["decision"] == "alert":
                 contributions, below = online.explain(inputs[i])
                 reasons = top_reasons(t, inputs[i], contributions, below_usual=below)
                 reasons = (reasons + explanations.get(i, []))[:5]
-                await producer.send(self.settings.topic_alerts, key, encode(alert_record(record, t, reasons)),
-                                    partition=None, timestamp=None, headers=None)
+                outbox.add(self.settings.topic_alerts, None, key, dumps(alert_record(record, t, reasons)))
                 engine.stats.alerts += 1
+        # Everything above reaches the broker before a late label is joined below: the
+        # join rewrites the same feature keys through Faust's producer.
+        await outbox.flush()
         engine.stats.scored += len(keep)
         engine.stats.batches += 1
         engine.stats.first_scored_at = engine.stats.first_scored_at or scored_at
@@ -138,7 +147,10 @@ class BatchScorer:
         clock.lap("encode_produce")
         if engine.feedback is not None:
             await engine.feedback.resolve_pending(keep)
-        await self._expire(valid)
+        self._expire(valid, outbox)
+        if engine.feedback is not None:
+            await engine.feedback.expire_pending(self._by_partition(valid))
+        await outbox.flush()
         clock.lap("state")
         telemetry.observe_batch(len(events))
         telemetry.observe_stages(clock.seconds)
@@ -163,7 +175,7 @@ class BatchScorer:
                 for i, reasons in zip(alerted, explained, strict=True)}
 
     async def _score(
-        self, items: list[ScoringItem], valid: list[tuple[EventT, Transaction]]
+        self, items: list[ScoringItem], valid: list[tuple[EventT, Transaction]], outbox: Outbox
     ) -> tuple[list[float], dict[str, list[float]], list[dict[str, float]], list[tuple[EventT, Transaction]]] | None:
         """Score the batch; if a model fails on it, isolate the failing records."""
         fusion = self.engine.fusion
@@ -183,8 +195,7 @@ class BatchScorer:
                 one = fusion.score_batch([item])
             except Exception as exc:
                 self.engine.stats.dead_letter(dlq_topic, "scoring_error")
-                await send_dead_letter(await self.engine.producer(), dlq_topic,
-                                       DeadLetter.from_message(event.message, "scoring_error", repr(exc)))
+                DeadLetter.from_message(event.message, "scoring_error", repr(exc)).queue(outbox, dlq_topic)
                 continue
             scores.append(float(one.score[0]))
             for k, v in one.components.items():
@@ -193,25 +204,22 @@ class BatchScorer:
             keep.append((event, t))
         return (scores, components, inputs, keep) if keep else None
 
-    async def _expire(self, valid: list[tuple[EventT, Transaction]]) -> None:
+    @staticmethod
+    def _by_partition(valid: list[tuple[EventT, Transaction]]) -> dict[int, EventT]:
+        """The batch's last event per source partition (routes per-partition table writes)."""
+        return {event.message.partition: event for event, _ in valid}
+
+    def _expire(self, valid: list[tuple[EventT, Transaction]], outbox: Outbox) -> None:
         """Delete scoring-time inputs older than the retention, per partition."""
         engine = self.engine
         engine.retention.follow_assignment(frozenset(engine.app.assignor.assigned_actives()),
                                            self.settings.topic_transactions, self._table_index)
-        by_partition: dict[int, EventT] = {}
-        for event, _ in valid:
-            by_partition[event.message.partition] = event
-        if engine.feedback is not None:
-            await engine.feedback.expire_pending(by_partition)
-        for partition, event in by_partition.items():
-            expired = engine.retention.pop_expired(partition)
-            if not expired:
-                continue
-            with writing_for(event):
-                for key in expired:
-                    if key in engine.features:
-                        del engine.features[key]
-                        engine.stats.features_expired += 1
+        store = engine.features.data
+        for partition, event in self._by_partition(valid).items():
+            for key in engine.retention.pop_expired(partition):
+                if key in store:
+                    outbox.delete(engine.features, event, key)
+                    engine.stats.features_expired += 1
 
     def _table_index(self) -> list[tuple[int, int, bytes]]:
         out = []
@@ -237,7 +245,7 @@ def register(engine: Engine) -> None:
     async def score(stream: Any) -> None:
         await engine.declare_outputs()
         await engine.model_sync.wait_ready()  # a new worker scores with the latest shared model
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout_s):
+        async for events in micro_batches(stream, settings.batch_size, within_s=settings.batch_timeout_s):
             try:
                 engine.maybe_switch_sequence_model()
                 await scorer.process(events)

@@ -30,6 +30,7 @@ from faust.types import EventT
 from models.guard import QualityGuard
 from models.online import OnlineLearner
 from models.snapshot import seal, unseal
+from stream.batches import micro_batches
 from stream.caps import SourceCap
 from stream.dlq import DeadLetter, send_dead_letter
 
@@ -176,7 +177,7 @@ def register(engine: Engine) -> Trainer:
 
     async def train(stream: Any) -> None:
         await engine.model_sync.wait_ready()
-        async for events in stream.take_events(1000, within=settings.snapshot_interval_s):
+        async for events in micro_batches(stream, 1000, within_s=settings.snapshot_interval_s):
             await trainer.process(events)
 
     train.__module__ = __name__

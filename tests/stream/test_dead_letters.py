@@ -25,8 +25,10 @@ BAD: list[tuple[str, bytes, bytes | None]] = [
     ("missing_field", b"card-x", json.dumps(_tx(1, amount=None)).encode()),
     ("invalid_type", b"card-x", json.dumps(_tx(2, amount={"value": 3})).encode()),
     ("invalid_type", b"card-x", json.dumps(_tx(3, card_id=["card-x"])).encode()),
-    ("invalid_amount", b"card-x", b'{"transaction_id": "n", "card_id": "card-x", "timestamp": 1740830400000, "amount": NaN}'),
-    ("invalid_amount", b"card-x", b'{"transaction_id": "i", "card_id": "card-x", "timestamp": 1740830400000, "amount": Infinity}'),
+    # NaN and Infinity are not JSON; as decimal strings they are JSON but not amounts.
+    ("malformed_json", b"card-x", b'{"transaction_id": "n", "card_id": "card-x", "timestamp": 1740830400000, "amount": NaN}'),
+    ("malformed_json", b"card-x", b'{"transaction_id": "i", "card_id": "card-x", "timestamp": 1740830400000, "amount": Infinity}'),
+    ("invalid_amount", b"card-x", json.dumps(_tx(12, amount="NaN")).encode()),
     ("invalid_amount", b"card-x", json.dumps(_tx(4, amount=-12.5)).encode()),
     ("invalid_amount", b"card-x", json.dumps(_tx(5, amount=0)).encode()),
     ("invalid_amount", b"card-x", json.dumps(_tx(6, amount="12,50")).encode()),
@@ -69,5 +71,6 @@ def test_bad_records_dead_lettered_good_ones_scored(settings, worker_factory, br
         assert header(d, "dlq.source.topic") == settings.topic_transactions
         assert int(header(d, "dlq.source.partition")) in range(settings.topic_partitions)
         assert int(header(d, "dlq.source.offset")) >= 0
-    detail = header(by_value[BAD[12][1], BAD[12][2]], "dlq.detail")
+    _, key, value = next(b for b in BAD if b[0] == "timestamp_out_of_range")  # the epoch-seconds one
+    detail = header(by_value[key, value], "dlq.detail")
     assert "epoch seconds instead of milliseconds" in detail

@@ -59,9 +59,17 @@ def test_parser_and_schema_agree(record, reason):
 
 
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
-def test_non_finite_amounts_rejected(literal):
+def test_non_finite_literals_are_not_json(literal):
     raw = b'{"transaction_id": "t", "card_id": "c", "timestamp": 1740830400000, "amount": ' + literal + b"}"
-    with pytest.raises(InvalidRecord, match="finite|> 0") as err:
+    with pytest.raises(InvalidRecord) as err:
+        parse_transaction(raw, LIMITS)
+    assert err.value.reason == "malformed_json"
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_amount_strings_rejected(text):
+    raw = json.dumps({**GOOD, "amount": text}).encode()
+    with pytest.raises(InvalidRecord, match="finite|not a decimal|exceeds") as err:
         parse_transaction(raw, LIMITS)
     assert err.value.reason == "invalid_amount"
 
