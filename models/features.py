@@ -23,8 +23,8 @@ import bisect
 import hashlib
 import math
 import zlib
-from collections import Counter
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from stream.records import Transaction
@@ -85,6 +85,7 @@ def stable_hash(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
+@lru_cache(maxsize=8192)  # prior_history, append and entry_of each need it for the same transaction
 def txid_hash(transaction_id: str) -> int:
     """64-bit digest of a transaction id, used to spot a redelivered event."""
     return int.from_bytes(hashlib.blake2b(transaction_id.encode(), digest_size=8).digest(), "big")
@@ -134,6 +135,18 @@ def append(history: History, t: Transaction, limit: int) -> History:
     return new[-limit:]
 
 
+def _most_common_country(history: Sequence[HistoryEntry]) -> str:
+    """The card's home country: the most frequent, the earliest seen on a tie (as Counter.most_common)."""
+    counts: dict[str, int] = {}
+    for e in history:
+        counts[e[COUNTRY]] = counts.get(e[COUNTRY], 0) + 1
+    best, best_n = "", 0
+    for country, n in counts.items():
+        if n > best_n:
+            best, best_n = country, n
+    return best
+
+
 def engineered(history: Sequence[HistoryEntry], t: Transaction) -> dict[str, float]:
     """Engineered features of ``t`` given the card's prior ``history``.
 
@@ -172,8 +185,7 @@ def engineered(history: Sequence[HistoryEntry], t: Transaction) -> dict[str, flo
         is_new_mcc = float(all(e[MCC] != t.mcc for e in history))
         is_new_country = float(all(e[COUNTRY] != t.country for e in history))
         is_new_channel = float(all(e[CHANNEL] != t.channel for e in history))
-        home = Counter(e[COUNTRY] for e in history).most_common(1)[0][0]
-        is_foreign = float(home != t.country)
+        is_foreign = float(_most_common_country(history) != t.country)
     else:
         amount_ratio_max = 0.0
         gap_s = _NO_GAP_S

@@ -29,6 +29,7 @@ import math
 import re
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -163,8 +164,12 @@ def format_rfc3339(ms: int) -> str:
     >>> format_rfc3339(1735686001500)
     '2024-12-31T23:00:01.500Z'
     """
-    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return f"{_utc_second(ms // 1000)}.{ms % 1000:03d}Z"
+
+
+@lru_cache(maxsize=4096)  # every score record formats one; a stream's seconds repeat
+def _utc_second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _load_object(raw: bytes | None, limits: Limits) -> dict[str, Any]:

@@ -76,7 +76,7 @@ class Settings:
     sasl_password: str = field(default="", repr=False, metadata={"doc": "SASL password. Never logged."})
     # --- engine ------------------------------------------------------------
     batch_size: int = _f(256, "Most transactions per micro-batch (the unit of model inference).")
-    batch_timeout_s: float = _f(0.05, "Longest wait to fill a micro-batch before scoring what has arrived.")
+    batch_timeout_s: float = _f(0.0, "Longest wait to fill a micro-batch; 0 scores what has arrived (a busy stream still fills batches while the previous one is scored).")
     alert_threshold: float = _f(0.5, "Scores at or above this raise an alert.")
     history_length: int = _f(32, "Transactions kept per card in the history table (the sequence model's window).")
     feature_retention_s: float = _f(30 * 86400.0, "How long scoring-time features are kept for the feedback join, in event time.")

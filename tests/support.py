@@ -57,7 +57,7 @@ def fast_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
         broker_heartbeat_interval_s=1.0,
         broker_rebalance_timeout_s=6.0,
         broker_max_poll_interval_s=6.0,
-        batch_timeout_s=0.05,
+        batch_timeout_s=0.0,
         data_dir=str(data_dir),
         log_level="info",
         model_signing_key="test-signing-key-" + tag,
