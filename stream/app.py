@@ -31,7 +31,7 @@ from models.fusion import Fusion
 from models.online import OnlineLearner
 from stream.records import Limits
 from stream.retention import RetentionIndex
-from stream.compat import enable_embedded_broker_compat, set_fetch_max_wait
+from stream.compat import enable_embedded_broker_compat, fetch_only_active_partitions, set_fetch_max_wait
 from stream.modelsync import ModelSync
 from stream.outbox import Outbox
 from stream.security import client_kwargs, faust_credentials
@@ -220,6 +220,7 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     from stream import web
 
     set_fetch_max_wait(settings.fetch_max_wait_ms)
+    fetch_only_active_partitions()  # else a rebalance can skip records of a never-committed partition
     if settings.embedded_broker_compat:
         enable_embedded_broker_compat(settings.bootstrap_servers, client_kwargs(settings))
     # Faust throttles stream processing once 100 table writes wait to reach the

@@ -21,6 +21,21 @@ With ``FRAUDSTREAM_EMBEDDED_BROKER_COMPAT=1`` (set by the demo and the tests)
 the worker corrects those answers: it reads the last batch of each partition
 and reports the offset after its last record. One extra fetch per partition,
 only when Faust asks for end offsets (recovery, rebalances), never per event.
+
+**Fetch only what Faust asked for.** (A Faust/aiokafka bug, not the broker's:
+applied on every broker.) Faust passes aiokafka its *live* set of active
+partitions; table recovery pauses partitions (removes them from the set) while
+a fetch waits, and aiokafka reads an *empty* set as "every partition". So one
+fetch could hand over the records that the consumer had prefetched for paused
+stream partitions, moving the position past them, and Faust dropped them
+(they are not active). Faust then "seeks back to the committed offset", but
+aiokafka's ``seek_to_committed`` does nothing for a partition with no committed
+offset, so those records were never processed. That lost the kill -9 test's
+transactions: the killed worker had not committed yet, and its successor
+prefetched the partitions during recovery. A fast fetch makes it likely
+(records already buffered when the set empties: ``FRAUDSTREAM_FETCH_MAX_WAIT_MS=10``
+on the embedded broker, any fetch on Apache Kafka). :func:`fetch_only_active_partitions`
+gives aiokafka a view of the set that never reads as empty.
 """
 
 from __future__ import annotations
@@ -29,7 +44,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["enable_embedded_broker_compat", "set_fetch_max_wait", "true_end_offsets"]
+__all__ = ["enable_embedded_broker_compat", "fetch_only_active_partitions", "set_fetch_max_wait", "true_end_offsets"]
 
 log = logging.getLogger("fraudstream.compat")
 _enabled = False
@@ -87,6 +102,47 @@ def set_fetch_max_wait(ms: int) -> None:
         return consumer
 
     driver.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
+
+
+class _NeverEmpty:
+    """A live view of a set for aiokafka's ``fetched_records``: truthy even when the set is empty."""
+
+    __slots__ = ("live",)
+
+    def __init__(self, live: Any) -> None:
+        self.live = live
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self.live
+
+
+def fetch_only_active_partitions() -> None:
+    """Patch Faust's aiokafka driver so a fetch never hands over paused partitions' records (idempotent)."""
+    from faust.transport.drivers import aiokafka as driver
+
+    thread_cls = driver.AIOKafkaConsumerThread
+    if getattr(thread_cls, "_fraudstream_fetch_fix", False):
+        return
+    original_fetch = thread_cls._fetch_records
+
+    async def _fetch_records(self: Any, consumer: Any, active_partitions: Any, timeout: float | None = None,
+                             max_records: int | None = None) -> Any:
+        if active_partitions is not None:
+            # Faust passes its live set of active partitions, and recovery pauses
+            # partitions (removes them) while this call waits for records. aiokafka
+            # reads an *empty* set as "every partition": it would hand over, and move
+            # past, records of paused partitions, which Faust then drops. Keep the
+            # live membership test, but never let the set read as empty.
+            if not active_partitions:
+                return {}
+            active_partitions = _NeverEmpty(active_partitions)
+        return await original_fetch(self, consumer, active_partitions, timeout=timeout, max_records=max_records)
+
+    thread_cls._fetch_records = _fetch_records
+    thread_cls._fraudstream_fetch_fix = True
 
 
 def enable_embedded_broker_compat(bootstrap_servers: str, client: Mapping[str, Any] | None = None) -> None:

@@ -62,7 +62,7 @@ class Settings:
     broker_heartbeat_interval_s: float = _f(3.0, "Consumer heartbeat interval (below a third of the session timeout).")
     broker_rebalance_timeout_s: float = _f(30.0, "Time a rebalance waits for members to rejoin.")
     broker_max_poll_interval_s: float = _f(300.0, "Longest gap between polls before Kafka evicts the worker.")
-    fetch_max_wait_ms: int = _f(0, "Longest a consumer fetch may wait for data; 0 keeps Faust's 1500. The embedded broker always waits this long, so the demo and bench use 10 for latency; not with several workers (see README).")
+    fetch_max_wait_ms: int = _f(0, "Longest a consumer fetch may wait for data; 0 keeps Faust's 1500. The embedded broker always waits this long, so the demo and bench use 10 for latency.")
     producer_linger_s: float = _f(0.005, "Producer linger: how long a batch waits to fill (latency vs. throughput).")
     embedded_broker_compat: bool = _f(False, "Correct the embedded broker's end-offset answers (stream/compat.py); set by the demo and tests, never needed on Apache Kafka.")
     security_protocol: str = _f("PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every client (worker, replay, tools).")

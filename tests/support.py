@@ -63,9 +63,11 @@ def fast_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
         model_signing_key="test-signing-key-" + tag,
         snapshot_interval_s=0.2,
         embedded_broker_compat=backend() == "embedded",
-        # Not fetch_max_wait_ms=10: with it, the kill -9 test lost what was produced after
-        # the crash on the dead worker's partitions (README, "The embedded broker").
     )
+    # Workers get their settings from to_env(), which would override the variable in
+    # our own environment: pass it on, so `FRAUDSTREAM_FETCH_MAX_WAIT_MS=10 pytest` means it.
+    if os.environ.get("FRAUDSTREAM_FETCH_MAX_WAIT_MS"):
+        base["fetch_max_wait_ms"] = int(os.environ["FRAUDSTREAM_FETCH_MAX_WAIT_MS"])
     base.update(overrides)
     return Settings(**base)
 

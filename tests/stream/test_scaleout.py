@@ -63,12 +63,6 @@ def settings4(broker, tmp_path):
     return s
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, issue 5: intermittently the transactions produced after the crash on the dead worker's "
-           "partitions are never scored (reproducible with FRAUDSTREAM_FETCH_MAX_WAIT_MS=10, and in the full "
-           "suite on a busy broker); root cause not found",
-)
 def test_kill_9_mid_stream_loses_nothing(settings4, worker_factory, broker, tmp_path):
     rows = make_traffic(n_cards=120, per_card=20, fraud_every=5, seed=11)  # 2,400 transactions
     chunks = [rows[i::3] for i in range(3)]
