@@ -29,7 +29,7 @@ from faust.types import EventT
 
 from stream.agents.score import dead_letter_batch
 from stream.agents.train import labelled_example
-from stream.batches import micro_batches
+from stream.batches import ack, micro_batches
 from stream.dlq import DeadLetter, send_dead_letter
 from stream.records import Feedback, InvalidRecord, parse_feedback
 from stream.retention import RetentionIndex
@@ -183,6 +183,7 @@ def register(engine: Engine) -> FeedbackLearner:
             except Exception as exc:  # never let a bug kill the agent or drop labels silently
                 log.exception("feedback batch failed; dead-lettering its %d records", len(events))
                 await dead_letter_batch(engine, events, settings.topic_feedback_dlq, exc)
+            ack(events)
 
     learn.__module__ = __name__
     engine.app.agent(engine.topics.feedback, name=f"{__name__}.learn")(learn)

@@ -13,6 +13,7 @@ history it saw the first time and gets the same alert id.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from faust.types import EventT
 from models.features import History, append, engineered, prior_history
 from models.reasons import top_reasons
 from models.scoring import ScoringItem
-from stream.batches import micro_batches
+from stream.batches import InFlight, ack, micro_batches
 from stream.codec import dumps
 from stream.dlq import DeadLetter, send_dead_letter
 from stream.outbox import Outbox
@@ -39,6 +40,10 @@ __all__ = ["BatchScorer", "dead_letter_batch", "register"]
 
 log = logging.getLogger("fraudstream.score")
 
+#: Batches scored while earlier ones are still on their way to the broker. Two
+#: already hide the round trip; more only holds more unacked records.
+_IN_FLIGHT = 2
+
 
 class BatchScorer:
     """Everything the score agent does to one micro-batch."""
@@ -48,7 +53,8 @@ class BatchScorer:
         self.settings = engine.settings
         self._outbox: Outbox | None = None
 
-    async def process(self, events: Sequence[EventT]) -> None:
+    async def process(self, events: Sequence[EventT]) -> asyncio.Future[Any]:
+        """Score one micro-batch; returns the delivery of everything it produced (ack on success)."""
         clock = StageClock()
         started = clock.started
         engine = self.engine
@@ -75,8 +81,7 @@ class BatchScorer:
             valid.append((event, t))
         clock.lap("decode")
         if not valid:
-            await outbox.flush()
-            return
+            return await outbox.send()
 
         # State: chain histories through the batch, a card may appear many times.
         histories: dict[bytes, History] = {}
@@ -97,8 +102,7 @@ class BatchScorer:
 
         fused = await self._score(items, valid, outbox)
         if fused is None:
-            await outbox.flush()
-            return
+            return await outbox.send()
         scores, components, inputs, keep = fused
         clock.add(engine.fusion.last_seconds)
 
@@ -137,9 +141,9 @@ class BatchScorer:
                 reasons = (reasons + explanations.get(i, []))[:5]
                 outbox.add(self.settings.topic_alerts, None, key, dumps(alert_record(record, t, reasons)))
                 engine.stats.alerts += 1
-        # Everything above reaches the broker before a late label is joined below: the
-        # join rewrites the same feature keys through Faust's producer.
-        await outbox.flush()
+        # Queued (and in the stores) before a late label is joined below: the join reads
+        # these features and rewrites their keys through Faust's producer, behind ours.
+        scored = await outbox.send()
         engine.stats.scored += len(keep)
         engine.stats.batches += 1
         engine.stats.first_scored_at = engine.stats.first_scored_at or scored_at
@@ -150,11 +154,17 @@ class BatchScorer:
         self._expire(valid, outbox)
         if engine.feedback is not None:
             await engine.feedback.expire_pending(self._by_partition(valid))
-        await outbox.flush()
+        expired = await outbox.send()
         clock.lap("state")
         telemetry.observe_batch(len(events))
         telemetry.observe_stages(clock.seconds)
         telemetry.set_versions(versions)
+        return asyncio.ensure_future(asyncio.gather(scored, expired))
+
+    def discard(self) -> None:
+        """Forget what a failed batch had queued."""
+        if self._outbox is not None:
+            self._outbox.discard()
 
     def _sequence_reasons(self, items: list[ScoringItem], keep: list[tuple[EventT, Transaction]],
                           scores: list[float], threshold: float) -> dict[int, list[dict[str, Any]]]:
@@ -242,21 +252,32 @@ def register(engine: Engine) -> None:
     scorer = BatchScorer(engine)
     settings = engine.settings
 
+    def delivery_failed(exc: BaseException) -> None:
+        # Later batches must not be committed past an undelivered one: stop the
+        # worker, and the batch is redelivered to whoever owns it next.
+        asyncio.ensure_future(engine.app.crash(exc))
+
     async def score(stream: Any) -> None:
         await engine.declare_outputs()
         await engine.model_sync.wait_ready()  # a new worker scores with the latest shared model
+        in_flight = InFlight(_IN_FLIGHT, on_failure=delivery_failed)
         async for events in micro_batches(stream, settings.batch_size, within_s=settings.batch_timeout_s):
             try:
                 engine.maybe_switch_sequence_model()
-                await scorer.process(events)
+                delivery = await scorer.process(events)
             except PartitionsMismatch as exc:
                 # Misconfiguration, not bad input: stop before acking anything.
                 log.critical("%s", exc)
                 await engine.app.crash(exc)
                 raise
             except Exception as exc:  # a bug must not kill the agent nor lose the batch
+                scorer.discard()
                 log.exception("score batch failed; dead-lettering its %d records", len(events))
                 await dead_letter_batch(engine, events, settings.topic_transactions_dlq, exc)
+                ack(events)
+                continue
+            await in_flight.add(events, delivery)
+        await in_flight.drain()
 
     score.__module__ = __name__
     engine.app.agent(engine.topics.transactions, name=f"{__name__}.score")(score)

@@ -30,7 +30,7 @@ from faust.types import EventT
 from models.guard import QualityGuard
 from models.online import OnlineLearner
 from models.snapshot import seal, unseal
-from stream.batches import micro_batches
+from stream.batches import ack, micro_batches
 from stream.caps import SourceCap
 from stream.dlq import DeadLetter, send_dead_letter
 
@@ -179,6 +179,7 @@ def register(engine: Engine) -> Trainer:
         await engine.model_sync.wait_ready()
         async for events in micro_batches(stream, 1000, within_s=settings.snapshot_interval_s):
             await trainer.process(events)
+            ack(events)
 
     train.__module__ = __name__
     engine.app.agent(engine.topics.labelled, name=f"{__name__}.train")(train)

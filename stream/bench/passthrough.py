@@ -47,6 +47,7 @@ def main(argv: list[str]) -> int:
                     json.dump({"events": n, "seconds": elapsed, "events_per_s": n / elapsed}, fh)
 
     worker = faust.Worker(app, loglevel="warn", quiet=True)
+    worker.spinner = None  # as the engine's worker: the spinner puts the root logger at DEBUG
     worker.execute_from_commandline()
     return 0
 

@@ -127,3 +127,20 @@ def test_every_feature_has_an_explanation() -> None:
     item = card_items((1,))[0]
     texts = {name: _feature_text(name, item) for name in (*STEP_NUMERIC, *STEP_CATEGORICAL)}
     assert all(text.startswith("sequence: ") for text in texts.values())
+
+
+def test_last_position_shortcut_equals_the_full_encoder():
+    torch.manual_seed(0)
+    model = SequenceModel(StepSpec(), Architecture()).eval()
+    b, n = 9, model.spec.n
+    numeric = torch.randn(b, n, model.numeric.in_features)
+    categorical = torch.stack([torch.randint(0, k, (b, n)) for k in model.spec.buckets], -1)
+    mask = torch.zeros(b, n, dtype=torch.bool)
+    mask[:4, : n // 2] = True  # short histories: left padding
+    with torch.inference_mode():
+        z, embedded = model.inputs(numeric, categorical, mask)
+        fast = model.encode(z, embedded, mask)
+        recency = torch.arange(n - 1, -1, -1)
+        x = model.numeric(z) + torch.stack(embedded).sum(0) + model.recency(recency)
+        full = model.head(model.encoder(x, src_key_padding_mask=mask)[:, -1]).squeeze(-1) + model.logit_offset
+    assert torch.allclose(fast, full, atol=1e-5), (fast - full).abs().max()
