@@ -29,11 +29,11 @@ from faust.transport.producer import ProducerBuffer
 from models.checkpoint import CheckpointWatcher, load_checkpoint
 from models.fusion import Fusion
 from models.online import OnlineLearner
-from stream.records import Limits
-from stream.retention import RetentionIndex
 from stream.compat import enable_embedded_broker_compat, fetch_only_active_partitions, set_fetch_max_wait
 from stream.modelsync import ModelSync
 from stream.outbox import Outbox
+from stream.records import Limits
+from stream.retention import RetentionIndex
 from stream.security import client_kwargs, faust_credentials
 from stream.settings import Settings, SettingsError
 from stream.state import define_tables
@@ -219,8 +219,8 @@ def _faust_app(settings: Settings) -> faust.App:
 def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     """Build the app, its topics and tables, and register the agents."""
     # Imported here: the agent modules import this one for the Engine type.
-    from stream.agents import learn, score, train
     from stream import web
+    from stream.agents import learn, score, train
 
     set_fetch_max_wait(settings.fetch_max_wait_ms)
     fetch_only_active_partitions()  # else a rebalance can skip records of a never-committed partition

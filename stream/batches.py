@@ -6,8 +6,7 @@ batch in a ``finally``, so a batch abandoned by a cancelled agent is marked
 done as if it had been processed. :func:`micro_batches` reads the same
 channel queue that Faust's conductor fills for the agent and takes whatever
 has arrived (at most ``max_events``). It acks nothing: the agent calls
-:func:`ack` once a batch is processed, or hands the batch to
-:class:`InFlight`, which acks it when the broker has everything the batch
+:func:`ack` once a batch is processed and the broker has everything it
 produced. If processing raises or the agent is cancelled, nothing is acked
 and Kafka redelivers the batch after a restart or rebalance.
 
@@ -25,18 +24,13 @@ Example (an agent):
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from faust.types import EventT
 
-__all__ = ["InFlight", "ack", "micro_batches"]
-
-log = logging.getLogger("fraudstream.batches")
-
+__all__ = ["ack", "micro_batches"]
 
 async def micro_batches(stream: Any, max_events: int, within_s: float = 0.0) -> AsyncIterator[list[EventT]]:
     """Yield lists of at most ``max_events`` events from ``stream``'s channel.
@@ -46,14 +40,25 @@ async def micro_batches(stream: Any, max_events: int, within_s: float = 0.0) -> 
     fill by themselves and an idle stream's event is scored at once.
     ``within_s > 0`` additionally waits up to that long for a batch to fill
     (fewer, larger batches at the price of latency).
+
+    Each event gets what Faust's own stream iterator gives it: one consumed
+    before the latest rebalance (older consumer generation, or flow stopped)
+    is skipped and acked, as Faust does (it is read again from the committed
+    offset); the others are tracked as pending, so a rebalance waits for the
+    batch holding them to be acked before it hands their partition over.
     """
     queue = stream.channel.queue
+    accept = _Acceptor(stream.app)
     while True:
-        try:
-            batch: list[EventT] = [await queue.get()]
-        except StopAsyncIteration:  # Faust throws this into the queue to stop the agent
-            return
-        _drain(queue, batch, max_events)
+        batch: list[EventT] = []
+        while not batch:
+            try:
+                event = await queue.get()
+            except StopAsyncIteration:  # Faust throws this into the queue to stop the agent
+                return
+            if accept(event):
+                batch.append(event)
+        _drain(queue, batch, max_events, accept)
         if within_s > 0 and len(batch) < max_events:
             deadline = time.monotonic() + within_s
             while len(batch) < max_events:
@@ -61,71 +66,45 @@ async def micro_batches(stream: Any, max_events: int, within_s: float = 0.0) -> 
                 if left <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(queue.get(), left))
-                except asyncio.TimeoutError:
+                    event = await asyncio.wait_for(queue.get(), left)
+                except TimeoutError:
                     break
                 except StopAsyncIteration:
                     return  # stopping: the partial batch is not processed, so not acked
-                _drain(queue, batch, max_events)
+                if accept(event):
+                    batch.append(event)
+                _drain(queue, batch, max_events, accept)
         yield batch
 
 
-def _drain(queue: Any, batch: list[EventT], max_events: int) -> None:
+class _Acceptor:
+    """Faust's per-event bookkeeping from ``Stream.__aiter__``, inlined for a batch reader."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.flow = app.flow_control
+        self.track = app.consumer.track_message
+        self.acking_topics = app.topics.acking_topics
+
+    def __call__(self, event: EventT) -> bool:
+        message = event.message
+        if not self.flow.is_active() or message.generation_id != self.app.consumer_generation_id:
+            event.ack()
+            return False
+        if message.topic in self.acking_topics and not message.tracked:
+            message.tracked = True
+            self.track(message)
+        return True
+
+
+def _drain(queue: Any, batch: list[EventT], max_events: int, accept: _Acceptor) -> None:
     while len(batch) < max_events and not queue.empty():
-        batch.append(queue.get_nowait())
+        event = queue.get_nowait()
+        if accept(event):
+            batch.append(event)
 
 
 def ack(events: Sequence[EventT]) -> None:
     """Mark ``events`` processed: Faust may commit past them."""
     for event in events:
         event.ack()
-
-
-class InFlight:
-    """Batches whose output is on its way to the broker, acked as each delivery lands.
-
-    Lets an agent score the next batch while the previous one's records are on
-    the wire (the round trip is otherwise idle time in every batch), with at
-    most ``limit`` batches outstanding. A delivery that fails leaves its batch
-    unacked and calls ``on_failure``: the worker should stop, so that the
-    batch is redelivered rather than committed past by later batches.
-    """
-
-    def __init__(self, limit: int, on_failure: Callable[[BaseException], Any]) -> None:
-        self.limit = limit
-        self.on_failure = on_failure
-        self._pending: deque[tuple[Sequence[EventT], asyncio.Future[None]]] = deque()
-
-    def __len__(self) -> int:
-        return len(self._pending)
-
-    async def add(self, events: Sequence[EventT], delivery: asyncio.Future[None]) -> None:
-        """Ack ``events`` once ``delivery`` succeeds; wait while ``limit`` batches are outstanding."""
-        # The callback acks as soon as the broker answers, even if no batch follows.
-        delivery.add_done_callback(lambda fut: self._done(events, fut))
-        self._pending.append((events, delivery))
-        while self._pending and (self._pending[0][1].done() or len(self._pending) > self.limit):
-            await self._settle(*self._pending.popleft())
-
-    async def drain(self) -> None:
-        """Wait for every outstanding delivery (and ack what was delivered)."""
-        while self._pending:
-            await self._settle(*self._pending.popleft())
-
-    @staticmethod
-    async def _settle(events: Sequence[EventT], delivery: asyncio.Future[None]) -> None:
-        try:
-            await asyncio.shield(delivery)
-        except Exception:  # reported by _done
-            return
-        ack(events)  # idempotent: the callback may not have run yet
-
-    def _done(self, events: Sequence[EventT], fut: asyncio.Future[None]) -> None:
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        if exc is None:
-            ack(events)
-            return
-        log.critical("delivery of a batch of %d records failed; not acking it: %r", len(events), exc)
-        self.on_failure(exc)

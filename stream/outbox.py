@@ -9,7 +9,7 @@ ships everything accumulated per partition in one request.
 :meth:`Outbox.send` returns the delivery of the whole micro-batch as one
 future, so the caller acks its source offsets only once everything the batch
 caused is durable (at-least-once without relying on a flush before Faust's
-commit) and can score the next batch while this one is on the wire.
+commit).
 
 (Handing aiokafka ready-made ``BatchBuilder`` batches was tried and measured
 slower: ``send_batch`` waits until the partition's previous batch has left,

@@ -29,8 +29,8 @@ import math
 import re
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 from stream.codec import JSONDecodeError, loads
@@ -38,6 +38,7 @@ from stream.settings import Settings
 
 __all__ = [
     "CHANNELS_HINT",
+    "RFC3339_PATTERN",
     "Feedback",
     "InvalidRecord",
     "Limits",
@@ -45,7 +46,6 @@ __all__ = [
     "format_rfc3339",
     "parse_feedback",
     "parse_rfc3339_ms",
-    "RFC3339_PATTERN",
     "parse_transaction",
 ]
 
@@ -150,7 +150,7 @@ def parse_rfc3339_ms(text: str) -> int:
     if m is None:
         raise ValueError(f"{text!r} is not an RFC 3339 date-time")
     year, month, day, hour, minute, second, frac, offset = m.groups()
-    dt = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=timezone.utc)
+    dt = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC)
     ms = int(dt.timestamp()) * 1000 + (int((frac or "0")[:3].ljust(3, "0")))
     if offset and offset not in ("Z", "z"):
         sign = 1 if offset[0] == "+" else -1
@@ -169,7 +169,7 @@ def format_rfc3339(ms: int) -> str:
 
 @lru_cache(maxsize=4096)  # every score record formats one; a stream's seconds repeat
 def _utc_second(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _load_object(raw: bytes | None, limits: Limits) -> dict[str, Any]:

@@ -131,6 +131,10 @@ class _Workers:
             broker_max_poll_interval_s=30.0, embedded_broker_compat=True, fetch_max_wait_ms=10,
             model_signing_key=secrets.token_hex(16), batch_size=cfg.batch_size, web_enabled=True,
             sequence_model_path=cfg.checkpoint, log_level="warn",
+            # One day of scoring-time inputs (the default keeps 30): the generated data spans
+            # 30 days of event time, so a soak reaches the retention's steady state and the
+            # memory figure tells a leak from the retention filling up.
+            feature_retention_s=86_400.0,
         )
         ensure_topics(self.base)
         self.ports = [free_port() for _ in range(count)]

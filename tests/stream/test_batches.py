@@ -1,4 +1,4 @@
-"""micro_batches and InFlight: what a batch holds, and that only delivered batches are acked."""
+"""micro_batches: what a batch holds, what is skipped and tracked, and that it acks nothing itself."""
 
 from __future__ import annotations
 
@@ -7,25 +7,45 @@ import asyncio
 import pytest
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-from stream.batches import InFlight, ack, micro_batches
+from stream.batches import ack, micro_batches
+
+
+class FakeMessage:
+    def __init__(self, generation_id: int) -> None:
+        self.topic = "transactions"
+        self.generation_id = generation_id
+        self.tracked = False
 
 
 class FakeEvent:
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, generation_id: int = 1) -> None:
         self.n = n
         self.acked = False
+        self.message = FakeMessage(generation_id)
 
     def ack(self) -> bool:
         self.acked = True
         return True
 
 
-class FakeStream:
-    """Just the channel queue Faust's conductor fills for an agent."""
+class FakeApp:
+    """What micro_batches reads of Faust's app: flow control, consumer generation, tracking."""
 
     def __init__(self) -> None:
+        self.flow_control = FlowControlEvent(initially_suspended=False)
+        self.consumer_generation_id = 1
+        self.tracked: list = []
+        self.consumer = type("Consumer", (), {"track_message": self.tracked.append})()
+        self.topics = type("Topics", (), {"acking_topics": {"transactions"}})()
+
+
+class FakeStream:
+    """Just the channel queue Faust's conductor fills for an agent, and the app."""
+
+    def __init__(self) -> None:
+        self.app = FakeApp()
         self.channel = type("Channel", (), {})()
-        self.channel.queue = ThrowableQueue(maxsize=100, flow_control=FlowControlEvent())
+        self.channel.queue = ThrowableQueue(maxsize=100, flow_control=self.app.flow_control)
 
     def put(self, *events: FakeEvent) -> None:
         for e in events:
@@ -50,26 +70,29 @@ def test_takes_what_has_arrived_up_to_max_and_acks_nothing_itself():
     asyncio.run(go())
 
 
-def test_in_flight_acks_a_batch_when_its_delivery_lands_and_never_when_it_fails():
+def test_events_from_before_a_rebalance_are_skipped_and_the_rest_tracked():
     async def go():
-        failures = []
-        in_flight = InFlight(2, on_failure=failures.append)
-        loop = asyncio.get_running_loop()
-        ok, bad, later = loop.create_future(), loop.create_future(), loop.create_future()
-        a, b, c = [FakeEvent(1)], [FakeEvent(2)], [FakeEvent(3)]
-        await in_flight.add(a, ok)
-        await in_flight.add(b, bad)
-        assert len(in_flight) == 2 and not a[0].acked, "outstanding until the broker has it"
-        ok.set_result(None)
-        bad.set_exception(ConnectionError("broker gone"))
-        waiter = asyncio.ensure_future(in_flight.add(c, later))  # a third waits for room
-        await asyncio.sleep(0.01)  # done-callbacks run on the loop's next turns
-        assert a[0].acked and not b[0].acked
-        assert [type(e) for e in failures] == [ConnectionError]
-        later.set_result(None)
-        await waiter
-        await in_flight.drain()
-        assert c[0].acked and len(in_flight) == 0
+        stream = FakeStream()
+        stale, fresh = FakeEvent(0, generation_id=1), FakeEvent(1, generation_id=2)
+        stream.app.consumer_generation_id = 2  # a rebalance happened after `stale` was fetched
+        stream.put(stale, fresh)
+        batch = await micro_batches(stream, 10).__anext__()
+        assert [e.n for e in batch] == [1]
+        assert stale.acked, "skipped and acked, as Faust's stream does (re-read from the committed offset)"
+        assert stream.app.tracked == [fresh.message], "pending until acked: a rebalance waits for it"
+
+    asyncio.run(go())
+
+
+def test_no_batch_while_flow_is_stopped_for_a_rebalance():
+    async def go():
+        stream = FakeStream()
+        stream.app.flow_control.suspend()
+        event = FakeEvent(0)
+        stream.put(event)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(micro_batches(stream, 10).__anext__(), 0.2)
+        assert event.acked and not stream.app.tracked
 
     asyncio.run(go())
 

@@ -42,6 +42,18 @@ def wait_all_scored(broker, settings, rows, timeout=180):
     return scores, missing
 
 
+def where_missing(missing, rows, chunks, partitions=4):
+    """Which partitions and which produced chunk the unscored transactions belong to."""
+    from collections import Counter
+
+    from kafka.partitioner.default import murmur2
+
+    card = {r["transaction_id"]: r["card_id"] for r in rows}
+    chunk_of = {r["transaction_id"]: i for i, c in enumerate(chunks) for r in c}
+    where = Counter((murmur2(card[t].encode()) & 0x7FFFFFFF) % partitions for t in missing)
+    return f"{len(missing)} never scored; by partition {dict(where)}; by chunk {dict(Counter(chunk_of[t] for t in missing))}"
+
+
 def histories_via(worker, cards):
     def fetch(card):
         for _ in range(50):  # a rebalance may still be settling: the router answers 503 meanwhile
@@ -79,15 +91,7 @@ def test_kill_9_mid_stream_loses_nothing(settings4, worker_factory, broker, tmp_
     produce(broker, settings4.topic_transactions, as_records(chunks[2]))
 
     scores, missing = wait_all_scored(broker, settings4, rows)
-    if missing:
-        from collections import Counter
-
-        from kafka.partitioner.default import murmur2
-
-        card = {r["transaction_id"]: r["card_id"] for r in rows}
-        where = Counter((murmur2(card[t].encode()) & 0x7FFFFFFF) % 4 for t in missing)
-        chunk = Counter(next(i for i, c in enumerate(chunks) if any(r["transaction_id"] == t for r in c)) for t in missing)
-        raise AssertionError(f"{len(missing)} never scored; by partition {where}; by chunk {chunk}")
+    assert not missing, where_missing(missing, rows, chunks)
     alerts = consume_all(broker, settings4.topic_alerts, lambda r: False, timeout=3)
     by_tx = defaultdict(set)
     for al in alerts:
@@ -112,6 +116,6 @@ def test_worker_added_then_removed_mid_stream(settings4, worker_factory, broker,
     produce(broker, settings4.topic_transactions, as_records(chunks[2]))
 
     scores, missing = wait_all_scored(broker, settings4, rows)
-    assert not missing, f"{len(missing)} transactions never scored\n{second.log_tail()}"
+    assert not missing, f"{where_missing(missing, rows, chunks)}\n{second.log_tail()}"
     cards = sorted({r["card_id"] for r in rows})
     assert histories_via(second, cards) == expected_histories(rows, 16), "no card's history split between workers"
