@@ -2,7 +2,10 @@
 
 Run as ``python -m stream.bench.passthrough BOOTSTRAP SOURCE SINK N OUT.json``;
 it writes ``{"events", "seconds", "events_per_s"}`` to OUT.json once it has
-forwarded N records, timed from the first record it received.
+forwarded N records, timed from the first record it received, and the same
+figures so far to OUT.json.partial every 1,000 records: in the 200,000-event
+run Faust's per-event agent stopped consuming after ~22,000 records (idle, no
+error logged), and the partial figures still give its rate until then.
 """
 
 from __future__ import annotations
@@ -40,16 +43,21 @@ def main(argv: list[str]) -> int:
                 state["started"] = time.perf_counter()
             await dst.send(key=event.key, value=event.value)
             state["count"] += 1
+            if state["count"] % 1000 == 0 and state["count"] < n:
+                _write(out_path + ".partial", state["count"], time.perf_counter() - state["started"])
             if state["count"] == n:
                 await app.producer.flush()
-                elapsed = time.perf_counter() - state["started"]
-                with open(out_path, "w") as fh:
-                    json.dump({"events": n, "seconds": elapsed, "events_per_s": n / elapsed}, fh)
+                _write(out_path, n, time.perf_counter() - state["started"])
 
     worker = faust.Worker(app, loglevel="warn", quiet=True)
     worker.spinner = None  # as the engine's worker: the spinner puts the root logger at DEBUG
     worker.execute_from_commandline()
     return 0
+
+
+def _write(path: str, events: int, seconds: float) -> None:
+    with open(path, "w") as fh:
+        json.dump({"events": events, "seconds": seconds, "events_per_s": events / seconds}, fh)
 
 
 if __name__ == "__main__":
