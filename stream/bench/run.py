@@ -177,7 +177,11 @@ class _Workers:
 
 def _engine_run(bootstrap: str, cfg: BenchConfig, workdir: Path, count: int) -> tuple[dict[str, Any], _Workers]:
     workers = _Workers(bootstrap, cfg, workdir, count)
-    stats = workers.wait_scored(cfg.events, timeout_s=max(120.0, cfg.events / 200.0))
+    try:
+        stats = workers.wait_scored(cfg.events, timeout_s=max(120.0, cfg.events / 200.0))
+    except BaseException:
+        workers.stop()  # never leave workers behind: they would load the next runs' CPU
+        raise
     first = min(s["first_scored_at"] for s in stats if s.get("first_scored_at"))
     last = max(s["last_scored_at"] for s in stats)
     scored = sum(s["scored"] for s in stats)
@@ -227,6 +231,44 @@ def _pct(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _latency_and_memory(bootstrap: str, cfg: BenchConfig, keep: _Workers, results: dict[str, Any]) -> None:
+    """Offered load at ``cfg.latency_rate``: end-to-end latency, and the worker's RSS over the run."""
+    seconds = max(cfg.latency_seconds, cfg.soak_seconds)
+    n = int(cfg.latency_rate * seconds)
+    load = _records(n, cfg.cards, prefix="lat-", seed=6)
+    pid = keep.procs[0].pid
+    rss = [(0.0, _rss_mb(pid))]
+    started = time.monotonic()
+
+    async def sample() -> None:
+        while time.monotonic() - started < seconds:
+            await asyncio.sleep(min(10.0, max(seconds / 10, 1.0)))
+            rss.append((round(time.monotonic() - started, 1), _rss_mb(pid)))
+
+    async def both() -> float:
+        sampler = asyncio.create_task(sample())
+        achieved = await _offered_load(bootstrap, "bench-tx", load, cfg.latency_rate)
+        await sampler
+        return achieved
+
+    achieved = asyncio.run(both())
+    try:
+        keep.wait_scored(cfg.events + n, timeout_s=120)
+        behind = 0
+    except TimeoutError:  # the engine could not keep up: report by how much, do not stop
+        behind = cfg.events + n - sum(st.get("scored", 0) for st in keep.stats())
+        print(f"the engine fell behind the offered load: {behind:,} transactions unscored 120 s after "
+              f"it ended", flush=True)
+    lat = _latencies(bootstrap, keep.base.topic_scores, "lat-", n, timeout_s=10)
+    results["latency"] = {"offered_per_s": cfg.latency_rate, "achieved_per_s": round(achieved, 1),
+                          "seconds": seconds, "samples": len(lat), "unscored_after_120_s": behind,
+                          "p50_ms": _pct(lat, 0.5), "p95_ms": _pct(lat, 0.95), "p99_ms": _pct(lat, 0.99)}
+    results["memory_rss_mb"] = {"start": rss[0][1], "end": rss[-1][1], "samples": rss}
+    print(f"latency at {cfg.latency_rate:,.0f}/s offered: p50 {results['latency']['p50_ms']} ms, "
+          f"p95 {results['latency']['p95_ms']} ms, p99 {results['latency']['p99_ms']} ms", flush=True)
+    print(f"worker RSS: {rss[0][1]:.0f} MB at start, {rss[-1][1]:.0f} MB after {seconds:.0f} s", flush=True)
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
@@ -279,7 +321,12 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         engine_runs = []
         keep: _Workers | None = None
         for count in cfg.workers:
-            run, workers = _engine_run(bootstrap, cfg, workdir, count)
+            try:
+                run, workers = _engine_run(bootstrap, cfg, workdir, count)
+            except BaseException:
+                if keep is not None:
+                    keep.stop()
+                raise
             engine_runs.append(run)
             print(f"(c) engine, {count} worker(s)     {run['events_per_s']:>9,.0f} events/s", flush=True)
             if count == 1 and keep is None:
@@ -292,41 +339,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         if results["faust_passthrough"]:
             results["ratio_engine_to_faust"] = round(one["events_per_s"] / results["faust_passthrough"]["events_per_s"], 3)
 
-        if keep is not None:
-            seconds = max(cfg.latency_seconds, cfg.soak_seconds)
-            n = int(cfg.latency_rate * seconds)
-            load = _records(n, cfg.cards, prefix="lat-", seed=6)
-            pid = keep.procs[0].pid
-            rss = [(0.0, _rss_mb(pid))]
-            started = time.monotonic()
-
-            async def sample() -> None:
-                while time.monotonic() - started < seconds:
-                    await asyncio.sleep(min(10.0, max(seconds / 10, 1.0)))
-                    rss.append((round(time.monotonic() - started, 1), _rss_mb(pid)))
-
-            async def both() -> float:
-                sampler = asyncio.create_task(sample())
-                achieved = await _offered_load(bootstrap, "bench-tx", load, cfg.latency_rate)
-                await sampler
-                return achieved
-
-            achieved = asyncio.run(both())
-            try:
-                keep.wait_scored(cfg.events + n, timeout_s=120)
-                behind = 0
-            except TimeoutError:  # the engine could not keep up: report by how much, do not stop
-                behind = cfg.events + n - sum(st.get("scored", 0) for st in keep.stats())
-                print(f"the engine fell behind the offered load: {behind:,} transactions unscored 120 s after "
-                      f"it ended", flush=True)
-            lat = _latencies(bootstrap, keep.base.topic_scores, "lat-", n, timeout_s=10)
-            results["latency"] = {"offered_per_s": cfg.latency_rate, "achieved_per_s": round(achieved, 1),
-                                  "seconds": seconds, "samples": len(lat), "unscored_after_120_s": behind,
-                                  "p50_ms": _pct(lat, 0.5), "p95_ms": _pct(lat, 0.95), "p99_ms": _pct(lat, 0.99)}
-            results["memory_rss_mb"] = {"start": rss[0][1], "end": rss[-1][1], "samples": rss}
-            print(f"latency at {cfg.latency_rate:,.0f}/s offered: p50 {results['latency']['p50_ms']} ms, "
-                  f"p95 {results['latency']['p95_ms']} ms, p99 {results['latency']['p99_ms']} ms", flush=True)
-            print(f"worker RSS: {rss[0][1]:.0f} MB at start, {rss[-1][1]:.0f} MB after {seconds:.0f} s", flush=True)
-            keep.stop()
+        try:
+            if keep is not None:
+                _latency_and_memory(bootstrap, cfg, keep, results)
+        finally:
+            for workers in [keep] if keep is not None else []:
+                workers.stop()
     Path(cfg.out).write_text(json.dumps(results, indent=2))
     return results
