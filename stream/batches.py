@@ -32,6 +32,7 @@ from faust.types import EventT
 
 __all__ = ["ack", "micro_batches"]
 
+
 async def micro_batches(stream: Any, max_events: int, within_s: float = 0.0) -> AsyncIterator[list[EventT]]:
     """Yield lists of at most ``max_events`` events from ``stream``'s channel.
 

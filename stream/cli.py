@@ -18,24 +18,16 @@ __all__ = ["main"]
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from faust import Worker
-
     from stream.app import create_engine
+    from stream.logs import service_worker
     from stream.settings import Settings
 
     settings = Settings.from_env()
     if args.bootstrap_servers:
         settings = settings.replace(bootstrap_servers=args.bootstrap_servers)
     engine = create_engine(settings)
-    from stream.logs import logging_config
-
-    worker = Worker(engine.app, loglevel=settings.log_level, quiet=True,
-                    logging_config=logging_config(settings.log_level, settings.log_format))
-    # Faust's terminal spinner sets the root logger to DEBUG at level warn and above,
-    # so every log.debug in aiokafka's per-record path built a LogRecord: 15 % of a
-    # worker's CPU. A service has no use for a spinner.
-    worker.spinner = None
-    worker.execute_from_commandline()  # returns via sys.exit when stopped
+    # Returns via sys.exit when stopped.
+    service_worker(engine.app, settings.log_level, settings.log_format).execute_from_commandline()
     return 0
 
 

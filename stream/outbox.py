@@ -108,7 +108,7 @@ class Outbox:
         """Produce everything queued and wait until the broker has it all."""
         await (await self.send())
 
-    async def send(self) -> asyncio.Future[None]:
+    async def send(self) -> asyncio.Future[Any]:
         """Hand everything queued to the producer; returns the future of its delivery.
 
         Once this returns, the records are in the producer's queue ahead of any
@@ -116,27 +116,23 @@ class Outbox:
         order as Faust's own table writes: store first, changelog on its way).
         The future fails if any batch cannot be delivered.
         """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
         if not self._n:
-            done.set_result(None)
-            return done
+            return asyncio.gather()  # already done
         records, self._records, self._n = self._records, defaultdict(list), 0
         store_writes, self._store_writes = self._store_writes, []
         if not self.bulk:
             futures = [await self.producer.send(topic, key, value, partition=partition, timestamp=None,
                                                 headers=list(headers) or None)
                        for (topic, partition), rows in records.items() for key, value, headers in rows]
-            return asyncio.ensure_future(_all(futures))
+            return asyncio.gather(*futures)
         send = self.producer.send
         sent: list[tuple[str, asyncio.Future[Any]]] = []
         for (topic, partition), rows in records.items():
             changelog = topic in self._tables
             for key, value, headers in rows:
                 # aiokafka appends to the partition's open batch and returns at once; its
-                # sender ships whatever has accumulated per request, so the next micro-batch
-                # never waits for this one's round trip. partition=None: aiokafka's default
-                # (murmur2) partitioner, as Faust's producer would.
+                # sender ships whatever has accumulated per partition in one request.
+                # partition=None: aiokafka's default (murmur2) partitioner, as Faust's would.
                 fut = await send(topic, value, key=key, partition=partition, headers=list(headers) or None)
                 sent.append((topic if changelog else "", fut))
         for table, event, key, value, delete in store_writes:
@@ -156,7 +152,3 @@ class Outbox:
                 last[tp] = max(last.get(tp, -1), meta.offset)
         for (topic, partition), offset in last.items():
             self._tables[topic].data.set_persisted_offset(TopicPartition(topic, partition), offset)
-
-
-async def _all(futures: list[Any]) -> None:
-    await asyncio.gather(*futures)

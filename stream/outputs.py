@@ -7,14 +7,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stream.records import Transaction, format_rfc3339
 
-__all__ = ["ALERT_NAMESPACE", "alert_id", "alert_record", "encode", "score_record"]
+__all__ = ["ALERT_NAMESPACE", "alert_id", "alert_record", "score_record"]
 
 #: Namespace of alert ids: uuid5(ALERT_NAMESPACE, transaction_id). Fixed forever,
 #: so a re-scored transaction (at-least-once redelivery) raises the same alert id.
@@ -69,8 +68,3 @@ def alert_record(score: Mapping[str, Any], t: Transaction, reasons: Sequence[Map
         "event_time": t.event_time_ms,
         "scored_at": score["scored_at"],
     }
-
-
-def encode(record: Mapping[str, Any]) -> bytes:
-    """Compact UTF-8 JSON."""
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()

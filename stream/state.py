@@ -14,8 +14,9 @@ Two tables, both partitioned like the input topics (co-partitioned by card):
 
 Faust decides a table write's changelog partition from "the current event",
 which it only sets while iterating a stream one event at a time. Batched
-agents (``take_events``) therefore set it for each write with
-:func:`writing_for`.
+agents (:mod:`stream.batches`) therefore set it for each write with
+:func:`writing_for`; the score agent's writes go through
+:class:`~stream.outbox.Outbox`, which does the same.
 """
 
 from __future__ import annotations

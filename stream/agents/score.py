@@ -41,7 +41,6 @@ __all__ = ["BatchScorer", "dead_letter_batch", "register"]
 log = logging.getLogger("fraudstream.score")
 
 
-
 class BatchScorer:
     """Everything the score agent does to one micro-batch."""
 
@@ -156,7 +155,7 @@ class BatchScorer:
         telemetry.observe_batch(len(events))
         telemetry.observe_stages(clock.seconds)
         telemetry.set_versions(versions)
-        return asyncio.ensure_future(asyncio.gather(scored, expired))
+        return asyncio.gather(scored, expired)
 
     def discard(self) -> None:
         """Forget what a failed batch had queued."""

@@ -22,6 +22,7 @@ def main(argv: list[str]) -> int:
     import faust
 
     from stream.compat import enable_embedded_broker_compat, set_fetch_max_wait
+    from stream.logs import service_worker
 
     bootstrap, source, sink, n_text, out_path = argv
     n = int(n_text)
@@ -49,9 +50,7 @@ def main(argv: list[str]) -> int:
                 await app.producer.flush()
                 _write(out_path, n, time.perf_counter() - state["started"])
 
-    worker = faust.Worker(app, loglevel="warn", quiet=True)
-    worker.spinner = None  # as the engine's worker: the spinner puts the root logger at DEBUG
-    worker.execute_from_commandline()
+    service_worker(app, "warn").execute_from_commandline()  # logged as the engine's worker is
     return 0
 
 

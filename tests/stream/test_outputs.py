@@ -10,8 +10,9 @@ import jsonschema
 from models.features import engineered
 from models.online import OnlineLearner
 from models.reasons import top_reasons
+from stream.codec import dumps as encode  # what the score agent emits
 from stream.dlq import dlq_headers
-from stream.outputs import alert_id, alert_record, encode, score_record
+from stream.outputs import alert_id, alert_record, score_record
 from stream.records import Transaction
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
