@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from stream.outputs import alert_id, encode
+from stream.codec import dumps as encode  # what the score agent emits
+from stream.outputs import alert_id
 from stream.settings import Settings
 from stream.tail import REASON_WIDTH, cli, format_alert_row, header_row, tail
 from tests.support import BASE_MS, produce
