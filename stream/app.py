@@ -29,7 +29,7 @@ from faust.transport.producer import ProducerBuffer
 from models.checkpoint import CheckpointWatcher, load_checkpoint
 from models.fusion import Fusion
 from models.online import OnlineLearner
-from stream.compat import enable_embedded_broker_compat, fetch_only_active_partitions, set_fetch_max_wait
+from stream.compat import apply_consumer_fixes, enable_embedded_broker_compat
 from stream.modelsync import ModelSync
 from stream.outbox import Outbox
 from stream.records import Limits
@@ -198,6 +198,10 @@ def _faust_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
         broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
         broker_max_poll_interval=settings.broker_max_poll_interval_s,
+        # Faust asks for everything buffered (up to 4 MiB per partition, ~80,000
+        # records here) and cannot fetch again until the agent has taken all of it:
+        # past broker_max_poll_interval Kafka evicts the worker (stream/compat.py).
+        broker_max_poll_records=settings.broker_max_poll_records,
         producer_linger=settings.producer_linger_s,
         # Faust's 16 KiB default splits a micro-batch's records for one partition into
         # dozens of batches; the sender ships one batch per partition per request.
@@ -222,8 +226,7 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     from stream import web
     from stream.agents import learn, score, train
 
-    set_fetch_max_wait(settings.fetch_max_wait_ms)
-    fetch_only_active_partitions()  # else a rebalance can skip records of a never-committed partition
+    apply_consumer_fixes(settings.fetch_max_wait_ms)
     if settings.embedded_broker_compat:
         enable_embedded_broker_compat(settings.bootstrap_servers, client_kwargs(settings))
     # Faust throttles stream processing once 100 table writes wait to reach the

@@ -36,6 +36,21 @@ prefetched the partitions during recovery. A fast fetch makes it likely
 (records already buffered when the set empties: ``FRAUDSTREAM_FETCH_MAX_WAIT_MS=10``
 on the embedded broker, any fetch on Apache Kafka). :func:`fetch_only_active_partitions`
 gives aiokafka a view of the set that never reads as empty.
+
+**Rejoin after a poll timeout.** (Faust/aiokafka, every broker; aiokafka issue
+#1187 describes the same check.) When a worker does not fetch for
+``broker_max_poll_interval`` (one huge fetch drained slowly into a full agent
+buffer, or an agent stuck on one batch), aiokafka leaves the group, as KIP-62
+says. It rejoins only once the application fetches again, but Faust stops
+fetching from the revocation until it is assigned partitions again: the worker
+sat idle for good, holding nothing, no error logged (found in the 10-minute
+soak: the engine stopped after ~78,000 records, Faust's own per-event agent
+after 21,000-74,000). :func:`rejoin_after_poll_timeout` counts the end of
+Faust's revocation handler, which returns only once every in-flight event is
+acked, as that fetch. ``broker_max_poll_records`` (a setting) bounds a fetch so
+the timeout is not reached in the first place. (On the embedded broker this
+also needed :func:`_leave_group_in_generation_zero`, applied with the
+end-offset correction.)
 """
 
 from __future__ import annotations
@@ -44,7 +59,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["enable_embedded_broker_compat", "fetch_only_active_partitions", "set_fetch_max_wait", "true_end_offsets"]
+__all__ = [
+    "apply_consumer_fixes",
+    "enable_embedded_broker_compat",
+    "fetch_only_active_partitions",
+    "rejoin_after_poll_timeout",
+    "set_fetch_max_wait",
+    "true_end_offsets",
+]
 
 log = logging.getLogger("fraudstream.compat")
 _enabled = False
@@ -145,6 +167,86 @@ def fetch_only_active_partitions() -> None:
     thread_cls._fraudstream_fetch_fix = True
 
 
+def _leave_group_in_generation_zero() -> None:
+    """Make aiokafka send LeaveGroup in the embedded broker's generation 0, as in any other.
+
+    Kafka numbers a group's first generation 1; the embedded broker numbers it
+    0, and aiokafka sends LeaveGroup only for ``generation > 0``. A worker
+    evicted for a poll timeout in the first generation then rejoined under a
+    new member id while the broker kept its old id as the group leader: the
+    rejoined worker waited as a follower for an assignment that never came.
+    """
+    from aiokafka.consumer import group_coordinator as coordinator
+    from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest
+
+    cls = coordinator.GroupCoordinator
+    if getattr(cls, "_fraudstream_leave_fix", False):
+        return
+
+    async def _maybe_leave_group(self: Any) -> None:
+        if (self.generation >= 0 and self.member_id != JoinGroupRequest.UNKNOWN_MEMBER_ID
+                and self._group_instance_id is None):
+            try:
+                await self._send_req(LeaveGroupRequest(self.group_id, self.member_id))
+            except Exception as err:  # aiokafka's own "minimal effort": log, never retry
+                log.error("LeaveGroup request failed: %s", err)
+            else:
+                log.info("left group %s (generation %d)", self.group_id, self.generation)
+        self.reset_generation()
+
+    cls._maybe_leave_group = _maybe_leave_group
+    cls._fraudstream_leave_fix = True
+
+
+def rejoin_after_poll_timeout() -> None:
+    """Patch Faust's rebalance listener so a worker evicted for a poll timeout rejoins (idempotent)."""
+    import time
+
+    from faust.transport.drivers import aiokafka as driver
+
+    listener_cls = driver.ConsumerRebalanceListener
+    if getattr(listener_cls, "_fraudstream_rejoin_fix", False):
+        return
+    original_revoked = listener_cls.on_partitions_revoked
+
+    def on_partitions_revoked(self: Any, revoked: Any) -> Any:
+        handled = original_revoked(self, revoked)  # sync part first: Faust marks the rebalance start there
+
+        async def then_count_as_polled() -> Any:
+            try:
+                return await handled
+            finally:
+                # Runs on the consumer thread, which owns the subscription state. Faust
+                # finished its in-flight events and waits for an assignment: that is the
+                # "application polled again" aiokafka waits for before it rejoins.
+                consumer = self._thread._ensure_consumer()
+                subscription = consumer._subscription
+                idle_s, limit_s = subscription.fetcher_idle_time, consumer._coordinator._max_poll_interval
+                if idle_s >= limit_s:  # aiokafka itself says nothing when it evicts the worker
+                    log.warning("no fetch for %.0f s (broker_max_poll_interval is %.0f s): Kafka took this worker's "
+                                "partitions; it rejoins the group now", idle_s, limit_s)
+                if subscription._fetch_count == 0:
+                    subscription._last_fetch_ended = time.monotonic()
+
+        return then_count_as_polled()
+
+    listener_cls.on_partitions_revoked = on_partitions_revoked
+    listener_cls._fraudstream_rejoin_fix = True
+
+
+def apply_consumer_fixes(fetch_max_wait_ms: int = 0) -> None:
+    """Every consumer patch a Faust worker of ours needs, whatever the broker (idempotent).
+
+    >>> apply_consumer_fixes()
+    >>> from faust.transport.drivers.aiokafka import ConsumerRebalanceListener
+    >>> ConsumerRebalanceListener._fraudstream_rejoin_fix
+    True
+    """
+    set_fetch_max_wait(fetch_max_wait_ms)
+    fetch_only_active_partitions()  # else a rebalance can skip records of a never-committed partition
+    rejoin_after_poll_timeout()  # else a poll timeout leaves the worker idle for good
+
+
 def enable_embedded_broker_compat(bootstrap_servers: str, client: Mapping[str, Any] | None = None) -> None:
     """Patch Faust's aiokafka driver to use :func:`true_end_offsets` (idempotent)."""
     global _enabled
@@ -161,5 +263,6 @@ def enable_embedded_broker_compat(bootstrap_servers: str, client: Mapping[str, A
         return await true_end_offsets(bootstrap_servers, reported, client=client)
 
     driver.AIOKafkaConsumerThread._highwaters = _highwaters
+    _leave_group_in_generation_zero()
     _enabled = True
     log.info("embedded-broker compatibility on: end offsets corrected from the last record batch")

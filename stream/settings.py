@@ -62,6 +62,7 @@ class Settings:
     broker_heartbeat_interval_s: float = _f(3.0, "Consumer heartbeat interval (below a third of the session timeout).")
     broker_rebalance_timeout_s: float = _f(30.0, "Time a rebalance waits for members to rejoin.")
     broker_max_poll_interval_s: float = _f(300.0, "Longest gap between polls before Kafka evicts the worker.")
+    broker_max_poll_records: int = _f(1000, "Most records one fetch hands the worker; it fetches again only once the agent has taken them, so this bounds the gap between polls.")
     fetch_max_wait_ms: int = _f(0, "Longest a consumer fetch may wait for data; 0 keeps Faust's 1500. The embedded broker always waits this long, so the demo and bench use 10 for latency.")
     producer_linger_s: float = _f(0.005, "Producer linger: how long a batch waits to fill (latency vs. throughput).")
     embedded_broker_compat: bool = _f(False, "Correct the embedded broker's end-offset answers (stream/compat.py); set by the demo and tests, never needed on Apache Kafka.")
@@ -135,7 +136,7 @@ class Settings:
         if not 0.0 <= self.alert_threshold <= 1.0:
             raise SettingsError(f"alert_threshold must be in [0, 1], got {self.alert_threshold}")
         for name in ("topic_partitions", "replication_factor", "batch_size", "history_length",
-                     "max_message_bytes", "torch_threads"):
+                     "max_message_bytes", "torch_threads", "broker_max_poll_records"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):

@@ -21,17 +21,18 @@ __all__ = ["main"]
 def main(argv: list[str]) -> int:
     import faust
 
-    from stream.compat import enable_embedded_broker_compat, set_fetch_max_wait
+    from stream.compat import apply_consumer_fixes, enable_embedded_broker_compat
     from stream.logs import service_worker
+    from stream.settings import Settings
 
     bootstrap, source, sink, n_text, out_path = argv
     n = int(n_text)
-    set_fetch_max_wait(10)
+    apply_consumer_fixes(fetch_max_wait_ms=10)  # the same consumer the engine runs
     enable_embedded_broker_compat(bootstrap)
     app = faust.App(f"bench-passthrough-{uuid.uuid4().hex[:6]}", broker=f"kafka://{bootstrap}", store="memory://",
                     web_enabled=False, autodiscover=False, value_serializer="raw", key_serializer="raw",
                     broker_session_timeout=6, broker_heartbeat_interval=1, broker_rebalance_timeout=6,
-                    broker_max_poll_interval=6, consumer_auto_offset_reset="earliest",
+                    broker_max_poll_interval=6, broker_max_poll_records=Settings.broker_max_poll_records, consumer_auto_offset_reset="earliest",
                     datadir=f"/tmp/fraudstream-bench-{uuid.uuid4().hex[:6]}")
     src = app.topic(source, value_type=bytes, key_type=bytes)
     dst = app.topic(sink, value_type=bytes, key_type=bytes)
