@@ -177,6 +177,7 @@ def _leave_group_in_generation_zero() -> None:
     rejoined worker waited as a follower for an assignment that never came.
     """
     from aiokafka.consumer import group_coordinator as coordinator
+    from aiokafka.errors import KafkaError
     from aiokafka.protocol.group import JoinGroupRequest, LeaveGroupRequest
 
     cls = coordinator.GroupCoordinator
@@ -188,7 +189,7 @@ def _leave_group_in_generation_zero() -> None:
                 and self._group_instance_id is None):
             try:
                 await self._send_req(LeaveGroupRequest(self.group_id, self.member_id))
-            except Exception as err:  # aiokafka's own "minimal effort": log, never retry
+            except KafkaError as err:  # aiokafka's own "minimal effort": log, never retry
                 log.error("LeaveGroup request failed: %s", err)
             else:
                 log.info("left group %s (generation %d)", self.group_id, self.generation)

@@ -39,6 +39,7 @@ def main(argv: list[str]) -> int:
                     consumer_auto_offset_reset="earliest", datadir=f"/tmp/fraudstream-stalling-{uuid.uuid4().hex[:6]}")
     source = app.topic(topic, value_type=bytes, key_type=bytes)
     stalled = False
+    out = open(out_path, "a", buffering=1)  # noqa: SIM115 - open for the worker's life, one line per record
 
     @app.agent(source)
     async def process(stream):  # type: ignore[no-untyped-def]
@@ -49,8 +50,7 @@ def main(argv: list[str]) -> int:
                 # cannot fetch: past broker_max_poll_interval Kafka evicts the worker.
                 stalled = True
                 await asyncio.sleep(stall_s)
-            with open(out_path, "a") as fh:
-                fh.write(event.value.decode() + "\n")
+            out.write(event.value.decode() + "\n")
 
     service_worker(app, "info").execute_from_commandline()
     return 0
