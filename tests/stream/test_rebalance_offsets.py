@@ -72,3 +72,64 @@ def _topic_append(broker: str, topic: str, n: int) -> None:
         producer.send(topic, key=b"k", value=b"%d" % i, partition=0)
     producer.flush()
     producer.close()
+
+
+class _RecordingConsumer:
+    """Records what Faust's recovery does to the consumer, and in which order."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.flow_active = True
+
+    def stop_flow(self) -> None:
+        self.flow_active = False
+        self.events.append("stop_flow")
+
+    def resume_flow(self) -> None:
+        self.flow_active = True
+        self.events.append("resume_flow")
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("transactions", 0)}
+
+    def resume_partitions(self, tps: object) -> None:
+        self.events.append("resume_partitions")
+
+    async def perform_seek(self) -> None:
+        self.events.append("seek started")
+        await asyncio.sleep(0)  # a broker round trip: the fetcher runs meanwhile
+        self.events.append("seek done")
+
+
+def test_recovery_seeks_stream_partitions_before_anything_can_fetch_them():
+    """Faust resumed the stream partitions, then awaited their seek: a window to fetch them from the wrong place."""
+    from faust.tables.recovery import Recovery
+
+    from stream.compat import seek_before_resuming_streams
+
+    seek_before_resuming_streams()
+    events: list[str] = []
+    consumer = _RecordingConsumer(events)
+
+    async def _noop(*_: object, **__: object) -> None:
+        return None
+
+    async def _wait(coro: object, timeout: float | None = None) -> None:
+        await coro  # type: ignore[misc]
+
+    signal = SimpleNamespace(send=_noop)
+    app = SimpleNamespace(consumer=consumer, on_rebalance_complete=signal, consumer_generation_id=3,
+                          conf=SimpleNamespace(broker_request_timeout=5.0),
+                          flow_control=SimpleNamespace(resume=lambda: None), _fetcher=SimpleNamespace(maybe_start=_noop),
+                          assignor=SimpleNamespace(assigned_standbys=lambda: set()), on_rebalance_end=lambda: None)
+    recovery = SimpleNamespace(
+        app=app, log=SimpleNamespace(info=lambda *a: None, dev=lambda *a: None, warning=lambda *a: None),
+        tables=SimpleNamespace(values=lambda: [], on_actives_ready=lambda: None, on_standbys_ready=lambda: None),
+        _set_recovery_ended=lambda: None, _is_changelog_tp=lambda tp: False, _wait=_wait,
+        completed=SimpleNamespace(set=lambda: None), actives_for_table={}, standbys_for_table={},
+    )
+    asyncio.run(Recovery.on_recovery_completed(recovery, 3))
+    # A resumed partition is fetched at once: only once it stands at its committed offset.
+    assert events.index("seek done") < events.index("resume_partitions"), events
+    # No flow stop: a fetch in flight would hand over records that Faust then drops.
+    assert "stop_flow" not in events, events

@@ -75,13 +75,6 @@ def settings4(broker, tmp_path):
     return s
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, issue 5: still loses records intermittently (a fresh-clone CI run: 264 on the killed "
-           "worker's partitions 1 and 3, produced around the kill) although the fetch race behind most failures "
-           "is fixed (tests/stream/test_rebalance_offsets.py); likely the same rebalance loss as the add-then-remove "
-           "test below",
-)
 def test_kill_9_mid_stream_loses_nothing(settings4, worker_factory, broker, tmp_path):
     rows = make_traffic(n_cards=120, per_card=20, fraud_every=5, seed=11)  # 2,400 transactions
     chunks = [rows[i::3] for i in range(3)]
@@ -110,13 +103,6 @@ def test_kill_9_mid_stream_loses_nothing(settings4, worker_factory, broker, tmp_
     assert a2.alive() and b.alive()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, issue 5: in about 1 run in 3 a contiguous run of records (2-42) produced after the first "
-           "worker stopped, on its former partitions, is never scored by the worker that takes them over; the "
-           "previous release fails the same way (not a regression); the taking-over worker's log shows Faust "
-           "dropping re-fetched records below its read offset (DROPPED MESSAGE ROFF with DEVLOG=1)",
-)
 def test_worker_added_then_removed_mid_stream(settings4, worker_factory, broker, tmp_path):
     rows = make_traffic(n_cards=100, per_card=18, fraud_every=6, seed=12)
     chunks = [sorted(rows[i::3], key=lambda r: r["timestamp"]) for i in range(3)]
