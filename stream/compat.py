@@ -1,4 +1,8 @@
-"""Workarounds for the embedded broker, and the one consumer knob Faust does not expose.
+"""Workarounds for the embedded broker, for Faust/aiokafka consumer bugs, and one knob Faust does not expose.
+
+:func:`apply_consumer_fixes` applies every consumer patch below that holds on
+any broker; :func:`enable_embedded_broker_compat` the embedded broker's own.
+Each patch has a test that fails without it (``tests/stream/``).
 
 **Fetch wait.** Faust builds its consumer with ``fetch_max_wait_ms=1500``
 and no setting to change it. Apache Kafka answers a fetch as soon as data
@@ -51,6 +55,11 @@ acked, as that fetch. ``broker_max_poll_records`` (a setting) bounds a fetch so
 the timeout is not reached in the first place. (On the embedded broker this
 also needed :func:`_leave_group_in_generation_zero`, applied with the
 end-offset correction.)
+
+**Seek before resuming.** (Faust, every broker.) After table recovery Faust
+resumed the stream partitions and only then sought them to their committed
+offsets; records fetched in between were lost on partitions that changed
+hands. :func:`seek_before_resuming_streams` has the details.
 """
 
 from __future__ import annotations
