@@ -108,6 +108,13 @@ def _split(ds: StepDataset, val_fraction: float) -> tuple[npt.NDArray[np.int64],
     return rows[ds.ts < cutoff], rows[ds.ts >= cutoff], cutoff
 
 
+def _schedule(optimiser: torch.optim.Optimizer, lr: float, total_steps: int) -> Any:
+    """One-cycle learning rate; a constant one for runs too short to warm up (OneCycleLR divides by zero there)."""
+    if total_steps < 20:  # a 10 % warm-up of under 2 steps: one step would be both start and end of the phase
+        return torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=total_steps, pct_start=0.1)
+
+
 def _normalisation(ds: StepDataset, rows: npt.NDArray[np.int64], rng: np.random.Generator) -> tuple[list[float], list[float]]:
     sample = rng.choice(rows, size=min(len(rows), 20_000), replace=False)
     numeric, _, mask = ds.arrays(np.sort(sample))
@@ -189,8 +196,7 @@ def train(config: TrainConfig) -> TrainResult:
     model = SequenceModel(ds.spec, config.arch, mean, std)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     per_epoch = math.ceil((len(fraud) + n_legit) / config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=config.lr, total_steps=per_epoch * config.epochs, pct_start=0.1)
+    schedule = _schedule(optimiser, config.lr, per_epoch * config.epochs)
     check_rows, check_weight = _validation_sample(val_rows, y, config.val_legit, rng)
     best_ap, best_epoch, best_state, history = -1.0, 0, None, []
     longest_epoch = 0.0

@@ -126,3 +126,10 @@ def test_refuses_data_without_labels(tmp_path: Path) -> None:
     table = synthetic_table(n_cards=20, per_card=5).drop_columns(["is_fraud"])
     with pytest.raises(ValueError, match="is_fraud"):
         train(tiny_config(tmp_path, table))
+
+
+def test_a_run_of_a_few_steps_trains(tmp_path: Path) -> None:
+    """`fraudstream bench --events 20000` trained on so little that OneCycleLR divided by zero."""
+    table = synthetic_table(n_cards=60, per_card=15, fraud_share=0.5)
+    result = train(tiny_config(tmp_path, table, legit_per_epoch=100, batch_size=512))
+    assert read_config(result.path)["training"]["epochs_run"] == 1
