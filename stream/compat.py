@@ -126,14 +126,14 @@ def set_fetch_max_wait(ms: int) -> None:
     original = getattr(driver.AIOKafkaConsumerThread, "_fraudstream_original_create", None)
     if original is None:
         original = driver.AIOKafkaConsumerThread._create_worker_consumer
-        driver.AIOKafkaConsumerThread._fraudstream_original_create = original
+        driver.AIOKafkaConsumerThread._fraudstream_original_create = original  # type: ignore[attr-defined]
 
     def _create_worker_consumer(self: Any, transport: Any) -> Any:
         consumer = original(self, transport)
         consumer._fetch_max_wait_ms = ms  # read by AIOKafkaConsumer.start() when it builds its fetcher
         return consumer
 
-    driver.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
+    driver.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
 
 
 class _NeverEmpty:
@@ -173,8 +173,8 @@ def fetch_only_active_partitions() -> None:
             active_partitions = _NeverEmpty(active_partitions)
         return await original_fetch(self, consumer, active_partitions, timeout=timeout, max_records=max_records)
 
-    thread_cls._fetch_records = _fetch_records
-    thread_cls._fraudstream_fetch_fix = True
+    thread_cls._fetch_records = _fetch_records  # type: ignore[method-assign]
+    thread_cls._fraudstream_fetch_fix = True  # type: ignore[attr-defined]
 
 
 def _leave_group_in_generation_zero() -> None:
@@ -241,7 +241,7 @@ def rejoin_after_poll_timeout() -> None:
 
         return then_count_as_polled()
 
-    listener_cls.on_partitions_revoked = on_partitions_revoked
+    listener_cls.on_partitions_revoked = on_partitions_revoked  # type: ignore[method-assign]
     listener_cls._fraudstream_rejoin_fix = True
 
 
@@ -291,8 +291,8 @@ def seek_before_resuming_streams() -> None:
             while held:
                 resume(held.pop(0))
 
-    Recovery.on_recovery_completed = on_recovery_completed
-    Recovery._fraudstream_seek_fix = True
+    Recovery.on_recovery_completed = on_recovery_completed  # type: ignore[method-assign]
+    Recovery._fraudstream_seek_fix = True  # type: ignore[attr-defined]
 
 
 def apply_consumer_fixes(fetch_max_wait_ms: int = 0) -> None:
@@ -324,7 +324,7 @@ def enable_embedded_broker_compat(bootstrap_servers: str, client: Mapping[str, A
             return reported
         return await true_end_offsets(bootstrap_servers, reported, client=client)
 
-    driver.AIOKafkaConsumerThread._highwaters = _highwaters
+    driver.AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]
     _leave_group_in_generation_zero()
     _enabled = True
     log.info("embedded-broker compatibility on: end offsets corrected from the last record batch")
