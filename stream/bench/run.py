@@ -343,7 +343,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             if keep is not None:
                 _latency_and_memory(bootstrap, cfg, keep, results)
         finally:
-            for workers in [keep] if keep is not None else []:
-                workers.stop()
+            if keep is not None:
+                keep.stop()
     Path(cfg.out).write_text(json.dumps(results, indent=2))
     return results

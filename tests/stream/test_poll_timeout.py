@@ -16,10 +16,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 
 from tests.brokers import backend
-from tests.support import REPO
+from tests.support import REPO, produce
 
 pytestmark = pytest.mark.broker
 
@@ -28,11 +27,7 @@ N = 40
 
 def test_worker_evicted_for_a_poll_timeout_rejoins_and_processes_everything(broker: str, tmp_path: Path) -> None:
     topic = f"poll-timeout-{uuid.uuid4().hex[:8]}"
-    producer = KafkaProducer(bootstrap_servers=broker, linger_ms=0)
-    for i in range(N):
-        producer.send(topic, key=b"k", value=b"%d" % i, partition=0)
-    producer.flush()
-    producer.close()
+    produce(broker, topic, [(b"k", b"%d" % i) for i in range(N)])  # one key: one partition, in order
 
     out = tmp_path / "processed.txt"
     log = tmp_path / "worker.log"

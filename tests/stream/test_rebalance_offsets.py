@@ -24,11 +24,7 @@ pytestmark = pytest.mark.broker
 
 def _topic_with(broker: str, n: int) -> str:
     topic = f"rebalance-offsets-{uuid.uuid4().hex[:8]}"
-    producer = KafkaProducer(bootstrap_servers=broker, linger_ms=0)
-    for i in range(n):
-        producer.send(topic, key=b"k", value=b"%d" % i, partition=0)
-    producer.flush()
-    producer.close()
+    _topic_append(broker, topic, n)
     return topic
 
 
@@ -121,7 +117,7 @@ def test_recovery_seeks_stream_partitions_before_anything_can_fetch_them():
     app = SimpleNamespace(consumer=consumer, on_rebalance_complete=signal, consumer_generation_id=3,
                           conf=SimpleNamespace(broker_request_timeout=5.0),
                           flow_control=SimpleNamespace(resume=lambda: None), _fetcher=SimpleNamespace(maybe_start=_noop),
-                          assignor=SimpleNamespace(assigned_standbys=lambda: set()), on_rebalance_end=lambda: None)
+                          assignor=SimpleNamespace(assigned_standbys=set), on_rebalance_end=lambda: None)
     recovery = SimpleNamespace(
         app=app, log=SimpleNamespace(info=lambda *a: None, dev=lambda *a: None, warning=lambda *a: None),
         tables=SimpleNamespace(values=lambda: [], on_actives_ready=lambda: None, on_standbys_ready=lambda: None),
