@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from models.features import AMOUNT, CHANNEL, COUNTRY, MCC, TS
 from models.scoring import ScoringItem
@@ -118,30 +119,50 @@ class SequenceModel(nn.Module):
         if n > self.spec.n:
             raise ValueError(f"window of {n} steps exceeds the model's {self.spec.n}")
         recency = torch.arange(n - 1, -1, -1, device=z.device)  # 0 = scored step
-        h = self.numeric(z) + torch.stack(embedded).sum(0) + self.recency(recency)
+        h = self.numeric(z) + self.recency(recency)
+        for e in embedded:  # summed in place of torch.stack(...).sum(0): no [C,B,N,d] copy
+            h = h + e
+        attend = ~mask[:, None, None, :]  # [B,1,1,N], True = key takes part (SDPA's convention)
         layers = self.encoder.layers
         for layer in layers[:-1]:
-            h = layer(h, src_key_padding_mask=mask)
-        return self.head(_last_position(layers[-1], h, mask)).squeeze(-1) + self.logit_offset
+            h = _encoder_layer(layer, h, attend)
+        return self.head(_encoder_layer(layers[-1], h, attend, last_only=True)[:, 0]).squeeze(-1) + self.logit_offset
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.encode(*self.inputs(numeric, categorical, mask), mask)
 
 
-def _last_position(layer: nn.TransformerEncoderLayer, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The (pre-norm) encoder ``layer``'s output at the last position only, ``[B,d]``.
+def _encoder_layer(
+    layer: nn.TransformerEncoderLayer, h: torch.Tensor, attend: torch.Tensor, last_only: bool = False
+) -> torch.Tensor:
+    """A pre-norm ``layer`` applied to ``h`` ``[B,N,d]``: ``[B,N,d]``, or ``[B,1,d]`` with ``last_only``.
 
-    Only the scored step's output reaches the head, so the last layer needs
-    one query per window, not N: every position still serves as key and
-    value. The same arithmetic as ``layer(h)[:, -1]`` (a test holds them
-    equal) at about a third of the layer's cost; the sequence model's forward
-    pass is ~40 % cheaper.
+    The same arithmetic as ``layer(h, src_key_padding_mask=~attend)`` (dropout
+    included in training; a test holds them equal), written out because
+    PyTorch's inference fast path for the layer spends most of its time in a
+    masked softmax: with :func:`~torch.nn.functional.scaled_dot_product_attention`
+    the sequence model's forward pass costs about a third less on CPU.
+
+    ``last_only``: only the scored step's output reaches the head, so the last
+    layer needs one query per window, not N; every position still serves as
+    key and value (about a third of the layer's cost).
     """
+    mha = layer.self_attn
+    b, n, d = h.shape
+    heads = mha.num_heads
     y = layer.norm1(h)
-    attended = layer.self_attn(y[:, -1:], y, y, key_padding_mask=mask, need_weights=False)[0]
-    x = h[:, -1:] + layer.dropout1(attended)
-    x = x + layer._ff_block(layer.norm2(x))
-    return x[:, 0]
+    w, bias = mha.in_proj_weight, mha.in_proj_bias
+    if last_only:
+        h = h[:, -1:]
+        q = F.linear(y[:, -1:], w[:d], None if bias is None else bias[:d])
+        k, v = F.linear(y, w[d:], None if bias is None else bias[d:]).split(d, -1)
+    else:
+        q, k, v = F.linear(y, w, bias).split(d, -1)
+    q, k, v = (t.view(b, -1, heads, d // heads).transpose(1, 2) for t in (q, k, v))
+    attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attend,
+                                              dropout_p=mha.dropout if mha.training else 0.0)
+    x = h + layer.dropout1(mha.out_proj(attended.transpose(1, 2).reshape(b, -1, d)))
+    return x + layer._ff_block(layer.norm2(x))
 
 
 def _ago(seconds: float) -> str:

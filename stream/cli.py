@@ -25,6 +25,10 @@ def _worker(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.bootstrap_servers:
         settings = settings.replace(bootstrap_servers=args.bootstrap_servers)
+    if settings.malloc_keep_freed:
+        from models.allocator import keep_freed_memory
+
+        keep_freed_memory()
     engine = create_engine(settings)
     # Returns via sys.exit when stopped.
     service_worker(engine.app, settings.log_level, settings.log_format).execute_from_commandline()

@@ -129,18 +129,45 @@ def test_every_feature_has_an_explanation() -> None:
     assert all(text.startswith("sequence: ") for text in texts.values())
 
 
-def test_last_position_shortcut_equals_the_full_encoder():
-    torch.manual_seed(0)
-    model = SequenceModel(StepSpec(), Architecture()).eval()
-    b, n = 9, model.spec.n
+def _random_window(model: SequenceModel, b: int = 9) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n = model.spec.n
     numeric = torch.randn(b, n, model.numeric.in_features)
     categorical = torch.stack([torch.randint(0, k, (b, n)) for k in model.spec.buckets], -1)
     mask = torch.zeros(b, n, dtype=torch.bool)
     mask[:4, : n // 2] = True  # short histories: left padding
+    return numeric, categorical, mask
+
+
+def _torch_encoder_logits(model: SequenceModel, numeric: torch.Tensor, categorical: torch.Tensor,
+                          mask: torch.Tensor) -> torch.Tensor:
+    """The logits through PyTorch's own ``nn.TransformerEncoder``, every position of every layer."""
+    z, embedded = model.inputs(numeric, categorical, mask)
+    recency = torch.arange(model.spec.n - 1, -1, -1)
+    x = model.numeric(z) + torch.stack(embedded).sum(0) + model.recency(recency)
+    return model.head(model.encoder(x, src_key_padding_mask=mask)[:, -1]).squeeze(-1) + model.logit_offset
+
+
+def test_written_out_layers_equal_pytorchs_encoder_in_inference():
+    torch.manual_seed(0)
+    model = SequenceModel(StepSpec(), Architecture()).eval()
+    window = _random_window(model)
     with torch.inference_mode():
-        z, embedded = model.inputs(numeric, categorical, mask)
-        fast = model.encode(z, embedded, mask)
-        recency = torch.arange(n - 1, -1, -1)
-        x = model.numeric(z) + torch.stack(embedded).sum(0) + model.recency(recency)
-        full = model.head(model.encoder(x, src_key_padding_mask=mask)[:, -1]).squeeze(-1) + model.logit_offset
-    assert torch.allclose(fast, full, atol=1e-5), (fast - full).abs().max()
+        ours = model(*window)
+        reference = _torch_encoder_logits(model, *window)
+    assert torch.allclose(ours, reference, atol=1e-5), (ours - reference).abs().max()
+
+
+def test_written_out_layers_equal_pytorchs_encoder_in_training():
+    # Dropout 0 so both are deterministic: same values and same gradients for every parameter.
+    torch.manual_seed(0)
+    model = SequenceModel(StepSpec(n=8), Architecture(d_model=32, dim_feedforward=64, dropout=0.0)).train()
+    window = _random_window(model)
+    ours = model(*window)
+    ours_grads = torch.autograd.grad(ours.sum(), list(model.parameters()), allow_unused=True)
+    reference = _torch_encoder_logits(model, *window)
+    reference_grads = torch.autograd.grad(reference.sum(), list(model.parameters()), allow_unused=True)
+    assert torch.allclose(ours, reference, atol=1e-5)
+    for a, b in zip(ours_grads, reference_grads, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
