@@ -30,6 +30,7 @@ from models.checkpoint import CheckpointWatcher, load_checkpoint
 from models.fusion import Fusion
 from models.online import OnlineLearner
 from stream.compat import apply_consumer_fixes, enable_embedded_broker_compat
+from stream.drain import deliver_directly
 from stream.modelsync import ModelSync
 from stream.outbox import Outbox
 from stream.records import Limits
@@ -234,6 +235,8 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     # once. Let the buffer hold a few batches (it is flushed before every commit).
     ProducerBuffer.max_messages = max(ProducerBuffer.max_messages, 8 * settings.batch_size)
     app = _faust_app(settings)
+    if settings.direct_delivery:
+        deliver_directly(app)
 
     settings.signing_key()  # fail fast: without it no snapshot can be published or trusted
 

@@ -63,6 +63,7 @@ class Settings:
     broker_rebalance_timeout_s: float = _f(30.0, "Time a rebalance waits for members to rejoin.")
     broker_max_poll_interval_s: float = _f(300.0, "Longest gap between polls before Kafka evicts the worker.")
     broker_max_poll_records: int = _f(1000, "Most records one fetch hands the worker; it fetches again only once the agent has taken them, so this bounds the gap between polls.")
+    direct_delivery: bool = _f(True, "Hand fetched records to the score agent without Faust's two tasks per record (stream/drain.py); False = Faust's own fetch loop.")
     fetch_max_wait_ms: int = _f(0, "Longest a consumer fetch may wait for data; 0 keeps Faust's 1500. The embedded broker always waits this long, so the demo and bench use 10 for latency.")
     producer_linger_s: float = _f(0.005, "Producer linger: how long a batch waits to fill (latency vs. throughput).")
     embedded_broker_compat: bool = _f(False, "Correct the embedded broker's end-offset answers (stream/compat.py); set by the demo and tests, never needed on Apache Kafka.")

@@ -1,0 +1,127 @@
+"""Faust's fetch loop, handing each record to its agent without two tasks per record.
+
+Faust's consumer (``Consumer._drain_messages``, faust-streaming 0.15.3)
+delivers every fetched record with ``wait_first(callback(message),
+suspend_flow.wait())``: two new tasks and an ``asyncio.wait`` per record,
+so that a rebalance (which sets ``suspend_flow``) can abandon a delivery
+blocked on a full agent buffer. That is most of Faust's per-record cost, and
+because each record takes several event-loop turns, the agent found only the
+~50 records delivered while it awaited its previous batch's produce: batches
+of 32-64 where 512 were allowed, so every per-batch cost was paid ten times
+over.
+
+:func:`deliver_directly` installs the same loop with one change: when the
+delivery cannot block (flow active, Faust's producer buffer below its limit,
+room in every queue the record goes to), the callback is awaited directly; it
+then finishes without suspending, as the original would have. Otherwise the
+original ``wait_first`` path runs, so a rebalance still interrupts a blocked
+delivery. Offsets, gaps, commits and the periodic yield are Faust's.
+
+The loop is installed on Faust's ``Consumer`` class; only apps passed to
+:func:`deliver_directly` take the direct path (``FRAUDSTREAM_DIRECT_DELIVERY=0``
+keeps Faust's own behaviour for the engine).
+
+Example:
+    >>> import faust
+    >>> app = faust.App("doc-drain", broker="kafka://localhost:9092")
+    >>> deliver_directly(app)
+    >>> from faust.transport.consumer import Consumer
+    >>> Consumer._drain_messages.__name__
+    '_drain_messages_direct'
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+__all__ = ["deliver_directly"]
+
+
+def deliver_directly(app: Any) -> None:
+    """Use the direct loop for ``app``'s consumer (other apps in the process keep Faust's behaviour)."""
+    from faust.transport.consumer import Consumer
+
+    app._fraudstream_direct_delivery = True
+    if Consumer._drain_messages is not _drain_messages_direct:
+        Consumer._drain_messages = _drain_messages_direct  # type: ignore[method-assign]
+
+
+def _can_deliver_now(app: Any, channels_for: Any, tp: Any) -> bool:
+    """True if Faust's ``on_message`` for ``tp`` would finish without suspending."""
+    if not app.flow_control.is_active():
+        return False
+    buffer = app.producer.buffer
+    if buffer.size > buffer.max_messages:
+        return False
+    return not any(channel.queue.full() for channel in channels_for(tp, ()))
+
+
+async def _drain_messages_direct(self: Any, fetcher: Any) -> None:  # pragma: no cover (runs in workers)
+    # Faust's Consumer._drain_messages (0.15.3), unchanged but for the marked lines.
+    from faust.transport.consumer import CONSUMER_FETCHING
+
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = self._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    commit_every = self._commit_every
+    acks_enabled_for = self.app.topics.acks_enabled_for
+    app = self.app
+    channels_for = app.topics._tp_index.get  # changed: the queues (topic channels) a record goes to
+    direct = getattr(app, "_fraudstream_direct_delivery", False)  # changed
+    suspend_flow = self.suspend_flow
+
+    yield_every = 100
+    num_since_yield = 0
+    sleep = asyncio.sleep
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(CONSUMER_FETCHING)
+            ait = getmany(timeout=1.0)
+            await self.sleep(0)
+            if not self.should_stop:
+                async for tp, message in ait:
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await sleep(0)
+                        num_since_yield = 0
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        if gap > 1 and r_offset:
+                            if acks_enabled_for(message.topic):
+                                await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None:
+                            if self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                        # changed: direct when it cannot block, Faust's wait_first otherwise
+                        if direct and not suspend_flow.is_set() and _can_deliver_now(app, channels_for, tp):
+                            await callback(message)
+                        else:
+                            await self.wait_first(callback(message), suspend_flow.wait())
+                        set_read_offset(tp, offset)
+                    else:
+                        self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key, message.value)
+                unset_flag(CONSUMER_FETCHING)
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(CONSUMER_FETCHING)
