@@ -90,7 +90,7 @@ def _bench(args: argparse.Namespace) -> int:
     else:
         cfg = BenchConfig(events=args.events, cards=args.cards, partitions=args.partitions,
                           workers=tuple(int(w) for w in args.workers.split(",")), latency_rate=args.latency_rate,
-                          latency_seconds=args.latency_seconds, soak_seconds=args.soak_seconds,
+                          latency_seconds=args.latency_seconds, soak_seconds=args.soak_seconds, soak_rate=args.soak_rate,
                           batch_size=args.batch_size, checkpoint=args.checkpoint, out=args.out)
     results = run_bench(cfg)
     print(f"figures written to {args.out}")
@@ -169,7 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--latency-rate", type=float, default=2000.0, help="offered load for the latency test, per s")
     p.add_argument("--latency-seconds", type=float, default=30.0)
-    p.add_argument("--soak-seconds", type=float, default=0.0, help="run the offered load this long for the memory check")
+    p.add_argument("--soak-seconds", type=float, default=0.0,
+                   help="after the latency run, offer --soak-rate this long for the memory check")
+    p.add_argument("--soak-rate", type=float, default=0.0, help="offered load of the soak, per s (0: --latency-rate)")
     p.add_argument("--checkpoint", default="auto",
                    help="sequence model checkpoint dir; 'auto' (default) trains a small one first, '' runs the "
                         "online learner only")

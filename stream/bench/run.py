@@ -40,7 +40,8 @@ class BenchConfig:
     workers: tuple[int, ...] = (1, 2)
     latency_rate: float = 2000.0
     latency_seconds: float = 30.0
-    soak_seconds: float = 0.0
+    soak_seconds: float = 0.0  # after the latency run: a soak at soak_rate, for the memory figure
+    soak_rate: float = 0.0  # 0: the latency rate
     batch_size: int = 512
     checkpoint: str = "auto"  # "auto": train a small sequence model first; "": online learner only
     out: str = "bench-results.json"
@@ -50,7 +51,7 @@ class BenchConfig:
     def smoke(cls, out: str) -> BenchConfig:
         """A few seconds, to prove the benchmark works (CI)."""
         return cls(events=3000, cards=300, partitions=2, workers=(1,), latency_rate=300.0, latency_seconds=3.0,
-                   out=out)
+                   soak_seconds=3.0, soak_rate=200.0, out=out)
 
 
 def _table(events: int, cards: int, seed: int) -> Any:
@@ -233,11 +234,11 @@ def _pct(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def _latency_and_memory(bootstrap: str, cfg: BenchConfig, keep: _Workers, results: dict[str, Any]) -> None:
-    """Offered load at ``cfg.latency_rate``: end-to-end latency, and the worker's RSS over the run."""
-    seconds = max(cfg.latency_seconds, cfg.soak_seconds)
-    n = int(cfg.latency_rate * seconds)
-    load = _records(n, cfg.cards, prefix="lat-", seed=6)
+def _offered_phase(bootstrap: str, cfg: BenchConfig, keep: _Workers, rate: float, seconds: float, prefix: str,
+                   seed: int, scored_before: int) -> dict[str, Any]:
+    """Offer ``rate`` transactions/s for ``seconds``: latency percentiles, and the worker's RSS over the run."""
+    n = int(rate * seconds)
+    load = _records(n, cfg.cards, prefix=prefix, seed=seed)
     pid = keep.procs[0].pid
     rss = [(0.0, _rss_mb(pid))]
     started = time.monotonic()
@@ -249,26 +250,42 @@ def _latency_and_memory(bootstrap: str, cfg: BenchConfig, keep: _Workers, result
 
     async def both() -> float:
         sampler = asyncio.create_task(sample())
-        achieved = await _offered_load(bootstrap, "bench-tx", load, cfg.latency_rate)
+        achieved = await _offered_load(bootstrap, "bench-tx", load, rate)
         await sampler
         return achieved
 
     achieved = asyncio.run(both())
     try:
-        keep.wait_scored(cfg.events + n, timeout_s=120)
+        keep.wait_scored(scored_before + n, timeout_s=120)
         behind = 0
     except TimeoutError:  # the engine could not keep up: report by how much, do not stop
-        behind = cfg.events + n - sum(st.get("scored", 0) for st in keep.stats())
+        behind = scored_before + n - sum(st.get("scored", 0) for st in keep.stats())
         print(f"the engine fell behind the offered load: {behind:,} transactions unscored 120 s after "
               f"it ended", flush=True)
-    lat = _latencies(bootstrap, keep.base.topic_scores, "lat-", n, timeout_s=10)
-    results["latency"] = {"offered_per_s": cfg.latency_rate, "achieved_per_s": round(achieved, 1),
-                          "seconds": seconds, "samples": len(lat), "unscored_after_120_s": behind,
-                          "p50_ms": _pct(lat, 0.5), "p95_ms": _pct(lat, 0.95), "p99_ms": _pct(lat, 0.99)}
+    rss.append((round(time.monotonic() - started, 1), _rss_mb(pid)))
+    lat = _latencies(bootstrap, keep.base.topic_scores, prefix, n, timeout_s=10)
+    return {"offered_per_s": rate, "achieved_per_s": round(achieved, 1), "seconds": seconds, "samples": len(lat),
+            "unscored_after_120_s": behind, "p50_ms": _pct(lat, 0.5), "p95_ms": _pct(lat, 0.95),
+            "p99_ms": _pct(lat, 0.99), "rss_mb": rss, "transactions": n}
+
+
+def _latency_and_memory(bootstrap: str, cfg: BenchConfig, keep: _Workers, results: dict[str, Any]) -> None:
+    """Latency at ``cfg.latency_rate``; then, with ``cfg.soak_seconds``, a soak at ``cfg.soak_rate`` for memory."""
+    latency = _offered_phase(bootstrap, cfg, keep, cfg.latency_rate, cfg.latency_seconds, "lat-", 6, cfg.events)
+    rss = latency.pop("rss_mb")
+    results["latency"] = latency
+    print(f"latency at {cfg.latency_rate:,.0f}/s offered: p50 {latency['p50_ms']} ms, "
+          f"p95 {latency['p95_ms']} ms, p99 {latency['p99_ms']} ms", flush=True)
+    if cfg.soak_seconds > 0:
+        rate = cfg.soak_rate or cfg.latency_rate
+        soak = _offered_phase(bootstrap, cfg, keep, rate, cfg.soak_seconds, "soak-", 7,
+                              cfg.events + latency["transactions"])
+        rss = soak.pop("rss_mb")
+        results["soak"] = soak
+        print(f"soak at {rate:,.0f}/s offered for {cfg.soak_seconds:.0f} s: p50 {soak['p50_ms']} ms, "
+              f"p95 {soak['p95_ms']} ms, p99 {soak['p99_ms']} ms", flush=True)
     results["memory_rss_mb"] = {"start": rss[0][1], "end": rss[-1][1], "samples": rss}
-    print(f"latency at {cfg.latency_rate:,.0f}/s offered: p50 {results['latency']['p50_ms']} ms, "
-          f"p95 {results['latency']['p95_ms']} ms, p99 {results['latency']['p99_ms']} ms", flush=True)
-    print(f"worker RSS: {rss[0][1]:.0f} MB at start, {rss[-1][1]:.0f} MB after {seconds:.0f} s", flush=True)
+    print(f"worker RSS: {rss[0][1]:.0f} MB at start, {rss[-1][1]:.0f} MB after {rss[-1][0]:.0f} s", flush=True)
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:

@@ -24,4 +24,6 @@ def test_smoke_bench_produces_every_figure(tmp_path):
     latency = results["latency"]
     assert latency["samples"] == int(latency["offered_per_s"] * latency["seconds"])
     assert latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"]
+    soak = results["soak"]
+    assert soak["samples"] == int(soak["offered_per_s"] * soak["seconds"]) and soak["unscored_after_120_s"] == 0
     assert results["memory_rss_mb"]["start"] > 0 and results["ratio_engine_to_bare"] > 0
