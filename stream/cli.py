@@ -30,6 +30,9 @@ def _worker(args: argparse.Namespace) -> int:
 
         keep_freed_memory()
     engine = create_engine(settings)
+    from stream.heap import collect_less_often
+
+    collect_less_often(settings.gc_threshold)  # after start-up, so its objects are frozen
     # Returns via sys.exit when stopped.
     service_worker(engine.app, settings.log_level, settings.log_format).execute_from_commandline()
     return 0

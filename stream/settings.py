@@ -104,6 +104,7 @@ class Settings:
     sequence_reload_interval_s: float = _f(5.0, "How often the worker checks the checkpoint directory for a newer model (switches without restart).")
     torch_threads: int = _f(1, "Threads PyTorch may use for inference in one worker.")
     malloc_keep_freed: bool = _f(True, "Keep freed memory in the worker (glibc mallopt) instead of faulting a micro-batch's tensors in afresh: ~20 % faster inference; RSS stays at its peak (models/allocator.py).")
+    gc_threshold: int = _f(50000, "Allocations between the garbage collector's young-generation runs (Python's default is 700); start-up objects are frozen too (stream/heap.py). 0 keeps Python's threshold.")
     # --- process -----------------------------------------------------------
     data_dir: str = _f("./fraudstream-data", "Faust data directory (table stores, RocksDB files).")
     store: str = _f("memory://", "Table store: memory:// (tests, demo) or rocksdb:// (production).")
@@ -141,6 +142,8 @@ class Settings:
                      "max_message_bytes", "torch_threads", "broker_max_poll_records"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.gc_threshold < 0:
+            raise SettingsError(f"gc_threshold must be >= 0 (0 keeps Python's), got {self.gc_threshold}")
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise SettingsError(f"processing_guarantee must be at_least_once or exactly_once, got {self.processing_guarantee!r}")
         if self.auto_offset_reset not in ("earliest", "latest"):
