@@ -26,6 +26,12 @@ the worker corrects those answers: it reads the last batch of each partition
 and reports the offset after its last record. One extra fetch per partition,
 only when Faust asks for end offsets (recovery, rebalances), never per event.
 
+**Slow fetches.** Tansu answers a fetch with no records when finding the
+offset takes longer than the fetch's max wait, which it does once a partition
+holds tens of thousands of small batches; the consumer then never moves.
+:func:`wait_longer_when_the_broker_is_slow` (also under the compat flag) lets
+the wait grow while that happens.
+
 **Fetch only what Faust asked for.** (A Faust/aiokafka bug, not the broker's:
 applied on every broker.) Faust passes aiokafka its *live* set of active
 partitions; table recovery pauses partitions (removes them from the set) while
@@ -76,6 +82,7 @@ __all__ = [
     "seek_before_resuming_streams",
     "set_fetch_max_wait",
     "true_end_offsets",
+    "wait_longer_when_the_broker_is_slow",
 ]
 
 log = logging.getLogger("fraudstream.compat")
@@ -309,6 +316,58 @@ def apply_consumer_fixes(fetch_max_wait_ms: int = 0) -> None:
     seek_before_resuming_streams()  # else a rebalance can skip records of a partition that changed hands
 
 
+#: Longest fetch wait :func:`wait_longer_when_the_broker_is_slow` goes up to (ms).
+SLOW_BROKER_MAX_WAIT_MS = 1000
+
+
+def wait_longer_when_the_broker_is_slow() -> None:
+    """Adapt aiokafka's fetch wait to a broker that gives up on a fetch before finding its records (idempotent).
+
+    Tansu's in-memory storage finds a fetch offset by walking the partition's
+    record batches, ~0.7 us each here; when that takes longer than the fetch's
+    max wait it answers with no records (and the right high watermark). A
+    partition of 40,000 single-record batches (what a producer with
+    ``linger_ms=0`` writes at a steady 2,000/s in a few minutes) takes ~29 ms, so
+    with ``FRAUDSTREAM_FETCH_MAX_WAIT_MS=10`` every fetch came back empty and the
+    worker stopped for good (the bench's soak stalled this way). After a fetch
+    that brought nothing for a partition whose high watermark is past the fetch
+    offset, the wait doubles (up to :data:`SLOW_BROKER_MAX_WAIT_MS`); after one that
+    brought records it halves back towards the configured wait. It settles near
+    the broker's real fetch time; latency grows with it, which is that broker's.
+    """
+    from aiokafka.consumer.fetcher import Fetcher
+    from aiokafka.structs import TopicPartition
+
+    original = Fetcher._proc_fetch_request
+    if getattr(original, "_fraudstream_adaptive", False):
+        return
+
+    async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
+        result = await original(self, assignment, node_id, request)
+        base = self.__dict__.setdefault("_fraudstream_base_wait_ms", self._fetch_max_wait_ms)
+        fed = starved = False
+        for topic, partitions in request.topics:
+            for partition, offset, *_ in partitions:
+                tp = TopicPartition(topic, partition)
+                if tp in self._records:
+                    fed = True
+                    continue
+                try:
+                    state = assignment.state_value(tp)
+                except Exception:  # no longer assigned: says nothing about the broker
+                    continue
+                if state is not None and state.highwater is not None and state.highwater > offset:
+                    starved = True
+        if starved and not fed:
+            self._fetch_max_wait_ms = min(2 * self._fetch_max_wait_ms, max(base, SLOW_BROKER_MAX_WAIT_MS))
+        elif fed:
+            self._fetch_max_wait_ms = max(base, self._fetch_max_wait_ms // 2)
+        return result
+
+    _proc_fetch_request._fraudstream_adaptive = True  # type: ignore[attr-defined]
+    Fetcher._proc_fetch_request = _proc_fetch_request  # type: ignore[method-assign]
+
+
 def enable_embedded_broker_compat(bootstrap_servers: str, client: Mapping[str, Any] | None = None) -> None:
     """Patch Faust's aiokafka driver to use :func:`true_end_offsets` (idempotent)."""
     global _enabled
@@ -326,5 +385,6 @@ def enable_embedded_broker_compat(bootstrap_servers: str, client: Mapping[str, A
 
     driver.AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]
     _leave_group_in_generation_zero()
+    wait_longer_when_the_broker_is_slow()
     _enabled = True
     log.info("embedded-broker compatibility on: end offsets corrected from the last record batch")
