@@ -165,7 +165,7 @@ class OnlineLearner:
     def load(cls, path: str | os.PathLike[str]) -> OnlineLearner:
         """Read a learner written by :meth:`save` (a trusted local file)."""
         with open(path, "rb") as fh:
-            learner = pickle.load(fh)  # noqa: S301 - operator-configured local file
+            learner = pickle.load(fh)
         if not isinstance(learner, cls):
             raise TypeError(f"{path} holds a {type(learner).__name__}, not an OnlineLearner")
         return learner

@@ -148,7 +148,7 @@ def _encoder_layer(
     key and value (about a third of the layer's cost).
     """
     mha = layer.self_attn
-    b, n, d = h.shape
+    b, _, d = h.shape
     heads = mha.num_heads
     y = layer.norm1(h)
     w, bias = mha.in_proj_weight, mha.in_proj_bias

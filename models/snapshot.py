@@ -91,7 +91,7 @@ def verify(blob: bytes, key: bytes) -> tuple[dict[str, Any], bytes]:
 def unseal(blob: bytes, key: bytes) -> tuple[OnlineLearner, dict[str, Any]]:
     """Verify, then unpickle. Raises :class:`SnapshotError` for anything untrusted."""
     header, payload = verify(blob, key)
-    learner = pickle.loads(payload)  # noqa: S301 - authenticated above
+    learner = pickle.loads(payload)
     if not isinstance(learner, OnlineLearner):
         raise SnapshotError(f"signed snapshot holds a {type(learner).__name__}")
     return learner, header

@@ -352,10 +352,7 @@ def wait_longer_when_the_broker_is_slow() -> None:
                 if tp in self._records:
                     fed = True
                     continue
-                try:
-                    state = assignment.state_value(tp)
-                except Exception:  # no longer assigned: says nothing about the broker
-                    continue
+                state = assignment.state_value(tp)  # None once no longer assigned
                 if state is not None and state.highwater is not None and state.highwater > offset:
                     starved = True
         if starved and not fed:

@@ -94,13 +94,11 @@ async def _drain_messages_direct(self: Any, fetcher: Any) -> None:  # pragma: no
                     r_offset = get_read_offset(tp)
                     if r_offset is None or offset >= r_offset:
                         gap = offset - (r_offset or 0)
-                        if gap > 1 and r_offset:
-                            if acks_enabled_for(message.topic):
-                                await self._add_gap(tp, r_offset + 1, offset)
-                        if commit_every is not None:
-                            if self._n_acked >= commit_every:
-                                self._n_acked = 0
-                                await self.commit()
+                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
                         # changed: direct when it cannot block, Faust's wait_first otherwise
                         if direct and not suspend_flow.is_set() and _can_deliver_now(app, channels_for, tp):
                             await callback(message)
@@ -120,8 +118,8 @@ async def _drain_messages_direct(self: Any, fetcher: Any) -> None:  # pragma: no
             self.log.info("Consumer shutting down for user cancel.")
             return
         raise
-    except Exception as exc:
-        self.log.exception("Drain messages raised: %r", exc)
+    except Exception:
+        self.log.exception("Drain messages raised")
         raise
     finally:
         unset_flag(CONSUMER_FETCHING)

@@ -118,5 +118,5 @@ class ModelSync:
         timeout = self.engine.settings.model_sync_timeout_s
         try:
             await asyncio.wait_for(self.ready.wait(), timeout=timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("no model snapshot read within %.0f s; scoring with the model at hand", timeout)

@@ -28,10 +28,10 @@ __all__ = [
     "Trickle",
     "WorkerProcess",
     "as_records",
-    "make_traffic",
     "consume_all",
     "fast_settings",
     "header",
+    "make_traffic",
     "produce",
     "wait_for",
 ]

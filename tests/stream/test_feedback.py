@@ -33,7 +33,7 @@ def test_labels_teach_the_online_learner(settings, worker_factory, broker):
     before = _scores(broker, settings, before_rows)
 
     labels = [_label(r) for r in before_rows]
-    unknown = ("card-0".encode(), json.dumps({"transaction_id": "never-seen", "card_id": "card-0", "label": "fraud"}).encode())
+    unknown = (b"card-0", json.dumps({"transaction_id": "never-seen", "card_id": "card-0", "label": "fraud"}).encode())
     mismatch = _label(before_rows[0], card_id="card-somebody-else")
     mismatch = (before_rows[0]["card_id"].encode(), mismatch[1])
     bad_label = (b"card-0", json.dumps({"transaction_id": before_rows[0]["transaction_id"], "card_id": "card-0", "label": "maybe"}).encode())

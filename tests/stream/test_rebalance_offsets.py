@@ -120,7 +120,7 @@ def test_recovery_seeks_stream_partitions_before_anything_can_fetch_them():
                           assignor=SimpleNamespace(assigned_standbys=set), on_rebalance_end=lambda: None)
     recovery = SimpleNamespace(
         app=app, log=SimpleNamespace(info=lambda *a: None, dev=lambda *a: None, warning=lambda *a: None),
-        tables=SimpleNamespace(values=lambda: [], on_actives_ready=lambda: None, on_standbys_ready=lambda: None),
+        tables=SimpleNamespace(values=list, on_actives_ready=lambda: None, on_standbys_ready=lambda: None),
         _set_recovery_ended=lambda: None, _is_changelog_tp=lambda tp: False, _wait=_wait,
         completed=SimpleNamespace(set=lambda: None), actives_for_table={}, standbys_for_table={},
     )
