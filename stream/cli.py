@@ -18,7 +18,9 @@ __all__ = ["main"]
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from models.allocator import keep_freed_memory
     from stream.app import create_engine
+    from stream.heap import collect_less_often
     from stream.logs import service_worker
     from stream.settings import Settings
 
@@ -26,12 +28,8 @@ def _worker(args: argparse.Namespace) -> int:
     if args.bootstrap_servers:
         settings = settings.replace(bootstrap_servers=args.bootstrap_servers)
     if settings.malloc_keep_freed:
-        from models.allocator import keep_freed_memory
-
         keep_freed_memory()
     engine = create_engine(settings)
-    from stream.heap import collect_less_often
-
     collect_less_often(settings.gc_threshold)  # after start-up, so its objects are frozen
     # Returns via sys.exit when stopped.
     service_worker(engine.app, settings.log_level, settings.log_format).execute_from_commandline()
