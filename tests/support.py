@@ -33,6 +33,7 @@ __all__ = [
     "header",
     "make_traffic",
     "produce",
+    "stop_child",
     "wait_for",
 ]
 
@@ -72,6 +73,18 @@ def fast_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
     return Settings(**base)
 
 
+def stop_child(proc: subprocess.Popen[Any], timeout: float = 30.0) -> int | None:
+    """SIGTERM ``proc`` and wait; SIGKILL it if it is still there after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class WorkerProcess:
     """``fraudstream worker`` as a child process with ``settings`` in its environment."""
 
@@ -97,14 +110,7 @@ class WorkerProcess:
         """SIGTERM and wait (Faust flushes and commits on the way out)."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_child(self.proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL: a crash, no flush, no commit."""

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.brokers import backend
-from tests.support import REPO, produce
+from tests.support import REPO, produce, stop_child
 
 pytestmark = pytest.mark.broker
 
@@ -44,11 +44,7 @@ def _run(broker: str, topic: str, tmp_path: Path, buffer: int, direct: bool) -> 
         time.sleep(0.1)  # the file is written in one call; let it land
         return json.loads(out.read_text())
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_child(worker, timeout=20)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.brokers import backend
-from tests.support import REPO, produce
+from tests.support import REPO, produce, stop_child
 
 pytestmark = pytest.mark.broker
 
@@ -48,8 +48,4 @@ def test_worker_evicted_for_a_poll_timeout_rejoins_and_processes_everything(brok
         assert not missing, f"never processed after the eviction: {missing[:10]}...\n{text[-3000:]}"
         assert "Kafka took this worker's partitions" in text, "the worker was never evicted: the test proves nothing"
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_child(worker, timeout=20)
