@@ -106,14 +106,29 @@ class Engine:
         }
         return all(checks.values()), checks
 
+    def table_keys(self) -> dict[str, int]:
+        """Keys this worker holds per table (memory store only: RocksDB cannot count without a scan).
+
+        What the worker's memory is made of, besides the models: the history
+        table is bounded by the cards of its partitions, the features table by
+        ``feature_retention_s`` of event time, the pending table by the labels
+        waiting for their transaction.
+        """
+        if not self.settings.store.startswith("memory://"):
+            return {}
+        return {"history": len(self.history.data), "features": len(self.features.data),
+                "pending": len(self.pending.data)}
+
     def update_gauges(self) -> None:
-        """Consumer lag per assigned partition, model versions, the learner's rolling AUC."""
+        """Consumer lag per assigned partition, keys per table, model versions, the learner's rolling AUC."""
         monitor = self.app.monitor
         ends = getattr(monitor, "tp_end_offsets", None) or {}
         reads = getattr(monitor, "tp_read_offsets", None) or {}
         for tp, end in ends.items():
             read = reads.get(tp, -1)
             self.telemetry.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(end - read - 1, 0))
+        for table, keys in self.table_keys().items():
+            self.telemetry.table_keys.labels(table).set(keys)
         self.telemetry.set_versions(self.fusion.versions())
         if self.trainer is not None and self.trainer.learner is not None:
             auc = self.trainer.guard.rolling_auc

@@ -90,6 +90,8 @@ class Telemetry:
                                  buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.consumer_lag = Gauge("fraudstream_consumer_lag", "Records not yet read, per partition.",
                                   ["topic", "partition"], registry=self.registry)
+        self.table_keys = Gauge("fraudstream_table_keys", "Keys this worker holds per table (memory store only).",
+                                ["table"], registry=self.registry)
         self.model_info = Gauge("fraudstream_model_info", "1 for each model version in use.", ["model", "version"],
                                 registry=self.registry)
         self.rolling_auc = Gauge("fraudstream_online_rolling_auc", "Online learner's rolling ROC AUC on feedback "

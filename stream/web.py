@@ -3,7 +3,7 @@
 * ``GET /healthz`` — liveness: 200 while the worker runs and no agent has stopped.
 * ``GET /ready`` — readiness: 200 only after table recovery and the model load, else 503.
 * ``GET /metrics`` — Prometheus text exposition (``stream/telemetry.py``).
-* ``GET /stats/`` — the worker's counters as JSON.
+* ``GET /stats/`` — the worker's counters, model versions and keys per table as JSON.
 * ``GET /cards/{card_id}/history/`` — the card's history as the worker holds it,
   routed by Faust to whichever worker owns the card's partition: the first
   thing to look at when a score surprises you.
@@ -64,4 +64,5 @@ def register(engine: Engine) -> None:
 
     @app.page("/stats/")
     async def stats(web: Any, request: Any) -> Any:
-        return web.json({"stats": engine.stats.snapshot(), "model_versions": engine.fusion.versions()})
+        return web.json({"stats": engine.stats.snapshot(), "model_versions": engine.fusion.versions(),
+                         "table_keys": engine.table_keys()})

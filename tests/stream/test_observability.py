@@ -64,6 +64,10 @@ def test_health_ready_metrics_and_json_logs(settings, worker_factory, broker):
     assert _metric(text, "fraudstream_batch_size_sum") == len(rows) + 1
     assert _metric(text, "fraudstream_model_info", model="online", version="online-0") == 1
     assert "fraudstream_latency_seconds_bucket" in text and "fraudstream_consumer_lag" in text
+    # One worker owns every partition: a history per card, every scored transaction's features kept.
+    assert _metric(text, "fraudstream_table_keys", table="history") == 30
+    assert _metric(text, "fraudstream_table_keys", table="features") == len(rows)
+    assert json.loads(_get(worker, "/stats/")[1])["table_keys"] == {"history": 30, "features": len(rows), "pending": 0}
 
     log_lines = [line for line in worker.log_path.read_text().splitlines() if line.startswith("{")]
     assert log_lines and all(json.loads(line)["level"] for line in log_lines)
