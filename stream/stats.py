@@ -22,6 +22,7 @@ class Stats:
 
     events_in: int = 0
     scored: int = 0
+    history_entries: int = 0  # summed over scored transactions: prior entries each was scored with
     alerts: int = 0
     batches: int = 0
     labels_forwarded: int = 0

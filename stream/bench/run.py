@@ -21,6 +21,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from datetime import UTC, datetime, timedelta
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ _FIELDS = ("transaction_id", "card_id", "timestamp", "amount", "currency", "merc
 @dataclass
 class BenchConfig:
     events: int = 200_000
-    cards: int = 20_000
+    cards: int = 4_000  # 50 transactions a card: most are scored with a full window, as in production
     partitions: int = 4
     workers: tuple[int, ...] = (1, 2)
     latency_rate: float = 2000.0
@@ -54,11 +55,21 @@ class BenchConfig:
                    soak_seconds=3.0, soak_rate=200.0, out=out)
 
 
-def _table(events: int, cards: int, seed: int) -> Any:
+_DAYS = 30  # of event time in every generated load
+
+
+def _table(events: int, cards: int, seed: int, phase: int = 0) -> Any:
+    """``events`` transactions over 30 days; ``phase`` k starts 30 k days after the preload's first day.
+
+    The offered loads continue the preload's event time (and each other's), as
+    a live stream does: the features table's event-time retention then
+    expires entries as it would in production rather than all at once.
+    """
     from replay.generate import GeneratorConfig, generate
 
-    return generate(GeneratorConfig(seed=seed, n_transactions=events, n_cards=cards,
-                                    n_merchants=max(cards // 4, 100), days=30))
+    start = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(days=_DAYS * phase)
+    return generate(GeneratorConfig(seed=seed, n_transactions=events, n_cards=cards, start=start.isoformat(),
+                                    n_merchants=max(cards // 4, 100), days=_DAYS))
 
 
 def _train_checkpoint(cfg: BenchConfig, workdir: Path) -> str:
@@ -72,8 +83,8 @@ def _train_checkpoint(cfg: BenchConfig, workdir: Path) -> str:
     return str(workdir / "model")
 
 
-def _records(events: int, cards: int, prefix: str = "", seed: int = 5) -> list[tuple[bytes, bytes]]:
-    table = _table(events, cards, seed)
+def _records(events: int, cards: int, prefix: str = "", seed: int = 5, phase: int = 0) -> list[tuple[bytes, bytes]]:
+    table = _table(events, cards, seed, phase)
     cols = {name: table[name].to_pylist() for name in _FIELDS}
     out = []
     for i in range(table.num_rows):
@@ -166,6 +177,13 @@ class _Workers:
             time.sleep(0.25)
         raise TimeoutError(f"engine did not score {n} transactions in {timeout_s:.0f} s")
 
+    def table_keys(self) -> dict[str, int]:
+        """The first worker's keys per table (what its state holds)."""
+        try:
+            return dict(_get(self.ports[0], "/stats/").get("table_keys", {}))
+        except OSError:
+            return {}
+
     def stop(self) -> None:
         for p in self.procs:
             p.terminate()
@@ -198,6 +216,9 @@ def _engine_run(bootstrap: str, cfg: BenchConfig, workdir: Path, count: int) -> 
         "events_per_s": scored / max((last - first) / 1000.0, 1e-9),
         "stage_share": {k: round(v / total, 4) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])},
         "stage_us_per_event": {k: round(v / scored * 1e6, 2) for k, v in stages.items()},
+        # Per-transaction cost grows with the card's history (features, windows): the mean says
+        # how full the histories were, so runs on different data compare.
+        "mean_history": round(sum(s.get("history_entries", 0) for s in stats) / max(scored, 1), 1),
     }
     return result, workers
 
@@ -223,11 +244,18 @@ async def _offered_load(bootstrap: str, topic: str, records: list[tuple[bytes, b
     return len(records) / (time.perf_counter() - started)
 
 
-def _latencies(bootstrap: str, topic: str, prefix: str, expected: int, timeout_s: float) -> list[float]:
+def _latencies(bootstrap: str, topic: str, prefix: str, expected: int,
+               timeout_s: float) -> tuple[list[float], list[float]]:
+    """End-to-end latency of each score, and the part spent in its micro-batch (``processing_ms``).
+
+    The rest (latency minus processing) is the wait before the batch started:
+    producer linger, broker, fetch, and the batches queued ahead.
+    """
     from replay.evaluate import consume_scores
 
-    scores = consume_scores(bootstrap, topic, timeout_s=timeout_s, expected=None)
-    return [float(s["latency_ms"]) for s in scores if s["transaction_id"].startswith(prefix)][:expected]
+    scores = [s for s in consume_scores(bootstrap, topic, timeout_s=timeout_s, expected=None)
+              if s["transaction_id"].startswith(prefix)][:expected]
+    return [float(s["latency_ms"]) for s in scores], [float(s["processing_ms"]) for s in scores]
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -238,11 +266,17 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def _offered_phase(bootstrap: str, cfg: BenchConfig, keep: _Workers, rate: float, seconds: float, prefix: str,
-                   seed: int, scored_before: int) -> dict[str, Any]:
-    """Offer ``rate`` transactions/s for ``seconds``: latency percentiles, and the worker's RSS over the run."""
+                   seed: int, scored_before: int, phase: int) -> dict[str, Any]:
+    """Offer ``rate`` transactions/s for ``seconds``: latency percentiles, and the worker's RSS over the run.
+
+    The first worker's keys per table at the start and the end say how much
+    of a change in RSS is state the engine keeps by design (histories
+    filling up to ``history_length``, features within their retention).
+    """
     n = int(rate * seconds)
-    load = _records(n, cfg.cards, prefix=prefix, seed=seed)
+    load = _records(n, cfg.cards, prefix=prefix, seed=seed, phase=phase)
     pid = keep.procs[0].pid
+    keys_before = keep.table_keys()
     rss = [(0.0, _rss_mb(pid))]
     started = time.monotonic()
 
@@ -266,29 +300,63 @@ def _offered_phase(bootstrap: str, cfg: BenchConfig, keep: _Workers, rate: float
         print(f"the engine fell behind the offered load: {behind:,} transactions unscored 120 s after "
               f"it ended", flush=True)
     rss.append((round(time.monotonic() - started, 1), _rss_mb(pid)))
-    lat = _latencies(bootstrap, keep.base.topic_scores, prefix, n, timeout_s=10)
+    lat, processing = _latencies(bootstrap, keep.base.topic_scores, prefix, n, timeout_s=10)
+    waiting = [total - inside for total, inside in zip(lat, processing, strict=True)]
     return {"offered_per_s": rate, "achieved_per_s": round(achieved, 1), "seconds": seconds, "samples": len(lat),
             "unscored_after_120_s": behind, "p50_ms": _pct(lat, 0.5), "p95_ms": _pct(lat, 0.95),
-            "p99_ms": _pct(lat, 0.99), "rss_mb": rss, "transactions": n}
+            "p99_ms": _pct(lat, 0.99), "rss_mb": rss, "transactions": n,
+            "in_batch_ms": {"p50": _pct(processing, 0.5), "p99": _pct(processing, 0.99)},
+            "before_batch_ms": {"p50": _pct(waiting, 0.5), "p99": _pct(waiting, 0.99)},
+            "table_keys": {"start": keys_before, "end": keep.table_keys()}}
 
 
 def _latency_and_memory(bootstrap: str, cfg: BenchConfig, keep: _Workers, results: dict[str, Any]) -> None:
     """Latency at ``cfg.latency_rate``; then, with ``cfg.soak_seconds``, a soak at ``cfg.soak_rate`` for memory."""
-    latency = _offered_phase(bootstrap, cfg, keep, cfg.latency_rate, cfg.latency_seconds, "lat-", 6, cfg.events)
+    latency = _offered_phase(bootstrap, cfg, keep, cfg.latency_rate, cfg.latency_seconds, "lat-", 6, cfg.events,
+                             phase=1)
     rss = latency.pop("rss_mb")
     results["latency"] = latency
     print(f"latency at {cfg.latency_rate:,.0f}/s offered: p50 {latency['p50_ms']} ms, "
-          f"p95 {latency['p95_ms']} ms, p99 {latency['p99_ms']} ms", flush=True)
+          f"p95 {latency['p95_ms']} ms, p99 {latency['p99_ms']} ms; {_split(latency)}", flush=True)
     if cfg.soak_seconds > 0:
         rate = cfg.soak_rate or cfg.latency_rate
         soak = _offered_phase(bootstrap, cfg, keep, rate, cfg.soak_seconds, "soak-", 7,
-                              cfg.events + latency["transactions"])
+                              cfg.events + latency["transactions"], phase=2)
         rss = soak.pop("rss_mb")
         results["soak"] = soak
         print(f"soak at {rate:,.0f}/s offered for {cfg.soak_seconds:.0f} s: p50 {soak['p50_ms']} ms, "
-              f"p95 {soak['p95_ms']} ms, p99 {soak['p99_ms']} ms", flush=True)
-    results["memory_rss_mb"] = {"start": rss[0][1], "end": rss[-1][1], "samples": rss}
-    print(f"worker RSS: {rss[0][1]:.0f} MB at start, {rss[-1][1]:.0f} MB after {rss[-1][0]:.0f} s", flush=True)
+              f"p95 {soak['p95_ms']} ms, p99 {soak['p99_ms']} ms; {_split(soak)}", flush=True)
+    last = results.get("soak", latency)
+    memory = results["memory_rss_mb"] = _memory_summary(rss)
+    print(f"worker RSS: {memory['start']:.0f} MB at start, {memory['middle']:.0f} MB half-way, "
+          f"{memory['end']:.0f} MB after {rss[-1][0]:.0f} s; second half {memory['second_half_mb_per_min']:+.2f} "
+          f"MB/min; table keys {last['table_keys']['start']} -> {last['table_keys']['end']}", flush=True)
+
+
+def _split(phase: dict[str, Any]) -> str:
+    before, inside = phase["before_batch_ms"], phase["in_batch_ms"]
+    return (f"before the batch started p50 {_ms(before['p50'])} / p99 {_ms(before['p99'])} ms, "
+            f"in the batch p50 {_ms(inside['p50'])} / p99 {_ms(inside['p99'])} ms")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _memory_summary(rss: list[tuple[float, float]]) -> dict[str, Any]:
+    """RSS at the start, half-way and the end of a run, and the slope of its second half.
+
+    The first half includes the state filling up (histories to their length,
+    features to their retention); a leak shows as a slope that stays.
+
+    >>> _memory_summary([(0.0, 400.0), (30.0, 450.0), (60.0, 460.0), (120.0, 461.0)])["second_half_mb_per_min"]
+    1.0
+    """
+    end_t, end = rss[-1]
+    mid_t, middle = next((t, m) for t, m in rss if t >= end_t / 2)
+    slope = (end - middle) / ((end_t - mid_t) / 60.0) if end_t > mid_t else 0.0
+    return {"start": rss[0][1], "middle": middle, "end": end, "second_half_mb_per_min": round(slope, 2),
+            "samples": rss}
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
@@ -349,7 +417,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                     keep.stop()
                 raise
             engine_runs.append(run)
-            print(f"(c) engine, {count} worker(s)     {run['events_per_s']:>9,.0f} events/s", flush=True)
+            print(f"(c) engine, {count} worker(s)     {run['events_per_s']:>9,.0f} events/s "
+                  f"(mean history {run['mean_history']:.1f} transactions)", flush=True)
             if count == 1 and keep is None:
                 keep = workers
             else:

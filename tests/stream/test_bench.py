@@ -6,11 +6,19 @@ import json
 
 import pytest
 
-from stream.bench.run import BenchConfig, run_bench
-
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+from stream.bench.run import BenchConfig, _records, run_bench
 
 
+def test_offered_loads_continue_the_preloads_event_time():
+    """Each phase's transactions come after the previous phase's, as in a live stream (retention expires gradually)."""
+    def times(phase):
+        return [json.loads(value)["timestamp"] for _, value in _records(200, 20, phase=phase)]
+
+    assert max(times(0)) < min(times(1)) and max(times(1)) < min(times(2))
+
+
+@pytest.mark.broker
+@pytest.mark.slow
 def test_smoke_bench_produces_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     results = run_bench(BenchConfig.smoke(str(out)))
@@ -21,9 +29,13 @@ def test_smoke_bench_produces_every_figure(tmp_path):
     assert engine["events"] >= 3000 and engine["events_per_s"] > 0
     assert {"decode", "state", "features", "online", "encode_produce"} <= set(engine["stage_share"])
     assert abs(sum(engine["stage_share"].values()) - 1.0) < 0.01
+    assert 0 < engine["mean_history"] < 32
     latency = results["latency"]
     assert latency["samples"] == int(latency["offered_per_s"] * latency["seconds"])
     assert latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"]
+    assert 0 <= latency["in_batch_ms"]["p50"] <= latency["p99_ms"] and latency["before_batch_ms"]["p50"] >= 0
     soak = results["soak"]
     assert soak["samples"] == int(soak["offered_per_s"] * soak["seconds"]) and soak["unscored_after_120_s"] == 0
     assert results["memory_rss_mb"]["start"] > 0 and results["ratio_engine_to_bare"] > 0
+    keys = soak["table_keys"]["end"]  # one worker owns every partition: a history per card seen
+    assert 0 < keys["history"] <= 300 and keys["features"] > 0 and keys["pending"] == 0
