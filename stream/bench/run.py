@@ -21,8 +21,8 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from datetime import UTC, datetime, timedelta
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
