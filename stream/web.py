@@ -3,7 +3,7 @@
 * ``GET /healthz`` — liveness: 200 while the worker runs and no agent has stopped.
 * ``GET /ready`` — readiness: 200 only after table recovery and the model load, else 503.
 * ``GET /metrics`` — Prometheus text exposition (``stream/telemetry.py``).
-* ``GET /stats/`` — the worker's counters, model versions and keys per table as JSON.
+* ``GET /stats/`` — the worker's counters, model versions, keys per table and Python heap blocks as JSON.
 * ``GET /cards/{card_id}/history/`` — the card's history as the worker holds it,
   routed by Faust to whichever worker owns the card's partition: the first
   thing to look at when a score surprises you.
@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from models.features import AMOUNT, CHANNEL, COUNTRY, MCC, MERCHANT, TS, TXID
@@ -64,5 +65,7 @@ def register(engine: Engine) -> None:
 
     @app.page("/stats/")
     async def stats(web: Any, request: Any) -> Any:
+        # Python's heap in blocks (pymalloc's count, cheap): flat while RSS steps up means the
+        # growth is native memory (tensors, network buffers) kept at its peak, not Python objects.
         return web.json({"stats": engine.stats.snapshot(), "model_versions": engine.fusion.versions(),
-                         "table_keys": engine.table_keys()})
+                         "table_keys": engine.table_keys(), "python_heap_blocks": sys.getallocatedblocks()})

@@ -177,12 +177,13 @@ class _Workers:
             time.sleep(0.25)
         raise TimeoutError(f"engine did not score {n} transactions in {timeout_s:.0f} s")
 
-    def table_keys(self) -> dict[str, int]:
-        """The first worker's keys per table (what its state holds)."""
+    def state(self) -> dict[str, Any]:
+        """What the first worker holds: keys per table and Python heap blocks (empty if it does not answer)."""
         try:
-            return dict(_get(self.ports[0], "/stats/").get("table_keys", {}))
+            got = _get(self.ports[0], "/stats/")
         except OSError:
             return {}
+        return {"table_keys": got.get("table_keys", {}), "python_heap_blocks": got.get("python_heap_blocks")}
 
     def stop(self) -> None:
         for p in self.procs:
@@ -271,12 +272,13 @@ def _offered_phase(bootstrap: str, cfg: BenchConfig, keep: _Workers, rate: float
 
     The first worker's keys per table at the start and the end say how much
     of a change in RSS is state the engine keeps by design (histories
-    filling up to ``history_length``, features within their retention).
+    filling up to ``history_length``, features within their retention); its
+    Python heap blocks, whether Python objects grew at all.
     """
     n = int(rate * seconds)
     load = _records(n, cfg.cards, prefix=prefix, seed=seed, phase=phase)
     pid = keep.procs[0].pid
-    keys_before = keep.table_keys()
+    state_before = keep.state()
     rss = [(0.0, _rss_mb(pid))]
     started = time.monotonic()
 
@@ -307,7 +309,7 @@ def _offered_phase(bootstrap: str, cfg: BenchConfig, keep: _Workers, rate: float
             "p99_ms": _pct(lat, 0.99), "rss_mb": rss, "transactions": n,
             "in_batch_ms": {"p50": _pct(processing, 0.5), "p99": _pct(processing, 0.99)},
             "before_batch_ms": {"p50": _pct(waiting, 0.5), "p99": _pct(waiting, 0.99)},
-            "table_keys": {"start": keys_before, "end": keep.table_keys()}}
+            "state": {"start": state_before, "end": keep.state()}}
 
 
 def _latency_and_memory(bootstrap: str, cfg: BenchConfig, keep: _Workers, results: dict[str, Any]) -> None:
@@ -330,7 +332,10 @@ def _latency_and_memory(bootstrap: str, cfg: BenchConfig, keep: _Workers, result
     memory = results["memory_rss_mb"] = _memory_summary(rss)
     print(f"worker RSS: {memory['start']:.0f} MB at start, {memory['middle']:.0f} MB half-way, "
           f"{memory['end']:.0f} MB after {rss[-1][0]:.0f} s; second half {memory['second_half_mb_per_min']:+.2f} "
-          f"MB/min; table keys {last['table_keys']['start']} -> {last['table_keys']['end']}", flush=True)
+          f"MB/min", flush=True)
+    start, end = last["state"]["start"], last["state"]["end"]
+    print(f"worker state: table keys {start.get('table_keys')} -> {end.get('table_keys')}, Python heap blocks "
+          f"{start.get('python_heap_blocks')} -> {end.get('python_heap_blocks')}", flush=True)
 
 
 def _split(phase: dict[str, Any]) -> str:

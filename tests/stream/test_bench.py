@@ -37,5 +37,6 @@ def test_smoke_bench_produces_every_figure(tmp_path):
     soak = results["soak"]
     assert soak["samples"] == int(soak["offered_per_s"] * soak["seconds"]) and soak["unscored_after_120_s"] == 0
     assert results["memory_rss_mb"]["start"] > 0 and results["ratio_engine_to_bare"] > 0
-    keys = soak["table_keys"]["end"]  # one worker owns every partition: a history per card seen
+    keys = soak["state"]["end"]["table_keys"]  # one worker owns every partition: a history per card seen
     assert 0 < keys["history"] <= 300 and keys["features"] > 0 and keys["pending"] == 0
+    assert soak["state"]["end"]["python_heap_blocks"] > 0

@@ -67,7 +67,9 @@ def test_health_ready_metrics_and_json_logs(settings, worker_factory, broker):
     # One worker owns every partition: a history per card, every scored transaction's features kept.
     assert _metric(text, "fraudstream_table_keys", table="history") == 30
     assert _metric(text, "fraudstream_table_keys", table="features") == len(rows)
-    assert json.loads(_get(worker, "/stats/")[1])["table_keys"] == {"history": 30, "features": len(rows), "pending": 0}
+    stats = json.loads(_get(worker, "/stats/")[1])
+    assert stats["table_keys"] == {"history": 30, "features": len(rows), "pending": 0}
+    assert stats["python_heap_blocks"] > 10_000
 
     log_lines = [line for line in worker.log_path.read_text().splitlines() if line.startswith("{")]
     assert log_lines and all(json.loads(line)["level"] for line in log_lines)
