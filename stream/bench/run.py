@@ -280,12 +280,15 @@ def _offered_phase(bootstrap: str, cfg: BenchConfig, keep: _Workers, rate: float
     pid = keep.procs[0].pid
     state_before = keep.state()
     rss = [(0.0, _rss_mb(pid))]
+    states = [(0.0, state_before)]
     started = time.monotonic()
 
     async def sample() -> None:
         while time.monotonic() - started < seconds:
             await asyncio.sleep(min(10.0, max(seconds / 10, 1.0)))
-            rss.append((round(time.monotonic() - started, 1), _rss_mb(pid)))
+            at = round(time.monotonic() - started, 1)
+            rss.append((at, _rss_mb(pid)))
+            states.append((at, await asyncio.to_thread(keep.state)))  # off the load's event loop
 
     async def both() -> float:
         sampler = asyncio.create_task(sample())
@@ -309,7 +312,7 @@ def _offered_phase(bootstrap: str, cfg: BenchConfig, keep: _Workers, rate: float
             "p99_ms": _pct(lat, 0.99), "rss_mb": rss, "transactions": n,
             "in_batch_ms": {"p50": _pct(processing, 0.5), "p99": _pct(processing, 0.99)},
             "before_batch_ms": {"p50": _pct(waiting, 0.5), "p99": _pct(waiting, 0.99)},
-            "state": {"start": state_before, "end": keep.state()}}
+            "state": {"start": state_before, "end": keep.state(), "samples": states}}
 
 
 def _latency_and_memory(bootstrap: str, cfg: BenchConfig, keep: _Workers, results: dict[str, Any]) -> None:

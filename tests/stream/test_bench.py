@@ -40,3 +40,4 @@ def test_smoke_bench_produces_every_figure(tmp_path):
     keys = soak["state"]["end"]["table_keys"]  # one worker owns every partition: a history per card seen
     assert 0 < keys["history"] <= 300 and keys["features"] > 0 and keys["pending"] == 0
     assert soak["state"]["end"]["python_heap_blocks"] > 0
+    assert len(soak["state"]["samples"]) == len(results["memory_rss_mb"]["samples"]) - 1  # all but the final RSS
