@@ -163,11 +163,27 @@ def _earlier(valid: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
     return np.tril(np.ones((n, n), dtype=bool), k=-1)[None] & valid[:, None, :]
 
 
-def _matches(h: npt.NDArray[np.int64], earlier: npt.NDArray[np.bool_]) -> tuple[
+def _count(flags: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+    """True entries along the last axis, as float64: ``np.count_nonzero(flags, axis=-1)``, exactly.
+
+    Through a float32 matrix-vector product (BLAS): about 4x faster than
+    ``count_nonzero`` on ``[B, 32, 32]``, and exact since the counts are small
+    integers. A test holds :func:`window_features` equal to the
+    ``count_nonzero`` version bit for bit.
+
+    >>> _count(np.array([[True, False, True], [False, False, False]])).tolist()
+    [2.0, 0.0]
+    """
+    return (flags.astype(np.float32) @ np.ones(flags.shape[-1], dtype=np.float32)).astype(np.float64)
+
+
+def _matches(h: npt.NDArray[np.int64], earlier: npt.NDArray[np.bool_], count: npt.NDArray[np.float64]) -> tuple[
         npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Per step: is the value new among earlier steps (0 if none), and the share of earlier steps sharing it."""
-    same = np.count_nonzero((h[:, :, None] == h[:, None, :]) & earlier, axis=2)
-    count = np.count_nonzero(earlier, axis=2)
+    """Per step: is the value new among earlier steps (0 if none), and the share of earlier steps sharing it.
+
+    ``count`` is :func:`_count` of ``earlier`` (the same for every field).
+    """
+    same = _count((h[:, :, None] == h[:, None, :]) & earlier)
     new = (count > 0) & (same == 0)
     return new.astype(np.float64), np.where(count > 0, same / np.maximum(count, 1), 0.0)
 
@@ -224,14 +240,15 @@ def window_features(
     for name in ("weekday_sin", "weekday_cos"):
         cols[name] = _CYCLES[name][weekday]
     earlier = _earlier(valid)
+    n_earlier = _count(earlier)
     for field, (new_name, share_name) in _REPEATS.items():
-        cols[new_name], share = _matches(hashes[:, :, STEP_CATEGORICAL.index(field)], earlier)
+        cols[new_name], share = _matches(hashes[:, :, STEP_CATEGORICAL.index(field)], earlier, n_earlier)
         if share_name is not None:
             cols[share_name] = share
     # Velocity: earlier steps within an hour / a day of each step (the window only).
     age = ts[:, :, None] - ts[:, None, :]
-    cols["log_n_1h"] = np.log1p(np.count_nonzero(earlier & (age <= _HOUR_MS), axis=2).astype(np.float64))
-    cols["log_n_24h"] = np.log1p(np.count_nonzero(earlier & (age <= 24 * _HOUR_MS), axis=2).astype(np.float64))
+    cols["log_n_1h"] = np.log1p(_count(earlier & (age <= _HOUR_MS)))
+    cols["log_n_24h"] = np.log1p(_count(earlier & (age <= 24 * _HOUR_MS)))
     numeric = np.empty((*ts.shape, len(STEP_NUMERIC)), dtype=np.float32)
     for i, name in enumerate(STEP_NUMERIC):
         numeric[..., i] = cols[name]

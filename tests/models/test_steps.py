@@ -132,3 +132,16 @@ def test_cycles_and_buckets() -> None:
     with pytest.raises(ValueError, match="spec.n"):
         step_tensors([], n=2, spec=StepSpec(n=3))
     assert step_tensors([], n=3)["numeric"].shape == (0, 3, len(STEP_NUMERIC))
+
+
+def test_counts_by_matrix_product_equal_count_nonzero_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """window_features counts through BLAS for speed; the values are those of np.count_nonzero."""
+    from models import steps
+
+    items = serve([as_transaction(r) for r in labelled_table(seed=9).to_pylist()], limit=32)
+    fast = step_tensors(items, 32)
+    monkeypatch.setattr(steps, "_count", lambda flags: np.count_nonzero(flags, axis=-1).astype(np.float64))
+    reference = step_tensors(items, 32)
+    assert (~fast["mask"]).sum(1).max() == 32  # full windows, where the counts reach their largest
+    for key in ("numeric", "categorical", "mask"):
+        assert torch.equal(fast[key], reference[key]), key
