@@ -65,7 +65,8 @@ def register(engine: Engine) -> None:
 
     @app.page("/stats/")
     async def stats(web: Any, request: Any) -> Any:
-        # Python's heap in blocks (pymalloc's count, cheap): flat while RSS steps up means the
-        # growth is native memory (tensors, network buffers) kept at its peak, not Python objects.
+        # Python's live objects in blocks (pymalloc's count, cheap): flat while RSS steps up means
+        # no Python objects pile up; the growth is elsewhere (native memory kept at its peak, or
+        # fragmented pymalloc arenas, which this count does not see: README, Benchmark).
         return web.json({"stats": engine.stats.snapshot(), "model_versions": engine.fusion.versions(),
                          "table_keys": engine.table_keys(), "python_heap_blocks": sys.getallocatedblocks()})
