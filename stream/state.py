@@ -8,7 +8,9 @@ Two tables, both partitioned like the input topics (co-partitioned by card):
   worker that owns the card.
 * ``features``: transaction id -> what the online learner saw when it scored
   that transaction, kept for the feedback join. It lives on the card's
-  partition, so feedback (keyed by card) finds it on the same worker.
+  partition, so feedback (keyed by card) finds it on the same worker. The
+  input vector is kept packed (:func:`pack_inputs`): one string instead of a
+  list of twenty floats, since the table holds a day of transactions.
 * ``pending``: transaction id -> a label that arrived before its transaction
   was scored (the other side of the join), with the original record for the DLQ.
 
@@ -21,18 +23,47 @@ agents (:mod:`stream.batches`) therefore set it for each write with
 
 from __future__ import annotations
 
+import base64
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import faust
+import numpy as np
 from faust.streams import _current_event  # the context variable Faust's tables read
 from faust.types import EventT
 
 from stream.settings import Settings
 
-__all__ = ["define_tables", "writing_for"]
+__all__ = ["define_tables", "pack_inputs", "unpack_inputs", "writing_for"]
+
+
+def pack_inputs(vector: Sequence[float]) -> str:
+    """The online learner's inputs as the ``features`` table keeps them: base64 of little-endian float64.
+
+    Exact (the learner trains on the very values it scored with) and one
+    object per kept transaction instead of a list and twenty floats: the
+    table holds a day of transactions, and its many small long-lived objects
+    fragmented the worker's Python heap (README, "Memory over a long run").
+
+    >>> pack_inputs([0.5, -1.0])
+    'AAAAAAAA4D8AAAAAAADwvw=='
+    >>> unpack_inputs(pack_inputs([0.1, 2.0, 1e-300]))
+    [0.1, 2.0, 1e-300]
+    """
+    return base64.b64encode(np.asarray(vector, dtype="<f8").tobytes()).decode("ascii")
+
+
+def unpack_inputs(packed: str | Sequence[float]) -> list[float]:
+    """Inverse of :func:`pack_inputs`; a plain list of floats (what earlier builds wrote to the changelog) passes through.
+
+    >>> unpack_inputs([1.0, 2.0])
+    [1.0, 2.0]
+    """
+    if isinstance(packed, str):
+        return np.frombuffer(base64.b64decode(packed, validate=True), dtype="<f8").tolist()
+    return [float(v) for v in packed]
 
 
 @contextmanager

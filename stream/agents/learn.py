@@ -33,7 +33,7 @@ from stream.batches import ack, micro_batches
 from stream.dlq import DeadLetter, send_dead_letter
 from stream.records import Feedback, InvalidRecord, parse_feedback
 from stream.retention import RetentionIndex
-from stream.state import writing_for
+from stream.state import unpack_inputs, writing_for
 
 if TYPE_CHECKING:
     from stream.app import Engine
@@ -124,7 +124,7 @@ class FeedbackLearner:
             return
         # To the single learner (stream/agents/train.py), with the stored inputs.
         await (await engine.producer()).send(self.settings.labelled_topic, b"online",
-                                             labelled_example(stored["x"], fb.label, fb.source, stored["t"], message),
+                                             labelled_example(unpack_inputs(stored["x"]), fb.label, fb.source, stored["t"], message),
                                              partition=0, timestamp=None, headers=None)
         engine.stats.labels_forwarded += 1
         with writing_for(event):

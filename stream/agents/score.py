@@ -31,6 +31,7 @@ from stream.dlq import DeadLetter, send_dead_letter
 from stream.outbox import Outbox
 from stream.outputs import alert_record, score_record
 from stream.records import InvalidRecord, Transaction, parse_transaction
+from stream.state import pack_inputs
 from stream.timing import StageClock
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ class BatchScorer:
             tx_key = t.transaction_id.encode()
             partition = event.message.partition
             outbox.put(engine.features, event, tx_key,
-                       {"c": t.card_id, "t": t.event_time_ms, "p": partition, "x": online.vector(x)})
+                       {"c": t.card_id, "t": t.event_time_ms, "p": partition, "x": pack_inputs(online.vector(x))})
             engine.retention.add(partition, t.event_time_ms, tx_key)
         clock.lap("state")
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from statistics import mean
 
 import pytest
 
 from stream.broker import free_port
+from stream.state import unpack_inputs
 from tests.support import as_records, consume_all, header, make_traffic, produce, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -51,6 +53,18 @@ def test_labels_teach_the_online_learner(settings, worker_factory, broker):
         return worker.get_json("/stats/")["model_versions"]["online"].startswith(f"online-{len(labels)}@s")
 
     assert wait_for(installed, timeout=30), "the worker scores with the snapshot that holds every label"
+
+    # Each label reached the learner with exactly the inputs kept at scoring time (packed in the
+    # features changelog, so a worker that recovers the table joins with the same values).
+    ids = {r["transaction_id"].encode() for r in before_rows}
+    kept = consume_all(broker, f"{settings.app_id}-features-changelog",
+                       lambda r: {m.key for m in r if m.value is not None} >= ids, decode=False)
+    packed = {m.key.decode(): json.loads(m.value)["x"] for m in kept if m.value is not None}
+    examples = consume_all(broker, settings.labelled_topic, lambda r: len(r) >= len(labels))
+    assert len(examples) == len(labels)
+    for example in examples:
+        txid = json.loads(base64.b64decode(example["orig"]["value"]))["transaction_id"]
+        assert isinstance(packed[txid], str) and example["x"] == unpack_inputs(packed[txid])
 
     # Same kind of traffic on other cards, later in event time.
     after_rows = [dict(r, transaction_id="after-" + r["transaction_id"], card_id="after-" + r["card_id"],
