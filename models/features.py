@@ -25,6 +25,7 @@ import math
 import zlib
 from collections.abc import Sequence
 from functools import lru_cache
+from sys import intern
 from typing import Any
 
 from stream.records import Transaction
@@ -97,8 +98,14 @@ def new_history() -> History:
 
 
 def entry_of(t: Transaction) -> HistoryEntry:
-    """The compact history entry for one transaction."""
-    return [t.event_time_ms, t.amount, stable_hash(t.merchant_id), t.mcc, t.country, t.channel, txid_hash(t.transaction_id)]
+    """The compact history entry for one transaction.
+
+    The category strings are interned: all entries share one ``"FR"`` object
+    instead of each decoded record keeping its own (three objects fewer per
+    entry: 384,000 for 4,000 cards with full 32-entry histories).
+    """
+    return [t.event_time_ms, t.amount, stable_hash(t.merchant_id), intern(t.mcc), intern(t.country),
+            intern(t.channel), txid_hash(t.transaction_id)]
 
 
 def position_of(history: History, t: Transaction) -> int | None:
