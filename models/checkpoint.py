@@ -173,8 +173,8 @@ def _load_state(path: Path, weights: str) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{path}: unknown weights file {weights!r}")
 
 
-def load_checkpoint(path: str | Path, threads: int | None = None) -> SequenceScorer:
-    """A :class:`SequenceScorer` from a checkpoint directory (``threads``: torch threads)."""
+def load_checkpoint(path: str | Path, threads: int | None = None, precision: str = "float32") -> SequenceScorer:
+    """A :class:`SequenceScorer` from a checkpoint directory (``threads``: torch threads; ``precision``: see it)."""
     path = Path(path)
     config = read_config(path)
     try:
@@ -191,7 +191,7 @@ def load_checkpoint(path: str | Path, threads: int | None = None) -> SequenceSco
     body = {k: v for k, v in config.items() if k not in _DERIVED_KEYS}
     if _digest(model.state_dict(), body) != config.get("version"):
         raise CheckpointError(f"{path}: weights and config.json do not match version {config.get('version')!r}")
-    return SequenceScorer(model, version=config["version"], threads=threads, config=config)
+    return SequenceScorer(model, version=config["version"], threads=threads, config=config, precision=precision)
 
 
 class CheckpointWatcher:
@@ -210,10 +210,12 @@ class CheckpointWatcher:
         threads: int | None = None,
         current_version: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        precision: str = "float32",
     ) -> None:
         self.path = Path(path)
         self.poll_s = poll_s
         self.threads = threads
+        self.precision = precision
         self.current_version = current_version
         self._clock = clock
         self._next_poll = float("-inf")
@@ -236,11 +238,11 @@ class CheckpointWatcher:
             if read_config(self.path).get("version") == self.current_version:
                 self._seen = key
                 return None
-            scorer = load_checkpoint(self.path, self.threads)
+            scorer = load_checkpoint(self.path, self.threads, self.precision)
         except (OSError, CheckpointError) as exc:
             log.warning("sequence checkpoint %s not loaded, keeping %s: %s", self.path, self.current_version, exc)
             return None
         self._seen = key
-        self.current_version = scorer.version
+        self.current_version = scorer.checkpoint_version
         log.info("sequence model switched to %s", scorer.version)
         return scorer

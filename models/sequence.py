@@ -8,7 +8,10 @@ scored. Recency embeddings count back from the scored step, so extra left
 padding does not change the output.
 
 :class:`SequenceScorer` is the :class:`~models.scoring.Scorer` the worker
-uses: one forward pass per micro-batch under ``torch.inference_mode()``.
+uses: one forward pass per micro-batch under ``torch.inference_mode()``, in
+float32 or, where the CPU has native bfloat16 (AMX, AVX512-BF16), optionally
+with the encoder's matrix products in bfloat16 (``precision="bfloat16"``:
+about twice as fast here, logits within a few thousandths of float32's).
 :meth:`SequenceScorer.explain` attributes the logit to steps and features by
 gradient x input.
 
@@ -31,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -44,7 +48,12 @@ from models.features import AMOUNT, CHANNEL, COUNTRY, MCC, TS
 from models.scoring import ScoringItem
 from models.steps import STEP_CATEGORICAL, STEP_NUMERIC, StepSpec, step_tensors
 
-__all__ = ["Architecture", "SequenceModel", "SequenceScorer"]
+__all__ = ["PRECISIONS", "Architecture", "SequenceModel", "SequenceScorer", "bfloat16_supported"]
+
+log = logging.getLogger("fraudstream.sequence")
+
+#: Arithmetic the forward pass may use; the weights stay float32 either way.
+PRECISIONS = ("float32", "bfloat16")
 
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
@@ -126,7 +135,11 @@ class SequenceModel(nn.Module):
         layers = self.encoder.layers
         for layer in layers[:-1]:
             h = _encoder_layer(layer, h, attend)
-        return self.head(_encoder_layer(layers[-1], h, attend, last_only=True)[:, 0]).squeeze(-1) + self.logit_offset
+        last = _encoder_layer(layers[-1], h, attend, last_only=True)[:, 0]
+        # The head stays float32 under bfloat16 autocast: a bfloat16 logit near 5 is only
+        # good to 0.03, ten times the encoder's own rounding. (No-ops in float32.)
+        with torch.autocast("cpu", enabled=False):
+            return self.head(last.float()).squeeze(-1) + self.logit_offset
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.encode(*self.inputs(numeric, categorical, mask), mask)
@@ -203,30 +216,47 @@ def _feature_text(name: str, item: ScoringItem) -> str:
     return "sequence: " + texts[name]
 
 
+def bfloat16_supported() -> bool:
+    """True where oneDNN has native bfloat16 (AVX512-BF16 or AMX); elsewhere it is emulated, slower than float32."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 class SequenceScorer:
     """:class:`~models.scoring.Scorer` around a trained :class:`SequenceModel`.
 
     Args:
         model: the network (put in eval mode).
-        version: checkpoint id, recorded with every score.
+        version: checkpoint id.
         threads: ``torch.set_num_threads`` value (process-wide); None leaves it.
         config: the checkpoint's config, kept for inspection.
+        precision: one of :data:`PRECISIONS`. ``"bfloat16"`` runs the encoder
+            under bfloat16 autocast (matrix products in bfloat16, normalisation
+            and softmax in float32, the head in float32); on a CPU without
+            native bfloat16 it falls back to float32 with a warning.
     """
 
     name = "sequence"
 
     def __init__(
-        self, model: SequenceModel, version: str, threads: int | None = None, config: Mapping[str, Any] | None = None
+        self, model: SequenceModel, version: str, threads: int | None = None, config: Mapping[str, Any] | None = None,
+        precision: str = "float32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision == "bfloat16" and not bfloat16_supported():
+            log.warning("this CPU has no native bfloat16 (AVX512-BF16/AMX): the sequence model runs in float32")
+            precision = "float32"
         self.model = model.eval()
-        self._version = version
+        self.checkpoint_version = version
+        self.precision = precision
         self.config = dict(config or {})
         if threads is not None:
             torch.set_num_threads(threads)
 
     @property
     def version(self) -> str:
-        return self._version
+        """Recorded with every score: the checkpoint id, plus ``+bf16`` when the arithmetic was bfloat16."""
+        return self.checkpoint_version + ("+bf16" if self.precision == "bfloat16" else "")
 
     @property
     def spec(self) -> StepSpec:
@@ -237,7 +267,8 @@ class SequenceScorer:
         if not items:
             return np.zeros(0)
         x = step_tensors(items, self.spec.n, self.spec)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                    enabled=self.precision == "bfloat16"):
             return self.model(x["numeric"], x["categorical"], x["mask"]).double().numpy()
 
     def score_batch(self, items: Sequence[ScoringItem]) -> np.ndarray:

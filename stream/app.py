@@ -185,7 +185,8 @@ def build_fusion(settings: Settings) -> Fusion:
     sequence = None
     if settings.sequence_model_path:
         if os.path.exists(os.path.join(settings.sequence_model_path, "config.json")):
-            sequence = load_checkpoint(settings.sequence_model_path, threads=settings.torch_threads)
+            sequence = load_checkpoint(settings.sequence_model_path, threads=settings.torch_threads,
+                                       precision=settings.sequence_precision)
             if sequence.spec.n > settings.history_length:
                 # A window longer than the kept history would differ from training, and a
                 # redelivered transaction would not get the window it had the first time.
@@ -294,7 +295,8 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     if settings.sequence_model_path:
         engine.sequence_watcher = CheckpointWatcher(
             settings.sequence_model_path, poll_s=settings.sequence_reload_interval_s, threads=settings.torch_threads,
-            current_version=fusion.sequence.version if fusion.sequence is not None else None)
+            current_version=fusion.sequence.checkpoint_version if fusion.sequence is not None else None,
+            precision=settings.sequence_precision)
     score.register(engine)
     engine.feedback = learn.register(engine)
     engine.trainer = train.register(engine)

@@ -88,11 +88,13 @@ def _bench(args: argparse.Namespace) -> int:
     if args.smoke:
         cfg = BenchConfig.smoke(args.out)
         cfg.checkpoint = args.checkpoint
+        cfg.sequence_precision = args.sequence_precision
     else:
         cfg = BenchConfig(events=args.events, cards=args.cards, partitions=args.partitions,
                           workers=tuple(int(w) for w in args.workers.split(",")), latency_rate=args.latency_rate,
                           latency_seconds=args.latency_seconds, soak_seconds=args.soak_seconds, soak_rate=args.soak_rate,
-                          batch_size=args.batch_size, checkpoint=args.checkpoint, out=args.out)
+                          batch_size=args.batch_size, checkpoint=args.checkpoint,
+                          sequence_precision=args.sequence_precision, out=args.out)
     results = run_bench(cfg)
     print(f"figures written to {args.out}")
     return 0 if results.get("engine") else 1
@@ -178,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", default="auto",
                    help="sequence model checkpoint dir; 'auto' (default) trains a small one first, '' runs the "
                         "online learner only")
+    p.add_argument("--sequence-precision", default="float32", choices=("float32", "bfloat16"),
+                   help="the workers' FRAUDSTREAM_SEQUENCE_PRECISION")
     p.add_argument("--smoke", action="store_true", help="a few seconds, to check the benchmark works")
     p.add_argument("--out", default="bench-results.json")
     p.set_defaults(func=_bench)

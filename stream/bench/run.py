@@ -45,6 +45,7 @@ class BenchConfig:
     soak_rate: float = 0.0  # 0: the latency rate
     batch_size: int = 512
     checkpoint: str = "auto"  # "auto": train a small sequence model first; "": online learner only
+    sequence_precision: str = "float32"  # the workers' FRAUDSTREAM_SEQUENCE_PRECISION
     out: str = "bench-results.json"
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -142,7 +143,7 @@ class _Workers:
             broker_session_timeout_s=6.0, broker_heartbeat_interval_s=1.0, broker_rebalance_timeout_s=6.0,
             broker_max_poll_interval_s=30.0, embedded_broker_compat=True, fetch_max_wait_ms=10,
             model_signing_key=secrets.token_hex(16), batch_size=cfg.batch_size, web_enabled=True,
-            sequence_model_path=cfg.checkpoint, log_level=os.environ.get("FRAUDSTREAM_BENCH_LOG_LEVEL", "warn"),
+            sequence_model_path=cfg.checkpoint, sequence_precision=cfg.sequence_precision, log_level=os.environ.get("FRAUDSTREAM_BENCH_LOG_LEVEL", "warn"),
             # One day of scoring-time inputs (the default keeps 30): the generated data spans
             # 30 days of event time, so a soak reaches the retention's steady state and the
             # memory figure tells a leak from the retention filling up.
@@ -341,6 +342,16 @@ def _latency_and_memory(bootstrap: str, cfg: BenchConfig, keep: _Workers, result
           f"{start.get('python_heap_blocks')} -> {end.get('python_heap_blocks')}", flush=True)
 
 
+def _stages(run: dict[str, Any]) -> str:
+    """The engine's time per stage, largest first.
+
+    >>> _stages({"stage_share": {"sequence": 0.6, "delivery": 0.4}, "stage_us_per_event": {"sequence": 90.0, "delivery": 60.0}})
+    'sequence 90 µs (60 %), delivery 60 µs (40 %)'
+    """
+    us = run["stage_us_per_event"]
+    return ", ".join(f"{stage} {us[stage]:.0f} µs ({share * 100:.0f} %)" for stage, share in run["stage_share"].items())
+
+
 def _split(phase: dict[str, Any]) -> str:
     before, inside = phase["before_batch_ms"], phase["in_batch_ms"]
     return (f"before the batch started p50 {_ms(before['p50'])} / p99 {_ms(before['p99'])} ms, "
@@ -436,6 +447,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         results["ratio_engine_to_bare"] = round(one["events_per_s"] / bare["events_per_s"], 3)
         if results["faust_passthrough"]:
             results["ratio_engine_to_faust"] = round(one["events_per_s"] / results["faust_passthrough"]["events_per_s"], 3)
+        print(f"c/a = {results['ratio_engine_to_bare']}, c/b = {results.get('ratio_engine_to_faust', '-')} "
+              f"({one['workers']} worker(s))", flush=True)
+        print(f"engine time per transaction ({one['workers']} worker(s)): {_stages(one)}", flush=True)
 
         try:
             if keep is not None:

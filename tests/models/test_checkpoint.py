@@ -157,3 +157,14 @@ def test_watcher_knows_the_version_already_serving(tmp_path: Path) -> None:
     version = save_checkpoint(small_model(), {}, tmp_path / "seq")
     watcher = CheckpointWatcher(tmp_path / "seq", poll_s=0.0, current_version=version)
     assert watcher.maybe_reload() is None
+
+
+def test_watcher_loads_in_the_workers_precision_and_tracks_the_checkpoint_id(tmp_path: Path) -> None:
+    path = tmp_path / "seq"
+    version = save_checkpoint(small_model(0), {}, path)
+    watcher = CheckpointWatcher(path, poll_s=0.0, precision="bfloat16")
+    scorer = watcher.maybe_reload()
+    assert scorer is not None and scorer.checkpoint_version == version == watcher.current_version
+    assert scorer.version == (version + "+bf16" if scorer.precision == "bfloat16" else version)
+    edit_config(path)  # rewritten, same version: not a new model
+    assert watcher.maybe_reload() is None

@@ -12,7 +12,7 @@ from models.features import History, append, engineered, prior_history
 from models.fusion import Fusion
 from models.online import OnlineLearner
 from models.scoring import Scorer, ScoringItem
-from models.sequence import Architecture, SequenceModel, SequenceScorer
+from models.sequence import Architecture, SequenceModel, SequenceScorer, bfloat16_supported
 from models.steps import STEP_CATEGORICAL, STEP_NUMERIC, StepSpec, step_tensors
 from stream.records import Transaction
 
@@ -89,6 +89,30 @@ def test_scorer_returns_probabilities_for_a_batch() -> None:
     assert np.all((p >= 0) & (p <= 1))
     np.testing.assert_allclose(p[:4], scorer.score_batch(items[:4]), rtol=1e-5)  # batch composition does not matter
     assert scorer.score_batch([]).shape == (0,)
+
+
+@pytest.mark.skipif(not bfloat16_supported(), reason="this CPU has no native bfloat16")
+def test_bfloat16_logits_stay_within_rounding_of_float32() -> None:
+    # Logits near -5, as a fraud model's usually are: a bfloat16 head would be off by up to 0.016 there.
+    torch.manual_seed(0)
+    m = SequenceModel(StepSpec(n=12), Architecture(d_model=32, n_layers=2, n_heads=4, dim_feedforward=64),
+                      logit_offset=-5.0)
+    items = card_items((0, 1, 3, 11)) * 8
+    exact = SequenceScorer(m, version="seq-test").logits(items)
+    fast = SequenceScorer(m, version="seq-test", precision="bfloat16")
+    got = fast.logits(items)
+    assert fast.version == "seq-test+bf16" and fast.checkpoint_version == "seq-test"
+    assert not np.array_equal(got, exact), "the bfloat16 path did not run"
+    assert np.abs(got - exact).max() < 4e-3
+
+
+def test_bfloat16_falls_back_to_float32_without_native_support(monkeypatch, caplog) -> None:
+    monkeypatch.setattr("models.sequence.bfloat16_supported", lambda: False)
+    scorer = SequenceScorer(model(n=12), version="seq-test", precision="bfloat16")
+    assert scorer.precision == "float32" and scorer.version == "seq-test"
+    assert "no native bfloat16" in caplog.text
+    with pytest.raises(ValueError, match="precision"):
+        SequenceScorer(model(n=12), version="seq-test", precision="float16")
 
 
 def test_scorer_plugs_into_fusion() -> None:

@@ -20,6 +20,7 @@ def test_every_field_round_trips_through_the_environment():
     {"FRAUDSTREAM_WEB_ENABLED": "perhaps"},
     {"FRAUDSTREAM_PROCESSING_GUARANTEE": "at_most_once"},
     {"FRAUDSTREAM_STORE": "redis://"},
+    {"FRAUDSTREAM_SEQUENCE_PRECISION": "float16"},
 ])
 def test_bad_values_are_refused_with_the_variable_name(env):
     with pytest.raises(SettingsError):
