@@ -106,6 +106,20 @@ def test_bfloat16_logits_stay_within_rounding_of_float32() -> None:
     assert np.abs(got - exact).max() < 4e-3
 
 
+@pytest.mark.skipif(not bfloat16_supported(), reason="this CPU has no native bfloat16")
+def test_bfloat16_batches_come_in_few_shapes() -> None:
+    """oneDNN keeps a compiled kernel per bfloat16 input shape: batch sizes are padded to a few."""
+    m = model(n=12)
+    seen: list[int] = []
+    m.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    fast, exact = SequenceScorer(m, version="seq-test", precision="bfloat16"), SequenceScorer(m, version="seq-test")
+    items = card_items((0, 1, 3, 11)) * 10
+    for size in (1, 5, 32, 33, 40):
+        got = fast.logits(items[:size])
+        assert got.shape == (size,) and np.abs(got - exact.logits(items[:size])).max() < 4e-3
+    assert seen[::2] == [32, 32, 32, 64, 64] and seen[1::2] == [1, 5, 32, 33, 40]  # bfloat16, float32 calls
+
+
 def test_bfloat16_falls_back_to_float32_without_native_support(monkeypatch, caplog) -> None:
     monkeypatch.setattr("models.sequence.bfloat16_supported", lambda: False)
     scorer = SequenceScorer(model(n=12), version="seq-test", precision="bfloat16")
