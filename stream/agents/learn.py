@@ -122,9 +122,15 @@ class FeedbackLearner:
         if stored.get("l") == fb.label:
             engine.stats.labels_duplicate += 1  # same label again: learning twice would double its weight
             return
+        try:
+            inputs = unpack_inputs(stored["x"])
+        except (KeyError, ValueError, TypeError) as exc:  # a damaged table entry must not cost the batch
+            await self._reject(message, "corrupt_inputs",
+                               f"scoring-time inputs of {fb.transaction_id!r} unreadable: {exc!r}")
+            return
         # To the single learner (stream/agents/train.py), with the stored inputs.
-        await (await engine.producer()).send(self.settings.labelled_topic, b"online",
-                                             labelled_example(unpack_inputs(stored["x"]), fb.label, fb.source, stored["t"], message),
+        example = labelled_example(inputs, fb.label, fb.source, stored["t"], message)
+        await (await engine.producer()).send(self.settings.labelled_topic, b"online", example,
                                              partition=0, timestamp=None, headers=None)
         engine.stats.labels_forwarded += 1
         with writing_for(event):

@@ -33,6 +33,7 @@ from models.snapshot import seal, unseal
 from stream.batches import ack, micro_batches
 from stream.caps import SourceCap
 from stream.dlq import DeadLetter, send_dead_letter
+from stream.state import unpack_inputs
 
 if TYPE_CHECKING:
     from stream.app import Engine
@@ -99,7 +100,9 @@ class Trainer:
             last_offset = max(last_offset, offset)
             try:
                 ex = json.loads(event.message.value)
-                x = dict(zip(names, ex["x"], strict=True))
+                # unpack_inputs: a learn agent still on an earlier build (rolling upgrade, rollback)
+                # forwards an entry packed by a newer score agent as it found it.
+                x = dict(zip(names, unpack_inputs(ex["x"]), strict=True))
             except (ValueError, KeyError, TypeError) as exc:
                 # Only our own learn agents write this topic; a bad record is a bug or a
                 # foreign writer. Say so loudly and keep the learner consistent.

@@ -7,6 +7,7 @@ import json
 from statistics import mean
 
 import pytest
+from kafka import KafkaProducer
 
 from stream.broker import free_port
 from stream.state import unpack_inputs
@@ -54,8 +55,9 @@ def test_labels_teach_the_online_learner(settings, worker_factory, broker):
 
     assert wait_for(installed, timeout=30), "the worker scores with the snapshot that holds every label"
 
-    # Each label reached the learner with exactly the inputs kept at scoring time (packed in the
-    # features changelog, so a worker that recovers the table joins with the same values).
+    # Each label reached the learner with the inputs kept at scoring time, as the features changelog
+    # holds them (packed: a worker that recovers the table joins with the same values; the packing's
+    # exactness is pack_inputs' doctest).
     ids = {r["transaction_id"].encode() for r in before_rows}
     kept = consume_all(broker, f"{settings.app_id}-features-changelog",
                        lambda r: {m.key for m in r if m.value is not None} >= ids, decode=False)
@@ -112,3 +114,38 @@ def test_label_before_its_transaction_is_joined_when_the_transaction_comes(setti
     assert wait_for(lambda: worker.get_json("/stats/")["stats"]["labels_forwarded"] == len(rows), timeout=30)
     assert pending() == 0
     assert "feedback" not in json.dumps(worker.get_json("/stats/")["stats"]["dlq"])
+
+
+def test_unreadable_stored_inputs_cost_only_their_label(settings, worker_factory, broker):
+    """A damaged ``features`` entry (here recovered from its changelog) dead-letters its label, nothing else."""
+    settings = settings.replace(web_enabled=True, web_port=free_port())
+    rows = make_traffic(n_cards=10, per_card=3, fraud_every=3, seed=9)
+    first = worker_factory(settings, name="first")
+    produce(broker, settings.topic_transactions, as_records(rows))
+    _scores(broker, settings, rows)
+    assert first.stop() == 0, first.log_tail()
+
+    damaged, good = rows[0], rows[1]
+    key = damaged["transaction_id"].encode()
+    changelog = f"{settings.app_id}-features-changelog"
+    stored = next(m for m in consume_all(broker, changelog, lambda r: any(m.key == key for m in r), decode=False)
+                  if m.key == key)
+    producer = KafkaProducer(bootstrap_servers=broker)
+    producer.send(changelog, key=key, value=json.dumps({**json.loads(stored.value), "x": "AAAA"}).encode(),
+                  partition=stored.partition)  # the card's partition, where the table entry lives
+    producer.flush()
+    producer.close()
+
+    second = worker_factory(settings, name="second")
+    produce(broker, settings.topic_feedback, [_label(damaged), _label(good)])
+    dead = consume_all(broker, settings.topic_feedback_dlq, lambda r: len(r) >= 1, timeout=60, decode=False)
+    assert [(d.value, header(d, "dlq.reason")) for d in dead] == [(_label(damaged)[1], "corrupt_inputs")]
+
+    def forwarded() -> int:
+        try:
+            return second.get_json("/stats/")["stats"]["labels_forwarded"]
+        except OSError:
+            return -1
+
+    assert wait_for(lambda: forwarded() == 1, timeout=30), second.log_tail()
+    assert second.alive()
