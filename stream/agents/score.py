@@ -271,6 +271,7 @@ def register(engine: Engine) -> None:
             # Acked only once the broker has the batch's outputs and changelogs. (Scoring the
             # next batch while this one is on the wire was tried: acks landing after the agent
             # had moved on lost records across a rebalance in tests/stream/test_scaleout.py.)
+            waited = time.perf_counter()
             try:
                 await delivery
             except Exception as exc:
@@ -279,6 +280,8 @@ def register(engine: Engine) -> None:
                 log.critical("delivering a batch's outputs failed; stopping without acking it: %r", exc)
                 await engine.app.crash(exc)
                 raise
+            # On the latency path, not the CPU's: the next batch waits for these acks.
+            engine.telemetry.observe_stages({"delivery": time.perf_counter() - waited})
             ack(events)
 
     score.__module__ = __name__

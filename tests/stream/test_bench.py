@@ -19,15 +19,17 @@ def test_offered_loads_continue_the_preloads_event_time():
 
 @pytest.mark.broker
 @pytest.mark.slow
-def test_smoke_bench_produces_every_figure(tmp_path):
+def test_smoke_bench_produces_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
     results = run_bench(BenchConfig.smoke(str(out)))
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    printed = capsys.readouterr().out
+    assert f"c/a = {results['ratio_engine_to_bare']}" in printed and "engine time per transaction" in printed
     assert results["bare_aiokafka"]["events"] == 3000
     assert results["faust_passthrough"]["events"] == 3000
     engine = results["engine"][0]
     assert engine["events"] >= 3000 and engine["events_per_s"] > 0
-    assert {"decode", "state", "features", "online", "encode_produce"} <= set(engine["stage_share"])
+    assert {"decode", "state", "features", "online", "encode_produce", "delivery"} <= set(engine["stage_share"])
     assert abs(sum(engine["stage_share"].values()) - 1.0) < 0.01
     assert 0 < engine["mean_history"] < 32
     latency = results["latency"]

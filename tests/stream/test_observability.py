@@ -59,7 +59,7 @@ def test_health_ready_metrics_and_json_logs(settings, worker_factory, broker):
     text = scraped()
     assert _metric(text, "fraudstream_events_in_total", topic=settings.topic_transactions) == len(rows) + 1
     assert _metric(text, "fraudstream_dlq_total", topic=settings.topic_transactions_dlq, reason="malformed_json") == 1
-    for stage in ("decode", "state", "features", "online", "encode_produce"):
+    for stage in ("decode", "state", "features", "online", "encode_produce", "delivery"):
         assert _metric(text, "fraudstream_stage_seconds_count", stage=stage), stage
     assert _metric(text, "fraudstream_batch_size_sum") == len(rows) + 1
     assert _metric(text, "fraudstream_model_info", model="online", version="online-0") == 1
