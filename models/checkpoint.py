@@ -174,7 +174,7 @@ def _load_state(path: Path, weights: str) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(path: str | Path, threads: int | None = None, precision: str = "float32") -> SequenceScorer:
-    """A :class:`SequenceScorer` from a checkpoint directory (``threads``: torch threads; ``precision``: see it)."""
+    """A :class:`SequenceScorer` from a checkpoint directory (``threads``, ``precision``: see :class:`SequenceScorer`)."""
     path = Path(path)
     config = read_config(path)
     try:
@@ -197,8 +197,8 @@ def load_checkpoint(path: str | Path, threads: int | None = None, precision: str
 class CheckpointWatcher:
     """Polls a checkpoint directory; :meth:`maybe_reload` returns a new scorer when it changed.
 
-    Call it between micro-batches. ``current_version`` is the version already
-    serving (None: the first present checkpoint counts as new). A checkpoint
+    Call it between micro-batches. ``current_version`` is the checkpoint id
+    already serving (:attr:`SequenceScorer.checkpoint_version`, without ``+bf16``) (None: the first present checkpoint counts as new). A checkpoint
     that fails to load is logged and retried at the next poll; the old model
     keeps serving.
     """

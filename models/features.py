@@ -102,7 +102,8 @@ def entry_of(t: Transaction) -> HistoryEntry:
 
     The category strings are interned: all entries share one ``"FR"`` object
     instead of each decoded record keeping its own (three objects fewer per
-    entry: 384,000 for 4,000 cards with full 32-entry histories).
+    entry: 384,000 for 4,000 cards with full 32-entry histories). Entries
+    recovered from the changelog keep their own strings until they age out.
     """
     return [t.event_time_ms, t.amount, stable_hash(t.merchant_id), intern(t.mcc), intern(t.country),
             intern(t.channel), txid_hash(t.transaction_id)]

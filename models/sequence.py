@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -234,7 +235,12 @@ def _pad_rows(x: dict[str, torch.Tensor], rows: int) -> dict[str, torch.Tensor]:
 
 
 def bfloat16_supported() -> bool:
-    """True where oneDNN has native bfloat16 (AVX512-BF16 or AMX); elsewhere it is emulated, slower than float32."""
+    """True where the CPU does bfloat16 natively (x86: AVX512-BF16 or AMX); elsewhere it is emulated, slower than float32.
+
+    (oneDNN's own check accepts any AVX-512 CPU, including those that only emulate it.)
+    """
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 

@@ -29,6 +29,7 @@ from faust.transport.producer import ProducerBuffer
 from models.checkpoint import CheckpointWatcher, load_checkpoint
 from models.fusion import Fusion
 from models.online import OnlineLearner
+from models.sequence import SequenceScorer
 from stream.compat import apply_consumer_fixes, enable_embedded_broker_compat
 from stream.drain import deliver_directly
 from stream.modelsync import ModelSync
@@ -295,7 +296,8 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     if settings.sequence_model_path:
         engine.sequence_watcher = CheckpointWatcher(
             settings.sequence_model_path, poll_s=settings.sequence_reload_interval_s, threads=settings.torch_threads,
-            current_version=fusion.sequence.checkpoint_version if fusion.sequence is not None else None,
+            current_version=(fusion.sequence.checkpoint_version if isinstance(fusion.sequence, SequenceScorer)
+                             else None),
             precision=settings.sequence_precision)
     score.register(engine)
     engine.feedback = learn.register(engine)

@@ -143,7 +143,8 @@ class _Workers:
             broker_session_timeout_s=6.0, broker_heartbeat_interval_s=1.0, broker_rebalance_timeout_s=6.0,
             broker_max_poll_interval_s=30.0, embedded_broker_compat=True, fetch_max_wait_ms=10,
             model_signing_key=secrets.token_hex(16), batch_size=cfg.batch_size, web_enabled=True,
-            sequence_model_path=cfg.checkpoint, sequence_precision=cfg.sequence_precision, log_level=os.environ.get("FRAUDSTREAM_BENCH_LOG_LEVEL", "warn"),
+            sequence_model_path=cfg.checkpoint, sequence_precision=cfg.sequence_precision,
+            log_level=os.environ.get("FRAUDSTREAM_BENCH_LOG_LEVEL", "warn"),
             # One day of scoring-time inputs (the default keeps 30): the generated data spans
             # 30 days of event time, so a soak reaches the retention's steady state and the
             # memory figure tells a leak from the retention filling up.

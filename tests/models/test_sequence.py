@@ -120,7 +120,8 @@ def test_bfloat16_batches_come_in_few_shapes() -> None:
     assert seen[::2] == [32, 32, 32, 64, 64] and seen[1::2] == [1, 5, 32, 33, 40]  # bfloat16, float32 calls
 
 
-def test_bfloat16_falls_back_to_float32_without_native_support(monkeypatch, caplog) -> None:
+def test_bfloat16_falls_back_to_float32_without_native_support(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr("models.sequence.bfloat16_supported", lambda: False)
     scorer = SequenceScorer(model(n=12), version="seq-test", precision="bfloat16")
     assert scorer.precision == "float32" and scorer.version == "seq-test"
