@@ -91,10 +91,14 @@ def _bench(args: argparse.Namespace) -> int:
         cfg.sequence_precision = args.sequence_precision
     else:
         cfg = BenchConfig(events=args.events, cards=args.cards, partitions=args.partitions,
-                          workers=tuple(int(w) for w in args.workers.split(",")), latency_rate=args.latency_rate,
+                          workers=tuple(int(w) for w in args.workers.split(",")), latency_workers=args.latency_workers,
+                          latency_rate=args.latency_rate,
                           latency_seconds=args.latency_seconds, soak_seconds=args.soak_seconds, soak_rate=args.soak_rate,
                           batch_size=args.batch_size, checkpoint=args.checkpoint,
                           sequence_precision=args.sequence_precision, out=args.out)
+    if cfg.latency_workers not in cfg.workers:
+        print(f"--latency-workers {cfg.latency_workers} must be one of --workers {args.workers}", file=sys.stderr)
+        return 2
     results = run_bench(cfg)
     print(f"figures written to {args.out}")
     return 0 if results.get("engine") else 1
@@ -171,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "with a full history window, as in production")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--workers", default="1,2", help="engine runs with these worker counts")
+    p.add_argument("--latency-workers", type=int, default=1,
+                   help="the engine run (one of --workers) kept for the latency and soak phases")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--latency-rate", type=float, default=2000.0, help="offered load for the latency test, per s")
     p.add_argument("--latency-seconds", type=float, default=30.0)

@@ -39,6 +39,7 @@ class BenchConfig:
     cards: int = 4_000  # 50 transactions a card: most are scored with a full window, as in production
     partitions: int = 4
     workers: tuple[int, ...] = (1, 2)
+    latency_workers: int = 1  # which of the engine runs stays up for the latency and soak phases
     latency_rate: float = 2000.0
     latency_seconds: float = 30.0
     soak_seconds: float = 0.0  # after the latency run: a soak at soak_rate, for the memory figure
@@ -322,8 +323,8 @@ def _latency_and_memory(bootstrap: str, cfg: BenchConfig, keep: _Workers, result
     latency = _offered_phase(bootstrap, cfg, keep, cfg.latency_rate, cfg.latency_seconds, "lat-", 6, cfg.events,
                              phase=1)
     rss = latency.pop("rss_mb")
-    results["latency"] = latency
-    print(f"latency at {cfg.latency_rate:,.0f}/s offered: p50 {latency['p50_ms']} ms, "
+    results["latency"] = {"workers": len(keep.procs), **latency}
+    print(f"latency at {cfg.latency_rate:,.0f}/s offered, {len(keep.procs)} worker(s): p50 {latency['p50_ms']} ms, "
           f"p95 {latency['p95_ms']} ms, p99 {latency['p99_ms']} ms; {_split(latency)}", flush=True)
     if cfg.soak_seconds > 0:
         rate = cfg.soak_rate or cfg.latency_rate
@@ -385,6 +386,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     from stream.settings import Settings
     from stream.topics import ensure_topics
 
+    if cfg.latency_workers not in cfg.workers:
+        raise ValueError(f"latency_workers={cfg.latency_workers} must be one of the engine runs' worker counts "
+                         f"{cfg.workers}")
     workdir = Path(tempfile.mkdtemp(prefix="fraudstream-bench-"))
     results: dict[str, Any] = {"config": {k: v for k, v in asdict(cfg).items() if k != "notes"},
                                "machine": {"cpus": os.cpu_count()}, "workdir": str(workdir)}
@@ -439,7 +443,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             engine_runs.append(run)
             print(f"(c) engine, {count} worker(s)     {run['events_per_s']:>9,.0f} events/s "
                   f"(mean history {run['mean_history']:.1f} transactions)", flush=True)
-            if count == 1 and keep is None:
+            if count == cfg.latency_workers and keep is None:
                 keep = workers
             else:
                 workers.stop()

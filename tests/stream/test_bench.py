@@ -17,6 +17,12 @@ def test_offered_loads_continue_the_preloads_event_time():
     assert max(times(0)) < min(times(1)) and max(times(1)) < min(times(2))
 
 
+def test_latency_workers_must_be_one_of_the_engine_runs(tmp_path):
+    with pytest.raises(ValueError, match="latency_workers=2"):
+        run_bench(BenchConfig(workers=(1,), latency_workers=2, out=str(tmp_path / "bench.json")))
+    assert not (tmp_path / "bench.json").exists()
+
+
 @pytest.mark.broker
 @pytest.mark.slow
 def test_smoke_bench_produces_every_figure(tmp_path, capsys):
@@ -33,6 +39,7 @@ def test_smoke_bench_produces_every_figure(tmp_path, capsys):
     assert abs(sum(engine["stage_share"].values()) - 1.0) < 0.01
     assert 0 < engine["mean_history"] < 32
     latency = results["latency"]
+    assert latency["workers"] == 1
     assert latency["samples"] == int(latency["offered_per_s"] * latency["seconds"])
     assert latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"]
     assert 0 <= latency["in_batch_ms"]["p50"] <= latency["p99_ms"] and latency["before_batch_ms"]["p50"] >= 0
