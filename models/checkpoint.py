@@ -198,7 +198,8 @@ class CheckpointWatcher:
     """Polls a checkpoint directory; :meth:`maybe_reload` returns a new scorer when it changed.
 
     Call it between micro-batches. ``current_version`` is the checkpoint id
-    already serving (:attr:`SequenceScorer.checkpoint_version`, without ``+bf16``) (None: the first present checkpoint counts as new). A checkpoint
+    already serving (:attr:`SequenceScorer.checkpoint_version`, without
+    ``+bf16``); None: the first present checkpoint counts as new. A checkpoint
     that fails to load is logged and retried at the next poll; the old model
     keeps serving.
     """

@@ -224,9 +224,10 @@ def _feature_text(name: str, item: ScoringItem) -> str:
 BF16_BATCH_QUANTUM = 32
 
 
-def _pad_rows(x: dict[str, torch.Tensor], rows: int) -> dict[str, torch.Tensor]:
-    """``x``'s tensors with their first row repeated up to ``rows`` rows (rows do not interact)."""
+def _pad_rows(x: dict[str, torch.Tensor], quantum: int) -> dict[str, torch.Tensor]:
+    """``x``'s tensors with their first row repeated up to a multiple of ``quantum`` rows (rows do not interact)."""
     b = x["mask"].shape[0]
+    rows = -(-b // quantum) * quantum
     if rows == b:
         return x
     idx = torch.zeros(rows, dtype=torch.long)
@@ -292,7 +293,7 @@ class SequenceScorer:
         x = step_tensors(items, self.spec.n, self.spec)
         bf16 = self.precision == "bfloat16"
         if bf16:
-            x = _pad_rows(x, -(-len(items) // BF16_BATCH_QUANTUM) * BF16_BATCH_QUANTUM)
+            x = _pad_rows(x, BF16_BATCH_QUANTUM)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             return self.model(x["numeric"], x["categorical"], x["mask"])[:len(items)].double().numpy()
 

@@ -96,8 +96,10 @@ def _bench(args: argparse.Namespace) -> int:
                           latency_seconds=args.latency_seconds, soak_seconds=args.soak_seconds, soak_rate=args.soak_rate,
                           batch_size=args.batch_size, checkpoint=args.checkpoint,
                           sequence_precision=args.sequence_precision, out=args.out)
-    if cfg.latency_workers not in cfg.workers:
-        print(f"--latency-workers {cfg.latency_workers} must be one of --workers {args.workers}", file=sys.stderr)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        print(f"fraudstream bench: {exc}", file=sys.stderr)
         return 2
     results = run_bench(cfg)
     print(f"figures written to {args.out}")

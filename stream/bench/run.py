@@ -50,6 +50,12 @@ class BenchConfig:
     out: str = "bench-results.json"
     notes: dict[str, Any] = field(default_factory=dict)
 
+    def validate(self) -> None:
+        """Raise ``ValueError`` for a configuration no run could use."""
+        if self.latency_workers not in self.workers:
+            raise ValueError(f"latency_workers={self.latency_workers} must be one of the engine runs' worker counts "
+                             f"{self.workers}")
+
     @classmethod
     def smoke(cls, out: str) -> BenchConfig:
         """A few seconds, to prove the benchmark works (CI)."""
@@ -386,9 +392,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     from stream.settings import Settings
     from stream.topics import ensure_topics
 
-    if cfg.latency_workers not in cfg.workers:
-        raise ValueError(f"latency_workers={cfg.latency_workers} must be one of the engine runs' worker counts "
-                         f"{cfg.workers}")
+    cfg.validate()
     workdir = Path(tempfile.mkdtemp(prefix="fraudstream-bench-"))
     results: dict[str, Any] = {"config": {k: v for k, v in asdict(cfg).items() if k != "notes"},
                                "machine": {"cpus": os.cpu_count()}, "workdir": str(workdir)}
