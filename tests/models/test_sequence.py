@@ -196,6 +196,33 @@ def test_written_out_layers_equal_pytorchs_encoder_in_inference():
     assert torch.allclose(ours, reference, atol=1e-5), (ours - reference).abs().max()
 
 
+def test_inference_embedding_equals_the_autograd_path_and_follows_new_weights():
+    # Non-trivial standardisation (folded into the weights) and a window shorter than the model's.
+    torch.manual_seed(1)
+    f = len(STEP_NUMERIC)
+    model = SequenceModel(StepSpec(n=12), Architecture(d_model=32, dim_feedforward=64),
+                          num_mean=torch.randn(f).tolist(), num_std=(torch.rand(f) + 0.5).tolist()).eval()
+    numeric, categorical, mask = _random_window(model)
+    window = (numeric[:, 4:], categorical[:, 4:], mask[:, 4:])
+
+    def both() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            fast = model(*window)
+        with torch.no_grad():
+            reference = model.encode(*model.inputs(*window), window[2])
+        return fast, reference
+
+    fast, reference = both()
+    assert torch.allclose(fast, reference, atol=1e-5), (fast - reference).abs().max()
+    # New weights (a checkpoint loaded into the same module): the folded tables are rebuilt.
+    torch.manual_seed(2)
+    other = SequenceModel(StepSpec(n=12), Architecture(d_model=32, dim_feedforward=64), num_std=[2.0] * f)
+    model.load_state_dict(other.state_dict())
+    fast_after, reference_after = both()
+    assert not torch.allclose(fast_after, fast, atol=1e-3)
+    assert torch.allclose(fast_after, reference_after, atol=1e-5), (fast_after - reference_after).abs().max()
+
+
 def test_written_out_layers_equal_pytorchs_encoder_in_training():
     # Dropout 0 so both are deterministic: same values and same gradients for every parameter.
     torch.manual_seed(0)
