@@ -23,8 +23,10 @@ import bisect
 import hashlib
 import math
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
+from operator import itemgetter
 from sys import intern
 from typing import Any
 
@@ -34,6 +36,7 @@ __all__ = [
     "FEATURE_NAMES",
     "History",
     "HistoryEntry",
+    "advance",
     "append",
     "engineered",
     "entry_of",
@@ -49,6 +52,7 @@ __all__ = [
 HistoryEntry = list[Any]
 History = list[HistoryEntry]
 TS, AMOUNT, MERCHANT, MCC, COUNTRY, CHANNEL, TXID = range(7)
+_event_time = itemgetter(TS)
 
 _HOUR = 3_600_000
 _DAY = 24 * _HOUR
@@ -110,12 +114,12 @@ def entry_of(t: Transaction) -> HistoryEntry:
 
 
 def position_of(history: History, t: Transaction) -> int | None:
-    """Index of ``t`` in ``history`` if it is already there (a redelivery)."""
+    """Index of ``t`` in ``history`` if it is already there (a redelivery); the last one if twice."""
     h = txid_hash(t.transaction_id)
-    for i in range(len(history) - 1, -1, -1):
-        if history[i][TXID] == h:
-            return i
-    return None
+    txids = [e[TXID] for e in history]
+    if h not in txids:  # the usual case: one C-level scan
+        return None
+    return len(txids) - 1 - txids[::-1].index(h)
 
 
 def prior_history(history: History, t: Transaction) -> History:
@@ -125,79 +129,92 @@ def prior_history(history: History, t: Transaction) -> History:
     replay) sees exactly the history it saw the first time, so its score and
     its alert are the same.
     """
-    pos = position_of(history, t)
-    if pos is not None:
-        return history[:pos]
-    cut = bisect.bisect_right([e[TS] for e in history], t.event_time_ms)
-    return history[:cut]
+    return history[:_place(history, t)[0]]
 
 
 def append(history: History, t: Transaction, limit: int) -> History:
     """Insert ``t`` in event-time order, skip a duplicate, keep the last ``limit``."""
-    if position_of(history, t) is not None:
-        return history
-    entry = entry_of(t)
-    times = [e[TS] for e in history]
-    new = list(history)
-    new.insert(bisect.bisect_right(times, t.event_time_ms), entry)
-    return new[-limit:]
+    return advance(history, t, limit)[1]
 
 
-def _most_common_country(history: Sequence[HistoryEntry]) -> str:
+def _place(history: History, t: Transaction) -> tuple[int, bool]:
+    """Where ``t`` is or goes in ``history``, and whether it is already there."""
+    pos = position_of(history, t)
+    if pos is not None:
+        return pos, True
+    return bisect.bisect_right(history, t.event_time_ms, key=_event_time), False
+
+
+def advance(history: History, t: Transaction, limit: int) -> tuple[History, History]:
+    """``(prior_history(history, t), append(history, t, limit))`` with one search of ``history``.
+
+    What the score agent does for every transaction: the history ``t`` is
+    scored against, and the history kept after it.
+
+    >>> from stream.records import Transaction
+    >>> t1 = Transaction("t1", "c1", 1_000, 20.0, "EUR", "m1", "5411", "FR", "pos")
+    >>> t2 = Transaction("t2", "c1", 2_000, 35.0, "EUR", "m2", "5411", "FR", "pos")
+    >>> prior, kept = advance(append(new_history(), t2, 32), t1, 32)  # t1 arrives late
+    >>> prior, [e[AMOUNT] for e in kept]
+    ([], [20.0, 35.0])
+    >>> advance(kept, t2, 32)[0] == kept[:1]  # t2 redelivered: the history it had, nothing appended
+    True
+    """
+    cut, present = _place(history, t)
+    prior = history[:cut]
+    if present:
+        return prior, history
+    return prior, [*prior, entry_of(t), *history[cut:]][-limit:]
+
+
+def _most_common_country(countries: Sequence[str]) -> str:
     """The card's home country: the most frequent, the earliest seen on a tie (as Counter.most_common)."""
-    counts: dict[str, int] = {}
-    for e in history:
-        counts[e[COUNTRY]] = counts.get(e[COUNTRY], 0) + 1
-    best, best_n = "", 0
-    for country, n in counts.items():
-        if n > best_n:
-            best, best_n = country, n
-    return best
+    counts = Counter(countries)  # first-seen order; max keeps the first of equals
+    return max(counts, key=counts.__getitem__) if counts else ""
 
 
 def engineered(history: Sequence[HistoryEntry], t: Transaction) -> dict[str, float]:
     """Engineered features of ``t`` given the card's prior ``history``.
 
     ``history`` must already be cut to entries before ``t``
-    (:func:`prior_history`); the result is keyed by :data:`FEATURE_NAMES`.
+    (:func:`prior_history`) and, like every history :func:`append` builds, be
+    in event-time order; the result is keyed by :data:`FEATURE_NAMES`.
     """
     now = t.event_time_ms
     amount = t.amount
     log_amount = math.log1p(amount)
     n = len(history)
-    n_1h = n_24h = n_7d = n_small = 0
-    sum_24h = 0.0
-    for e in history:
-        age = now - e[TS]
-        if age <= 7 * _DAY:
-            n_7d += 1
-            if age <= _DAY:
-                n_24h += 1
-                sum_24h += e[AMOUNT]
-                if age <= _HOUR:
-                    n_1h += 1
-                    if e[AMOUNT] < _SMALL_AMOUNT:
-                        n_small += 1
-    if n >= 2:
-        logs = [math.log1p(e[AMOUNT]) for e in history]
-        mean = sum(logs) / n
-        std = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1))
-        amount_z = (log_amount - mean) / max(std, 0.25)
-    else:
-        amount_z = 0.0
     if n:
-        amount_ratio_max = math.log(amount / max(e[AMOUNT] for e in history))
-        gap_s = max(now - history[-1][TS], 0) / 1000.0
-        merchant = stable_hash(t.merchant_id)
-        is_new_merchant = float(all(e[MERCHANT] != merchant for e in history))
-        is_new_mcc = float(all(e[MCC] != t.mcc for e in history))
-        is_new_country = float(all(e[COUNTRY] != t.country for e in history))
-        is_new_channel = float(all(e[CHANNEL] != t.channel for e in history))
-        is_foreign = float(_most_common_country(history) != t.country)
+        # One transposition into columns, then C-level scans (in, max, bisect, sum)
+        # instead of a Python loop per entry and feature: ~2x faster on full histories.
+        times, amounts, merchants, mccs, countries, channels = list(zip(*history))[:TXID]
+        # Windows by bisection on the ordered times: age <= w  <=>  time >= now - w.
+        in_7d = bisect.bisect_left(times, now - 7 * _DAY)
+        in_24h = bisect.bisect_left(times, now - _DAY, in_7d)
+        in_1h = bisect.bisect_left(times, now - _HOUR, in_24h)
+        n_7d, n_24h, n_1h = n - in_7d, n - in_24h, n - in_1h
+        sum_24h = sum(amounts[in_24h:], 0.0)  # oldest first, as a running total would add them
+        n_small = sum(1 for a in amounts[in_1h:] if a < _SMALL_AMOUNT)
+        amount_ratio_max = math.log(amount / max(amounts))
+        gap_s = max(now - times[-1], 0) / 1000.0
+        is_new_merchant = float(stable_hash(t.merchant_id) not in merchants)
+        is_new_mcc = float(t.mcc not in mccs)
+        is_new_country = float(t.country not in countries)
+        is_new_channel = float(t.channel not in channels)
+        is_foreign = float(_most_common_country(countries) != t.country)
     else:
+        n_7d = n_24h = n_1h = n_small = 0
+        sum_24h = 0.0
         amount_ratio_max = 0.0
         gap_s = _NO_GAP_S
         is_new_merchant = is_new_mcc = is_new_country = is_new_channel = is_foreign = 0.0
+    if n >= 2:
+        logs = list(map(math.log1p, amounts))
+        mean = sum(logs) / n
+        std = math.sqrt(sum([(x - mean) ** 2 for x in logs]) / (n - 1))
+        amount_z = (log_amount - mean) / max(std, 0.25)
+    else:
+        amount_z = 0.0
     hour = (now % _DAY) / _HOUR
     return {
         "log_amount": log_amount,

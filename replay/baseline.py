@@ -21,7 +21,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import torch
 
-from models.features import FEATURE_NAMES, append, engineered, prior_history
+from models.features import FEATURE_NAMES, advance, engineered
 from stream.records import Transaction
 
 __all__ = ["feature_matrix", "fit_predict"]
@@ -39,10 +39,9 @@ def feature_matrix(table: pa.Table, history_length: int = 32) -> npt.NDArray[np.
         t = Transaction(str(cols["transaction_id"][i]), str(cols["card_id"][i]), int(cols["timestamp"][i]),
                         float(cols["amount"][i]), str(cols["currency"][i]), str(cols["merchant_id"][i]),
                         str(cols["mcc"][i]), str(cols["country"][i]), str(cols["channel"][i]))
-        h = histories.get(t.card_id, [])
-        f = engineered(prior_history(h, t), t)
+        prior, histories[t.card_id] = advance(histories.get(t.card_id, []), t, history_length)
+        f = engineered(prior, t)
         out[i] = [f[name] for name in FEATURE_NAMES]
-        histories[t.card_id] = append(h, t, history_length)
     return out
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from faust.exceptions import PartitionsMismatch
 from faust.types import EventT
 
-from models.features import History, append, engineered, prior_history
+from models.features import History, advance, engineered
 from models.reasons import top_reasons
 from models.scoring import ScoringItem
 from stream.batches import ack, micro_batches
@@ -90,8 +90,8 @@ class BatchScorer:
             history = histories.get(key)
             if history is None:
                 history = history_store.get(key) or []
-            priors.append(prior_history(history, t))
-            histories[key] = append(history, t, self.settings.history_length)
+            prior, histories[key] = advance(history, t, self.settings.history_length)
+            priors.append(prior)
             last_event[key] = event
         clock.lap("state")
         items = [ScoringItem(t, prior, engineered(prior, t)) for (_, t), prior in zip(valid, priors, strict=True)]

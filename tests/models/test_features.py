@@ -67,3 +67,57 @@ def test_novelty_and_amount_features():
     assert f["amount_z"] > 5 and f["amount_ratio_max"] > 4
     small = engineered(h, tx(100, T0 + 5 * H + 60_000, amount=1.0))
     assert small["n_small_1h"] == 0.0 and small["log_gap_prev"] < 5
+
+
+def _reference_engineered(history, t):
+    """The features by their definitions, one entry at a time (what the columnar engineered() must equal)."""
+    from collections import Counter
+    from math import cos, log, log1p, pi, sin, sqrt
+
+    from models.features import AMOUNT, CHANNEL, COUNTRY, MCC, MERCHANT, TS, stable_hash
+    day = 24 * H
+    now, n = t.event_time_ms, len(history)
+    ages = [now - e[TS] for e in history]
+    total_24h = 0.0
+    for e, age in zip(history, ages):
+        if age <= day:
+            total_24h += e[AMOUNT]
+    logs = [log1p(e[AMOUNT]) for e in history]
+    z = 0.0
+    if n >= 2:
+        mean = sum(logs) / n
+        z = (log1p(t.amount) - mean) / max(sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1)), 0.25)
+    home = Counter(e[COUNTRY] for e in history).most_common(1)[0][0] if n else None
+    hour = (now % day) / H
+    return {
+        "log_amount": log1p(t.amount), "amount_z": z,
+        "amount_ratio_max": log(t.amount / max(e[AMOUNT] for e in history)) if n else 0.0,
+        "n_1h": float(sum(a <= H for a in ages)), "n_24h": float(sum(a <= day for a in ages)),
+        "n_7d": float(sum(a <= 7 * day for a in ages)), "log_sum_24h": log1p(total_24h),
+        "log_gap_prev": log1p(max(now - history[-1][TS], 0) / 1000.0 if n else 30 * 86_400.0),
+        "n_small_1h": float(sum(a <= H and e[AMOUNT] < 5.0 for e, a in zip(history, ages))),
+        "is_new_merchant": float(n > 0 and all(e[MERCHANT] != stable_hash(t.merchant_id) for e in history)),
+        "is_new_mcc": float(n > 0 and all(e[MCC] != t.mcc for e in history)),
+        "is_new_country": float(n > 0 and all(e[COUNTRY] != t.country for e in history)),
+        "is_new_channel": float(n > 0 and all(e[CHANNEL] != t.channel for e in history)),
+        "is_foreign": float(n > 0 and home != t.country), "log_history_len": log1p(n),
+        "hour_sin": sin(2 * pi * hour / 24), "hour_cos": cos(2 * pi * hour / 24),
+        "is_ecom": float(t.channel == "ecom"),
+    }
+
+
+def test_engineered_equals_the_per_entry_definitions_bit_for_bit():
+    import random
+
+    rng = random.Random(7)
+    for case in range(300):
+        txs, at = [], T0
+        for i in range(rng.randrange(0, 40)):
+            at += rng.choice([0, 1_000, 59 * 60_000, H, 5 * H, 23 * H, 24 * H, 3 * 24 * H])  # ties and window edges
+            txs.append(tx(i, at, amount=rng.choice([0.5, 4.99, 5.0, 20.0, rng.lognormvariate(3, 1)]),
+                          country=rng.choice(["FR", "FR", "DE", "BR"]), channel=rng.choice(["pos", "ecom"]),
+                          merchant=f"m{rng.randrange(6)}"))
+        t = tx(999, at + rng.choice([0, 1, H, 24 * H, 7 * 24 * H]), amount=rng.choice([1.0, 80.0]),
+               country=rng.choice(["FR", "BR"]), merchant=f"m{rng.randrange(8)}")
+        prior = prior_history(build(txs), t)
+        assert engineered(prior, t) == _reference_engineered(prior, t), case
