@@ -135,12 +135,19 @@ class Outbox:
                 # partition=None: aiokafka's default (murmur2) partitioner, as Faust's would.
                 fut = await send(topic, value, key=key, partition=partition, headers=list(headers) or None)
                 sent.append((topic if changelog else "", fut))
-        for table, event, key, value, delete in store_writes:
-            with writing_for(event):  # a RocksDB store picks its per-partition database from the current event
-                if delete:
-                    table.data.pop(key, None)
-                else:
-                    table.data[key] = value
+        # A RocksDB store picks its per-partition database from the current event: one
+        # current event per source partition, not one per write (a key always comes from
+        # the same partition, so each key's writes keep their order).
+        by_partition: dict[int, list[tuple[Any, EventT, bytes, Any, bool]]] = defaultdict(list)
+        for write in store_writes:
+            by_partition[write[1].message.partition].append(write)
+        for writes in by_partition.values():
+            with writing_for(writes[0][1]):
+                for table, _, key, value, delete in writes:
+                    if delete:
+                        table.data.pop(key, None)
+                    else:
+                        table.data[key] = value
         return asyncio.ensure_future(self._delivered(sent))
 
     async def _delivered(self, sent: list[tuple[str, asyncio.Future[Any]]]) -> None:

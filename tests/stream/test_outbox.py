@@ -1,0 +1,87 @@
+"""Outbox: store writes happen under their own event's partition, in order per key.
+
+The broker tests (test_recovery, test_scoring) run the outbox end to end; this
+one checks what a RocksDB store depends on and a memory store cannot show:
+the current event while each write reaches the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from faust.streams import _current_event
+
+from stream.outbox import Outbox
+
+
+class RecordingStore(dict):
+    """A store that notes which partition's event was current at every write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[bytes, Any, int]] = []
+
+    def _partition(self) -> int:
+        ref = _current_event.get(None)
+        return ref().message.partition
+
+    def __setitem__(self, key: bytes, value: Any) -> None:
+        self.writes.append((key, value, self._partition()))
+        super().__setitem__(key, value)
+
+    def pop(self, key: bytes, default: Any = None) -> Any:
+        self.writes.append((key, None, self._partition()))
+        return super().pop(key, default)
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        pass
+
+
+class Producer:
+    async def send(self, topic: str, value: bytes | None, key: bytes | None, partition: int | None,
+                   headers: Any) -> asyncio.Future[Any]:
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(SimpleNamespace(partition=partition, offset=0))
+        return fut
+
+
+class Event:
+    """What the outbox reads of a Faust event (weak-referenceable, as Faust's events are)."""
+
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition)
+
+
+def event(partition: int) -> Event:
+    return Event(partition)
+
+
+def table(name: str) -> Any:
+    return SimpleNamespace(data=RecordingStore(), changelog_topic=SimpleNamespace(get_topic_name=lambda: name))
+
+
+def test_each_store_write_sees_its_own_partition_and_keys_keep_their_order():
+    history, features = table("history-changelog"), table("features-changelog")
+    e0, e1, e2 = event(0), event(1), event(2)
+    outbox = Outbox(Producer(), bulk=True)
+    # Interleaved partitions, a key written twice and deleted, another table in between.
+    outbox.put(history, e1, b"card-a", [1])
+    outbox.put(history, e0, b"card-b", [2])
+    outbox.put(features, e1, b"tx-1", {"x": 1})
+    outbox.put(history, e1, b"card-a", [1, 3])
+    outbox.delete(features, e1, b"tx-1")
+    outbox.put(history, e2, b"card-c", [4])
+
+    async def run() -> None:
+        await outbox.flush()
+
+    asyncio.run(run())
+    partition_of = {b"card-a": 1, b"card-b": 0, b"card-c": 2, b"tx-1": 1}
+    for store in (history.data, features.data):
+        assert all(partition == partition_of[key] for key, _, partition in store.writes), store.writes
+    assert [v for k, v, _ in history.data.writes if k == b"card-a"] == [[1], [1, 3]]
+    assert [v for _, v, _ in features.data.writes] == [{"x": 1}, None]
+    assert history.data == {b"card-a": [1, 3], b"card-b": [2], b"card-c": [4]} and features.data == {}
+    assert _current_event.get(None) is None  # nothing left current after the batch
