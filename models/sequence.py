@@ -168,7 +168,8 @@ class SequenceModel(nn.Module):
         embedding_tables = [cast(nn.Embedding, e).weight for e in self.embeddings]
         sources: list[torch.Tensor] = [self.numeric.weight, self.numeric.bias, self.num_mean, self.num_std,
                                        self.recency.weight, *embedding_tables]
-        key = tuple((t._version, t.data_ptr()) for t in sources)
+        # Inference tensors (a model built under torch.inference_mode) keep no version counter.
+        key = tuple((t.data_ptr(), -1 if t.is_inference() else t._version) for t in sources)
         cached = self.__dict__.get("_tables")
         if cached is None or cached[0] != key:
             with torch.no_grad():
