@@ -241,13 +241,13 @@ def _encoder_layer(
     if layer.training or torch.is_grad_enabled() or out.dtype != h.dtype:
         x = h + layer.dropout1(out)
         return x + layer._ff_block(layer.norm2(x))
-    # Inference in one dtype: the same sums (bit for bit), in place, so the residuals and
-    # the ReLU make no new [B,N,d] / [B,N,ff] tensors.
+    # Inference in one dtype (under bfloat16 autocast `out` is bfloat16 and `h` float32, so
+    # that takes the branch above): the same sums, bit for bit, in place, so the residuals
+    # and the ReLU make no new [B,N,d] / [B,N,ff] tensors.
     x = out.add_(h)
     ff = layer.linear1(layer.norm2(x))
     ff = ff.relu_() if layer.activation_relu_or_gelu == 1 else layer.activation(ff)
-    y = layer.linear2(ff)
-    return y.add_(x) if y.dtype == x.dtype else x + y
+    return layer.linear2(ff).add_(x)
 
 
 def _ago(seconds: float) -> str:
