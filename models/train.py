@@ -23,7 +23,7 @@ import math
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +260,8 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(d.out), help="checkpoint directory (replaced atomically)")
     p.add_argument("--columns", help="column mapping: 'card_id=card,timestamp=ts' or a JSON object")
     p.add_argument("--steps", type=int, default=d.n_steps, help="window length incl. the scored transaction")
+    p.add_argument("--layers", type=int, default=d.arch.n_layers,
+                   help="encoder layers (1: the scored step is the only query; more cost ~40 us/tx each)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--patience", type=int, default=d.patience)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -275,7 +277,8 @@ def cli(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         config = TrainConfig(
-            data=args.data, out=args.out, columns=_columns(args.columns), n_steps=args.steps, epochs=args.epochs,
+            data=args.data, out=args.out, columns=_columns(args.columns), n_steps=args.steps,
+            arch=replace(d.arch, n_layers=args.layers), epochs=args.epochs,
             patience=args.patience, batch_size=args.batch_size, lr=args.lr, legit_per_epoch=args.legit_per_epoch,
             val_legit=args.val_legit or None, val_fraction=args.val_fraction, seed=args.seed, threads=args.threads, progress=not args.no_progress,
             max_minutes=args.max_minutes,

@@ -49,8 +49,8 @@ def model(n: int = 12, seed: int = 0) -> SequenceModel:
 
 
 def test_forward_shapes() -> None:
-    m = SequenceModel()  # defaults: d_model 64, 2 layers, 4 heads, 32 steps
-    assert m.arch == Architecture(64, 2, 4, 128, 0.1) and m.spec.n == 32
+    m = SequenceModel()  # defaults: d_model 64, 1 layer, 4 heads, 32 steps
+    assert m.arch == Architecture(64, 1, 4, 128, 0.1) and m.spec.n == 32
     x = step_tensors(card_items(), n=32)
     assert x["numeric"].shape == (4, 32, len(STEP_NUMERIC)) and x["categorical"].shape == (4, 32, len(STEP_CATEGORICAL))
     with torch.inference_mode():

@@ -115,10 +115,13 @@ def test_cli_trains_from_a_mapped_csv(tmp_path: Path, capsys: pytest.CaptureFixt
     pa_csv.write_csv(table, tmp_path / "data.csv")
     argv = ["--data", str(tmp_path / "data.csv"), "--out", str(tmp_path / "ckpt"), "--columns",
             json.dumps({"transaction_id": "tx", "card_id": "card"}), "--epochs", "1", "--steps", "6",
-            "--batch-size", "128", "--threads", "1", "--no-progress"]
+            "--batch-size", "128", "--threads", "1", "--no-progress", "--layers", "2"]
     assert cli(argv) == 0
     assert "validation AP" in capsys.readouterr().out
-    assert load_checkpoint(tmp_path / "ckpt").spec.n == 6
+    scorer = load_checkpoint(tmp_path / "ckpt")
+    assert scorer.spec.n == 6 and scorer.model.arch.n_layers == 2 == read_config(tmp_path / "ckpt")["architecture"]["n_layers"]
+    assert cli([*argv[:-1], "0"]) == 1
+    assert "n_layers >= 1" in capsys.readouterr().err
     assert cli(["--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x"), "--no-progress"]) == 1
 
 
