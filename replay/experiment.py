@@ -53,7 +53,7 @@ class ExperimentConfig:
     k: int = 100
 
 
-def _engine(name: str, bootstrap: str, out: Path, checkpoint: str, topics: dict[str, str]) -> tuple[Any, Any]:
+def _engine(name: str, bootstrap: str, out: Path, checkpoint: str, topics: dict[str, Any]) -> tuple[Any, Any]:
     from stream.broker import free_port
     from stream.settings import Settings
     from stream.topics import ensure_topics
@@ -69,7 +69,7 @@ def _engine(name: str, bootstrap: str, out: Path, checkpoint: str, topics: dict[
         sequence_model_path=checkpoint, data_dir=str(out / f"data-{name}"), log_level="warn",
     )
     ensure_topics(settings)
-    log = open(out / f"worker-{name}.log", "wb")
+    log = open(out / f"worker-{name}.log", "wb")  # noqa: SIM115 - the worker's output for its life
     proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env={**os.environ, **settings.to_env()},
                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
@@ -186,8 +186,8 @@ def _fmt(value: float | None) -> str:
 
 def _table(results: dict[str, Any]) -> str:
     test = results["test_period"]
-    lines = [f"Test period: last {results['config']['test_days']} days, {test['rows']:,} transactions, "
-             f"{test['frauds']:,} frauds; labels 7 days late.", "",
+    lines = [(f"Test period: last {results['config']['test_days']} days, {test['rows']:,} transactions, "
+             f"{test['frauds']:,} frauds; labels 7 days late."), "",
              "| model | ROC AUC | average precision | card precision@100 |", "|---|---|---|---|"]
     for name, m in results["models"].items():
         lines.append(f"| {name} | {_fmt(m['roc_auc'])} | {_fmt(m['average_precision'])} | "

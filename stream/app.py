@@ -101,7 +101,7 @@ class Engine:
     def ready(self) -> tuple[bool, dict[str, bool]]:
         """Ready to score: tables recovered and the shared model read."""
         checks = {
-            "tables_recovered": self.app.tables.recovery.completed.is_set(),
+            "tables_recovered": self.app.tables.recovery.completed.is_set(),  # type: ignore[attr-defined]
             "model_loaded": self.model_sync.ready.is_set(),
             "agents_running": all(not agent.should_stop for agent in self.app.agents.values()),
         }
@@ -307,7 +307,7 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
 
     if settings.online_model_path:
 
-        @app.on_before_shutdown.connect
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]  # Faust awaits async receivers
         async def save_online_model(sender: Any, **kwargs: Any) -> None:
             engine.fusion.online.save(settings.online_model_path)
             log.info("online learner saved to %s (%s)", settings.online_model_path, engine.fusion.online.version)

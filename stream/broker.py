@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 __all__ = ["BrokerError", "EmbeddedBroker", "find_broker_binary", "free_port"]
 
@@ -101,14 +101,14 @@ class EmbeddedBroker:
         """File that holds the broker's stdout and stderr."""
         return self._log_path
 
-    def start(self, timeout: float = 20.0) -> EmbeddedBroker:
+    def start(self, timeout: float = 20.0) -> Self:
         """Start the broker and wait until its port accepts connections."""
         binary = find_broker_binary()
         if self._log_path is None:
             fd, name = tempfile.mkstemp(prefix="fraudstream-broker-", suffix=".log")
             os.close(fd)
             self._log_path = Path(name)
-        self._log = open(self._log_path, "ab")
+        self._log = open(self._log_path, "ab")  # noqa: SIM115 - held for the broker's life, closed in stop()
         url = f"tcp://{self.host}:{self.port}"
         self._proc = subprocess.Popen(
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
@@ -149,7 +149,7 @@ class EmbeddedBroker:
         """True while the broker process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
-    def __enter__(self) -> EmbeddedBroker:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

@@ -37,7 +37,7 @@ def docker_unavailable() -> str | None:
         import docker
 
         docker.from_env(timeout=5).ping()
-    except Exception as exc:  # the docker SDK raises several unrelated types here
+    except Exception as exc:  # noqa: BLE001 - the docker SDK raises several unrelated types here
         return f"no Docker engine reachable ({type(exc).__name__}: {exc})"
     return None
 

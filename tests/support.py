@@ -16,7 +16,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -43,28 +43,28 @@ REPO = Path(__file__).resolve().parents[1]
 def fast_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
     """Settings for one test: its own topics and group, short group timeouts."""
     tag = uuid.uuid4().hex[:8]
-    base = dict(
-        app_id=f"fs-test-{tag}",
-        bootstrap_servers=bootstrap,
-        topic_partitions=2,
-        topic_transactions=f"transactions-{tag}",
-        topic_feedback=f"feedback-{tag}",
-        topic_scores=f"scores-{tag}",
-        topic_alerts=f"alerts-{tag}",
-        topic_transactions_dlq=f"transactions.dlq-{tag}",
-        topic_feedback_dlq=f"feedback.dlq-{tag}",
+    base = {
+        "app_id": f"fs-test-{tag}",
+        "bootstrap_servers": bootstrap,
+        "topic_partitions": 2,
+        "topic_transactions": f"transactions-{tag}",
+        "topic_feedback": f"feedback-{tag}",
+        "topic_scores": f"scores-{tag}",
+        "topic_alerts": f"alerts-{tag}",
+        "topic_transactions_dlq": f"transactions.dlq-{tag}",
+        "topic_feedback_dlq": f"feedback.dlq-{tag}",
         # Group membership settles in ~4 s on the embedded broker with these.
-        broker_session_timeout_s=6.0,
-        broker_heartbeat_interval_s=1.0,
-        broker_rebalance_timeout_s=6.0,
-        broker_max_poll_interval_s=6.0,
-        batch_timeout_s=0.0,
-        data_dir=str(data_dir),
-        log_level="info",
-        model_signing_key="test-signing-key-" + tag,
-        snapshot_interval_s=0.2,
-        embedded_broker_compat=backend() == "embedded",
-    )
+        "broker_session_timeout_s": 6.0,
+        "broker_heartbeat_interval_s": 1.0,
+        "broker_rebalance_timeout_s": 6.0,
+        "broker_max_poll_interval_s": 6.0,
+        "batch_timeout_s": 0.0,
+        "data_dir": str(data_dir),
+        "log_level": "info",
+        "model_signing_key": "test-signing-key-" + tag,
+        "snapshot_interval_s": 0.2,
+        "embedded_broker_compat": backend() == "embedded",
+    }
     # Workers get their settings from to_env(), which would override the variable in
     # our own environment: pass it on, so `FRAUDSTREAM_FETCH_MAX_WAIT_MS=10 pytest` means it.
     if os.environ.get("FRAUDSTREAM_FETCH_MAX_WAIT_MS"):
@@ -95,7 +95,7 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the worker's output for its life
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stream.cli", "worker"], cwd=REPO, env=env,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -215,12 +215,12 @@ def make_traffic(n_cards: int, per_card: int, fraud_every: int = 0, seed: int = 
             fraud = fraud_every > 0 and i >= 5 and i % fraud_every == 0
             if fraud:
                 t += rng.randint(60_000, 300_000)
-                row = dict(amount=round(rng.uniform(900, 2000), 2), country="BR", channel="ecom",
-                           merchant_id=f"shady-{rng.randint(0, 9)}", mcc="5732")
+                row = {"amount": round(rng.uniform(900, 2000), 2), "country": "BR", "channel": "ecom",
+                           "merchant_id": f"shady-{rng.randint(0, 9)}", "mcc": "5732"}
             else:
                 t += rng.randint(3_600_000, 3 * 3_600_000)
-                row = dict(amount=round(rng.uniform(5, 80), 2), country="FR", channel="pos",
-                           merchant_id=f"m{c % 40}-{rng.randint(0, 2)}", mcc="5411")
+                row = {"amount": round(rng.uniform(5, 80), 2), "country": "FR", "channel": "pos",
+                           "merchant_id": f"m{c % 40}-{rng.randint(0, 2)}", "mcc": "5411"}
             rows.append(dict(transaction_id=f"t{c}-{i}", card_id=f"card-{c}", timestamp=t,
                              currency="EUR", is_fraud=int(fraud), **row))
     rows.sort(key=lambda r: r["timestamp"])
@@ -262,7 +262,7 @@ class Trickle:
             self.sent += 1
         producer.close()
 
-    def __enter__(self) -> Trickle:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

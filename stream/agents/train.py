@@ -99,6 +99,8 @@ class Trainer:
                 continue  # already inside the snapshot this learner started from
             last_offset = max(last_offset, offset)
             try:
+                if event.message.value is None:
+                    raise ValueError("a record without a value")
                 ex = json.loads(event.message.value)
                 # unpack_inputs: a learn agent still on an earlier build (rolling upgrade, rollback)
                 # forwards an entry packed by a newer score agent as it found it.
@@ -187,7 +189,7 @@ def register(engine: Engine) -> Trainer:
     train.__module__ = __name__
     engine.app.agent(engine.topics.labelled, name=f"{__name__}.train")(train)
 
-    @engine.app.on_partitions_revoked.connect
+    @engine.app.on_partitions_revoked.connect  # type: ignore[arg-type]  # Faust awaits async receivers
     async def forget_learner(sender: Any, revoked: Any, **kwargs: Any) -> None:
         # Whoever gets the partition next starts from the published snapshot.
         if any(tp.topic == settings.labelled_topic for tp in revoked):

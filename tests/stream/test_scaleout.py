@@ -90,7 +90,7 @@ def test_kill_9_mid_stream_loses_nothing(settings4, worker_factory, broker, tmp_
     a2 = worker_factory(a.settings, name="a-restarted")
     produce(broker, settings4.topic_transactions, as_records(chunks[2]))
 
-    scores, missing = wait_all_scored(broker, settings4, rows)
+    _scores, missing = wait_all_scored(broker, settings4, rows)
     assert not missing, where_missing(missing, rows, chunks)
     alerts = consume_all(broker, settings4.topic_alerts, lambda r: False, timeout=3)
     by_tx = defaultdict(set)
@@ -115,7 +115,7 @@ def test_worker_added_then_removed_mid_stream(settings4, worker_factory, broker,
     assert first.stop() == 0, first.log_tail()
     produce(broker, settings4.topic_transactions, as_records(chunks[2]))
 
-    scores, missing = wait_all_scored(broker, settings4, rows)
+    _scores, missing = wait_all_scored(broker, settings4, rows)
     assert not missing, f"{where_missing(missing, rows, chunks)}\n{second.log_tail()}"
     cards = sorted({r["card_id"] for r in rows})
     assert histories_via(second, cards) == expected_histories(rows, 16), "no card's history split between workers"
