@@ -1,5 +1,16 @@
 """The limit: consume, decode, encode, produce with plain aiokafka, nothing else.
 
+Two uses in ``fraudstream bench``: (a) its rate over the preloaded topic, and
+the latency floor: the same loop, in its own process as the engine's worker
+is, under the same offered load, so the engine's latency percentiles can be
+read against what the broker and the clients alone cost on this machine.
+
+Run as ``python -m stream.bench.bare BOOTSTRAP SOURCE SINK N TIMEOUT_S OUT.json``
+for the latency floor: it positions at the end of SOURCE, writes
+OUT.json.ready, forwards the next N records (or what arrives in TIMEOUT_S)
+and writes ``{"events", "seconds", "events_per_s", "p50_ms", "p95_ms",
+"p99_ms"}`` to OUT.json.
+
 Example:
     >>> import asyncio
     >>> from stream.broker import EmbeddedBroker
@@ -18,17 +29,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-__all__ = ["bare_loop"]
+__all__ = ["bare_loop", "main", "percentile"]
 
 
-async def bare_loop(bootstrap: str, source: str, sink: str, n: int, timeout_s: float = 300.0) -> dict[str, Any]:
+async def bare_loop(bootstrap: str, source: str, sink: str, n: int, timeout_s: float = 300.0, *,
+                    from_end: bool = False, ready: Callable[[], None] | None = None) -> dict[str, Any]:
     """Process ``n`` records from ``source`` to ``sink``; return events and events/s.
 
     The clock starts at the first record received, so connection set-up is
-    not counted (as for the Faust runs).
+    not counted (as for the Faust runs). With ``from_end`` the loop starts at
+    the end of ``source`` (calling ``ready`` once it is positioned) and also
+    returns each record's latency: the time its output was handed to the
+    producer minus the record's timestamp, as the engine's scores measure it.
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -37,6 +55,7 @@ async def bare_loop(bootstrap: str, source: str, sink: str, n: int, timeout_s: f
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
     await consumer.start()
     await producer.start()
+    latencies: list[float] = []
     try:
         partitions = consumer.partitions_for_topic(source) or set()
         while not partitions:
@@ -44,7 +63,14 @@ async def bare_loop(bootstrap: str, source: str, sink: str, n: int, timeout_s: f
             partitions = consumer.partitions_for_topic(source) or set()
         tps = [TopicPartition(source, p) for p in sorted(partitions)]
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        if from_end:
+            await consumer.seek_to_end(*tps)
+            for tp in tps:
+                await consumer.position(tp)  # resolved now, not at the first fetch (after the load began)
+        else:
+            await consumer.seek_to_beginning(*tps)
+        if ready is not None:
+            ready()
         done = 0
         started: float | None = None
         deadline = time.monotonic() + timeout_s
@@ -57,10 +83,42 @@ async def bare_loop(bootstrap: str, source: str, sink: str, n: int, timeout_s: f
                     value = json.loads(record.value)
                     value["seen"] = True
                     await producer.send(sink, json.dumps(value).encode(), key=record.key)
+                    if from_end:
+                        latencies.append(time.time() * 1000.0 - record.timestamp)
                     done += 1
         await producer.flush()
         elapsed = time.perf_counter() - (started or time.perf_counter())
     finally:
         await consumer.stop()
         await producer.stop()
-    return {"events": done, "seconds": elapsed, "events_per_s": done / elapsed if elapsed else 0.0}
+    result: dict[str, Any] = {"events": done, "seconds": elapsed, "events_per_s": done / elapsed if elapsed else 0.0}
+    if from_end:
+        result.update({f"p{q}_ms": percentile(latencies, q / 100) for q in (50, 95, 99)})
+    return result
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The ``q`` quantile of ``values`` (nearest rank); ``None`` for no values.
+
+    >>> percentile([5.0, 1.0, 3.0, 2.0, 4.0], 0.5), percentile([], 0.99)
+    (3.0, None)
+    """
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main(argv: list[str]) -> int:
+    """The latency floor as a child process (see the module docstring)."""
+    bootstrap, source, sink, n_text, timeout_text, out_text = argv
+    out = Path(out_text)
+    ready = out.with_name(out.name + ".ready")
+    result = asyncio.run(bare_loop(bootstrap, source, sink, int(n_text), float(timeout_text), from_end=True,
+                                   ready=ready.touch))
+    out.write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -5,8 +5,9 @@ per-card histories from :mod:`replay.generate`), so their rates compare:
 
 (a) the bare aiokafka loop, (b) the Faust pass-through agent, (c) the engine
 with every model and output, with one and with two worker processes; then the
-end-to-end latency at a fixed offered load, and the worker's resident memory
-at the start and end of a long run. Figures are printed and written as JSON.
+end-to-end latency at a fixed offered load, next to the bare loop's latency at
+the same load (the floor this broker and machine set), and the worker's
+resident memory at the start and end of a long run. Figures are printed and written as JSON.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from stream.bench.bare import bare_loop
+from stream.bench.bare import bare_loop, percentile
 
 __all__ = ["BenchConfig", "run_bench"]
 
@@ -268,13 +269,6 @@ def _latencies(bootstrap: str, topic: str, prefix: str, expected: int,
     return [float(s["latency_ms"]) for s in scores], [float(s["processing_ms"]) for s in scores]
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def _offered_phase(bootstrap: str, cfg: BenchConfig, keep: _Workers, rate: float, seconds: float, prefix: str,
                    seed: int, scored_before: int, phase: int) -> dict[str, Any]:
     """Offer ``rate`` transactions/s for ``seconds``: latency percentiles, and the worker's RSS over the run.
@@ -317,15 +311,60 @@ def _offered_phase(bootstrap: str, cfg: BenchConfig, keep: _Workers, rate: float
     lat, processing = _latencies(bootstrap, keep.base.topic_scores, prefix, n, timeout_s=10)
     waiting = [total - inside for total, inside in zip(lat, processing, strict=True)]
     return {"offered_per_s": rate, "achieved_per_s": round(achieved, 1), "seconds": seconds, "samples": len(lat),
-            "unscored_after_120_s": behind, "p50_ms": _pct(lat, 0.5), "p95_ms": _pct(lat, 0.95),
-            "p99_ms": _pct(lat, 0.99), "rss_mb": rss, "transactions": n,
-            "in_batch_ms": {"p50": _pct(processing, 0.5), "p99": _pct(processing, 0.99)},
-            "before_batch_ms": {"p50": _pct(waiting, 0.5), "p99": _pct(waiting, 0.99)},
+            "unscored_after_120_s": behind, "p50_ms": percentile(lat, 0.5), "p95_ms": percentile(lat, 0.95),
+            "p99_ms": percentile(lat, 0.99), "rss_mb": rss, "transactions": n,
+            "in_batch_ms": {"p50": percentile(processing, 0.5), "p99": percentile(processing, 0.99)},
+            "before_batch_ms": {"p50": percentile(waiting, 0.5), "p99": percentile(waiting, 0.99)},
             "state": {"start": state_before, "end": keep.state(), "samples": states}}
 
 
-def _latency_and_memory(bootstrap: str, cfg: BenchConfig, keep: _Workers, results: dict[str, Any]) -> None:
-    """Latency at ``cfg.latency_rate``; then, with ``cfg.soak_seconds``, a soak at ``cfg.soak_rate`` for memory."""
+def _latency_floor(bootstrap: str, cfg: BenchConfig, workdir: Path) -> dict[str, Any]:
+    """The bare aiokafka loop's latency at ``cfg.latency_rate``: what the broker and clients alone cost.
+
+    The loop runs in its own process, as the engine's worker does, on a topic
+    of its own (the engine's idle worker does not see the load), with the
+    engine's fetch wait and the same offered load (new transactions of the
+    same cards).
+    """
+    from stream.settings import Settings
+    from stream.topics import ensure_topics
+
+    ensure_topics(Settings(bootstrap_servers=bootstrap, topic_partitions=cfg.partitions,
+                           topic_transactions="bench-floor-tx", topic_feedback="bench-floor-fb"))
+    n = int(cfg.latency_rate * cfg.latency_seconds)
+    load = _records(n, cfg.cards, prefix="floor-", seed=8, phase=1)
+    out = workdir / "floor.json"
+    ready = out.with_name(out.name + ".ready")
+    timeout_s = cfg.latency_seconds + 120.0
+    with open(workdir / "floor.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "stream.bench.bare", bootstrap, "bench-floor-tx",
+                                 "bench-floor-out", str(n), str(timeout_s), str(out)], stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60.0
+            while not ready.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the latency floor's loop did not start; see {workdir / 'floor.log'}")
+                time.sleep(0.05)
+            achieved = asyncio.run(_offered_load(bootstrap, "bench-floor-tx", load, cfg.latency_rate))
+            proc.wait(timeout=timeout_s)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    if not out.exists():
+        raise RuntimeError(f"the latency floor's loop wrote no figures; see {workdir / 'floor.log'}")
+    floor = json.loads(out.read_text())
+    return {"offered_per_s": cfg.latency_rate, "achieved_per_s": round(achieved, 1), "seconds": cfg.latency_seconds,
+            "samples": floor["events"], **{k: floor[k] and round(floor[k], 1) for k in ("p50_ms", "p95_ms", "p99_ms")}}
+
+
+def _latency_and_memory(bootstrap: str, cfg: BenchConfig, keep: _Workers, results: dict[str, Any],
+                        workdir: Path) -> None:
+    """Latency at ``cfg.latency_rate`` (and the bare loop's, the floor); then, with ``cfg.soak_seconds``,
+    a soak at ``cfg.soak_rate`` for memory."""
+    floor = results["latency_floor"] = _latency_floor(bootstrap, cfg, workdir)
+    print(f"latency floor at {cfg.latency_rate:,.0f}/s offered (bare aiokafka loop, own process): p50 "
+          f"{_ms(floor['p50_ms'])} ms, p95 {_ms(floor['p95_ms'])} ms, p99 {_ms(floor['p99_ms'])} ms", flush=True)
     latency = _offered_phase(bootstrap, cfg, keep, cfg.latency_rate, cfg.latency_seconds, "lat-", 6, cfg.events,
                              phase=1)
     rss = latency.pop("rss_mb")
@@ -462,7 +501,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
 
         try:
             if keep is not None:
-                _latency_and_memory(bootstrap, cfg, keep, results)
+                _latency_and_memory(bootstrap, cfg, keep, results, workdir)
         finally:
             if keep is not None:
                 keep.stop()

@@ -43,6 +43,9 @@ def test_smoke_bench_produces_every_figure(tmp_path, capsys):
     assert latency["samples"] == int(latency["offered_per_s"] * latency["seconds"])
     assert latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"]
     assert 0 <= latency["in_batch_ms"]["p50"] <= latency["p99_ms"] and latency["before_batch_ms"]["p50"] >= 0
+    floor = results["latency_floor"]  # the bare loop under the same offered load, every record forwarded
+    assert floor["samples"] == latency["samples"] and 0 < floor["p50_ms"] <= floor["p95_ms"] <= floor["p99_ms"]
+    assert "latency floor at 300/s offered" in printed
     soak = results["soak"]
     assert soak["samples"] == int(soak["offered_per_s"] * soak["seconds"]) and soak["unscored_after_120_s"] == 0
     assert results["memory_rss_mb"]["start"] > 0 and results["ratio_engine_to_bare"] > 0
