@@ -15,6 +15,13 @@ commit).
 slower: ``send_batch`` waits until the partition's previous batch has left,
 which with one request in flight per broker is a round trip per micro-batch.)
 
+The micro-batch's last :meth:`Outbox.send` (``last=True``) closes the
+producer's open batches so its sender ships them at once instead of waiting
+out ``FRAUDSTREAM_PRODUCER_LINGER_S``: the agent waits for their delivery
+before it takes the next micro-batch, so the linger was pure latency. Other
+sends through the same producer (Faust's changelogs from other agents, ops
+records) keep the linger.
+
 Table writes (:meth:`Outbox.put` / :meth:`Outbox.delete`) go to the table's
 changelog partition, exactly the bytes Faust's own ``table[key] = value``
 would send (raw key, JSON value, ``None`` tombstone), so Faust's standard
@@ -106,17 +113,21 @@ class Outbox:
 
     async def flush(self) -> None:
         """Produce everything queued and wait until the broker has it all."""
-        await (await self.send())
+        await (await self.send(last=True))
 
-    async def send(self) -> asyncio.Future[Any]:
+    async def send(self, *, last: bool = False) -> asyncio.Future[Any]:
         """Hand everything queued to the producer; returns the future of its delivery.
 
         Once this returns, the records are in the producer's queue ahead of any
         record sent later, and the local stores hold the new values (the same
         order as Faust's own table writes: store first, changelog on its way).
-        The future fails if any batch cannot be delivered.
+        The future fails if any batch cannot be delivered. ``last``: nothing
+        more is coming for this micro-batch, so the producer ships what it
+        holds now rather than after its linger.
         """
         if not self._n:
+            if last and self.bulk:
+                _ship_now(self.producer)  # what earlier sends of this micro-batch left lingering
             return asyncio.gather()  # already done
         records, self._records, self._n = self._records, defaultdict(list), 0
         store_writes, self._store_writes = self._store_writes, []
@@ -148,6 +159,8 @@ class Outbox:
                         table.data.pop(key, None)
                     else:
                         table.data[key] = value
+        if last:
+            _ship_now(self.producer)
         return asyncio.ensure_future(self._delivered(sent))
 
     async def _delivered(self, sent: list[tuple[str, asyncio.Future[Any]]]) -> None:
@@ -159,3 +172,24 @@ class Outbox:
                 last[tp] = max(last.get(tp, -1), meta.offset)
         for (topic, partition), offset in last.items():
             self._tables[topic].data.set_persisted_offset(TopicPartition(topic, partition), offset)
+
+
+def _ship_now(producer: Any) -> None:
+    """Make the producer send what it holds without waiting out its linger.
+
+    What aiokafka's ``flush_for_commit`` does before it waits: close every
+    open batch (a closed batch is ready to send; the next record to its
+    partition starts a new one) and wake the sender. aiokafka has no public
+    call for it; on a version without these internals the linger applies,
+    which only costs latency.
+    """
+    accumulator = getattr(producer, "_message_accumulator", None)
+    batches = getattr(accumulator, "_batches", None)
+    waiter = getattr(accumulator, "_waiter_future", None)
+    if batches is None or waiter is None:
+        return
+    for queued in batches.values():
+        for batch in queued:
+            batch._builder.close()
+    if not waiter.done():
+        waiter.set_result(None)

@@ -78,7 +78,7 @@ class BatchScorer:
             valid.append((event, t))
         clock.lap("decode")
         if not valid:
-            return await outbox.send()
+            return await outbox.send(last=True)
 
         # State: chain histories through the batch, a card may appear many times.
         histories: dict[bytes, History] = {}
@@ -99,7 +99,7 @@ class BatchScorer:
 
         fused = await self._score(items, valid, outbox)
         if fused is None:
-            return await outbox.send()
+            return await outbox.send(last=True)
         scores, components, inputs, keep = fused
         clock.add(engine.fusion.last_seconds)
 
@@ -152,7 +152,7 @@ class BatchScorer:
         self._expire(valid, outbox)
         if engine.feedback is not None:
             await engine.feedback.expire_pending(self._by_partition(valid))
-        expired = await outbox.send()
+        expired = await outbox.send(last=True)
         clock.lap("state")
         telemetry.observe_batch(len(events))
         telemetry.observe_stages(clock.seconds)
@@ -201,7 +201,7 @@ class BatchScorer:
         for item, (event, t) in zip(items, valid, strict=True):
             try:
                 one = fusion.score_batch([item])
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any model failure dead-letters only this record
                 self.engine.stats.dead_letter(dlq_topic, "scoring_error")
                 DeadLetter.from_message(event.message, "scoring_error", repr(exc)).queue(outbox, dlq_topic)
                 continue

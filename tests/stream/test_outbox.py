@@ -8,9 +8,11 @@ the current event while each write reaches the store.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from faust.streams import _current_event
 
 from stream.outbox import Outbox
@@ -85,3 +87,29 @@ def test_each_store_write_sees_its_own_partition_and_keys_keep_their_order():
     assert [v for _, v, _ in features.data.writes] == [{"x": 1}, None]
     assert history.data == {b"card-a": [1, 3], b"card-b": [2], b"card-c": [4]} and features.data == {}
     assert _current_event.get(None) is None  # nothing left current after the batch
+
+
+@pytest.mark.broker
+def test_the_last_send_of_a_micro_batch_does_not_wait_out_the_producers_linger(broker):
+    """The agent waits for a batch's delivery before its next batch: lingering there is pure latency."""
+    from aiokafka import AIOKafkaProducer
+
+    topic = f"outbox-linger-{uuid.uuid4().hex[:8]}"
+
+    async def delivered_within(last: bool, seconds: float) -> bool:
+        producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=4000)
+        await producer.start()
+        try:
+            outbox = Outbox(producer, bulk=True)
+            await (await Outbox(producer, bulk=True).send(last=True))  # nothing queued: done at once
+            for i in range(20):
+                outbox.add(topic, None, b"k%d" % i, b"v%d" % i)
+            delivery = await outbox.send(last=last)
+            done, _ = await asyncio.wait([delivery], timeout=seconds)
+            await delivery  # delivered either way, after the linger at the latest
+            return bool(done)
+        finally:
+            await producer.stop()
+
+    assert asyncio.run(delivered_within(last=True, seconds=2.0))
+    assert not asyncio.run(delivered_within(last=False, seconds=1.0))  # what the linger does otherwise
