@@ -15,12 +15,12 @@ commit).
 slower: ``send_batch`` waits until the partition's previous batch has left,
 which with one request in flight per broker is a round trip per micro-batch.)
 
-The micro-batch's last :meth:`Outbox.send` (``last=True``) closes the
-producer's open batches so its sender ships them at once instead of waiting
-out ``FRAUDSTREAM_PRODUCER_LINGER_S``: the agent waits for their delivery
-before it takes the next micro-batch, so the linger was pure latency. Other
-sends through the same producer (Faust's changelogs from other agents, ops
-records) keep the linger.
+The micro-batch's last :meth:`Outbox.send` (``last=True``) ends the linger
+of the producer's open batches for the topics the micro-batch wrote, so its
+sender ships them at once instead of after ``FRAUDSTREAM_PRODUCER_LINGER_S``:
+the agent waits for their delivery before it takes the next micro-batch, so
+the linger was pure latency. (Another agent's records already in one of those
+batches leave with it; batches of other topics keep their linger.)
 
 Table writes (:meth:`Outbox.put` / :meth:`Outbox.delete`) go to the table's
 changelog partition, exactly the bytes Faust's own ``table[key] = value``
@@ -71,6 +71,7 @@ class Outbox:
         self._tables: dict[str, Any] = {}
         self._store_writes: list[tuple[Any, EventT, bytes, Any, bool]] = []
         self._n = 0
+        self._sent_topics: set[str] = set()  # since the micro-batch's last send
 
     def pending(self) -> int:
         """Records waiting for :meth:`flush`."""
@@ -127,7 +128,8 @@ class Outbox:
         """
         if not self._n:
             if last and self.bulk:
-                _ship_now(self.producer)  # what earlier sends of this micro-batch left lingering
+                _ship_now(self.producer, self._sent_topics)  # what earlier sends of this micro-batch left
+                self._sent_topics = set()
             return asyncio.gather()  # already done
         records, self._records, self._n = self._records, defaultdict(list), 0
         store_writes, self._store_writes = self._store_writes, []
@@ -159,8 +161,10 @@ class Outbox:
                         table.data.pop(key, None)
                     else:
                         table.data[key] = value
+        self._sent_topics.update(topic for topic, _ in records)
         if last:
-            _ship_now(self.producer)
+            _ship_now(self.producer, self._sent_topics)
+            self._sent_topics = set()
         return asyncio.ensure_future(self._delivered(sent))
 
     async def _delivered(self, sent: list[tuple[str, asyncio.Future[Any]]]) -> None:
@@ -174,22 +178,26 @@ class Outbox:
             self._tables[topic].data.set_persisted_offset(TopicPartition(topic, partition), offset)
 
 
-def _ship_now(producer: Any) -> None:
-    """Make the producer send what it holds without waiting out its linger.
+def _ship_now(producer: Any, topics: set[str]) -> None:
+    """Make the producer send its open batches for ``topics`` without waiting out their linger.
 
-    What aiokafka's ``flush_for_commit`` does before it waits: close every
-    open batch (a closed batch is ready to send; the next record to its
-    partition starts a new one) and wake the sender. aiokafka has no public
-    call for it; on a version without these internals the linger applies,
-    which only costs latency.
+    A batch whose linger is over is ready: the sender takes it on its next
+    pass (after the broker's in-flight request, if any), and until then it
+    still accepts records. (Closing the batches, as aiokafka's
+    ``flush_for_commit`` does, would also make them ready, but a record for
+    the same partition would then wait until the sender has taken the closed
+    batch: a round trip for Faust's own sends.) aiokafka has no public call
+    for this; on a version without these internals the linger applies, which
+    only costs latency.
     """
     accumulator = getattr(producer, "_message_accumulator", None)
     batches = getattr(accumulator, "_batches", None)
     waiter = getattr(accumulator, "_waiter_future", None)
     if batches is None or waiter is None:
         return
-    for queued in batches.values():
-        for batch in queued:
-            batch._builder.close()
+    for tp, queued in batches.items():
+        if tp.topic in topics:
+            for batch in queued:
+                batch._linger_time = 0.0
     if not waiter.done():
-        waiter.set_result(None)
+        waiter.set_result(None)  # wake the sender, which sleeps until data comes or a linger ends

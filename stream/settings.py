@@ -65,7 +65,7 @@ class Settings:
     broker_max_poll_records: int = _f(1000, "Most records one fetch hands the worker; it fetches again only once the agent has taken them, so this bounds the gap between polls.")
     direct_delivery: bool = _f(True, "Hand fetched records to the agents without Faust's two tasks per record when that cannot block (stream/drain.py); False = Faust's own fetch loop.")
     fetch_max_wait_ms: int = _f(0, "Longest a consumer fetch may wait for data; 0 keeps Faust's 1500. The embedded broker always waits this long, so the demo and bench use 10 for latency.")
-    producer_linger_s: float = _f(0.005, "Producer linger: how long a batch waits to fill (latency vs. throughput). The score agent's micro-batch outputs do not wait: they ship once the batch is scored (stream/outbox.py).")
+    producer_linger_s: float = _f(0.005, "Producer linger: how long a batch waits to fill (latency vs. throughput). Under at-least-once the score agent's micro-batch outputs do not wait: they ship once the batch is scored (stream/outbox.py).")
     embedded_broker_compat: bool = _f(False, "Work around the embedded broker: end-offset answers, fetches it gives up on, generation 0 (stream/compat.py); set by the demo and tests, never needed on Apache Kafka.")
     security_protocol: str = _f("PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every client (worker, replay, tools).")
     ssl_cafile: str = _f("", "CA bundle that signed the brokers' certificates (empty: the system's).")

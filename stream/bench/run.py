@@ -329,8 +329,9 @@ def _latency_floor(bootstrap: str, cfg: BenchConfig, workdir: Path) -> dict[str,
     from stream.settings import Settings
     from stream.topics import ensure_topics
 
-    ensure_topics(Settings(bootstrap_servers=bootstrap, topic_partitions=cfg.partitions,
-                           topic_transactions="bench-floor-tx", topic_feedback="bench-floor-fb"))
+    ensure_topics(Settings(bootstrap_servers=bootstrap, topic_partitions=cfg.partitions,  # the sink too, up front
+                           topic_transactions="bench-floor-tx", topic_feedback="bench-floor-fb",
+                           topic_scores="bench-floor-out"))
     n = int(cfg.latency_rate * cfg.latency_seconds)
     load = _records(n, cfg.cards, prefix="floor-", seed=8, phase=1)
     out = workdir / "floor.json"
@@ -347,13 +348,20 @@ def _latency_floor(bootstrap: str, cfg: BenchConfig, workdir: Path) -> dict[str,
                     raise RuntimeError(f"the latency floor's loop did not start; see {workdir / 'floor.log'}")
                 time.sleep(0.05)
             achieved = asyncio.run(_offered_load(bootstrap, "bench-floor-tx", load, cfg.latency_rate))
-            proc.wait(timeout=timeout_s)
+            try:
+                proc.wait(timeout=timeout_s + 30.0)  # the loop gives up by itself after timeout_s
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"the latency floor's loop did not finish; see {workdir / 'floor.log'}") from None
         finally:
             if proc.poll() is None:
                 proc.kill()
+                proc.wait()
     if not out.exists():
         raise RuntimeError(f"the latency floor's loop wrote no figures; see {workdir / 'floor.log'}")
     floor = json.loads(out.read_text())
+    if floor["events"] < n:
+        print(f"the latency floor's loop forwarded {floor['events']:,} of {n:,} records before its deadline",
+              flush=True)
     return {"offered_per_s": cfg.latency_rate, "achieved_per_s": round(achieved, 1), "seconds": cfg.latency_seconds,
             "samples": floor["events"], **{k: floor[k] and round(floor[k], 1) for k in ("p50_ms", "p95_ms", "p99_ms")}}
 
