@@ -82,6 +82,7 @@ class Outbox:
         self._records = defaultdict(list)
         self._store_writes = []
         self._n = 0
+        self._sent_topics = set()
 
     def add(self, topic: str, partition: int | None, key: bytes | None, value: bytes | None,
             headers: Sequence[Header] = ()) -> None:
