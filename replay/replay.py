@@ -17,13 +17,13 @@ restart with the same arguments skips exactly the records already on the
 topics: no gap and no duplicate, after a Ctrl-C, a SIGTERM, a crash or a
 SIGKILL alike.
 
-Pacing (``--rate``, ``--speed``) sends what has come due at most every
+Pacing (``--rate``, ``--speed``) sends what has come due once per
 :data:`PACED_TICK_S` (20 ms), not event by event: one send per event made
 one-record batches (each topic partition gets its own), and the embedded
 broker slows down as its partitions fill with those (the demo's latency p50
 went from 341 to 42 ms with the tick). Records are timestamped when they are
-appended, so the tick is not in any latency measured from them; an event
-leaves at most a tick after its due time.
+appended, so the tick is not in any latency measured from them (nor is the
+lateness it adds: an event leaves about a tick after its due time at most).
 
 Example (the checkpoint sits next to the input unless ``--checkpoint`` says otherwise):
     >>> ReplayConfig(Path("data/transactions.csv")).checkpoint_path.name
@@ -225,9 +225,17 @@ class _Sender:
         if pos < limit:
             schedule.start(pos, int(stream.pace_times(pos, pos + 1)[0]))
         began = last_commit = time.monotonic()
+        paced = config.pace.mode != "max"
+        last_send = -PACED_TICK_S
         try:
             while pos < limit and not self.stop.is_set():
                 end = min(limit, ckpt.position + config.chunk_events)
+                if paced and pos < end:
+                    # One send per tick, busy or not: due times come from the schedule's
+                    # anchor, so waiting here delays events by up to a tick but not the rate.
+                    tick_left = last_send + PACED_TICK_S - time.monotonic()
+                    if tick_left > 0:
+                        await asyncio.sleep(tick_left)
                 count = schedule.due_count(pos, stream.pace_times(pos, end)) if pos < end else 0
                 if count == 0:
                     if pos >= end or time.monotonic() - last_commit >= 1.0:
@@ -235,8 +243,9 @@ class _Sender:
                         last_commit = time.monotonic()
                     else:
                         due_in = schedule.delay(pos, int(stream.pace_times(pos, pos + 1)[0]))
-                        await asyncio.sleep(min(0.2, max(PACED_TICK_S, due_in)))
+                        await asyncio.sleep(min(0.2, max(0.0, due_in)))
                     continue
+                last_send = time.monotonic()
                 batches: dict[tuple[str, int], Any] = {}
                 for event in stream.records(pos, pos + count):
                     if event.seq in written:

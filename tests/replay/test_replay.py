@@ -23,7 +23,7 @@ from replay.generate import GeneratorConfig, generate, write
 from replay.mapping import Rows
 from replay.plan import LabelPolicy, plan
 from replay.progress import Pace, Schedule
-from replay.replay import ReplayConfig, ReplayError, cli, run_replay
+from replay.replay import PACED_TICK_S, ReplayConfig, ReplayError, ReplaySummary, cli, run_replay
 from stream.records import Limits, parse_feedback, parse_rfc3339_ms, parse_transaction
 from stream.settings import Settings
 from tests.support import REPO
@@ -204,8 +204,20 @@ def test_rate_paces_the_replay(settings: Settings, data_file: Path) -> None:
     assert summary.transactions_sent == 600 and summary.labels_sent == 0
     expected = 600 / 400
     assert 0.7 * expected <= summary.elapsed_s <= 2.5 * expected, summary.elapsed_s
-    # Sent in ticks of PACED_TICK_S (~8 events each at 400/s), not one batch per event (600).
-    assert summary.batches_sent <= 200, summary.batches_sent
+    assert summary.batches_sent <= most_batches(summary, partitions=settings.topic_partitions)
+
+
+@pytest.mark.broker
+def test_a_fast_paced_replay_still_sends_once_per_tick(settings: Settings, data_file: Path) -> None:
+    """At 5,000/s something is always due: without the tick every pass would send a batch of one or two."""
+    summary = run_replay(config(settings, data_file, mapping={"label": ""}, pace=Pace.parse(rate=5000)))
+    assert summary.transactions_sent == 1000
+    assert summary.batches_sent <= most_batches(summary, partitions=settings.topic_partitions)
+
+
+def most_batches(summary: ReplaySummary, partitions: int) -> float:
+    """One send per PACED_TICK_S, each at most one batch per partition (transactions only)."""
+    return partitions * (summary.elapsed_s / PACED_TICK_S + 1)
 
 
 @pytest.mark.broker
