@@ -21,7 +21,7 @@ Pacing (``--rate``, ``--speed``) sends what has come due once per
 :data:`PACED_TICK_S` (20 ms), not event by event: one send per event made
 one-record batches (each topic partition gets its own), and the embedded
 broker slows down as its partitions fill with those (the demo's latency p50
-went from 341 to 42 ms with the tick). Records are timestamped when they are
+went from 341 to 38 ms with the tick). Records are timestamped when they are
 appended, so the tick is not in any latency measured from them (nor is the
 lateness it adds: an event leaves about a tick after its due time at most).
 
