@@ -129,8 +129,7 @@ class Outbox:
         """
         if not self._n:
             if last and self.bulk:
-                _ship_now(self.producer, self._sent_topics)  # what earlier sends of this micro-batch left
-                self._sent_topics = set()
+                self._ship()  # what earlier sends of this micro-batch left lingering
             return asyncio.gather()  # already done
         records, self._records, self._n = self._records, defaultdict(list), 0
         store_writes, self._store_writes = self._store_writes, []
@@ -164,9 +163,13 @@ class Outbox:
                         table.data[key] = value
         self._sent_topics.update(topic for topic, _ in records)
         if last:
-            _ship_now(self.producer, self._sent_topics)
-            self._sent_topics = set()
+            self._ship()
         return asyncio.ensure_future(self._delivered(sent))
+
+    def _ship(self) -> None:
+        """End the linger of what this micro-batch's sends left in the producer; the next batch starts afresh."""
+        _ship_now(self.producer, self._sent_topics)
+        self._sent_topics = set()
 
     async def _delivered(self, sent: list[tuple[str, asyncio.Future[Any]]]) -> None:
         results = await asyncio.gather(*(fut for _, fut in sent))
