@@ -46,8 +46,8 @@ async def main():
     consumer.assign([tp])
     consumer.seek(tp, offset)
     got, deadline = 0, time.monotonic() + 5
-    while not got and time.monotonic() < deadline:
-        got = sum(len(v) for v in (await consumer.getmany(timeout_ms=200)).values())
+    while got < 5 and time.monotonic() < deadline:  # a fetch may return fewer than all five batches
+        got += sum(len(v) for v in (await consumer.getmany(timeout_ms=200)).values())
     await consumer.stop()
     print(got)
 
