@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from models.features import History
+from models.history import History
 from stream.records import Transaction
 
 __all__ = ["Scorer", "ScoringItem"]

@@ -16,14 +16,14 @@ about twice as fast here, logits within a few thousandths of float32's).
 gradient x input.
 
 Example:
-    >>> from models.features import append, new_history
+    >>> from models.history import append, new_history
     >>> from models.scoring import ScoringItem
     >>> from stream.records import Transaction
     >>> _ = torch.manual_seed(0)
     >>> scorer = SequenceScorer(SequenceModel(StepSpec(n=8)), version="seq-demo")
     >>> t1 = Transaction("t1", "c1", 1_740_830_400_000, 20.0, "EUR", "m1", "5411", "FR", "pos")
     >>> t2 = Transaction("t2", "c1", 1_740_830_460_000, 900.0, "EUR", "m2", "5732", "BR", "ecom")
-    >>> items = [ScoringItem(t1, [], {}), ScoringItem(t2, append(new_history(), t1, 32), {})]
+    >>> items = [ScoringItem(t1, new_history(), {}), ScoringItem(t2, append(new_history(), t1, 32), {})]
     >>> p = scorer.score_batch(items)
     >>> p.shape, bool(((p > 0) & (p < 1)).all()), scorer.version
     ((2,), True, 'seq-demo')
@@ -45,7 +45,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.features import AMOUNT, CHANNEL, COUNTRY, MCC, TS
 from models.scoring import ScoringItem
 from models.steps import STEP_CATEGORICAL, STEP_NUMERIC, StepSpec, step_tensors
 
@@ -412,7 +411,7 @@ class SequenceScorer:
         for b, item in enumerate(items):
             reasons: list[dict[str, Any]] = []
             per_step = numeric[b].sum(-1) + categorical[b].sum(-1)
-            window = item.history[-(n - 1):] if n > 1 else []
+            window = item.history[-(n - 1):] if n > 1 else item.history[:0]
             first = n - 1 - len(window)
             now = item.transaction.event_time_ms
             past = sorted(((float(per_step[j]), j) for j in range(first, n - 1) if not mask[b, j]), reverse=True)
@@ -420,8 +419,8 @@ class SequenceScorer:
                 if w <= 0:
                     break
                 e = window[j - first]
-                text = (f"sequence: transaction {_ago(max(now - e[TS], 0) / 1000)} before, "
-                        f"amount {e[AMOUNT]:.2f}, {e[CHANNEL]} in {e[COUNTRY]} (MCC {e[MCC]})")
+                text = (f"sequence: transaction {_ago(max(now - e.ts, 0) / 1000)} before, "
+                        f"amount {e.amount:.2f}, {e.channel} in {e.country} (MCC {e.mcc})")
                 reasons.append({"kind": "step", "code": f"sequence_step_{n - 1 - j}", "text": text, "weight": round(w, 4)})
             per_feature = dict(zip(STEP_NUMERIC, numeric[b].sum(0).tolist(), strict=True))
             per_feature.update(zip(STEP_CATEGORICAL, categorical[b].sum(0).tolist(), strict=True))

@@ -21,7 +21,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import torch
 
-from models.features import FEATURE_NAMES, advance, engineered
+from models.features import FEATURE_NAMES, engineered
+from models.history import History, advance, new_history
 from stream.records import Transaction
 
 __all__ = ["feature_matrix", "fit_predict"]
@@ -34,12 +35,12 @@ def feature_matrix(table: pa.Table, history_length: int = 32) -> npt.NDArray[np.
              "channel")}
     order = np.argsort(np.asarray(cols["timestamp"], dtype=np.int64), kind="stable")
     out = np.zeros((table.num_rows, len(FEATURE_NAMES)))
-    histories: dict[str, list] = {}
+    histories: dict[str, History] = {}
     for i in order.tolist():
         t = Transaction(str(cols["transaction_id"][i]), str(cols["card_id"][i]), int(cols["timestamp"][i]),
                         float(cols["amount"][i]), str(cols["currency"][i]), str(cols["merchant_id"][i]),
                         str(cols["mcc"][i]), str(cols["country"][i]), str(cols["channel"][i]))
-        prior, histories[t.card_id] = advance(histories.get(t.card_id, []), t, history_length)
+        prior, histories[t.card_id] = advance(histories.get(t.card_id, new_history()), t, history_length)
         f = engineered(prior, t)
         out[i] = [f[name] for name in FEATURE_NAMES]
     return out

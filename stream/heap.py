@@ -1,10 +1,12 @@
 """The worker's Python heap: collect garbage less often than Python's defaults.
 
-A worker's tables keep every card's recent history in memory as Python lists
-(millions of objects at 20,000 cards), and each micro-batch allocates tens of
-thousands more. With Python's thresholds (700, 10, 10) the garbage collector
-ran a full collection, walking all of them, every few batches: 16.5 s of a
-66.5 s, 200,000-transaction engine run here went to it. :func:`collect_less_often`
+A worker's tables keep state in memory for every card and every recent
+transaction (until the history moved to columns, millions of Python lists at
+20,000 cards; the ``features`` table still holds a dict per transaction), and
+each micro-batch allocates tens of thousands of objects more. With Python's
+thresholds (700, 10, 10) the garbage collector ran a full collection, walking
+all of them, every few batches: 16.5 s of a 66.5 s, 200,000-transaction
+engine run here went to it. :func:`collect_less_often`
 moves everything allocated at start-up (modules, model weights) to the
 permanent generation (``gc.freeze``), so no collection walks it again, and
 raises the young generation's threshold; reference counting still frees

@@ -24,8 +24,8 @@ batches leave with it; batches of other topics keep their linger.)
 
 Table writes (:meth:`Outbox.put` / :meth:`Outbox.delete`) go to the table's
 changelog partition, exactly the bytes Faust's own ``table[key] = value``
-would send (raw key, JSON value, ``None`` tombstone), so Faust's standard
-recovery rebuilds the table. The local store is written once the changelog
+would send (raw key, the value in the table's codec, ``None`` tombstone), so
+Faust's standard recovery rebuilds the table. The local store is written once the changelog
 records are in the producer's queue, not before: another agent that reads
 the new value (the learn agent joining a label) and rewrites the key through
 Faust's producer then queues its record behind this one, never ahead. Once
@@ -97,7 +97,8 @@ class Outbox:
                 table[key] = value
             return
         self._store_writes.append((table, event, key, value, False))
-        self._changelog(table, event.message.partition, key, dumps(value))
+        codec = table.value_serializer  # "json", or a codec object of the table's own (the history's)
+        self._changelog(table, event.message.partition, key, dumps(value) if isinstance(codec, str) else codec.dumps(value))
 
     def delete(self, table: Any, event: EventT, key: bytes) -> None:
         """``del table[key]`` on behalf of ``event``: a tombstone on the changelog."""

@@ -2,10 +2,11 @@
 
 Two tables, both partitioned like the input topics (co-partitioned by card):
 
-* ``history``: card id -> the card's last N transactions, compact
-  (:mod:`models.features`). Keys are the raw card-id bytes, exactly the
-  transactions' Kafka key, so Faust's table router sends a web lookup to the
-  worker that owns the card.
+* ``history``: card id -> the card's last N transactions as columns
+  (:class:`models.history.History`; its changelog records are
+  :func:`models.history.encode`'s bytes, through :class:`HistoryCodec`).
+  Keys are the raw card-id bytes, exactly the transactions' Kafka key, so
+  Faust's table router sends a web lookup to the worker that owns the card.
 * ``features``: transaction id -> what the online learner saw when it scored
   that transaction, kept for the feedback join. It lives on the card's
   partition, so feedback (keyed by card) finds it on the same worker. The
@@ -32,12 +33,35 @@ from contextlib import contextmanager
 from typing import Any
 
 import faust
+from faust.serializers.codecs import Codec
 from faust.streams import _current_event  # the context variable Faust's tables read
 from faust.types import EventT
 
+from models.history import History, decode, encode
 from stream.settings import Settings
 
-__all__ = ["define_tables", "pack_inputs", "unpack_inputs", "writing_for"]
+__all__ = ["HistoryCodec", "define_tables", "pack_inputs", "unpack_inputs", "writing_for"]
+
+
+class HistoryCodec(Codec):
+    """Faust codec of the ``history`` table's values: :func:`models.history.encode` / :func:`~models.history.decode`.
+
+    Faust uses it for the table's changelog (recovery, standbys, the
+    exactly-once path's writes) and for a RocksDB store's values. Old JSON
+    changelog records decode too.
+
+    >>> from models.history import new_history
+    >>> HistoryCodec().loads(HistoryCodec().dumps(new_history())) == new_history()
+    True
+    """
+
+    def _dumps(self, s: Any) -> bytes:
+        if not isinstance(s, History):
+            raise TypeError(f"the history table holds History values, not {type(s).__name__}")
+        return encode(s)
+
+    def _loads(self, s: bytes) -> Any:
+        return decode(s)
 
 
 def pack_inputs(vector: Sequence[float]) -> str:
@@ -105,8 +129,14 @@ def define_tables(app: faust.App, settings: Settings) -> tuple[Any, Any, Any]:
             help=help,
         )
 
+    history = table("history", "card id -> last N transactions (columns)")
+    # Faust picks a table's codec from its value type (JSON unless it is a Faust model) and
+    # has already made the changelog topic with it; the store is made later, lazily. Both
+    # must use the history's own codec (recovery decodes the changelog with the topic's).
+    history.value_serializer = HistoryCodec()
+    history.changelog_topic = history._new_changelog_topic()
     return (
-        table("history", "card id -> last N transactions (compact)"),
+        history,
         table("features", "transaction id -> scoring-time inputs for the feedback join"),
         table("pending", "transaction id -> a label that arrived before its transaction was scored"),
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from models.features import AMOUNT, CHANNEL, COUNTRY, MCC, MERCHANT, TS, TXID
+from models.history import Entry, new_history
 from stream.records import format_rfc3339
 
 if TYPE_CHECKING:
@@ -23,16 +23,16 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 
-def _readable(entry: list[Any]) -> dict[str, Any]:
+def _readable(entry: Entry) -> dict[str, Any]:
     return {
-        "event_time": entry[TS],
-        "timestamp": format_rfc3339(entry[TS]),
-        "amount": entry[AMOUNT],
-        "merchant_hash": entry[MERCHANT],
-        "mcc": entry[MCC],
-        "country": entry[COUNTRY],
-        "channel": entry[CHANNEL],
-        "transaction_hash": entry[TXID],
+        "event_time": entry.ts,
+        "timestamp": format_rfc3339(entry.ts),
+        "amount": entry.amount,
+        "merchant_hash": entry.merchant,
+        "mcc": entry.mcc,
+        "country": entry.country,
+        "channel": entry.channel,
+        "transaction_hash": entry.txid,
     }
 
 
@@ -43,8 +43,9 @@ def register(engine: Engine) -> None:
     @app.page("/cards/{card_id}/history/")
     @app.table_route(table=engine.history, match_info="card_id")
     async def card_history(web: Any, request: Any, card_id: str) -> Any:
-        history = engine.history.get(card_id.encode()) or []
-        return web.json({"card_id": card_id, "history": [_readable(e) for e in history], "raw": history})
+        history = engine.history.get(card_id.encode()) or new_history()
+        return web.json({"card_id": card_id, "history": [_readable(e) for e in history],
+                         "raw": [list(e) for e in history]})
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

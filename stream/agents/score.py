@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from faust.exceptions import PartitionsMismatch
 from faust.types import EventT
 
-from models.features import History, advance, engineered
+from models.features import engineered
+from models.history import History, advance, new_history
 from models.reasons import top_reasons
 from models.scoring import ScoringItem
 from stream.batches import ack, micro_batches
@@ -89,7 +90,7 @@ class BatchScorer:
             key = t.card_id.encode()
             history = histories.get(key)
             if history is None:
-                history = history_store.get(key) or []
+                history = history_store.get(key) or new_history()
             prior, histories[key] = advance(history, t, self.settings.history_length)
             priors.append(prior)
             last_event[key] = event

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from models.features import FEATURE_NAMES, append, engineered, prior_history
+from models.features import FEATURE_NAMES, engineered
+from models.history import append, new_history, prior_history
 from stream.records import Transaction
 
 H = 3_600_000
@@ -16,14 +17,14 @@ def tx(i: int, at: int, amount: float = 20.0, country: str = "FR", channel: str 
 
 
 def build(txs):
-    h: list = []
+    h = new_history()
     for t in txs:
         h = append(h, t, limit=32)
     return h
 
 
 def test_no_history_is_well_defined():
-    f = engineered([], tx(0, T0))
+    f = engineered(new_history(), tx(0, T0))
     assert set(f) == set(FEATURE_NAMES)
     assert f["n_1h"] == f["is_new_country"] == f["amount_z"] == 0.0
     assert f["log_history_len"] == 0.0
@@ -54,7 +55,7 @@ def test_redelivered_transaction_sees_the_same_history():
 
 
 def test_history_is_bounded():
-    h: list = []
+    h = new_history()
     for i in range(50):
         h = append(h, tx(i, T0 + i * H), limit=8)
     assert len(h) == 8 and h[0][0] == T0 + 42 * H
@@ -74,7 +75,8 @@ def _reference_engineered(history, t):
     from collections import Counter
     from math import cos, log, log1p, pi, sin, sqrt
 
-    from models.features import AMOUNT, CHANNEL, COUNTRY, MCC, MERCHANT, TS, stable_hash
+    from models.features import stable_hash
+    from models.history import AMOUNT, CHANNEL, COUNTRY, MCC, MERCHANT, TS
     day = 24 * H
     now, n = t.event_time_ms, len(history)
     ages = [now - e[TS] for e in history]

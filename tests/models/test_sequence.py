@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.features import History, append, engineered, prior_history
+from models.features import engineered
 from models.fusion import Fusion
+from models.history import History, append, new_history, prior_history
 from models.online import OnlineLearner
 from models.scoring import Scorer, ScoringItem
 from models.sequence import Architecture, SequenceModel, SequenceScorer, bfloat16_supported
@@ -33,7 +34,7 @@ def card_items(lengths: tuple[int, ...] = (0, 1, 3, 15)) -> list[ScoringItem]:
     """One item per card; card k has ``lengths[k]`` earlier transactions."""
     items = []
     for card, length in enumerate(lengths):
-        history: History = []
+        history: History = new_history()
         for i in range(length + 1):
             t = Transaction(f"t{card}-{i}", f"c{card}", BASE + i * 600_000, 10.0 + 7 * i, "EUR", f"m{i % 4}",
                             "5411", "FR" if i % 5 else "DE", "pos" if i % 3 else "ecom")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models.dataset import StepDataset, normalise
-from models.features import History, append, prior_history
+from models.history import History, append, new_history, prior_history
 from models.scoring import ScoringItem
 from models.steps import STEP_NUMERIC, StepSpec, step_tensors
 from stream.records import Transaction
@@ -38,7 +38,7 @@ def serve(transactions: list[Transaction], limit: int) -> list[ScoringItem]:
     histories: dict[str, History] = {}
     items = []
     for t in transactions:
-        history = histories.get(t.card_id, [])
+        history = histories.get(t.card_id, new_history())
         items.append(ScoringItem(t, prior_history(history, t), {}))
         histories[t.card_id] = append(history, t, limit)
     return items

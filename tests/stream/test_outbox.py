@@ -61,7 +61,8 @@ def event(partition: int) -> Event:
 
 
 def table(name: str) -> Any:
-    return SimpleNamespace(data=RecordingStore(), changelog_topic=SimpleNamespace(get_topic_name=lambda: name))
+    return SimpleNamespace(data=RecordingStore(), changelog_topic=SimpleNamespace(get_topic_name=lambda: name),
+                           value_serializer="json")
 
 
 def test_each_store_write_sees_its_own_partition_and_keys_keep_their_order():
@@ -87,6 +88,31 @@ def test_each_store_write_sees_its_own_partition_and_keys_keep_their_order():
     assert [v for _, v, _ in features.data.writes] == [{"x": 1}, None]
     assert history.data == {b"card-a": [1, 3], b"card-b": [2], b"card-c": [4]} and features.data == {}
     assert _current_event.get(None) is None  # nothing left current after the batch
+
+
+def test_changelog_values_are_in_the_tables_codec():
+    """JSON for the plain tables; the history table's own bytes for the history (what Faust's recovery decodes)."""
+    from models.history import append, decode, new_history
+    from stream.records import Transaction
+    from stream.state import HistoryCodec
+
+    sent: dict[str, bytes | None] = {}
+
+    class Recording(Producer):
+        async def send(self, topic: str, value: bytes | None, key: bytes | None, partition: int | None,
+                       headers: Any) -> asyncio.Future[Any]:
+            sent[topic] = value
+            return await super().send(topic, value, key, partition, headers)
+
+    history, features = table("history-changelog"), table("features-changelog")
+    history.value_serializer = HistoryCodec()
+    h = append(new_history(), Transaction("t1", "c1", 1_000, 20.0, "EUR", "m1", "5411", "FR", "pos"), 32)
+    outbox = Outbox(Recording(), bulk=True)
+    outbox.put(history, event(0), b"c1", h)
+    outbox.put(features, event(0), b"t1", {"x": 1})
+    asyncio.run(outbox.flush())
+    assert decode(sent["history-changelog"]) == h and history.data[b"c1"] is h
+    assert sent["features-changelog"] == b'{"x":1}'
 
 
 @pytest.mark.broker

@@ -8,6 +8,7 @@ from pathlib import Path
 import jsonschema
 
 from models.features import engineered
+from models.history import new_history
 from models.online import OnlineLearner
 from models.reasons import top_reasons
 from stream.codec import dumps as encode  # what the score agent emits
@@ -32,7 +33,7 @@ def test_score_and_alert_records_match_schemas():
     assert s["decision"] == "alert" and s["latency_ms"] == 20.0
     _validator("scores").validate(json.loads(encode(s)))
     learner = OnlineLearner()
-    x = {**engineered([], T), "sequence_logit": 0.0}
+    x = {**engineered(new_history(), T), "sequence_logit": 0.0}
     reasons = top_reasons(T, x, {"log_amount": 1.2, "is_ecom": 0.4, "hour_sin": -0.1})
     a = alert_record(s, T, reasons)
     _validator("alerts").validate(json.loads(encode(a)))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from kafka import KafkaProducer
 
 from stream.broker import free_port
 from tests.support import as_records, consume_all, make_traffic, produce, wait_for
@@ -35,11 +38,19 @@ def test_history_after_restart_equals_history_before(settings, worker_factory, b
     before = _histories(first, cards)
     assert all(len(h) == 8 for h in before.values()), "history is bounded to history_length"
     assert first.stop() == 0, first.log_tail()
+    # A card whose last changelog record an earlier release wrote (a JSON list of entries).
+    legacy = [[1_740_830_400_000, 12.5, 3_187_588_786, "5411", "FR", "pos", 11], [1_740_830_460_000, 99.0, 7, "0742",
+              "DE", "ecom", 2**64 - 1]]
+    producer = KafkaProducer(bootstrap_servers=broker)  # keyed: the default partitioner, as Faust's table router
+    producer.send(f"{settings.app_id}-history-changelog", key=b"card-legacy", value=json.dumps(legacy).encode())
+    producer.flush()
+    producer.close()
 
     second = worker_factory(settings, name="second")  # fresh process: memory store, rebuilt from the changelog
     assert wait_for(lambda: _ready(second, cards[0]), timeout=60), second.log_tail()
     after = _histories(second, cards)
     assert after == before
+    assert _histories(second, ["card-legacy"]) == {"card-legacy": legacy}
 
     # And it keeps building on the recovered history rather than starting over.
     more = [dict(r, transaction_id=r["transaction_id"] + "-late", timestamp=r["timestamp"] + 90 * 86_400_000)

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from models.features import append
+from models.history import History, append, new_history
 from stream.broker import free_port
 from stream.outputs import alert_id
 from stream.records import Limits, parse_transaction
@@ -22,11 +22,11 @@ LIMITS = Limits.from_settings(Settings())
 
 def expected_histories(rows, limit):
     """What every card's history must be: the offline fold of its transactions."""
-    out: dict[str, list] = defaultdict(list)
+    out: dict[str, History] = defaultdict(new_history)
     for r in sorted(rows, key=lambda r: r["timestamp"]):
         t = parse_transaction(json.dumps(r).encode(), LIMITS)
         out[t.card_id] = append(out[t.card_id], t, limit)
-    return dict(out)
+    return {card: [list(e) for e in history] for card, history in out.items()}  # as the web view's "raw"
 
 
 def worker_settings(settings, data_dir):

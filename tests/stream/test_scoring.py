@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from models.features import append, engineered, prior_history
+from models.features import engineered
+from models.history import History, append, new_history, prior_history
 from models.online import OnlineLearner
 from stream.outputs import alert_id
 from stream.records import Limits, parse_transaction
@@ -23,12 +24,12 @@ def _pretrained(rows: list[dict], path: Path) -> None:
 
     limits = Limits.from_settings(Settings())
     learner = OnlineLearner()
-    histories: dict[str, list] = {}
+    histories: dict[str, History] = {}
     for _ in range(3):
         histories.clear()
         for r in rows:
             t = parse_transaction(json.dumps(r).encode(), limits)
-            h = histories.get(t.card_id, [])
+            h = histories.get(t.card_id, new_history())
             x = engineered(prior_history(h, t), t)
             x["sequence_logit"] = 0.0
             learner.learn(x, r["is_fraud"])

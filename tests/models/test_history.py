@@ -1,0 +1,136 @@
+"""A card's columnar history: the same semantics as a list of entries, and its changelog bytes."""
+
+from __future__ import annotations
+
+import bisect
+import random
+
+import orjson
+import pytest
+
+from models.features import category_hash, stable_hash, txid_hash
+from models.history import History, advance, append, decode, encode, new_history, prior_history
+from stream.records import Transaction
+from stream.state import HistoryCodec
+
+T0 = 1_740_830_400_000
+
+
+def tx(i: int, at: int, amount: float = 20.0, country: str = "FR", channel: str = "pos", mcc: str = "5411",
+       merchant: str = "m") -> Transaction:
+    return Transaction(f"t{i}", "c", at, amount, "EUR", merchant, mcc, country, channel)
+
+
+def reference_advance(entries: list[tuple], t: Transaction, limit: int) -> tuple[list[tuple], list[tuple]]:
+    """The definition, on a plain list of entries (what earlier releases kept)."""
+    entry = (t.event_time_ms, t.amount, stable_hash(t.merchant_id), t.mcc, t.country, t.channel,
+             txid_hash(t.transaction_id))
+    ids = [e[6] for e in entries]
+    if entry[6] in ids:
+        pos = len(ids) - 1 - ids[::-1].index(entry[6])
+        return entries[:pos], entries
+    cut = bisect.bisect_right([e[0] for e in entries], t.event_time_ms)
+    return entries[:cut], [*entries[:cut], entry, *entries[cut:]][-limit:]
+
+
+def random_transactions(rng: random.Random, count: int) -> list[Transaction]:
+    out: list[Transaction] = []
+    for i in range(count):
+        if out and rng.random() < 0.1:
+            out.append(rng.choice(out))  # a redelivery
+            continue
+        at = T0 + rng.choice([0, 0, 1, 60_000, 3_600_000]) * rng.randrange(-3, 40)  # ties and late arrivals
+        out.append(tx(i, at, amount=rng.choice([0.5, 20.0, rng.lognormvariate(3, 1)]),
+                      country=rng.choice(["FR", "DE", "BR", "ÉÈ\"\\,"]), channel=rng.choice(["pos", "ecom"]),
+                      mcc=rng.choice(["5411", "0742", ""]), merchant=f"m{rng.randrange(5)}"))
+    return out
+
+
+@pytest.mark.parametrize("limit", [1, 3, 32])
+def test_advance_equals_the_list_of_entries_definition(limit: int) -> None:
+    rng = random.Random(limit)
+    for case in range(200):
+        history, reference = new_history(), []
+        for t in random_transactions(rng, rng.randrange(1, 60)):
+            before = history
+            prior, history = advance(history, t, limit)
+            ref_prior, reference = reference_advance(reference, t, limit)
+            assert [tuple(e) for e in prior] == ref_prior, case
+            assert [tuple(e) for e in history] == reference, case
+            assert prior_history(before, t) == prior
+            assert len(history.ts) == len(history.txid) == len(history.labels) == len(history.hashes) // 4
+            assert list(history.hashed("mcc")) == [category_hash(e[3]) for e in reference]
+            assert list(history.hashed("merchant")) == [e[2] for e in reference]
+            assert decode(encode(history)) == history, case
+
+
+def test_append_agrees_with_advance() -> None:
+    rng = random.Random(3)
+    history = new_history()
+    for t in random_transactions(rng, 200):
+        kept = advance(history, t, 8)[1]
+        assert append(history, t, 8) == kept
+        history = kept
+
+
+def test_a_history_is_never_changed_in_place() -> None:
+    h1 = append(new_history(), tx(1, T0), 2)
+    snapshot = encode(h1)
+    append(h1, tx(2, T0 + 1), 2)
+    append(h1, tx(0, T0 - 1), 2)  # inserted before
+    assert encode(h1) == snapshot
+    assert len(new_history()) == 0
+
+
+def test_old_json_changelog_records_decode_to_the_same_history() -> None:
+    txs = [tx(i, T0 + i * 60_000, amount=10.5 + i, country="BR" if i % 2 else "FR") for i in range(5)]
+    history = new_history()
+    for t in txs:
+        history = append(history, t, 32)
+    # What earlier releases wrote to the changelog: a JSON list of 7-field entries.
+    legacy = orjson.dumps([list(e) for e in history])
+    assert decode(legacy) == history
+    assert decode(b"[]") == new_history()
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (b"", "not a history record"),
+    (b"\x02\x00\x00[]", "not a history record"),
+    (b"\x01\x02\x00" + bytes(50), "shorter than its 2 entries need"),
+    (b"\x01\x00\x00{}", "labels are not 0"),
+    (b"\x01\x01\x00" + bytes(28) + b'[["a","b"]]', "labels are not 1"),
+    (b"\x01\x01\x00" + bytes(28) + b'[["a","b",3]]', "labels are not 1"),
+    (b'[[1, 2.0, 3, "m", "c"]]', "not a list of 7-field entries"),
+    (b'[[1, 2.0, null, "m", "c", "h", 4]]', "wrong types"),
+    (b"[1, 2", "unexpected"),
+])
+def test_a_damaged_record_is_a_precise_error(raw: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        decode(raw)
+
+
+def test_the_table_codec_round_trips_and_refuses_other_values() -> None:
+    codec = HistoryCodec()
+    history = append(new_history(), tx(1, T0, country="日本"), 32)
+    assert codec.loads(codec.dumps(history)) == history
+    assert codec.loads(codec.dumps(history))[0].country == "日本"
+    with pytest.raises(TypeError, match="History values"):
+        codec.dumps([[1, 2.0, 3, "m", "c", "h", 4]])
+
+
+def test_columns_must_match_the_labels() -> None:
+    assert History([1], [2.0], [3], [4, 5, 6, 7], [("5411", "FR", "pos")])[0] == (1, 2.0, 4, "5411", "FR", "pos", 3)
+    with pytest.raises(ValueError, match="lengths"):
+        History([1], [], [], [], [])
+    with pytest.raises(ValueError, match="4 per entry"):
+        History([1], [2.0], [3], [4], [("5411", "FR", "pos")])
+
+
+def test_slices_are_consecutive_entries() -> None:
+    h = new_history()
+    for i in range(5):
+        h = append(h, tx(i, T0 + i, country=f"C{i}"), 32)
+    assert [e.country for e in h[1:3]] == ["C1", "C2"] and [e.country for e in h[-2:]] == ["C3", "C4"]
+    assert len(h[4:2]) == 0 and h[-1].country == "C4" and h[-5].country == "C0"
+    with pytest.raises(ValueError, match="consecutive"):
+        h[::2]
