@@ -1,8 +1,8 @@
 """Training path: the sequence model's windows for every row of a labelled table.
 
-The worker builds a card's history by :func:`models.features.append` in
+The worker builds a card's history by :func:`models.history.append` in
 arrival order and scores each transaction against
-:func:`models.features.prior_history`. Replaying a file in timestamp order
+:func:`models.history.prior_history`. Replaying a file in timestamp order
 (ties in file order), that history is exactly the card's earlier
 transactions in ``(timestamp, file order)``, duplicates skipped, last
 ``history_length`` kept; the window is the last ``n - 1`` of them plus the

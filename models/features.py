@@ -116,8 +116,9 @@ def engineered(history: History, t: Transaction) -> dict[str, float]:
     (:func:`models.history.prior_history`) and, like every history
     :func:`models.history.append` builds, be in event-time order; the result
     is keyed by :data:`FEATURE_NAMES`. Categories are compared by their
-    :func:`category_hash` (CRC-32: distinct for strings of up to four bytes,
-    which MCCs and country codes are).
+    :func:`category_hash` (CRC-32: two different strings of the same length
+    of up to four bytes, such as two MCCs or two country codes, never
+    collide; any other pair collides once in about four billion).
     """
     now = t.event_time_ms
     amount = t.amount

@@ -51,6 +51,7 @@ __all__ = [
     "CHANNEL",
     "COUNTRY",
     "HASHED",
+    "MAX_ENTRIES",
     "MCC",
     "MERCHANT",
     "TS",
@@ -88,6 +89,8 @@ Labels = tuple[str, str, str]
 _LABELS: dict[Labels, Labels] = {}
 _FORMAT = 1  # first byte of an encoded history
 _HEADER = struct.Struct("<BH")  # format, number of entries
+#: Most entries an encoded history holds (its count is 16 bits; ``FRAUDSTREAM_HISTORY_LENGTH`` is held to it).
+MAX_ENTRIES = 0xFFFF
 _LITTLE = sys.byteorder == "little"
 #: Category hashes kept per entry, in this order (the sequence model's STEP_CATEGORICAL order).
 HASHED = ("merchant", "mcc", "country", "channel")
@@ -250,6 +253,8 @@ def advance(history: History, t: Transaction, limit: int) -> tuple[History, Hist
     >>> advance(kept, t2, 32)[0] == kept[:1]  # t2 redelivered: the history it had, nothing appended
     True
     """
+    if limit < 1:
+        raise ValueError(f"a history keeps at least one entry, got limit={limit}")
     pos = position_of(history, t)
     if pos is not None:
         return history[:pos], history
@@ -299,6 +304,8 @@ def encode(history: History) -> bytes:
     (``[["5411","FR","pos"], ...]``). The category hashes are not stored:
     :func:`decode` recomputes them from the labels. About 50 bytes an entry.
     """
+    if len(history) > MAX_ENTRIES:
+        raise ValueError(f"a history record holds at most {MAX_ENTRIES} entries, got {len(history)}")
     return b"".join((_HEADER.pack(_FORMAT, len(history)), _little(history.ts), _little(history.amount),
                      _little(history.txid), _little(history.hashes[0::_WIDTH]), orjson.dumps(history.labels)))
 

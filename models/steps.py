@@ -1,6 +1,6 @@
 """Per-step inputs of the sequence model: a card's last ``n`` transactions.
 
-The window is the card's prior history (as :func:`models.features.prior_history`
+The window is the card's prior history (as :func:`models.history.prior_history`
 cut it) followed by the transaction being scored, which is always the last
 step. Shorter windows are left-padded; ``mask`` is True on padded steps (the
 ``src_key_padding_mask`` convention of :mod:`torch.nn`).

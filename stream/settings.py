@@ -143,6 +143,10 @@ class Settings:
                      "max_message_bytes", "torch_threads", "broker_max_poll_records"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        from models.history import MAX_ENTRIES  # here: models.history imports stream.records, which imports this
+
+        if self.history_length > MAX_ENTRIES:
+            raise SettingsError(f"history_length must be <= {MAX_ENTRIES} (the history record's limit), got {self.history_length}")
         if self.gc_threshold < 0:
             raise SettingsError(f"gc_threshold must be >= 0 (0 keeps Python's), got {self.gc_threshold}")
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):

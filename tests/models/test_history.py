@@ -118,6 +118,14 @@ def test_the_table_codec_round_trips_and_refuses_other_values() -> None:
         codec.dumps([[1, 2.0, 3, "m", "c", "h", 4]])
 
 
+def test_limits_are_checked() -> None:
+    with pytest.raises(ValueError, match="at least one entry"):
+        advance(new_history(), tx(1, T0), 0)
+    long = History(*(([0] * 70_000,) * 3), [0] * 280_000, [("5411", "FR", "pos")] * 70_000)
+    with pytest.raises(ValueError, match="at most 65535 entries"):
+        encode(long)
+
+
 def test_columns_must_match_the_labels() -> None:
     assert History([1], [2.0], [3], [4, 5, 6, 7], [("5411", "FR", "pos")])[0] == (1, 2.0, 4, "5411", "FR", "pos", 3)
     with pytest.raises(ValueError, match="lengths"):

@@ -21,6 +21,8 @@ def test_every_field_round_trips_through_the_environment():
     {"FRAUDSTREAM_PROCESSING_GUARANTEE": "at_most_once"},
     {"FRAUDSTREAM_STORE": "redis://"},
     {"FRAUDSTREAM_SEQUENCE_PRECISION": "float16"},
+    {"FRAUDSTREAM_HISTORY_LENGTH": "0"},
+    {"FRAUDSTREAM_HISTORY_LENGTH": "65536"},  # more than a history record holds
 ])
 def test_bad_values_are_refused_with_the_variable_name(env):
     with pytest.raises(SettingsError):
