@@ -97,7 +97,7 @@ def category_hash(text: str) -> int:
     return cached
 
 
-@lru_cache(maxsize=8192)  # advance, position_of and prior_history need it for the same transaction
+@lru_cache(maxsize=8192)  # position_of and advance both need it for the same transaction
 def txid_hash(transaction_id: str) -> int:
     """64-bit digest of a transaction id, used to spot a redelivered event."""
     return int.from_bytes(hashlib.blake2b(transaction_id.encode(), digest_size=8).digest(), "big")
@@ -136,12 +136,11 @@ def engineered(history: History, t: Transaction) -> dict[str, float]:
         n_small = sum(1 for a in amounts[in_1h:] if a < _SMALL_AMOUNT)
         amount_ratio_max = math.log(amount / max(amounts))
         gap_s = max(now - times[-1], 0) / 1000.0
-        hashes = history.hashes  # merchant, mcc, country, channel per entry
-        country, countries = category_hash(t.country), hashes[2::4]
-        is_new_merchant = float(stable_hash(t.merchant_id) not in hashes[0::4])
-        is_new_mcc = float(category_hash(t.mcc) not in hashes[1::4])
+        country, countries = category_hash(t.country), history.hashed("country")
+        is_new_merchant = float(stable_hash(t.merchant_id) not in history.hashed("merchant"))
+        is_new_mcc = float(category_hash(t.mcc) not in history.hashed("mcc"))
         is_new_country = float(country not in countries)
-        is_new_channel = float(category_hash(t.channel) not in hashes[3::4])
+        is_new_channel = float(category_hash(t.channel) not in history.hashed("channel"))
         is_foreign = float(_most_common(countries) != country)
     else:
         n_7d = n_24h = n_1h = n_small = 0

@@ -62,7 +62,7 @@ __all__ = [
     "append",
     "decode",
     "encode",
-    "entry_of",
+    "hashes_of",
     "new_history",
     "position_of",
     "prior_history",
@@ -202,11 +202,9 @@ def new_history() -> History:
     return _EMPTY
 
 
-def entry_of(t: Transaction) -> Entry:
-    """The history entry ``t`` becomes."""
-    mcc, country, channel = _labels(t.mcc, t.country, t.channel)
-    return Entry(t.event_time_ms, t.amount, stable_hash(t.merchant_id), mcc, country, channel,
-                 txid_hash(t.transaction_id))
+def hashes_of(t: Transaction) -> tuple[int, int, int, int]:
+    """The :data:`HASHED` fields of ``t``, as its history entry keeps them."""
+    return stable_hash(t.merchant_id), category_hash(t.mcc), category_hash(t.country), category_hash(t.channel)
 
 
 def position_of(history: History, t: Transaction) -> int | None:
@@ -225,11 +223,17 @@ def prior_history(history: History, t: Transaction) -> History:
     replay) sees exactly the history it saw the first time, so its score and
     its alert are the same.
     """
+    cut, _ = _place(history, t)
+    # Immutable, so the usual in-order arrival shares the whole history as its prior.
+    return history if cut == len(history) else history[:cut]
+
+
+def _place(history: History, t: Transaction) -> tuple[int, bool]:
+    """Where ``t`` is (a redelivery) or goes in ``history``, and whether it is already there."""
     pos = position_of(history, t)
     if pos is not None:
-        return history[:pos]
-    cut = bisect.bisect_right(history.ts, t.event_time_ms)
-    return history if cut == len(history) else history[:cut]
+        return pos, True
+    return bisect.bisect_right(history.ts, t.event_time_ms), False
 
 
 def append(history: History, t: Transaction, limit: int) -> History:
@@ -255,19 +259,16 @@ def advance(history: History, t: Transaction, limit: int) -> tuple[History, Hist
     """
     if limit < 1:
         raise ValueError(f"a history keeps at least one entry, got limit={limit}")
-    pos = position_of(history, t)
-    if pos is not None:
-        return history[:pos], history
+    cut, present = _place(history, t)
     size = len(history)
-    cut = bisect.bisect_right(history.ts, t.event_time_ms)
-    # Immutable, so the usual in-order arrival shares the whole history as its prior.
-    prior = history if cut == size else history[:cut]
+    prior = history if cut == size else history[:cut]  # shared in the usual in-order case (never changed in place)
+    if present:
+        return prior, history
     drop = max(size + 1 - limit, 0)  # oldest entries beyond the limit (the new one counts)
     ts = _insert(history.ts, (t.event_time_ms,), cut, drop)
     amount = _insert(history.amount, (t.amount,), cut, drop)
     txid = _insert(history.txid, (txid_hash(t.transaction_id),), cut, drop)
-    hashes = _insert(history.hashes, (stable_hash(t.merchant_id), category_hash(t.mcc), category_hash(t.country),
-                                      category_hash(t.channel)), cut, drop)
+    hashes = _insert(history.hashes, hashes_of(t), cut, drop)
     labels = (*history.labels[:cut], _labels(t.mcc, t.country, t.channel), *history.labels[cut:])[drop:]
     return prior, History._of(ts, amount, txid, hashes, labels)
 

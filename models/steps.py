@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from models.features import category_hash, stable_hash
+from models.history import hashes_of
 from models.scoring import ScoringItem
 
 __all__ = [
@@ -280,9 +280,7 @@ def step_tensors(items: Sequence[ScoringItem], n: int, spec: StepSpec | None = N
     transactions = [item.transaction for item in items]
     flat_ts[last] = [t.event_time_ms for t in transactions]
     flat_amount[last] = [t.amount for t in transactions]
-    flat_hashes[last] = np.array([(stable_hash(t.merchant_id), category_hash(t.mcc), category_hash(t.country),
-                                   category_hash(t.channel)) for t in transactions],
-                                 dtype=np.int64).reshape(b, len(STEP_CATEGORICAL))
+    flat_hashes[last] = np.array([hashes_of(t) for t in transactions], dtype=np.int64).reshape(b, len(STEP_CATEGORICAL))
     flat_mask[last] = False
     mask = flat_mask.reshape(b, n)
     numeric, categorical = window_features(
