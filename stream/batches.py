@@ -13,6 +13,11 @@ and Kafka redelivers the batch after a restart or rebalance.
 Partition assignment, offsets, commits and rebalances stay Faust's and
 Kafka's: the events are Faust's own, with their Faust acks.
 
+:class:`InFlight` lets an agent score the next batch while the previous
+one's records are still on their way to the broker, acking each batch from a
+callback the moment its own delivery lands (not when the agent next looks),
+so a rebalance waiting for the tracked events never waits on an idle agent.
+
 Example (an agent):
 
     async def learn(stream):
@@ -25,12 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from faust.types import EventT
 
-__all__ = ["ack", "micro_batches"]
+__all__ = ["InFlight", "ack", "micro_batches"]
 
 
 async def micro_batches(stream: Any, max_events: int, within_s: float = 0.0) -> AsyncIterator[list[EventT]]:
@@ -119,3 +125,77 @@ def ack(events: Sequence[EventT]) -> None:
     """Mark ``events`` processed: Faust may commit past them."""
     for event in events:
         event.ack()
+
+
+class InFlight:
+    """Batches whose outputs are on their way to the broker; each is acked as its own delivery lands.
+
+    With ``limit`` 1 an agent waits for every batch's delivery before taking
+    the next; with 2 it scores batch N+1 while N's records are on the wire
+    (the round trip is otherwise idle time in every batch), and so on. A
+    failed delivery leaves its batch unacked and calls ``on_failure`` (the
+    worker should stop): Faust commits a partition only up to its first
+    unacked offset, so later batches are never committed past it and the
+    partition's next owner processes it again.
+
+    Example:
+        >>> async def demo():
+        ...     flight = InFlight(limit=2, on_failure=print)
+        ...     events, delivery = [Ev()], asyncio.get_running_loop().create_future()
+        ...     await flight.add(events, delivery)  # under the limit: returns at once
+        ...     before = events[0].acked
+        ...     delivery.set_result(None)
+        ...     await flight.drain()
+        ...     return before, events[0].acked
+        >>> class Ev:
+        ...     acked = False
+        ...     def ack(self): self.acked = True
+        >>> asyncio.run(demo())
+        (False, True)
+    """
+
+    def __init__(self, limit: int, on_failure: Callable[[BaseException], Any]) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        self.limit = limit
+        self.on_failure = on_failure
+        self._pending: deque[tuple[Sequence[EventT], asyncio.Future[Any]]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    async def add(self, events: Sequence[EventT], delivery: asyncio.Future[Any]) -> float:
+        """Ack ``events`` once ``delivery`` succeeds; wait while more than ``limit - 1`` batches are outstanding.
+
+        Returns the seconds spent waiting. Raises the delivery's error when the
+        batch waited for failed (its events stay unacked).
+        """
+        # The callback acks as soon as the broker answers, even if no batch follows:
+        # a rebalance waits for tracked events to be acked, and must not wait on an idle agent.
+        delivery.add_done_callback(lambda fut: self._done(events, fut))
+        self._pending.append((events, delivery))
+        waited = 0.0
+        while self._pending and (self._pending[0][1].done() or len(self._pending) >= self.limit):
+            started = time.perf_counter()
+            await self._settle(*self._pending.popleft())
+            waited += time.perf_counter() - started
+        return waited
+
+    async def drain(self) -> None:
+        """Wait for every outstanding delivery (raising the first failure)."""
+        while self._pending:
+            await self._settle(*self._pending.popleft())
+
+    @staticmethod
+    async def _settle(events: Sequence[EventT], delivery: asyncio.Future[Any]) -> None:
+        await asyncio.shield(delivery)  # raises the delivery's error; the batch stays unacked
+        ack(events)  # idempotent: the callback may not have run yet
+
+    def _done(self, events: Sequence[EventT], fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            ack(events)
+        else:
+            self.on_failure(exc)

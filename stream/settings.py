@@ -78,6 +78,7 @@ class Settings:
     sasl_password: str = field(default="", repr=False, metadata={"doc": "SASL password. Never logged."})
     # --- engine ------------------------------------------------------------
     batch_size: int = _f(256, "Most transactions per micro-batch (the unit of model inference).")
+    batches_in_flight: int = _f(2, "Micro-batches the score agent may hold unacknowledged, the one it is scoring included: 1 waits for each batch's acks before taking the next, 2 scores the next while the previous one's records are on the wire. A batch is acked only once the broker has all it produced, whatever this is; exactly_once uses 1.")
     batch_timeout_s: float = _f(0.0, "Longest wait to fill a micro-batch; 0 scores what has arrived (a busy stream still fills batches while the previous one is scored).")
     alert_threshold: float = _f(0.5, "Scores at or above this raise an alert.")
     history_length: int = _f(32, "Transactions kept per card in the history table (the sequence model's window).")
@@ -140,7 +141,7 @@ class Settings:
         if not 0.0 <= self.alert_threshold <= 1.0:
             raise SettingsError(f"alert_threshold must be in [0, 1], got {self.alert_threshold}")
         for name in ("topic_partitions", "replication_factor", "batch_size", "history_length",
-                     "max_message_bytes", "torch_threads", "broker_max_poll_records"):
+                     "max_message_bytes", "torch_threads", "broker_max_poll_records", "batches_in_flight"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
         from models.history import MAX_ENTRIES  # here: models.history imports stream.records, which imports this

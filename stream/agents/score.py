@@ -26,7 +26,7 @@ from models.features import engineered
 from models.history import History, advance, new_history
 from models.reasons import top_reasons
 from models.scoring import ScoringItem
-from stream.batches import ack, micro_batches
+from stream.batches import InFlight, ack, micro_batches
 from stream.codec import dumps
 from stream.dlq import DeadLetter, send_dead_letter
 from stream.outbox import Outbox
@@ -250,10 +250,22 @@ def register(engine: Engine) -> None:
     """Attach the score agent to ``engine.app``."""
     scorer = BatchScorer(engine)
     settings = engine.settings
+    # Under exactly_once the outputs join Faust's transactions: one batch at a time, as tested.
+    limit = settings.batches_in_flight if settings.processing_guarantee == "at_least_once" else 1
+
+    def delivery_failed(exc: BaseException) -> None:
+        # Not acked, and later batches are not committed past it (Faust commits up to the
+        # first unacked offset): stop the worker, and whoever owns the partition next gets it again.
+        if engine.app.should_stop:  # already stopping (or crashed): the batch stays unacked all the same
+            log.error("delivering a batch's outputs failed while stopping; not acked, so processed again: %r", exc)
+            return
+        log.critical("delivering a batch's outputs failed; stopping without acking it: %r", exc)
+        asyncio.ensure_future(engine.app.crash(exc))
 
     async def score(stream: Any) -> None:
         await engine.declare_outputs()
         await engine.model_sync.wait_ready()  # a new worker scores with the latest shared model
+        in_flight = InFlight(limit, on_failure=delivery_failed)
         async for events in micro_batches(stream, settings.batch_size, within_s=settings.batch_timeout_s):
             try:
                 engine.maybe_switch_sequence_model()
@@ -269,21 +281,13 @@ def register(engine: Engine) -> None:
                 await dead_letter_batch(engine, events, settings.topic_transactions_dlq, exc)
                 ack(events)
                 continue
-            # Acked only once the broker has the batch's outputs and changelogs. (Scoring the
-            # next batch while this one is on the wire was tried: acks landing after the agent
-            # had moved on lost records across a rebalance in tests/stream/test_scaleout.py.)
-            waited = time.perf_counter()
-            try:
-                await delivery
-            except Exception as exc:
-                # Not acked, and later batches must not be committed past it: stop the worker,
-                # and whoever owns the partition next gets the batch again.
-                log.critical("delivering a batch's outputs failed; stopping without acking it: %r", exc)
-                await engine.app.crash(exc)
-                raise
+            # Acked only once the broker has the batch's outputs and changelogs, from a callback
+            # (stream/batches.py). With FRAUDSTREAM_BATCHES_IN_FLIGHT >= 2 the next batch is scored
+            # while this one is on the wire; the wait below is for the oldest batch's delivery.
+            waited = await in_flight.add(events, delivery)  # raises if that delivery failed
             # On the latency path, not the CPU's: the next batch waits for these acks.
-            engine.telemetry.observe_stages({"delivery": time.perf_counter() - waited})
-            ack(events)
+            engine.telemetry.observe_stages({"delivery": waited})
+        await in_flight.drain()
 
     score.__module__ = __name__
     engine.app.agent(engine.topics.transactions, name=f"{__name__}.score")(score)

@@ -1,4 +1,4 @@
-"""micro_batches: what a batch holds, what is skipped and tracked, and that it acks nothing itself."""
+"""micro_batches: what a batch holds, what is skipped and tracked, and that it acks nothing itself; InFlight's acks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-from stream.batches import ack, micro_batches
+from stream.batches import InFlight, ack, micro_batches
 
 
 class FakeMessage:
@@ -133,3 +133,77 @@ def test_stop_signal_ends_the_batches():
         assert [b async for b in micro_batches(stream, 10)] == []
 
     asyncio.run(go())
+
+
+def _flight(limit):
+    failures: list[BaseException] = []
+    return InFlight(limit, on_failure=failures.append), failures
+
+
+def test_in_flight_one_waits_for_each_delivery_before_returning():
+    async def go():
+        flight, _ = _flight(1)
+        events = [FakeEvent(0)]
+        delivery = asyncio.get_running_loop().create_future()
+        adding = asyncio.create_task(flight.add(events, delivery))
+        await asyncio.sleep(0.05)
+        assert not adding.done() and not events[0].acked
+        delivery.set_result(None)
+        assert await asyncio.wait_for(adding, 1.0) > 0.0  # the seconds it waited
+        assert events[0].acked and len(flight) == 0
+
+    asyncio.run(go())
+
+
+def test_in_flight_two_returns_at_once_then_waits_for_the_oldest():
+    async def go():
+        flight, _ = _flight(2)
+        loop = asyncio.get_running_loop()
+        first, second = [FakeEvent(0)], [FakeEvent(1)]
+        d1, d2 = loop.create_future(), loop.create_future()
+        assert await asyncio.wait_for(flight.add(first, d1), 1.0) == 0.0  # scored next while on the wire
+        adding = asyncio.create_task(flight.add(second, d2))
+        await asyncio.sleep(0.05)
+        assert not adding.done(), "two outstanding: waits for the oldest"
+        d1.set_result(None)
+        await asyncio.wait_for(adding, 1.0)
+        assert first[0].acked and not second[0].acked and len(flight) == 1
+
+    asyncio.run(go())
+
+
+def test_in_flight_acks_from_the_callback_even_when_the_agent_is_idle():
+    async def go():
+        flight, _ = _flight(3)
+        events = [FakeEvent(0), FakeEvent(1)]
+        delivery = asyncio.get_running_loop().create_future()
+        await flight.add(events, delivery)
+        delivery.set_result(None)
+        await asyncio.sleep(0)  # the done-callback runs; the agent never came back
+        assert all(e.acked for e in events), "a rebalance waiting for these acks must not wait on the agent"
+
+    asyncio.run(go())
+
+
+def test_in_flight_failed_delivery_is_not_acked_and_reported_once_per_batch():
+    async def go():
+        flight, failures = _flight(2)
+        loop = asyncio.get_running_loop()
+        bad, good = [FakeEvent(0)], [FakeEvent(1)]
+        d_bad, d_good = loop.create_future(), loop.create_future()
+        await flight.add(bad, d_bad)
+        d_bad.set_exception(ConnectionError("broker gone"))
+        d_good.set_result(None)
+        with pytest.raises(ConnectionError):
+            await flight.add(good, d_good)  # settling the oldest raises its error
+        await asyncio.sleep(0)  # the done-callbacks run
+        assert not bad[0].acked
+        assert good[0].acked, "acked; Faust still commits only up to the first unacked offset"
+        assert [type(e) for e in failures] == [ConnectionError]
+
+    asyncio.run(go())
+
+
+def test_in_flight_refuses_a_limit_below_one():
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        InFlight(0, on_failure=print)
