@@ -115,6 +115,67 @@ def test_changelog_values_are_in_the_tables_codec():
     assert sent["features-changelog"] == b'{"x":1}'
 
 
+
+class Later(Producer):
+    """Hands out futures the test resolves afterwards, as a broker's produce responses would."""
+
+    def __init__(self) -> None:
+        self.futures: list[tuple[str, int | None, asyncio.Future[Any]]] = []
+
+    async def send(self, topic: str, value: bytes | None, key: bytes | None, partition: int | None,
+                   headers: Any) -> asyncio.Future[Any]:
+        fut = asyncio.get_running_loop().create_future()
+        self.futures.append((topic, partition, fut))
+        return fut
+
+
+def _put_three(outbox: Outbox, history: Any) -> None:
+    outbox.put(history, event(0), b"card-a", [1])
+    outbox.add("scores", None, b"card-a", b"{}")
+    outbox.put(history, event(0), b"card-b", [2])
+
+
+def test_delivery_lands_when_every_record_has_and_records_the_changelog_offsets():
+    persisted: dict[Any, int] = {}
+    history = table("history-changelog")
+    history.data.set_persisted_offset = lambda tp, offset: persisted.__setitem__(tp, offset)
+    producer = Later()
+    outbox = Outbox(producer, bulk=True)
+    _put_three(outbox, history)
+
+    async def run() -> None:
+        delivery = await outbox.send(last=True)
+        changelog = [fut for topic, _, fut in producer.futures if topic == "history-changelog"]
+        (score,) = [fut for topic, _, fut in producer.futures if topic == "scores"]
+        score.set_result(SimpleNamespace(partition=3, offset=7))
+        changelog[0].set_result(SimpleNamespace(partition=0, offset=10))
+        await asyncio.sleep(0.01)
+        assert not delivery.done(), "one record is still on its way"
+        changelog[1].set_result(SimpleNamespace(partition=0, offset=11))
+        await asyncio.wait_for(delivery, 1.0)
+
+    asyncio.run(run())
+    assert {(tp.topic, tp.partition): o for tp, o in persisted.items()} == {("history-changelog", 0): 11}
+
+
+def test_one_failed_record_fails_the_batch_delivery():
+    history = table("history-changelog")
+    producer = Later()
+    outbox = Outbox(producer, bulk=True)
+    _put_three(outbox, history)
+
+    async def run() -> None:
+        delivery = await outbox.send(last=True)
+        producer.futures[0][2].set_result(SimpleNamespace(partition=0, offset=0))
+        producer.futures[1][2].set_exception(ConnectionError("broker gone"))
+        producer.futures[2][2].set_exception(ConnectionError("broker gone"))
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(delivery, 1.0)
+        assert all(f.done() for _, _, f in producer.futures)
+
+    asyncio.run(run())
+
+
 @pytest.mark.broker
 def test_the_last_send_of_a_micro_batch_does_not_wait_out_the_producers_linger(broker):
     """The agent waits for a batch's delivery before its next batch: lingering there is pure latency."""
