@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from stream.records import InvalidRecord, Limits, parse_feedback, parse_transaction
+from stream.records import InvalidRecord, Limits, format_rfc3339, parse_feedback, parse_transaction
 from stream.settings import Settings
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -130,3 +130,18 @@ def test_published_timestamp_pattern_is_the_parsers():
 
     ts = schema("transactions")["properties"]["timestamp"]["oneOf"][0]
     assert ts["pattern"] == "^" + RFC3339_PATTERN + "$"
+
+
+def test_format_rfc3339_equals_strftime_and_round_trips():
+    import random
+    from datetime import UTC, datetime
+
+    from stream.records import parse_rfc3339_ms
+
+    rng = random.Random(3)
+    instants = [0, 999, 86_399_999, 86_400_000, 951_782_400_000, 1_735_686_001_500, 4_102_444_799_999]
+    instants += [rng.randrange(0, 4_102_444_800_000) for _ in range(5_000)]
+    for ms in instants:
+        expected = datetime.fromtimestamp(ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+        assert format_rfc3339(ms) == expected
+        assert parse_rfc3339_ms(format_rfc3339(ms)) == ms
