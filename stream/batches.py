@@ -159,7 +159,7 @@ class InFlight:
             raise ValueError(f"limit must be >= 1, got {limit}")
         self.limit = limit
         self.on_failure = on_failure
-        self._pending: deque[tuple[Sequence[EventT], asyncio.Future[Any]]] = deque()
+        self._pending: deque[_Batch] = deque()
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -170,32 +170,49 @@ class InFlight:
         Returns the seconds spent waiting. Raises the delivery's error when the
         batch waited for failed (its events stay unacked).
         """
+        batch = _Batch(events, delivery)
         # The callback acks as soon as the broker answers, even if no batch follows:
         # a rebalance waits for tracked events to be acked, and must not wait on an idle agent.
-        delivery.add_done_callback(lambda fut: self._done(events, fut))
-        self._pending.append((events, delivery))
+        delivery.add_done_callback(lambda fut: self._done(batch, fut))
+        self._pending.append(batch)
         waited = 0.0
-        while self._pending and (self._pending[0][1].done() or len(self._pending) >= self.limit):
+        while self._pending and (self._pending[0].delivery.done() or len(self._pending) >= self.limit):
             started = time.perf_counter()
-            await self._settle(*self._pending.popleft())
+            await self._settle(self._pending.popleft())
             waited += time.perf_counter() - started
         return waited
 
     async def drain(self) -> None:
         """Wait for every outstanding delivery (raising the first failure)."""
         while self._pending:
-            await self._settle(*self._pending.popleft())
+            await self._settle(self._pending.popleft())
 
     @staticmethod
-    async def _settle(events: Sequence[EventT], delivery: asyncio.Future[Any]) -> None:
-        await asyncio.shield(delivery)  # raises the delivery's error; the batch stays unacked
-        ack(events)  # idempotent: the callback may not have run yet
+    async def _settle(batch: _Batch) -> None:
+        await asyncio.shield(batch.delivery)  # raises the delivery's error; the batch stays unacked
+        batch.ack()  # the callback may not have run yet
 
-    def _done(self, events: Sequence[EventT], fut: asyncio.Future[Any]) -> None:
+    def _done(self, batch: _Batch, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled():
             return
         exc = fut.exception()
         if exc is None:
-            ack(events)
+            batch.ack()
         else:
             self.on_failure(exc)
+
+
+class _Batch:
+    """One batch in flight; acked once only (a second ack would release a shared message early)."""
+
+    __slots__ = ("acked", "delivery", "events")
+
+    def __init__(self, events: Sequence[EventT], delivery: asyncio.Future[Any]) -> None:
+        self.events = events
+        self.delivery = delivery
+        self.acked = False
+
+    def ack(self) -> None:
+        if not self.acked:
+            self.acked = True
+            ack(self.events)

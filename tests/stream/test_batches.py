@@ -207,3 +207,27 @@ def test_in_flight_failed_delivery_is_not_acked_and_reported_once_per_batch():
 def test_in_flight_refuses_a_limit_below_one():
     with pytest.raises(ValueError, match="limit must be >= 1"):
         InFlight(0, on_failure=print)
+
+
+def test_in_flight_acks_each_batch_once():
+    """Faust counts acks against a message's references: a second ack would release it for another reader."""
+
+    class Counting(FakeEvent):
+        def __init__(self, n: int) -> None:
+            super().__init__(n)
+            self.acks = 0
+
+        def ack(self) -> bool:
+            self.acks += 1
+            return super().ack()
+
+    async def go():
+        flight, _ = _flight(1)
+        events = [Counting(0)]
+        delivery = asyncio.get_running_loop().create_future()
+        delivery.set_result(None)  # already delivered: the callback and the settling both see it
+        await flight.add(events, delivery)
+        await asyncio.sleep(0)
+        assert events[0].acks == 1
+
+    asyncio.run(go())
