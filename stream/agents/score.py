@@ -285,7 +285,7 @@ def register(engine: Engine) -> None:
             # (stream/batches.py). With FRAUDSTREAM_BATCHES_IN_FLIGHT >= 2 the next batch is scored
             # while this one is on the wire; the wait below is for the oldest batch's delivery.
             waited = await in_flight.add(events, delivery)  # raises if that delivery failed
-            # On the latency path, not the CPU's: the next batch waits for these acks.
+            # On the latency path, not the CPU's: the next batch waited for the oldest batch's acks.
             engine.telemetry.observe_stages({"delivery": waited})
         await in_flight.drain()
 

@@ -21,10 +21,12 @@ class FakeEvent:
     def __init__(self, n: int, generation_id: int = 1) -> None:
         self.n = n
         self.acked = False
+        self.acks = 0
         self.message = FakeMessage(generation_id)
 
     def ack(self) -> bool:
         self.acked = True
+        self.acks += 1
         return True
 
 
@@ -212,18 +214,9 @@ def test_in_flight_refuses_a_limit_below_one():
 def test_in_flight_acks_each_batch_once():
     """Faust counts acks against a message's references: a second ack would release it for another reader."""
 
-    class Counting(FakeEvent):
-        def __init__(self, n: int) -> None:
-            super().__init__(n)
-            self.acks = 0
-
-        def ack(self) -> bool:
-            self.acks += 1
-            return super().ack()
-
     async def go():
         flight, _ = _flight(1)
-        events = [Counting(0)]
+        events = [FakeEvent(0)]
         delivery = asyncio.get_running_loop().create_future()
         delivery.set_result(None)  # already delivered: the callback and the settling both see it
         await flight.add(events, delivery)
