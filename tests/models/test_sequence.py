@@ -200,6 +200,25 @@ def test_written_out_layers_equal_pytorchs_encoder_in_inference():
     assert torch.allclose(ours, reference, atol=1e-5), (ours - reference).abs().max()
 
 
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_last_step_without_keys_and_values_equals_pytorchs_encoder(layers: int) -> None:
+    # Inference moves the last layer's key and value projections onto the query (no keys or
+    # values per step); with grad enabled the key-and-value form runs: compare all three.
+    torch.manual_seed(layers)
+    model = SequenceModel(StepSpec(n=16), Architecture(d_model=32, n_layers=layers, dim_feedforward=64)).eval()
+    with torch.no_grad():  # PyTorch starts the projection biases at 0; trained ones are not
+        for layer in model.encoder.layers:
+            layer.self_attn.in_proj_bias.normal_(std=0.5)
+    window = _random_window(model, b=33)
+    with torch.inference_mode():
+        fast = model(*window)
+        reference = _torch_encoder_logits(model, *window)
+    written_out = model.encode(*model.inputs(*window), window[2]).detach()
+    assert torch.allclose(fast, reference, atol=1e-5), (fast - reference).abs().max()
+    assert torch.allclose(fast, written_out, atol=1e-5), (fast - written_out).abs().max()
+    assert not torch.allclose(fast[:4], fast[4:8], atol=1e-3)  # the padded rows are windows of their own
+
+
 def test_inference_embedding_equals_the_autograd_path_and_follows_new_weights():
     # Non-trivial standardisation (folded into the weights) and a window shorter than the model's.
     torch.manual_seed(1)
