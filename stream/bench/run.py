@@ -230,6 +230,8 @@ def _engine_run(bootstrap: str, cfg: BenchConfig, workdir: Path, count: int) -> 
         # Per-transaction cost grows with the card's history (features, windows): the mean says
         # how full the histories were, so runs on different data compare.
         "mean_history": round(sum(s.get("history_entries", 0) for s in stats) / max(scored, 1), 1),
+        # Per-batch costs (a forward pass, a produce round) spread over this many transactions.
+        "mean_batch": round(scored / max(sum(s.get("batches", 0) for s in stats), 1), 1),
     }
     return result, workers
 
@@ -493,7 +495,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 raise
             engine_runs.append(run)
             print(f"(c) engine, {count} worker(s)     {run['events_per_s']:>9,.0f} events/s "
-                  f"(mean history {run['mean_history']:.1f} transactions)", flush=True)
+                  f"(mean history {run['mean_history']:.1f} transactions, mean batch {run['mean_batch']:.0f})", flush=True)
             if count == cfg.latency_workers and keep is None:
                 keep = workers
             else:

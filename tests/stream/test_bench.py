@@ -38,6 +38,7 @@ def test_smoke_bench_produces_every_figure(tmp_path, capsys):
     assert {"decode", "state", "features", "online", "encode_produce", "delivery"} <= set(engine["stage_share"])
     assert abs(sum(engine["stage_share"].values()) - 1.0) < 0.01
     assert 0 < engine["mean_history"] < 32
+    assert 1 <= engine["mean_batch"] <= results["config"]["batch_size"]
     latency = results["latency"]
     assert latency["workers"] == 1
     assert latency["samples"] == int(latency["offered_per_s"] * latency["seconds"])
