@@ -64,9 +64,8 @@ class Architecture:
 
     One layer by default: only the scored step's output reaches the head, so
     the one layer needs a single query per window, into which the keys and
-    values fold (:func:`_last_step_inference`), and the forward pass costs
-    ~11 µs per transaction instead of ~49 with two layers (~19 before the
-    fold, on a busy machine). Validation AP on generated data stayed within 0.01
+    values fold (:func:`_last_step_inference`); a second layer would need
+    every step's output, keys and values included. Validation AP on generated data stayed within 0.01
     of two layers' (lower in two of three runs; README, *The sequence model*).
     Checkpoints record their own layer count.
     """
@@ -276,8 +275,9 @@ def _last_step_inference(layer: nn.TransformerEncoderLayer, h: torch.Tensor, att
 
     Projecting the 32 steps of a window to keys and values took most of the
     layer's arithmetic (2 x 32 x 64 x 64 multiply-adds per window); this takes
-    about a tenth of it, and the layer costs ~5 µs per transaction instead of
-    ~11. Equal to the key-and-value form up to float rounding (tests hold both
+    about a tenth of it. The one-layer model's whole forward pass went from
+    ~19 to ~9 µs per transaction (batches of 463 windows, a quiet machine).
+    Equal to the key-and-value form up to float rounding (tests hold both
     within 1e-5 of PyTorch's own encoder). Training and explanations keep that
     form.
     """
