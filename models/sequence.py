@@ -295,10 +295,11 @@ def _last_step_inference(layer: nn.TransformerEncoderLayer, h: torch.Tensor, att
     attended = torch.einsum("bhd,hed->bhe", mixed, w[2 * d:].view(heads, head_dim, d))
     if bias is not None:
         attended = attended + bias[2 * d:].view(heads, head_dim)
-    x = mha.out_proj(attended.reshape(b, d)) + h[:, -1]
+    x = mha.out_proj(attended.reshape(b, d)) + h[:, -1]  # float32 under bfloat16 autocast too, as `h` is
     ff = layer.linear1(layer.norm2(x))
     ff = ff.relu_() if layer.activation_relu_or_gelu == 1 else layer.activation(ff)
-    return layer.linear2(ff).add_(x)[:, None]
+    # Not linear2(ff).add_(x): in place, a bfloat16 product would keep the residual sum in bfloat16.
+    return (x + layer.linear2(ff))[:, None]
 
 
 def _ago(seconds: float) -> str:
