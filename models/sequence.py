@@ -231,8 +231,9 @@ def _encoder_layer(
     the sequence model's forward pass costs about a third less on CPU.
 
     ``last_only``: only the scored step's output reaches the head, so the last
-    layer needs one query per window, not N; every position still serves as
-    key and value (about a third of the layer's cost).
+    layer needs one query per window, not N. In training every position still
+    serves as key and value; in inference (:func:`_last_step_inference`) the
+    keys and values fold into that one query.
     """
     if last_only and not (layer.training or torch.is_grad_enabled()):
         return _last_step_inference(layer, h, attend)
@@ -279,7 +280,8 @@ def _last_step_inference(layer: nn.TransformerEncoderLayer, h: torch.Tensor, att
     ~19 to ~9 µs per transaction (batches of 463 windows, a quiet machine).
     Equal to the key-and-value form up to float rounding (tests hold both
     within 1e-5 of PyTorch's own encoder). Training and explanations keep that
-    form.
+    form. A window must have at least one step to attend to (the scored step
+    always is); one with none would come out NaN.
     """
     mha = layer.self_attn
     b, _, d = h.shape
@@ -290,8 +292,12 @@ def _last_step_inference(layer: nn.TransformerEncoderLayer, h: torch.Tensor, att
     q = F.linear(y[:, -1], w[:d], None if bias is None else bias[:d]).view(b, heads, head_dim)
     # The query in the steps' own space, scaled as scaled_dot_product_attention scales it.
     query = torch.einsum("bhe,hed->bhd", q, w[d:2 * d].view(heads, head_dim, d)) * head_dim ** -0.5
-    scores = torch.bmm(query, y.transpose(1, 2)).masked_fill(~attend[:, 0], float("-inf"))  # [B,H,N]
-    mixed = torch.bmm(torch.softmax(scores, -1), y)  # [B,H,d]: each head's weighted sum of steps
+    # Scores and softmax in float32 under bfloat16 autocast too, as scaled_dot_product_attention
+    # keeps them (a few multiply-adds per step; in bfloat16 the logits moved ~25 % further).
+    with torch.autocast("cpu", enabled=False):
+        scores = torch.bmm(query.float(), y.float().transpose(1, 2)).masked_fill(~attend[:, 0], float("-inf"))
+        weights = torch.softmax(scores, -1)  # [B,H,N]
+    mixed = torch.bmm(weights, y)  # [B,H,d]: each head's weighted sum of steps
     attended = torch.einsum("bhd,hed->bhe", mixed, w[2 * d:].view(heads, head_dim, d))
     if bias is not None:
         attended = attended + bias[2 * d:].view(heads, head_dim)
