@@ -137,10 +137,10 @@ def _codes(col: pa.ChunkedArray) -> tuple[npt.NDArray[np.int64], list[str]]:
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary.to_pylist()
 
 
-def _hashes(col: pa.ChunkedArray, merchant: bool) -> npt.NDArray[np.int64]:
+def _hashes(col: pa.ChunkedArray, merchant: bool) -> npt.NDArray[np.uint32]:
     codes, values = _codes(col)
     fn = stable_hash if merchant else category_hash  # merchants are many: no point caching them
-    return np.asarray([fn(v) for v in values], dtype=np.int64)[codes]
+    return np.asarray([fn(v) for v in values], dtype=np.uint32)[codes]  # CRC-32, as the history keeps them
 
 
 class StepDataset:
