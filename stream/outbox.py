@@ -49,10 +49,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 from faust.types import EventT
 
 from stream.codec import dumps
+from stream.partitioner import default_partitions
 from stream.state import writing_for
 
 __all__ = ["Outbox"]
@@ -72,6 +74,9 @@ class Outbox:
         self._store_writes: list[tuple[Any, EventT, bytes, Any, bool]] = []
         self._n = 0
         self._sent_topics: set[str] = set()  # since the micro-batch's last send
+        # Keyed records without a partition get Kafka's default partition, computed for the whole
+        # micro-batch (stream/partitioner.py), where the producer would have used that partitioner.
+        self._by_key = bulk and isinstance(getattr(producer, "_partitioner", None), DefaultPartitioner)
 
     def pending(self) -> int:
         """Records waiting for :meth:`flush`."""
@@ -143,11 +148,13 @@ class Outbox:
         sent: list[tuple[str, asyncio.Future[Any]]] = []
         for (topic, partition), rows in records.items():
             changelog = topic in self._tables
-            for key, value, headers in rows:
+            chosen = await self._default_partitions(topic, rows) if partition is None and self._by_key else None
+            for i, (key, value, headers) in enumerate(rows):
                 # aiokafka appends to the partition's open batch and returns at once; its
                 # sender ships whatever has accumulated per partition in one request.
-                # partition=None: aiokafka's default (murmur2) partitioner, as Faust's would.
-                fut = await send(topic, value, key=key, partition=partition, headers=list(headers) or None)
+                # partition=None (no key, or another partitioner): the producer's partitioner picks.
+                fut = await send(topic, value, key=key, partition=partition if chosen is None else chosen[i],
+                                 headers=list(headers) or None)
                 sent.append((topic if changelog else "", fut))
         # A RocksDB store picks its per-partition database from the current event: one
         # current event per source partition, not one per write (a key always comes from
@@ -166,6 +173,17 @@ class Outbox:
         if last:
             self._ship()
         return asyncio.ensure_future(self._delivered(sent))
+
+    async def _default_partitions(self, topic: str, rows: list[tuple[bytes | None, bytes | None, Sequence[Header]]]
+                                  ) -> list[int | None]:
+        """The partition aiokafka's default partitioner would give each keyed row (None for a row without a key)."""
+        keyed = [(i, key) for i, (key, _, _) in enumerate(rows) if key is not None]
+        chosen: list[int | None] = [None] * len(rows)
+        if keyed:
+            partitions = sorted(await self.producer.partitions_for(topic))  # waits for metadata, as send does
+            for (i, _), p in zip(keyed, default_partitions([key for _, key in keyed], partitions), strict=True):
+                chosen[i] = p
+        return chosen
 
     def _ship(self) -> None:
         """End the linger of what this micro-batch's sends left in the producer; the next batch starts afresh."""

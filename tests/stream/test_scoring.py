@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from models.features import engineered
 from models.history import History, append, new_history, prior_history
@@ -20,8 +22,6 @@ pytestmark = pytest.mark.broker
 
 def _pretrained(rows: list[dict], path: Path) -> None:
     """Train the online learner offline with the engine's own feature code."""
-    import json
-
     limits = Limits.from_settings(Settings())
     learner = OnlineLearner()
     histories: dict[str, History] = {}
@@ -53,6 +53,12 @@ def test_every_transaction_scored_once_and_fraud_alerts(settings, worker_factory
     counts = Counter(s["transaction_id"] for s in scores)
     assert set(counts) == ids, f"missing {len(ids - set(counts))} scores\n{worker.log_tail()}"
     assert max(counts.values()) == 1, "a transaction was scored twice without a restart"
+    # Keyed by card, in the partition Kafka's default partitioner (murmur2) gives the key, as a
+    # consumer locating a card's scores expects (the outbox computes it per micro-batch).
+    raw = consume_all(broker, settings.topic_scores, lambda recs: len(recs) >= len(ids), timeout=30, decode=False)
+    partitions = list(range(settings.topic_partitions))
+    assert raw and all(m.key == json.loads(m.value)["card_id"].encode() for m in raw)
+    assert all(m.partition == DefaultPartitioner()(m.key, partitions, partitions) for m in raw)
 
     by_id = {s["transaction_id"]: s for s in scores}
     expected_alerts = {t for t, s in by_id.items() if s["score"] >= settings.alert_threshold}
