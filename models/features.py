@@ -136,8 +136,8 @@ def engineered(history: History, t: Transaction) -> dict[str, float]:
         n_small = sum(1 for a in amounts[in_1h:] if a < _SMALL_AMOUNT)
         amount_ratio_max = math.log(amount / max(amounts))
         gap_s = max(now - times[-1], 0) / 1000.0
-        countries = history.hashed("country")
-        home_count = countries.count(category_hash(t.country))
+        country, countries = category_hash(t.country), history.hashed("country")
+        home_count = countries.count(country)
         is_new_merchant = float(stable_hash(t.merchant_id) not in history.hashed("merchant"))
         is_new_mcc = float(category_hash(t.mcc) not in history.hashed("mcc"))
         is_new_country = float(home_count == 0)
@@ -147,7 +147,7 @@ def engineered(history: History, t: Transaction) -> dict[str, float]:
         if 2 * home_count > n or home_count == 0:
             is_foreign = is_new_country
         else:
-            is_foreign = float(_most_common(countries) != category_hash(t.country))
+            is_foreign = float(_most_common(countries) != country)
     else:
         n_7d = n_24h = n_1h = n_small = 0
         sum_24h = 0.0

@@ -495,7 +495,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 raise
             engine_runs.append(run)
             print(f"(c) engine, {count} worker(s)     {run['events_per_s']:>9,.0f} events/s "
-                  f"(mean history {run['mean_history']:.1f} transactions, mean batch {run['mean_batch']:.0f})", flush=True)
+                  f"(mean history {run['mean_history']:.1f} transactions, mean batch {run['mean_batch']:.0f})",
+                  flush=True)
             if count == cfg.latency_workers and keep is None:
                 keep = workers
             else:
