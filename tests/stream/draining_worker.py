@@ -1,12 +1,15 @@
 """A Faust worker that reads its topic in micro-batches and reports how records reached it.
 
 Not a test module: ``tests/stream/test_drain.py`` runs it as a child process
-(``python -m tests.stream.draining_worker BOOTSTRAP TOPIC N BUFFER DIRECT OUT``).
+(``python -m tests.stream.draining_worker BOOTSTRAP TOPIC N BUFFER DIRECT OUT [PROMPT]``).
 The agent reads with the engine's :func:`stream.batches.micro_batches`, takes
 5 ms per batch (the scoring it stands in for), and once it has N distinct
-records writes ``{"records", "distinct", "batches", "wait_first"}`` to OUT:
-``wait_first`` counts the consumer's ``Service.wait_first`` calls, Faust's
-two-task delivery of a record. ``DIRECT`` 1 installs :func:`stream.drain.deliver_directly`.
+records writes ``{"records", "distinct", "batches", "wait_first", "idle_polls"}``
+to OUT: ``wait_first`` counts the consumer's ``Service.wait_first`` calls,
+Faust's two-task delivery of a record; ``idle_polls`` the polls that came back
+empty although aiokafka held fetched records for the worker. ``DIRECT`` 1
+installs :func:`stream.drain.deliver_directly`; ``PROMPT`` 0 leaves out
+:func:`stream.compat.resume_fetching_promptly` (the other consumer fixes stay).
 """
 
 from __future__ import annotations
@@ -29,23 +32,38 @@ def main(argv: list[str]) -> int:
     from stream.drain import deliver_directly
     from stream.logs import service_worker
 
-    bootstrap, topic, n_text, buffer_text, direct, out_path = argv
+    bootstrap, topic, n_text, buffer_text, direct, out_path, *rest = argv
     n = int(n_text)
-    compat.apply_consumer_fixes(fetch_max_wait_ms=10)
+    if not rest or rest[0] == "1":
+        compat.apply_consumer_fixes(fetch_max_wait_ms=10)
+    else:  # every fix but the one under test
+        compat.set_fetch_max_wait(10)
+        compat.fetch_only_active_partitions()
+        compat.rejoin_after_poll_timeout()
+        compat.seek_before_resuming_streams()
     if os.environ.get("FRAUDSTREAM_TEST_EMBEDDED") == "1":
         compat.enable_embedded_broker_compat(bootstrap)
-    calls = {"wait_first": 0}
+    calls = {"wait_first": 0, "idle_polls": 0}
     original = Consumer.wait_first
+    original_poll = Consumer._wait_next_records
 
     async def counting_wait_first(self, *coros, timeout=None):  # type: ignore[no-untyped-def]
         calls["wait_first"] += 1
         return await original(self, *coros, timeout=timeout)
 
+    async def counting_poll(self, timeout):  # type: ignore[no-untyped-def]
+        records, active = await original_poll(self, timeout)
+        if not records and list(self._thread._consumer._fetcher._records):  # records were waiting
+            calls["idle_polls"] += 1
+        return records, active
+
     Consumer.wait_first = counting_wait_first  # type: ignore[method-assign]
+    Consumer._wait_next_records = counting_poll  # type: ignore[method-assign]
     app = faust.App(f"draining-{uuid.uuid4().hex[:6]}", broker=f"kafka://{bootstrap}", store="memory://",
                     web_enabled=False, autodiscover=False, value_serializer="raw", key_serializer="raw",
                     broker_session_timeout=6, broker_heartbeat_interval=1, broker_rebalance_timeout=6,
                     stream_buffer_maxsize=int(buffer_text), consumer_auto_offset_reset="earliest",
+                    broker_max_poll_records=100,  # many polls, as the engine's bounded ones
                     datadir=f"/tmp/fraudstream-draining-{uuid.uuid4().hex[:6]}")
     if direct == "1":
         deliver_directly(app)

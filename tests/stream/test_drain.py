@@ -26,14 +26,14 @@ pytestmark = pytest.mark.broker
 N = 3000
 
 
-def _run(broker: str, topic: str, tmp_path: Path, buffer: int, direct: bool) -> dict[str, Any]:
-    out = tmp_path / f"drain-{buffer}-{int(direct)}.json"
-    log = tmp_path / f"drain-{buffer}-{int(direct)}.log"
+def _run(broker: str, topic: str, tmp_path: Path, buffer: int, direct: bool, prompt: bool = True) -> dict[str, Any]:
+    out = tmp_path / f"drain-{buffer}-{int(direct)}-{int(prompt)}.json"
+    log = tmp_path / f"drain-{buffer}-{int(direct)}-{int(prompt)}.log"
     env = {**os.environ, "FRAUDSTREAM_TEST_EMBEDDED": "1" if backend() == "embedded" else "0"}
     with open(log, "w") as log_fh:
         worker = subprocess.Popen(
             [sys.executable, "-m", "tests.stream.draining_worker", broker, topic, str(N), str(buffer),
-             "1" if direct else "0", str(out)],
+             "1" if direct else "0", str(out), "1" if prompt else "0"],
             cwd=REPO, env=env, stdout=log_fh, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90
@@ -67,3 +67,16 @@ def test_a_full_agent_buffer_falls_back_to_faust_and_loses_nothing(broker: str, 
     result = _run(broker, topic, tmp_path, buffer=8, direct=True)
     assert result["distinct"] == N and result["records"] == N, result
     assert result["wait_first"] > 0, f"the buffer never filled, the fallback was not exercised: {result}"
+
+
+def test_a_resumed_partition_is_polled_at_once(broker: str, topic: str, tmp_path: Path) -> None:
+    # A 64-record buffer: Faust pauses every partition over and over while fetched records wait.
+    # Unpatched, the poll then sleeps (or waits in aiokafka) a whole second and returns nothing
+    # while the agent idles (stream/compat.py, resume_fetching_promptly).
+    prompt = _run(broker, topic, tmp_path, buffer=64, direct=True)
+    assert prompt["distinct"] == N and prompt["records"] == N, prompt
+    assert prompt["idle_polls"] == 0, f"a poll came back empty while fetched records waited: {prompt}"
+    unpatched = _run(broker, topic, tmp_path, buffer=64, direct=True, prompt=False)
+    assert unpatched["distinct"] == N, unpatched
+    # If this ever fails, Faust or aiokafka wakes the poll itself now and the patch can go.
+    assert unpatched["idle_polls"] > 0, f"the unpatched consumer never idled with records waiting: {unpatched}"
