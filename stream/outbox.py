@@ -11,6 +11,15 @@ future, so the caller acks its source offsets only once everything the batch
 caused is durable (at-least-once without relying on a flush before Faust's
 commit).
 
+Where a record's partition is known (table changelogs, and keyed outputs
+under Kafka's default partitioner, computed for the whole micro-batch) it is
+appended straight to the partition's open aiokafka batch, the call aiokafka's
+own ``send`` ends in, without ``send``'s coroutine and without a future per
+record: the micro-batch waits for the future of each aiokafka batch it wrote
+to, which resolves when the broker acknowledges that batch (or fails, after
+aiokafka's retries). Everything else, including a record for a full batch
+and any aiokafka without those internals, goes through ``send``.
+
 (Handing aiokafka ready-made ``BatchBuilder`` batches was tried and measured
 slower: ``send_batch`` waits until the partition's previous batch has left,
 which with one request in flight per broker is a round trip per micro-batch.)
@@ -77,6 +86,7 @@ class Outbox:
         # Keyed records without a partition get Kafka's default partition, computed for the whole
         # micro-batch (stream/partitioner.py), where the producer would have used that partitioner.
         self._by_key = bulk and isinstance(getattr(producer, "_partitioner", None), DefaultPartitioner)
+        self._appender = _Appender.of(producer) if bulk else None
 
     def pending(self) -> int:
         """Records waiting for :meth:`flush`."""
@@ -145,17 +155,31 @@ class Outbox:
                        for (topic, partition), rows in records.items() for key, value, headers in rows]
             return asyncio.gather(*futures)
         send = self.producer.send
-        sent: list[tuple[str, asyncio.Future[Any]]] = []
+        sent: list[tuple[str, asyncio.Future[Any]]] = []  # records that went through send()
+        appended: dict[int, _Appended] = {}  # aiokafka batches written to directly, by id
+        appender = self._appender
         for (topic, partition), rows in records.items():
-            changelog = topic in self._tables
+            changelog = topic if topic in self._tables else ""
             chosen = await self._default_partitions(topic, rows) if partition is None and self._by_key else None
+            # Keyed rows' partitions came from the same metadata that knows() reads.
+            direct = appender if appender is not None and await appender.knows(topic, partition) else None
             for i, (key, value, headers) in enumerate(rows):
+                p = partition if chosen is None else chosen[i]
+                if direct is not None and p is not None:
+                    into = direct.append(topic, p, key, value, headers)
+                    if into is not None:
+                        batch, offset = into
+                        mark = appended.get(id(batch))
+                        if mark is None:
+                            appended[id(batch)] = _Appended(batch, changelog, offset)
+                        else:
+                            mark.last_offset = offset  # relative offsets only grow within a batch
+                        continue
                 # aiokafka appends to the partition's open batch and returns at once; its
                 # sender ships whatever has accumulated per partition in one request.
                 # partition=None (no key, or another partitioner): the producer's partitioner picks.
-                fut = await send(topic, value, key=key, partition=partition if chosen is None else chosen[i],
-                                 headers=list(headers) or None)
-                sent.append((topic if changelog else "", fut))
+                fut = await send(topic, value, key=key, partition=p, headers=list(headers) or None)
+                sent.append((changelog, fut))
         # A RocksDB store picks its per-partition database from the current event: one
         # current event per source partition, not one per write (a key always comes from
         # the same partition, so each key's writes keep their order).
@@ -172,7 +196,7 @@ class Outbox:
         self._sent_topics.update(topic for topic, _ in records)
         if last:
             self._ship()
-        return asyncio.ensure_future(self._delivered(sent))
+        return asyncio.ensure_future(self._delivered(sent, list(appended.values())))
 
     async def _default_partitions(self, topic: str, rows: list[tuple[bytes | None, bytes | None, Sequence[Header]]]
                                   ) -> list[int | None]:
@@ -190,25 +214,103 @@ class Outbox:
         _ship_now(self.producer, self._sent_topics)
         self._sent_topics = set()
 
-    async def _delivered(self, sent: list[tuple[str, asyncio.Future[Any]]]) -> None:
+    async def _delivered(self, sent: list[tuple[str, asyncio.Future[Any]]], appended: list[_Appended]) -> None:
         # Awaited one by one, not gathered: a produce response resolves a whole batch of these
         # futures at once, so this task wakes about once per response, and no future carries a
         # callback (asyncio.gather adds one to each and runs it when the future resolves: ~1 µs a
-        # record, and a micro-batch produces some 800). The first failure raises, as gather's would.
+        # record). The first failure raises, as gather's would.
         last: dict[tuple[str, int], int] = {}
+        futures = [fut for _, fut in sent] + [mark.batch.future for mark in appended]
         try:
             for changelog, fut in sent:
                 meta = (await fut) if not fut.done() else fut.result()
                 if changelog:
                     tp = (changelog, meta.partition)
                     last[tp] = max(last.get(tp, -1), meta.offset)
+            for mark in appended:
+                fut = mark.batch.future
+                meta = (await fut) if not fut.done() else fut.result()  # the batch's base offset
+                if mark.changelog:
+                    tp = (mark.changelog, meta.partition)
+                    last[tp] = max(last.get(tp, -1), meta.offset + mark.last_offset)
         except BaseException:
-            for _, fut in sent:  # the batch failed: mark the other failures seen (no "never retrieved" noise)
+            for fut in futures:  # the batch failed: mark the other failures seen (no "never retrieved" noise)
                 if fut.done() and not fut.cancelled():
                     fut.exception()
             raise
         for (topic, partition), offset in last.items():
             self._tables[topic].data.set_persisted_offset(TopicPartition(topic, partition), offset)
+
+
+class _Appended:
+    """An aiokafka batch this micro-batch appended to directly, and the last relative offset it wrote there."""
+
+    __slots__ = ("batch", "changelog", "last_offset")
+
+    def __init__(self, batch: Any, changelog: str, last_offset: int) -> None:
+        self.batch = batch
+        self.changelog = changelog  # the table changelog's topic, or "" for an output
+        self.last_offset = last_offset
+
+
+class _Appender:
+    """Appends a record to its partition's open aiokafka batch: the end of ``AIOKafkaProducer.send``, minus its costs.
+
+    ``send`` is a coroutine per record that checks metadata, serializes,
+    partitions, then appends to the partition's open ``MessageBatch`` and
+    gives the record a future that the batch's produce response resolves.
+    Here the partition is already known, the values are bytes, and the caller
+    waits for the batch's own future instead (it resolves with the batch's
+    base offset, or fails, exactly when the record futures would). A record
+    that does not fit (a full batch, or one too large for a request) is left
+    to ``send``, which waits for room or raises as usual.
+    """
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+        self.accumulator = producer._message_accumulator
+        self.max_request_size = producer._max_request_size
+        self._tps: dict[tuple[str, int], TopicPartition] = {}
+        self._known: dict[str, frozenset[int]] = {}
+
+    @classmethod
+    def of(cls, producer: Any) -> _Appender | None:
+        """An appender for ``producer``, or None if it is not an aiokafka producer with these internals."""
+        accumulator = getattr(producer, "_message_accumulator", None)
+        if (not isinstance(getattr(accumulator, "_batches", None), dict)
+                or not all(hasattr(accumulator, name) for name in ("create_builder", "_append_batch", "_closed"))
+                or not hasattr(producer, "_max_request_size") or not hasattr(producer, "partitions_for")
+                or getattr(producer, "_key_serializer", None) is not None
+                or getattr(producer, "_value_serializer", None) is not None):
+            return None
+        return cls(producer)
+
+    async def knows(self, topic: str, partition: int | None) -> bool:
+        """Whether records for ``topic`` may be appended directly (its metadata is known, as ``send`` makes sure)."""
+        if topic not in self._known:
+            self._known[topic] = frozenset(await self.producer.partitions_for(topic))
+        return partition is None or partition in self._known[topic]
+
+    def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
+               headers: Sequence[Header]) -> tuple[Any, int] | None:
+        """Append one record to a partition :meth:`knows`; returns (the batch, its relative offset there), or None.
+
+        None leaves the record to ``send``.
+        """
+        accumulator = self.accumulator
+        if (accumulator._closed or accumulator._exception is not None
+                or (len(key or b"") + len(value or b"") + 1024 > self.max_request_size)
+                or (key is None and value is None)):
+            return None  # send() raises the right error, or (near the size limit) measures exactly
+        tp = self._tps.get((topic, partition))
+        if tp is None:
+            tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
+        queued = accumulator._batches.get(tp)
+        batch = queued[-1] if queued else accumulator._append_batch(accumulator.create_builder(), tp)
+        meta = batch._builder.append(timestamp=None, key=key, value=value, headers=list(headers))
+        if meta is None:  # full: send() waits for the sender to take it and starts a new one
+            return None
+        return batch, meta.offset
 
 
 def _ship_now(producer: Any, topics: set[str]) -> None:

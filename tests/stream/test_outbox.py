@@ -200,3 +200,102 @@ def test_the_last_send_of_a_micro_batch_does_not_wait_out_the_producers_linger(b
 
     assert asyncio.run(delivered_within(last=True, seconds=2.0))
     assert not asyncio.run(delivered_within(last=False, seconds=1.0))  # what the linger does otherwise
+
+
+def _create_topics(broker: str, *names: str, partitions: int) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=broker)
+    try:
+        admin.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names])
+    finally:
+        admin.close()
+
+
+async def _counting_producer(broker: str, sends: list[str], **config: Any) -> Any:
+    """A started aiokafka producer whose send() calls are noted (the records that did not go straight to a batch)."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=broker, **config)
+    await producer.start()
+    original = producer.send
+
+    async def send(topic: str, *args: Any, **kwargs: Any) -> Any:
+        sends.append(topic)
+        return await original(topic, *args, **kwargs)
+
+    producer.send = send  # type: ignore[method-assign]
+    return producer
+
+
+@pytest.mark.broker
+def test_records_appended_straight_to_aiokafkas_batches_arrive_in_order_with_their_offsets(broker):
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from tests.support import consume_all
+
+    suffix = uuid.uuid4().hex[:8]
+    changelog, out = f"outbox-cl-{suffix}", f"outbox-out-{suffix}"
+    _create_topics(broker, changelog, out, partitions=2)
+    persisted: dict[tuple[str, int], int] = {}
+    history = table(changelog)
+    history.data.set_persisted_offset = lambda tp, offset: persisted.__setitem__((tp.topic, tp.partition), offset)
+    sends: list[str] = []
+
+    async def run() -> None:
+        producer = await _counting_producer(broker, sends, linger_ms=5)
+        try:
+            outbox = Outbox(producer, bulk=True)
+            for batch in range(2):  # the second micro-batch appends behind the first's aiokafka batches
+                for i in range(300):
+                    outbox.put(history, event(i % 2), b"card-%d" % i, {"b": batch, "i": i})
+                    outbox.add(out, None, b"card-%d" % i, b"%d-%d" % (batch, i))
+                await (await outbox.send(last=True))
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+    assert sends == [], f"records with a known partition went through send(): {sorted(set(sends))}"
+    logged = consume_all(broker, changelog, until=lambda r: len(r) >= 600, decode=False)
+    outputs = consume_all(broker, out, until=lambda r: len(r) >= 600, decode=False)
+    assert len(logged) == 600 and len(outputs) == 600
+    for p in (0, 1):  # each partition holds its records in the order they were queued
+        mine = sorted((r for r in logged if r.partition == p), key=lambda r: r.offset)
+        assert [(r.key, r.value) for r in mine] == [
+            (b"card-%d" % i, b'{"b":%d,"i":%d}' % (b, i)) for b in range(2) for i in range(p, 300, 2)]
+        assert persisted[(changelog, p)] == mine[-1].offset  # what a RocksDB store reads from on restart
+    partitioner = DefaultPartitioner()
+    for r in outputs:
+        assert r.partition == partitioner(r.key, [0, 1], [0, 1])
+    by_key = {}
+    for r in sorted(outputs, key=lambda r: (r.partition, r.offset)):
+        by_key.setdefault(r.key, []).append(r.value)
+    assert all(values == [b"0-" + k[5:], b"1-" + k[5:]] for k, values in by_key.items())
+
+
+@pytest.mark.broker
+def test_a_failed_aiokafka_batch_fails_the_micro_batch_delivery(broker):
+    from aiokafka.errors import KafkaError
+    from aiokafka.structs import TopicPartition
+
+    topic = f"outbox-fail-{uuid.uuid4().hex[:8]}"
+    _create_topics(broker, topic, partitions=1)
+    sends: list[str] = []
+
+    async def run() -> None:
+        producer = await _counting_producer(broker, sends, linger_ms=4000)  # the batch waits for the test
+        try:
+            outbox = Outbox(producer, bulk=True)
+            for i in range(10):
+                outbox.add(topic, 0, b"k%d" % i, b"v")
+            delivery = await outbox.send()
+            (batch,) = producer._message_accumulator._batches[TopicPartition(topic, 0)]
+            batch.failure(KafkaError("a fatal produce error"))  # what aiokafka's sender does with one
+            batch._drain_waiter.exception()  # the sender would have taken the batch first: nobody waits on this
+            with pytest.raises(KafkaError):
+                await asyncio.wait_for(delivery, 2.0)
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+    assert sends == []
