@@ -70,7 +70,7 @@ partition paused Faust's ``_wait_next_records`` sleeps a whole second, and a
 poll already waiting inside aiokafka for the other partitions waits out its
 timeout (1 s) or their next fetch. The agent meanwhile emptied its buffer and
 sat idle: in the bench ~0.5 s of every ~2.2 s while a backlog waited
-(the engine at 100 % CPU half the time, 50 % the other half).
+(the worker's CPU, sampled each second, alternated between ~100 % and ~50 %).
 :func:`resume_fetching_promptly` makes a resume wake both waits.
 
 **Seek before resuming.** (Faust, every broker.) After table recovery Faust
