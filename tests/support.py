@@ -142,6 +142,18 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, by
     return n
 
 
+def produce_to(bootstrap: str, topic: str, partition: int, values: Iterable[bytes]) -> int:
+    """Send ``values`` (no key) to one partition of ``topic`` and flush; return the count."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    n = 0
+    for value in values:
+        producer.send(topic, value=value, partition=partition)
+        n += 1
+    producer.flush()
+    producer.close()
+    return n
+
+
 def consume_all(
     bootstrap: str,
     topic: str,

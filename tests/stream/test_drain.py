@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.brokers import backend
-from tests.support import REPO, produce, stop_child
+from tests.support import REPO, produce, produce_to, stop_child
 
 pytestmark = pytest.mark.broker
 
@@ -80,3 +80,20 @@ def test_a_resumed_partition_is_polled_at_once(broker: str, topic: str, tmp_path
     assert unpatched["distinct"] == N, unpatched
     # If this ever fails, Faust or aiokafka wakes the poll itself now and the patch can go.
     assert unpatched["idle_polls"] > 0, f"the unpatched consumer never idled with records waiting: {unpatched}"
+
+
+def test_a_resumed_partition_is_polled_at_once_while_another_is_idle(broker: str, tmp_path: Path) -> None:
+    # Every record on partition 0, partition 1 empty: when Faust pauses partition 0, a poll for the idle
+    # partition 1 waits inside aiokafka, which unpatched noticed the resume only at its timeout.
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    name = f"drain-idle-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=broker)
+    try:
+        admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])
+    finally:
+        admin.close()
+    produce_to(broker, name, 0, [b"%d" % i for i in range(N)])
+    prompt = _run(broker, name, tmp_path, buffer=64, direct=True)
+    assert prompt["distinct"] == N and prompt["records"] == N, prompt
+    assert prompt["idle_polls"] == 0, f"a poll came back empty while fetched records waited: {prompt}"
