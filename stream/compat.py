@@ -341,12 +341,15 @@ def resume_fetching_promptly() -> None:
             _wake_fetch_waiters(self)
 
     async def _wait_next_records(self: Any, timeout: float) -> Any:
-        if self.flow_active and not self.app.client_only and not self._get_active_partitions():
+        if (self.flow_active and not self.app.client_only and not self.should_stop
+                and not self._get_active_partitions()):
             # Faust would sleep a fixed second here. Every partition is paused (a full agent
             # buffer, or none assigned yet): wait for one to resume, at most that second.
             resumed = _resumed(self)
             resumed.clear()
-            await self.wait(resumed, timeout=1.0)  # returns early if the consumer stops, as Faust's sleep
+            # Returns early if the consumer stops, as Faust's sleep does (or crashes: should_stop above
+            # then sends the next call to Faust's own one-second sleep, not round this loop at once).
+            await self.wait(resumed, timeout=1.0)
             if not self._get_active_partitions():
                 return {}, self._get_active_partitions()
         return await original_wait(self, timeout)
@@ -380,7 +383,10 @@ def _wake_fetch_waiters(consumer: Any) -> None:
             if not waiter.done():
                 waiter.set_result(None)  # what a completed fetch does; fetched_records then looks again
 
-    loop.call_soon_threadsafe(wake)
+    try:
+        loop.call_soon_threadsafe(wake)
+    except RuntimeError:  # the consumer thread's loop closed meanwhile (shutting down): nobody to wake
+        pass
 
 
 def apply_consumer_fixes(fetch_max_wait_ms: int = 0) -> None:

@@ -235,11 +235,19 @@ class Outbox:
                     last[tp] = max(last.get(tp, -1), meta.offset + mark.last_offset)
         except BaseException:
             for fut in futures:  # the batch failed: mark the other failures seen (no "never retrieved" noise)
-                if fut.done() and not fut.cancelled():
+                if not fut.done():
+                    fut.add_done_callback(_seen)  # failing later, after this raised
+                elif not fut.cancelled():
                     fut.exception()
             raise
         for (topic, partition), offset in last.items():
             self._tables[topic].data.set_persisted_offset(TopicPartition(topic, partition), offset)
+
+
+def _seen(fut: asyncio.Future[Any]) -> None:
+    """Retrieve a finished future's exception, if any, so asyncio does not log it as never retrieved."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 class _Appended:
@@ -278,7 +286,8 @@ class _Appender:
         """An appender for ``producer``, or None if it is not an aiokafka producer with these internals."""
         accumulator = getattr(producer, "_message_accumulator", None)
         if (not isinstance(getattr(accumulator, "_batches", None), dict)
-                or not all(hasattr(accumulator, name) for name in ("create_builder", "_append_batch", "_closed"))
+                or not all(hasattr(accumulator, name)
+                           for name in ("create_builder", "_append_batch", "_closed", "_exception"))
                 or not hasattr(producer, "_max_request_size") or not hasattr(producer, "partitions_for")
                 or getattr(producer, "_key_serializer", None) is not None
                 or getattr(producer, "_value_serializer", None) is not None):
@@ -299,7 +308,8 @@ class _Appender:
         """
         accumulator = self.accumulator
         if (accumulator._closed or accumulator._exception is not None
-                or (len(key or b"") + len(value or b"") + 1024 > self.max_request_size)
+                or (len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers) + 1024
+                    > self.max_request_size)
                 or (key is None and value is None)):
             return None  # send() raises the right error, or (near the size limit) measures exactly
         tp = self._tps.get((topic, partition))
