@@ -161,8 +161,11 @@ class Outbox:
         for (topic, partition), rows in records.items():
             changelog = topic if topic in self._tables else ""
             chosen = await self._default_partitions(topic, rows) if partition is None and self._by_key else None
-            # Keyed rows' partitions came from the same metadata that knows() reads.
-            direct = appender if appender is not None and await appender.knows(topic, partition) else None
+            direct = appender
+            # partitions_for waits for metadata, as send does; send() raises for a partition the topic lacks.
+            if (direct is not None and partition is not None
+                    and partition not in await self.producer.partitions_for(topic)):
+                direct = None
             for i, (key, value, headers) in enumerate(rows):
                 p = partition if chosen is None else chosen[i]
                 if direct is not None and p is not None:
@@ -220,7 +223,6 @@ class Outbox:
         # callback (asyncio.gather adds one to each and runs it when the future resolves: ~1 µs a
         # record). The first failure raises, as gather's would.
         last: dict[tuple[str, int], int] = {}
-        futures = [fut for _, fut in sent] + [mark.batch.future for mark in appended]
         try:
             for changelog, fut in sent:
                 meta = (await fut) if not fut.done() else fut.result()
@@ -234,7 +236,7 @@ class Outbox:
                     tp = (mark.changelog, meta.partition)
                     last[tp] = max(last.get(tp, -1), meta.offset + mark.last_offset)
         except BaseException:
-            for fut in futures:  # the batch failed: mark the other failures seen (no "never retrieved" noise)
+            for fut in [fut for _, fut in sent] + [mark.batch.future for mark in appended]:  # the batch failed: mark the other failures seen (no "never retrieved" noise)
                 if not fut.done():
                     fut.add_done_callback(_seen)  # failing later, after this raised
                 elif not fut.cancelled():
@@ -279,7 +281,6 @@ class _Appender:
         self.accumulator = producer._message_accumulator
         self.max_request_size = producer._max_request_size
         self._tps: dict[tuple[str, int], TopicPartition] = {}
-        self._known: dict[str, frozenset[int]] = {}
 
     @classmethod
     def of(cls, producer: Any) -> _Appender | None:
@@ -294,15 +295,9 @@ class _Appender:
             return None
         return cls(producer)
 
-    async def knows(self, topic: str, partition: int | None) -> bool:
-        """Whether records for ``topic`` may be appended directly (its metadata is known, as ``send`` makes sure)."""
-        if topic not in self._known:
-            self._known[topic] = frozenset(await self.producer.partitions_for(topic))
-        return partition is None or partition in self._known[topic]
-
     def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
                headers: Sequence[Header]) -> tuple[Any, int] | None:
-        """Append one record to a partition :meth:`knows`; returns (the batch, its relative offset there), or None.
+        """Append one record to an existing partition; returns (the batch, its relative offset there), or None.
 
         None leaves the record to ``send``.
         """

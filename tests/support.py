@@ -130,24 +130,13 @@ class WorkerProcess:
             return json.loads(resp.read())
 
 
-def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
-    """Send ``(key, value)`` pairs with kafka-python and flush; return the count."""
+def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],
+            partition: int | None = None) -> int:
+    """Send ``(key, value)`` pairs with kafka-python (to ``partition``, or by key) and flush; return the count."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4 * 1024 * 1024)
     n = 0
     for key, value in records:
-        producer.send(topic, key=key, value=value)
-        n += 1
-    producer.flush()
-    producer.close()
-    return n
-
-
-def produce_to(bootstrap: str, topic: str, partition: int, values: Iterable[bytes]) -> int:
-    """Send ``values`` (no key) to one partition of ``topic`` and flush; return the count."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    n = 0
-    for value in values:
-        producer.send(topic, value=value, partition=partition)
+        producer.send(topic, key=key, value=value, partition=partition)
         n += 1
     producer.flush()
     producer.close()

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.brokers import backend
-from tests.support import REPO, produce, produce_to, stop_child
+from tests.support import REPO, produce, stop_child
 
 pytestmark = pytest.mark.broker
 
@@ -93,7 +93,7 @@ def test_a_resumed_partition_is_polled_at_once_while_another_is_idle(broker: str
         admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])
     finally:
         admin.close()
-    produce_to(broker, name, 0, [b"%d" % i for i in range(N)])
+    produce(broker, name, [(None, b"%d" % i) for i in range(N)], partition=0)
     prompt = _run(broker, name, tmp_path, buffer=64, direct=True)
     assert prompt["distinct"] == N and prompt["records"] == N, prompt
     assert prompt["idle_polls"] == 0, f"a poll came back empty while fetched records waited: {prompt}"
