@@ -40,7 +40,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import torch
 
-from models.features import category_hash, stable_hash
+from models.hashing import category_hash, stable_hash
 from models.steps import StepSpec, as_tensors, window_features
 
 __all__ = ["CONTRACT_COLUMNS", "LABEL", "StepDataset", "file_sha256", "normalise", "read_table", "table_sha256"]

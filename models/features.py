@@ -6,6 +6,14 @@ time-based feature uses the event's own timestamp and only history entries at
 or before it, never the wall clock, so replaying last year's data yields
 exactly the features live traffic would have had.
 
+The score agent computes a micro-batch at once (:func:`engineered_batch`: one
+row per transaction, NumPy over the batch's histories gathered into arrays,
+~3 µs per transaction against ~9 µs for a Python function per transaction);
+:func:`engineered` is the same code for one transaction, as a dict. A row does
+not depend on the rest of its batch (a test holds each row equal, bit for
+bit, to the same transaction computed alone), so a replay gets the features
+live traffic got whatever the batching.
+
 Example:
     >>> from models.history import append, new_history
     >>> from stream.records import Transaction
@@ -16,30 +24,26 @@ Example:
     >>> f = engineered(h, t2)
     >>> f["n_1h"], f["is_new_country"], f["is_new_merchant"], round(f["amount_ratio_max"], 2)
     (1.0, 1.0, 1.0, 3.81)
+    >>> x = engineered_batch([h, new_history()], [t2, t1])
+    >>> x.shape, x[0].tolist() == list(f.values())
+    ((2, 18), True)
 """
 
 from __future__ import annotations
 
-import bisect
-import hashlib
-import math
-import zlib
 from collections import Counter
 from collections.abc import Sequence
-from functools import lru_cache
-from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
+
+from models.history import HASHED, History, gather, hashes_of
 from stream.records import Transaction
-
-if TYPE_CHECKING:
-    from models.history import History
 
 __all__ = [
     "FEATURE_NAMES",
-    "category_hash",
     "engineered",
-    "stable_hash",
-    "txid_hash",
+    "engineered_batch",
 ]
 
 _HOUR = 3_600_000
@@ -67,40 +71,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "hour_cos",
     "is_ecom",
 )
-
-
-def stable_hash(text: str) -> int:
-    """32-bit hash that is the same in every process (unlike ``hash``).
-
-    >>> stable_hash("merchant-42")
-    3187588786
-    """
-    return zlib.crc32(text.encode())
-
-
-_CATEGORY_HASHES: dict[str, int] = {}
-
-
-def category_hash(text: str) -> int:
-    """:func:`stable_hash` of a category string (MCC, country, channel), cached: they are few.
-
-    A plain dict, not ``lru_cache``: it is called for every transaction.
-
-    >>> category_hash("FR") == stable_hash("FR")
-    True
-    """
-    cached = _CATEGORY_HASHES.get(text)
-    if cached is None:
-        if len(_CATEGORY_HASHES) > 1 << 16:  # bound it against a flood of junk values
-            _CATEGORY_HASHES.clear()
-        cached = _CATEGORY_HASHES[text] = stable_hash(text)
-    return cached
-
-
-@lru_cache(maxsize=8192)  # position_of and advance both need it for the same transaction
-def txid_hash(transaction_id: str) -> int:
-    """64-bit digest of a transaction id, used to spot a redelivered event."""
-    return int.from_bytes(hashlib.blake2b(transaction_id.encode(), digest_size=8).digest(), "big")
+_MERCHANT, _MCC, _COUNTRY, _CHANNEL = (HASHED.index(f) for f in ("merchant", "mcc", "country", "channel"))
 
 
 def _most_common(values: Sequence[int]) -> int | None:
@@ -109,76 +80,86 @@ def _most_common(values: Sequence[int]) -> int | None:
     return max(counts, key=counts.__getitem__) if counts else None
 
 
-def engineered(history: History, t: Transaction) -> dict[str, float]:
-    """Engineered features of ``t`` given the card's prior ``history``.
+def _last(running: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Row totals added oldest first, as a Python loop (or ``sum``) over the entries would add them.
 
-    ``history`` must already be cut to entries before ``t``
-    (:func:`models.history.prior_history`) and, like every history
-    :func:`models.history.append` builds, be in event-time order; the result
-    is keyed by :data:`FEATURE_NAMES`. Categories are compared by their
-    :func:`category_hash` (CRC-32: two different strings of the same length
-    of up to four bytes, such as two MCCs or two country codes, never
-    collide; any other pair collides once in about four billion).
+    ``np.sum`` adds pairwise, a different rounding; a cumulative sum is
+    sequential, and the zeros of padded and excluded entries add nothing.
     """
-    now = t.event_time_ms
-    amount = t.amount
-    log_amount = math.log1p(amount)
-    n = len(history)
-    if n:
-        # Column scans at C speed (in, max, bisect, sum) instead of a Python loop per entry.
-        times, amounts = history.ts, history.amount
-        # Windows by bisection on the ordered times: age <= w  <=>  time >= now - w.
-        in_7d = bisect.bisect_left(times, now - 7 * _DAY)
-        in_24h = bisect.bisect_left(times, now - _DAY, in_7d)
-        in_1h = bisect.bisect_left(times, now - _HOUR, in_24h)
-        n_7d, n_24h, n_1h = n - in_7d, n - in_24h, n - in_1h
-        sum_24h = sum(amounts[in_24h:], 0.0)  # oldest first, as a running total would add them
-        n_small = sum(1 for a in amounts[in_1h:] if a < _SMALL_AMOUNT)
-        amount_ratio_max = math.log(amount / max(amounts))
-        gap_s = max(now - times[-1], 0) / 1000.0
-        country, countries = category_hash(t.country), history.hashed("country")
-        home_count = countries.count(country)
-        is_new_merchant = float(stable_hash(t.merchant_id) not in history.hashed("merchant"))
-        is_new_mcc = float(category_hash(t.mcc) not in history.hashed("mcc"))
-        is_new_country = float(home_count == 0)
-        is_new_channel = float(category_hash(t.channel) not in history.hashed("channel"))
-        # A country used by most of the history is the most common one (the usual card at
-        # home), and one never used is not: only the rest need counting every country.
-        if 2 * home_count > n or home_count == 0:
-            is_foreign = is_new_country
-        else:
-            is_foreign = float(_most_common(countries) != country)
-    else:
-        n_7d = n_24h = n_1h = n_small = 0
-        sum_24h = 0.0
-        amount_ratio_max = 0.0
-        gap_s = _NO_GAP_S
-        is_new_merchant = is_new_mcc = is_new_country = is_new_channel = is_foreign = 0.0
-    if n >= 2:
-        logs = list(map(math.log1p, amounts))
-        mean = sum(logs) / n
-        std = math.sqrt(sum([(x - mean) ** 2 for x in logs]) / (n - 1))
-        amount_z = (log_amount - mean) / max(std, 0.25)
-    else:
-        amount_z = 0.0
+    return np.cumsum(running, axis=1)[:, -1] if running.shape[1] else np.zeros(running.shape[0])
+
+
+def engineered_batch(histories: Sequence[History], transactions: Sequence[Transaction]) -> npt.NDArray[np.float64]:
+    """Engineered features of each ``transactions[i]`` given its card's prior ``histories[i]``.
+
+    ``[B, len(FEATURE_NAMES)]`` float64, columns in :data:`FEATURE_NAMES`
+    order. Each history must already be cut to entries before its
+    transaction (:func:`models.history.prior_history`) and, like every
+    history :func:`models.history.append` builds, be in event-time order.
+    Categories are compared by their :func:`~models.hashing.category_hash`
+    (CRC-32: two different strings of the same length of up to four bytes,
+    such as two MCCs or two country codes, never collide; any other pair
+    collides once in about four billion).
+    """
+    b = len(transactions)
+    if len(histories) != b:
+        raise ValueError(f"{len(histories)} histories for {b} transactions")
+    cols = gather(histories, max((len(h) for h in histories), default=0))
+    ts, amount, valid, n = cols.ts, cols.amount, cols.valid, cols.lengths
+    now = np.fromiter((t.event_time_ms for t in transactions), np.int64, b)
+    amt = np.fromiter((t.amount for t in transactions), np.float64, b)
+    mine = np.array([hashes_of(t) for t in transactions], dtype=np.uint32).reshape(b, len(HASHED))
+    has = n > 0
+    # Time windows: entries at or after now - w (age <= w); the history is in event-time order.
+    in_24h = valid & (ts >= (now - _DAY)[:, None])
+    in_1h = valid & (ts >= (now - _HOUR)[:, None])
+    # Novelty: is the transaction's merchant / MCC / country / channel anywhere in the history.
+    same = (cols.hashes == mine[:, None, :]) & valid[:, :, None]
+    is_new = has[:, None] & ~same.any(axis=1)
+    home_count = np.count_nonzero(same[:, :, _COUNTRY], axis=1)
+    # A country used by most of the history is the most common one (the usual card at home),
+    # and one never used is not: only the rest need counting every country, one by one.
+    is_foreign = is_new[:, _COUNTRY].astype(np.float64)
+    for r in np.flatnonzero((home_count > 0) & (2 * home_count <= n)).tolist():
+        is_foreign[r] = float(_most_common(histories[r].hashed("country")) != int(mine[r, _COUNTRY]))
+    largest = np.where(valid, amount, -np.inf).max(axis=1, initial=-np.inf)
+    log_amount = np.log1p(amt)
+    # amount_z: against the mean and sample std of the history's log amounts (floored at 0.25).
+    logs = np.where(valid, np.log1p(amount), 0.0)
+    mean = _last(logs) / np.maximum(n, 1)
+    spread = np.sqrt(_last(np.where(valid, (logs - mean[:, None]) ** 2, 0.0)) / np.maximum(n - 1, 1))
     hour = (now % _DAY) / _HOUR
-    return {
+    newest = ts[:, -1] if ts.shape[1] else now
+    columns = {
         "log_amount": log_amount,
-        "amount_z": amount_z,
-        "amount_ratio_max": amount_ratio_max,
-        "n_1h": float(n_1h),
-        "n_24h": float(n_24h),
-        "n_7d": float(n_7d),
-        "log_sum_24h": math.log1p(sum_24h),
-        "log_gap_prev": math.log1p(gap_s),
-        "n_small_1h": float(n_small),
-        "is_new_merchant": is_new_merchant,
-        "is_new_mcc": is_new_mcc,
-        "is_new_country": is_new_country,
-        "is_new_channel": is_new_channel,
+        "amount_z": np.where(n >= 2, (log_amount - mean) / np.maximum(spread, 0.25), 0.0),
+        "amount_ratio_max": np.where(has, np.log(amt / np.where(has, largest, 1.0)), 0.0),
+        "n_1h": np.count_nonzero(in_1h, axis=1),
+        "n_24h": np.count_nonzero(in_24h, axis=1),
+        "n_7d": np.count_nonzero(valid & (ts >= (now - 7 * _DAY)[:, None]), axis=1),
+        "log_sum_24h": np.log1p(_last(np.where(in_24h, amount, 0.0))),
+        "log_gap_prev": np.log1p(np.where(has, np.maximum(now - newest, 0) / 1000.0, _NO_GAP_S)),
+        "n_small_1h": np.count_nonzero(in_1h & (amount < _SMALL_AMOUNT), axis=1),
+        "is_new_merchant": is_new[:, _MERCHANT],
+        "is_new_mcc": is_new[:, _MCC],
+        "is_new_country": is_new[:, _COUNTRY],
+        "is_new_channel": is_new[:, _CHANNEL],
         "is_foreign": is_foreign,
-        "log_history_len": math.log1p(n),
-        "hour_sin": math.sin(2 * math.pi * hour / 24),
-        "hour_cos": math.cos(2 * math.pi * hour / 24),
-        "is_ecom": float(t.channel == "ecom"),
+        "log_history_len": np.log1p(n),
+        "hour_sin": np.sin(2 * np.pi * hour / 24),
+        "hour_cos": np.cos(2 * np.pi * hour / 24),
+        "is_ecom": [t.channel == "ecom" for t in transactions],
     }
+    out = np.empty((b, len(FEATURE_NAMES)))
+    for i, name in enumerate(FEATURE_NAMES):
+        out[:, i] = columns[name]
+    return out
+
+
+def engineered(history: History, t: Transaction) -> dict[str, float]:
+    """Engineered features of one transaction ``t`` given its card's prior ``history``, keyed by :data:`FEATURE_NAMES`.
+
+    The same code as :func:`engineered_batch` (a row of it), for people and
+    tests; the score agent computes whole batches.
+    """
+    return dict(zip(FEATURE_NAMES, engineered_batch([history], [t])[0].tolist(), strict=True))

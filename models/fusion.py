@@ -20,14 +20,15 @@ Example:
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
-from models.online import SEQUENCE_INPUT, OnlineLearner
+from models.features import FEATURE_NAMES
+from models.online import ONLINE_INPUTS, SEQUENCE_INPUT, OnlineLearner
 from models.scoring import Scorer, ScoringItem
 
 __all__ = ["FusedBatch", "Fusion"]
@@ -39,12 +40,15 @@ class FusedBatch:
 
     score: np.ndarray
     components: dict[str, np.ndarray]
-    inputs: list[dict[str, float]]  # what the online learner saw, kept for the feedback join
+    #: What the online learner saw, ``[B, len(ONLINE_INPUTS)]`` in :data:`~models.online.ONLINE_INPUTS`
+    #: order, kept for the feedback join.
+    inputs: npt.NDArray[np.float64]
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))
+def _logits(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Log-odds, the probabilities held within [1e-6, 1 - 1e-6] so a certain model does not give infinities."""
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
 
 
 class Fusion:
@@ -67,19 +71,18 @@ class Fusion:
     def score_batch(self, items: Sequence[ScoringItem]) -> FusedBatch:
         components: dict[str, np.ndarray] = {}
         seconds: dict[str, float] = {}
-        inputs = [dict(item.features) for item in items]
+        # One matrix for the batch: the engineered features, then the sequence model's logit.
+        inputs = np.zeros((len(items), len(ONLINE_INPUTS)))
+        if items:
+            inputs[:, :len(FEATURE_NAMES)] = [item.features for item in items]
         if self.sequence is not None:
             t0 = time.perf_counter()
             seq = np.asarray(self.sequence.score_batch(items), dtype=np.float64)
             seconds["sequence"] = time.perf_counter() - t0
             components["sequence"] = seq
-            for row, p in zip(inputs, seq.tolist(), strict=True):
-                row[SEQUENCE_INPUT] = _logit(p)
-        else:
-            for row in inputs:
-                row[SEQUENCE_INPUT] = 0.0
+            inputs[:, ONLINE_INPUTS.index(SEQUENCE_INPUT)] = _logits(seq)
         t0 = time.perf_counter()
-        online = self.online.predict_many(inputs)
+        online = self.online.predict_matrix(self.online.select(inputs))
         seconds["online"] = time.perf_counter() - t0
         self.last_seconds = seconds
         components["online"] = online

@@ -41,9 +41,11 @@ from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple, overload
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
-from models.features import category_hash, stable_hash, txid_hash
+from models.hashing import category_hash, stable_hash, txid_hash
 from stream.records import Transaction
 
 __all__ = [
@@ -56,12 +58,14 @@ __all__ = [
     "MERCHANT",
     "TS",
     "TXID",
+    "Columns",
     "Entry",
     "History",
     "advance",
     "append",
     "decode",
     "encode",
+    "gather",
     "hashes_of",
     "new_history",
     "position_of",
@@ -114,8 +118,8 @@ class History:
 
     ``ts`` (int64 ms), ``amount`` (float64) and ``txid`` (uint64) have one
     value per entry; ``hashes`` (uint32) has four, the entry's
-    :data:`HASHED` fields as :func:`~models.features.stable_hash` /
-    :func:`~models.features.category_hash` (one array instead of four: the
+    :data:`HASHED` fields as :func:`~models.hashing.stable_hash` /
+    :func:`~models.hashing.category_hash` (one array instead of four: the
     sequence model gathers them together, and each array costs its own
     header); ``labels`` holds each entry's ``(mcc, country, channel)``
     strings. Indexing gives an :class:`Entry`, slicing a :class:`History`.
@@ -152,7 +156,7 @@ class History:
 
         >>> from stream.records import Transaction
         >>> h = append(new_history(), Transaction("t1", "c1", 1, 2.0, "EUR", "m1", "5411", "FR", "pos"), 32)
-        >>> from models.features import category_hash
+        >>> from models.hashing import category_hash
         >>> list(h.hashed("country")) == [category_hash("FR")]
         True
         """
@@ -200,6 +204,68 @@ _EMPTY = History()
 def new_history() -> History:
     """An empty history (one shared instance: a history is never changed in place)."""
     return _EMPTY
+
+
+class Columns(NamedTuple):
+    """A batch of histories as arrays: row ``r`` is history ``r``'s last entries, right-aligned.
+
+    ``ts``, ``amount`` and ``valid`` are ``[B, width + trailing]``, ``hashes``
+    is ``[B, width + trailing, 4]`` (:data:`HASHED` order); entries fill the
+    last ``lengths[r]`` of the first ``width`` columns, everything else is
+    zero and not ``valid``. The ``trailing`` columns are for the caller (the
+    sequence model puts the scored transaction there).
+    """
+
+    ts: npt.NDArray[np.int64]
+    amount: npt.NDArray[np.float64]
+    hashes: npt.NDArray[np.uint32]
+    valid: npt.NDArray[np.bool_]
+    lengths: npt.NDArray[np.int64]
+
+
+def gather(histories: Sequence[History], width: int, trailing: int = 0) -> Columns:
+    """The last ``width`` entries of each history as :class:`Columns`: what batch features are computed on.
+
+    One ``bytes.join`` per column for the whole batch (a Python loop over
+    entries cost ~25 µs per transaction).
+
+    >>> from stream.records import Transaction
+    >>> h = append(new_history(), Transaction("t1", "c1", 1_000, 20.0, "EUR", "m1", "5411", "FR", "pos"), 32)
+    >>> c = gather([h, new_history()], width=2, trailing=1)
+    >>> c.ts.tolist(), c.valid.tolist(), c.lengths.tolist()
+    ([[0, 1000, 0], [0, 0, 0]], [[False, True, False], [False, False, False]], [1, 0])
+    """
+    b, span = len(histories), width + trailing
+    lengths = np.fromiter((min(len(h), width) for h in histories), np.int64, b)
+    ts_parts: list[array[int]] = []
+    amount_parts: list[array[float]] = []
+    hash_parts: list[array[int]] = []
+    for h, k in zip(histories, lengths.tolist(), strict=True):
+        if k == len(h):
+            ts_parts.append(h.ts)
+            amount_parts.append(h.amount)
+            hash_parts.append(h.hashes)
+        elif k:
+            ts_parts.append(h.ts[-k:])
+            amount_parts.append(h.amount[-k:])
+            hash_parts.append(h.hashes[-_WIDTH * k:])
+    total = int(lengths.sum())
+    # Flat positions of the entries: row r's k entries end at column width - 1.
+    first = np.arange(b, dtype=np.int64) * span + width - lengths
+    idx = np.repeat(first - (np.cumsum(lengths) - lengths), lengths) + np.arange(total, dtype=np.int64)
+    ts = np.zeros(b * span, dtype=np.int64)
+    amount = np.zeros(b * span, dtype=np.float64)
+    # uint32, as the history keeps them: features compare them over [B, n, n] step pairs,
+    # in half the memory of int64.
+    hashes = np.zeros((b * span, _WIDTH), dtype=np.uint32)
+    valid = np.zeros(b * span, dtype=bool)
+    if total:
+        ts[idx] = np.frombuffer(b"".join(ts_parts), dtype=np.int64)
+        amount[idx] = np.frombuffer(b"".join(amount_parts), dtype=np.float64)
+        hashes[idx] = np.frombuffer(b"".join(hash_parts), dtype=np.uint32).reshape(total, _WIDTH)
+        valid[idx] = True
+    return Columns(ts.reshape(b, span), amount.reshape(b, span), hashes.reshape(b, span, _WIDTH),
+                   valid.reshape(b, span), lengths)
 
 
 def hashes_of(t: Transaction) -> tuple[int, int, int, int]:

@@ -5,6 +5,8 @@ feedback topic. Scoring is vectorised: River's own ``predict_proba_one`` costs
 tens of microseconds per call, so :meth:`OnlineLearner.predict_many` reads the
 scaler's running means/variances and the regression weights and applies the
 same formula to a whole micro-batch with NumPy (a test checks both agree).
+The score agent hands it a matrix of inputs in :data:`ONLINE_INPUTS` order
+(:meth:`OnlineLearner.predict_matrix`); dicts remain for one-off calls.
 
 Before any label it predicts ``prior`` (the intercept starts at its logit),
 so a fresh engine does not alert on everything.
@@ -126,16 +128,41 @@ class OnlineLearner:
         mean, inv_std, w, b = self._parameters()
         return ((matrix - mean) * inv_std) @ w + b
 
+    def select(self, inputs: np.ndarray) -> np.ndarray:
+        """Rows of ``inputs`` (columns in :data:`ONLINE_INPUTS` order) as this learner's vectors.
+
+        The same matrix when :attr:`feature_names` is :data:`ONLINE_INPUTS`
+        (the engine's learner); otherwise its columns in :attr:`feature_names`
+        order, 0.0 for a name that is not an input (as :meth:`vector`).
+
+        >>> OnlineLearner(feature_names=("is_ecom", "x")).select(np.arange(2.0 * len(ONLINE_INPUTS)).reshape(2, -1))
+        array([[17.,  0.],
+               [36.,  0.]])
+        """
+        if self.feature_names == ONLINE_INPUTS:
+            return inputs
+        out = np.zeros((inputs.shape[0], len(self.feature_names)))
+        for j, name in enumerate(self.feature_names):
+            if name in ONLINE_INPUTS:
+                out[:, j] = inputs[:, ONLINE_INPUTS.index(name)]
+        return out
+
+    def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """P(fraud) for each row of ``matrix`` (columns in :attr:`feature_names` order)."""
+        return 1.0 / (1.0 + np.exp(-self.logits(matrix)))
+
     def predict_many(self, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
         """P(fraud) for each row, equal to River's ``predict_proba_one``."""
         if not rows:
             return np.zeros(0)
-        matrix = np.array([self.vector(r) for r in rows], dtype=np.float64)
-        return 1.0 / (1.0 + np.exp(-self.logits(matrix)))
+        return self.predict_matrix(np.array([self.vector(r) for r in rows], dtype=np.float64))
 
     def score_batch(self, items: Sequence[ScoringItem]) -> np.ndarray:
-        """:class:`~models.scoring.Scorer` interface."""
-        return self.predict_many([item.features for item in items])
+        """:class:`~models.scoring.Scorer` interface (no sequence model: its input is 0)."""
+        inputs = np.zeros((len(items), len(ONLINE_INPUTS)))
+        if items:
+            inputs[:, :len(FEATURE_NAMES)] = [item.features for item in items]
+        return self.predict_matrix(self.select(inputs))
 
     def learn(self, x: Mapping[str, float], label: int) -> None:
         """Learn one labelled example (fraud weighted by ``fraud_weight``)."""

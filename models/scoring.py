@@ -1,7 +1,8 @@
 """The small interface every scorer implements, so models are interchangeable.
 
 A scorer sees a micro-batch of :class:`ScoringItem` (the transaction, the
-card's history before it, and its engineered features) and returns one
+card's history before it, and its engineered features as a row of
+:func:`~models.features.engineered_batch`) and returns one
 fraud probability per item as a NumPy array. The online learner and the
 sequence model both implement :class:`Scorer`; :mod:`models.fusion` combines
 whatever scorers are present.
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 
 from models.history import History
 from stream.records import Transaction
@@ -36,7 +38,7 @@ class ScoringItem:
 
     transaction: Transaction
     history: History  # the card's entries before this transaction, oldest first
-    features: dict[str, float]
+    features: npt.NDArray[np.float64]  # engineered features, models.features.FEATURE_NAMES order
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ about twice as fast here, logits within a few thousandths of float32's).
 gradient x input.
 
 Example:
+    >>> from models.features import engineered_batch
     >>> from models.history import append, new_history
     >>> from models.scoring import ScoringItem
     >>> from stream.records import Transaction
@@ -23,7 +24,8 @@ Example:
     >>> scorer = SequenceScorer(SequenceModel(StepSpec(n=8)), version="seq-demo")
     >>> t1 = Transaction("t1", "c1", 1_740_830_400_000, 20.0, "EUR", "m1", "5411", "FR", "pos")
     >>> t2 = Transaction("t2", "c1", 1_740_830_460_000, 900.0, "EUR", "m2", "5732", "BR", "ecom")
-    >>> items = [ScoringItem(t1, new_history(), {}), ScoringItem(t2, append(new_history(), t1, 32), {})]
+    >>> priors = [new_history(), append(new_history(), t1, 32)]
+    >>> items = [ScoringItem(t, h, x) for t, h, x in zip([t1, t2], priors, engineered_batch(priors, [t1, t2]))]
     >>> p = scorer.score_batch(items)
     >>> p.shape, bool(((p > 0) & (p < 1)).all()), scorer.version
     ((2,), True, 'seq-demo')

@@ -14,12 +14,14 @@ raw columns into ``[B, n]`` arrays and call the same :func:`window_features`,
 so the two cannot drift apart (a test checks they are bit-identical).
 
 Example:
+    >>> from models.features import engineered_batch
     >>> from models.history import append, new_history
     >>> from models.scoring import ScoringItem
     >>> from stream.records import Transaction
     >>> t1 = Transaction("t1", "c1", 1_740_830_400_000, 20.0, "EUR", "m1", "5411", "FR", "pos")
     >>> t2 = Transaction("t2", "c1", 1_740_830_460_000, 900.0, "EUR", "m2", "5732", "BR", "ecom")
-    >>> item = ScoringItem(t2, append(new_history(), t1, limit=32), {})
+    >>> prior = append(new_history(), t1, limit=32)
+    >>> item = ScoringItem(t2, prior, engineered_batch([prior], [t2])[0])
     >>> x = step_tensors([item], n=4)
     >>> x["numeric"].shape, x["categorical"].shape, x["mask"].tolist()
     (torch.Size([1, 4, 16]), torch.Size([1, 4, 4]), [[True, True, False, False]])
@@ -30,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -39,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from models.history import hashes_of
+from models.history import gather, hashes_of
 from models.scoring import ScoringItem
 
 __all__ = [
@@ -243,51 +244,15 @@ def step_tensors(items: Sequence[ScoringItem], n: int, spec: StepSpec | None = N
     if spec.n != n:
         raise ValueError(f"spec.n={spec.n} but n={n}")
     b = len(items)
-    # Each window's past is the tail of its history's columns: one bytes.join per column
-    # gathers the whole batch (a Python loop over entries cost ~25 us per transaction).
-    w = n - 1
-    lengths = np.empty(b, dtype=np.int64)
-    ts_parts: list[array[int]] = []
-    amount_parts: list[array[float]] = []
-    hash_parts: list[array[int]] = []  # four per entry, in STEP_CATEGORICAL order
-    for row, item in enumerate(items):
-        h = item.history
-        k = min(len(h), w)
-        lengths[row] = k
-        if k == len(h):
-            ts_parts.append(h.ts)
-            amount_parts.append(h.amount)
-            hash_parts.append(h.hashes)
-        elif k:
-            ts_parts.append(h.ts[-k:])
-            amount_parts.append(h.amount[-k:])
-            hash_parts.append(h.hashes[-len(STEP_CATEGORICAL) * k:])
-    total = int(lengths.sum())
-    # Flat positions of the past steps: row r's k steps end just before its last step.
-    first = np.arange(b, dtype=np.int64) * n + w - lengths
-    idx = np.repeat(first - (np.cumsum(lengths) - lengths), lengths) + np.arange(total, dtype=np.int64)
-    flat_ts = np.zeros(b * n, dtype=np.int64)
-    flat_amount = np.ones(b * n, dtype=np.float64)
-    # uint32, as the history keeps them: window_features compares them over [b, n, n] step pairs,
-    # in half the memory of int64 (~1 µs per transaction at 463-window batches).
-    flat_hashes = np.zeros((b * n, len(STEP_CATEGORICAL)), dtype=np.uint32)
-    flat_mask = np.ones(b * n, dtype=bool)
-    if total:
-        flat_ts[idx] = np.frombuffer(b"".join(ts_parts), dtype=np.int64)
-        flat_amount[idx] = np.frombuffer(b"".join(amount_parts), dtype=np.float64)
-        flat_hashes[idx] = np.frombuffer(b"".join(hash_parts), dtype=np.uint32).reshape(total, len(STEP_CATEGORICAL))
-        flat_mask[idx] = False
-    # The scored transaction is every row's last step.
-    last = np.arange(1, b + 1, dtype=np.int64) * n - 1
+    # Each window: its history's last n - 1 entries, then the scored transaction in the last column.
+    cols = gather([item.history for item in items], n - 1, trailing=1)
     transactions = [item.transaction for item in items]
-    flat_ts[last] = [t.event_time_ms for t in transactions]
-    flat_amount[last] = [t.amount for t in transactions]
-    flat_hashes[last] = np.array([hashes_of(t) for t in transactions], dtype=np.uint32).reshape(b, len(STEP_CATEGORICAL))
-    flat_mask[last] = False
-    mask = flat_mask.reshape(b, n)
-    numeric, categorical = window_features(
-        flat_ts.reshape(b, n), flat_amount.reshape(b, n), flat_hashes.reshape(b, n, len(STEP_CATEGORICAL)), mask, spec
-    )
+    cols.ts[:, -1] = [t.event_time_ms for t in transactions]
+    cols.amount[:, -1] = [t.amount for t in transactions]
+    cols.hashes[:, -1] = np.array([hashes_of(t) for t in transactions], dtype=np.uint32).reshape(b, len(STEP_CATEGORICAL))
+    cols.valid[:, -1] = True
+    mask = ~cols.valid
+    numeric, categorical = window_features(cols.ts, cols.amount, cols.hashes, mask, spec)
     return as_tensors(numeric, categorical, mask)
 
 

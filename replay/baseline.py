@@ -21,11 +21,13 @@ import numpy.typing as npt
 import pyarrow as pa
 import torch
 
-from models.features import FEATURE_NAMES, engineered
+from models.features import FEATURE_NAMES, engineered_batch
 from models.history import History, advance, new_history
 from stream.records import Transaction
 
 __all__ = ["feature_matrix", "fit_predict"]
+
+_CHUNK = 4096  # transactions per engineered_batch call
 
 
 def feature_matrix(table: pa.Table, history_length: int = 32) -> npt.NDArray[np.float64]:
@@ -36,13 +38,21 @@ def feature_matrix(table: pa.Table, history_length: int = 32) -> npt.NDArray[np.
     order = np.argsort(np.asarray(cols["timestamp"], dtype=np.int64), kind="stable")
     out = np.zeros((table.num_rows, len(FEATURE_NAMES)))
     histories: dict[str, History] = {}
+    rows: list[int] = []
+    priors: list[History] = []
+    transactions: list[Transaction] = []
     for i in order.tolist():
         t = Transaction(str(cols["transaction_id"][i]), str(cols["card_id"][i]), int(cols["timestamp"][i]),
                         float(cols["amount"][i]), str(cols["currency"][i]), str(cols["merchant_id"][i]),
                         str(cols["mcc"][i]), str(cols["country"][i]), str(cols["channel"][i]))
         prior, histories[t.card_id] = advance(histories.get(t.card_id, new_history()), t, history_length)
-        f = engineered(prior, t)
-        out[i] = [f[name] for name in FEATURE_NAMES]
+        rows.append(i)
+        priors.append(prior)
+        transactions.append(t)
+    # In chunks, as the engine batches them (a row does not depend on its batch), to bound the arrays.
+    for start in range(0, len(rows), _CHUNK):
+        end = start + _CHUNK
+        out[rows[start:end]] = engineered_batch(priors[start:end], transactions[start:end])
     return out
 
 

@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import faust
+import numpy as np
+import numpy.typing as npt
 from faust.serializers.codecs import Codec
 from faust.streams import _current_event  # the context variable Faust's tables read
 from faust.types import EventT
@@ -40,7 +42,7 @@ from faust.types import EventT
 from models.history import History, decode, encode
 from stream.settings import Settings
 
-__all__ = ["HistoryCodec", "define_tables", "pack_inputs", "unpack_inputs", "writing_for"]
+__all__ = ["HistoryCodec", "define_tables", "pack_inputs", "pack_rows", "unpack_inputs", "writing_for"]
 
 
 class HistoryCodec(Codec):
@@ -78,6 +80,16 @@ def pack_inputs(vector: Sequence[float]) -> str:
     [0.1, 2.0, 1e-300]
     """
     return base64.b64encode(struct.pack(f"<{len(vector)}d", *vector)).decode("ascii")
+
+
+def pack_rows(matrix: npt.NDArray[np.float64]) -> list[str]:
+    """:func:`pack_inputs` of every row of ``matrix`` (a micro-batch's inputs at once).
+
+    >>> pack_rows(np.array([[0.5, -1.0], [0.1, 2.0]])) == [pack_inputs([0.5, -1.0]), pack_inputs([0.1, 2.0])]
+    True
+    """
+    little = np.ascontiguousarray(matrix, dtype="<f8")
+    return [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
 
 
 def unpack_inputs(packed: str | Sequence[float]) -> list[float]:

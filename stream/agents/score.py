@@ -19,11 +19,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import numpy.typing as npt
 from faust.exceptions import PartitionsMismatch
 from faust.types import EventT
 
-from models.features import engineered
+from models.features import engineered_batch
 from models.history import History, advance, new_history
+from models.online import ONLINE_INPUTS
 from models.reasons import top_reasons
 from models.scoring import ScoringItem
 from stream.batches import InFlight, ack, micro_batches
@@ -32,7 +35,7 @@ from stream.dlq import DeadLetter, send_dead_letter
 from stream.outbox import Outbox
 from stream.outputs import alert_record, score_record
 from stream.records import InvalidRecord, Transaction, parse_transaction
-from stream.state import pack_inputs
+from stream.state import pack_rows
 from stream.timing import StageClock
 
 if TYPE_CHECKING:
@@ -95,7 +98,8 @@ class BatchScorer:
             priors.append(prior)
             last_event[key] = event
         clock.lap("state")
-        items = [ScoringItem(t, prior, engineered(prior, t)) for (_, t), prior in zip(valid, priors, strict=True)]
+        features = engineered_batch(priors, [t for _, t in valid])
+        items = [ScoringItem(t, prior, x) for (_, t), prior, x in zip(valid, priors, features, strict=True)]
         clock.lap("features")
 
         fused = await self._score(items, valid, outbox)
@@ -108,11 +112,11 @@ class BatchScorer:
         for key, history in histories.items():
             outbox.put(engine.history, last_event[key], key, history)
         online = engine.fusion.online
-        for (event, t), x in zip(keep, inputs, strict=True):
+        for (event, t), packed in zip(keep, pack_rows(online.select(inputs)), strict=True):
             tx_key = t.transaction_id.encode()
             partition = event.message.partition
             outbox.put(engine.features, event, tx_key,
-                       {"c": t.card_id, "t": t.event_time_ms, "p": partition, "x": pack_inputs(online.vector(x))})
+                       {"c": t.card_id, "t": t.event_time_ms, "p": partition, "x": packed})
             engine.retention.add(partition, t.event_time_ms, tx_key)
         clock.lap("state")
 
@@ -134,8 +138,9 @@ class BatchScorer:
             telemetry.latency.observe(record["latency_ms"] / 1000.0)
             outbox.add(self.settings.topic_scores, None, key, dumps(record))
             if record["decision"] == "alert":
-                contributions, below = online.explain(inputs[i])
-                reasons = top_reasons(t, inputs[i], contributions, below_usual=below)
+                x = dict(zip(ONLINE_INPUTS, inputs[i].tolist(), strict=True))
+                contributions, below = online.explain(x)
+                reasons = top_reasons(t, x, contributions, below_usual=below)
                 reasons = (reasons + explanations.get(i, []))[:5]
                 outbox.add(self.settings.topic_alerts, None, key, dumps(alert_record(record, t, reasons)))
                 engine.stats.alerts += 1
@@ -185,7 +190,7 @@ class BatchScorer:
 
     async def _score(
         self, items: list[ScoringItem], valid: list[tuple[EventT, Transaction]], outbox: Outbox
-    ) -> tuple[list[float], dict[str, list[float]], list[dict[str, float]], list[tuple[EventT, Transaction]]] | None:
+    ) -> tuple[list[float], dict[str, list[float]], npt.NDArray[np.float64], list[tuple[EventT, Transaction]]] | None:
         """Score the batch; if a model fails on it, isolate the failing records."""
         fusion = self.engine.fusion
         try:
@@ -196,7 +201,7 @@ class BatchScorer:
             log.exception("batch scoring failed; scoring its %d records one by one", len(items))
         scores: list[float] = []
         components: dict[str, list[float]] = {}
-        inputs: list[dict[str, float]] = []
+        inputs: list[npt.NDArray[np.float64]] = []
         keep: list[tuple[EventT, Transaction]] = []
         dlq_topic = self.settings.topic_transactions_dlq
         for item, (event, t) in zip(items, valid, strict=True):
@@ -211,7 +216,7 @@ class BatchScorer:
                 components.setdefault(k, []).append(float(v[0]))
             inputs.append(one.inputs[0])
             keep.append((event, t))
-        return (scores, components, inputs, keep) if keep else None
+        return (scores, components, np.vstack(inputs), keep) if keep else None
 
     @staticmethod
     def _by_partition(valid: list[tuple[EventT, Transaction]]) -> dict[int, EventT]:

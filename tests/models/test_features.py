@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 
-from models.features import FEATURE_NAMES, engineered
+import numpy as np
+import pytest
+
+from models.features import FEATURE_NAMES, engineered, engineered_batch
 from models.history import append, new_history, prior_history
 from stream.records import Transaction
 
@@ -75,7 +79,7 @@ def _reference_engineered(history, t):
     from collections import Counter
     from math import cos, log, log1p, pi, sin, sqrt
 
-    from models.features import stable_hash
+    from models.hashing import stable_hash
     from models.history import AMOUNT, CHANNEL, COUNTRY, MCC, MERCHANT, TS
     day = 24 * H
     now, n = t.event_time_ms, len(history)
@@ -108,11 +112,12 @@ def _reference_engineered(history, t):
     }
 
 
-def test_engineered_equals_the_per_entry_definitions_bit_for_bit():
+def random_cases(count: int, seed: int = 7):
+    """(prior history, transaction) pairs with ties, window edges, repeats and empty histories."""
     import random
 
-    rng = random.Random(7)
-    for case in range(300):
+    rng = random.Random(seed)
+    for _ in range(count):
         txs, at = [], T0
         for i in range(rng.randrange(0, 40)):
             at += rng.choice([0, 1_000, 59 * 60_000, H, 5 * H, 23 * H, 24 * H, 3 * 24 * H])  # ties and window edges
@@ -121,5 +126,31 @@ def test_engineered_equals_the_per_entry_definitions_bit_for_bit():
                           merchant=f"m{rng.randrange(6)}"))
         t = tx(999, at + rng.choice([0, 1, H, 24 * H, 7 * 24 * H]), amount=rng.choice([1.0, 80.0]),
                country=rng.choice(["FR", "BR"]), merchant=f"m{rng.randrange(8)}")
-        prior = prior_history(build(txs), t)
-        assert engineered(prior, t) == _reference_engineered(prior, t), case
+        yield prior_history(build(txs), t), t
+
+
+def test_engineered_equals_the_per_entry_definitions():
+    for case, (prior, t) in enumerate(random_cases(300)):
+        got, want = engineered(prior, t), _reference_engineered(prior, t)
+        assert list(got) == list(FEATURE_NAMES)
+        # Counts and flags exactly; logs and cycles to the last bits (NumPy's log1p and sin
+        # may round differently from the math module's by an ulp).
+        for name in FEATURE_NAMES:
+            assert math.isclose(got[name], want[name], rel_tol=1e-12, abs_tol=1e-12), (case, name, got[name], want[name])
+            if name.startswith(("n_", "is_")):
+                assert got[name] == want[name], (case, name)
+
+
+def test_a_row_does_not_depend_on_its_batch():
+    """What replay relies on: live traffic and a replay batch differently, the features must not care."""
+    cases = list(random_cases(200, seed=11))
+    batch = engineered_batch([h for h, _ in cases], [t for _, t in cases])
+    assert batch.shape == (200, len(FEATURE_NAMES))
+    for i, (prior, t) in enumerate(cases):
+        assert np.array_equal(batch[i], engineered_batch([prior], [t])[0]), i
+    assert engineered_batch([], []).shape == (0, len(FEATURE_NAMES))
+
+
+def test_a_batch_needs_one_history_per_transaction():
+    with pytest.raises(ValueError, match="1 histories for 2 transactions"):
+        engineered_batch([new_history()], [tx(0, T0), tx(1, T0)])

@@ -8,7 +8,7 @@ import random
 import orjson
 import pytest
 
-from models.features import category_hash, stable_hash, txid_hash
+from models.hashing import category_hash, stable_hash, txid_hash
 from models.history import History, advance, append, decode, encode, new_history, prior_history
 from stream.records import Transaction
 from stream.state import HistoryCodec

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.features import engineered
+from models.features import engineered_batch
 from models.fusion import Fusion
 from models.history import History, append, new_history, prior_history
 from models.online import OnlineLearner
@@ -40,7 +40,7 @@ def card_items(lengths: tuple[int, ...] = (0, 1, 3, 15)) -> list[ScoringItem]:
                             "5411", "FR" if i % 5 else "DE", "pos" if i % 3 else "ecom")
             prior = prior_history(history, t)
             history = append(history, t, limit=32)
-        items.append(ScoringItem(t, prior, engineered(prior, t)))
+        items.append(ScoringItem(t, prior, engineered_batch([prior], [t])[0]))
     return items
 
 

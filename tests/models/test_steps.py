@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from models.dataset import StepDataset, normalise
+from models.features import FEATURE_NAMES
 from models.history import History, append, new_history, prior_history
 from models.scoring import ScoringItem
 from models.steps import STEP_NUMERIC, StepSpec, step_tensors
 from stream.records import Transaction
 from tests.models.test_train import synthetic_table
 
+NO_FEATURES = np.zeros(len(FEATURE_NAMES))  # the sequence model reads none of them
 BASE = 1_740_830_400_000  # 2025-03-01T12:00:00Z, a Saturday
 
 
@@ -39,7 +41,7 @@ def serve(transactions: list[Transaction], limit: int) -> list[ScoringItem]:
     items = []
     for t in transactions:
         history = histories.get(t.card_id, new_history())
-        items.append(ScoringItem(t, prior_history(history, t), {}))
+        items.append(ScoringItem(t, prior_history(history, t), NO_FEATURES))
         histories[t.card_id] = append(history, t, limit)
     return items
 
