@@ -27,8 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from models.features import FEATURE_NAMES
-from models.online import ONLINE_INPUTS, SEQUENCE_INPUT, OnlineLearner
+from models.online import ONLINE_INPUTS, SEQUENCE_INPUT, OnlineLearner, inputs_of
 from models.scoring import Scorer, ScoringItem
 
 __all__ = ["FusedBatch", "Fusion"]
@@ -71,10 +70,7 @@ class Fusion:
     def score_batch(self, items: Sequence[ScoringItem]) -> FusedBatch:
         components: dict[str, np.ndarray] = {}
         seconds: dict[str, float] = {}
-        # One matrix for the batch: the engineered features, then the sequence model's logit.
-        inputs = np.zeros((len(items), len(ONLINE_INPUTS)))
-        if items:
-            inputs[:, :len(FEATURE_NAMES)] = [item.features for item in items]
+        inputs = inputs_of(items)  # one matrix for the batch; the sequence model's logit goes in below
         if self.sequence is not None:
             t0 = time.perf_counter()
             seq = np.asarray(self.sequence.score_batch(items), dtype=np.float64)

@@ -37,7 +37,7 @@ from river import compose, linear_model, optim, preprocessing
 from models.features import FEATURE_NAMES
 from models.scoring import ScoringItem
 
-__all__ = ["ONLINE_INPUTS", "SEQUENCE_INPUT", "OnlineLearner"]
+__all__ = ["ONLINE_INPUTS", "SEQUENCE_INPUT", "OnlineLearner", "inputs_of"]
 
 #: Name of the input that carries the sequence model's score (as a logit).
 SEQUENCE_INPUT = "sequence_logit"
@@ -49,6 +49,20 @@ ONLINE_INPUTS: tuple[str, ...] = (*FEATURE_NAMES, SEQUENCE_INPUT)
 def _logit(p: float) -> float:
     p = min(max(p, 1e-6), 1 - 1e-6)
     return math.log(p / (1 - p))
+
+
+def inputs_of(items: Sequence[ScoringItem]) -> np.ndarray:
+    """The online learner's inputs for ``items``, ``[B, len(ONLINE_INPUTS)]``: the engineered features, and 0 as ``sequence_logit``.
+
+    (:class:`~models.fusion.Fusion` fills in the sequence model's logit.)
+
+    >>> inputs_of([]).shape
+    (0, 19)
+    """
+    inputs = np.zeros((len(items), len(ONLINE_INPUTS)))
+    if items:
+        inputs[:, :len(FEATURE_NAMES)] = [item.features for item in items]
+    return inputs
 
 
 class OnlineLearner:
@@ -159,10 +173,7 @@ class OnlineLearner:
 
     def score_batch(self, items: Sequence[ScoringItem]) -> np.ndarray:
         """:class:`~models.scoring.Scorer` interface (no sequence model: its input is 0)."""
-        inputs = np.zeros((len(items), len(ONLINE_INPUTS)))
-        if items:
-            inputs[:, :len(FEATURE_NAMES)] = [item.features for item in items]
-        return self.predict_matrix(self.select(inputs))
+        return self.predict_matrix(self.select(inputs_of(items)))
 
     def learn(self, x: Mapping[str, float], label: int) -> None:
         """Learn one labelled example (fraud weighted by ``fraud_weight``)."""

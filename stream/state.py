@@ -79,11 +79,11 @@ def pack_inputs(vector: Sequence[float]) -> str:
     >>> unpack_inputs(pack_inputs([0.1, 2.0, 1e-300]))
     [0.1, 2.0, 1e-300]
     """
-    return base64.b64encode(struct.pack(f"<{len(vector)}d", *vector)).decode("ascii")
+    return pack_rows(np.asarray([vector], dtype=np.float64))[0]
 
 
 def pack_rows(matrix: npt.NDArray[np.float64]) -> list[str]:
-    """:func:`pack_inputs` of every row of ``matrix`` (a micro-batch's inputs at once).
+    """:func:`pack_inputs` of every row of ``matrix``: the score agent packs a micro-batch's inputs at once.
 
     >>> pack_rows(np.array([[0.5, -1.0], [0.1, 2.0]])) == [pack_inputs([0.5, -1.0]), pack_inputs([0.1, 2.0])]
     True
