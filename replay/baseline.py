@@ -41,6 +41,16 @@ def feature_matrix(table: pa.Table, history_length: int = 32) -> npt.NDArray[np.
     rows: list[int] = []
     priors: list[History] = []
     transactions: list[Transaction] = []
+
+    def flush() -> None:
+        # In chunks, as the engine batches them (a row does not depend on its batch): a prior history
+        # is kept only until its chunk is computed.
+        if rows:
+            out[rows] = engineered_batch(priors, transactions)
+            rows.clear()
+            priors.clear()
+            transactions.clear()
+
     for i in order.tolist():
         t = Transaction(str(cols["transaction_id"][i]), str(cols["card_id"][i]), int(cols["timestamp"][i]),
                         float(cols["amount"][i]), str(cols["currency"][i]), str(cols["merchant_id"][i]),
@@ -49,10 +59,9 @@ def feature_matrix(table: pa.Table, history_length: int = 32) -> npt.NDArray[np.
         rows.append(i)
         priors.append(prior)
         transactions.append(t)
-    # In chunks, as the engine batches them (a row does not depend on its batch), to bound the arrays.
-    for start in range(0, len(rows), _CHUNK):
-        end = start + _CHUNK
-        out[rows[start:end]] = engineered_batch(priors[start:end], transactions[start:end])
+        if len(rows) == _CHUNK:
+            flush()
+    flush()
     return out
 
 
