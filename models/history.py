@@ -255,8 +255,8 @@ def gather(histories: Sequence[History], width: int, trailing: int = 0) -> Colum
     idx = np.repeat(first - (np.cumsum(lengths) - lengths), lengths) + np.arange(total, dtype=np.int64)
     ts = np.zeros(b * span, dtype=np.int64)
     amount = np.zeros(b * span, dtype=np.float64)
-    # uint32, as the history keeps them: features compare them over [B, n, n] step pairs,
-    # in half the memory of int64.
+    # uint32, as the history keeps them: the sequence model's window features compare them over
+    # [B, n, n] step pairs, in half the memory of int64.
     hashes = np.zeros((b * span, _WIDTH), dtype=np.uint32)
     valid = np.zeros(b * span, dtype=bool)
     if total:
