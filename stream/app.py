@@ -42,7 +42,7 @@ from stream.state import define_tables
 from stream.stats import Stats
 from stream.telemetry import Telemetry
 
-__all__ = ["Engine", "Topics", "build_fusion", "create_engine"]
+__all__ = ["Engine", "Topics", "build_fusion", "create_engine", "worker_app"]
 
 log = logging.getLogger("fraudstream")
 
@@ -238,12 +238,13 @@ def _faust_app(settings: Settings) -> faust.App:
     )
 
 
-def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
-    """Build the app, its topics and tables, and register the agents."""
-    # Imported here: the agent modules import this one for the Engine type.
-    from stream import web
-    from stream.agents import learn, score, train
+def worker_app(settings: Settings) -> faust.App:
+    """The Faust app a worker runs, with the consumer and producer fixes the engine needs; no agents yet.
 
+    The engine's (:func:`create_engine`), and the benchmark's plumbing floor
+    (:mod:`stream.bench.plumbing`), which must consume and produce exactly as
+    the engine does.
+    """
     apply_consumer_fixes(settings.fetch_max_wait_ms)
     if settings.embedded_broker_compat:
         enable_embedded_broker_compat(settings.bootstrap_servers, client_kwargs(settings))
@@ -254,7 +255,16 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     app = _faust_app(settings)
     if settings.direct_delivery:
         deliver_directly(app)
+    return app
 
+
+def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
+    """Build the app, its topics and tables, and register the agents."""
+    # Imported here: the agent modules import this one for the Engine type.
+    from stream import web
+    from stream.agents import learn, score, train
+
+    app = worker_app(settings)
     settings.signing_key()  # fail fast: without it no snapshot can be published or trusted
 
     def raw_topic(name: str, partitions: int | None = None, compacting: bool | None = None) -> Any:

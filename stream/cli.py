@@ -12,28 +12,44 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    import faust
+
+    from stream.settings import Settings
+
+__all__ = ["main", "run_worker"]
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from models.allocator import keep_freed_memory
     from stream.app import create_engine
-    from stream.heap import collect_less_often
-    from stream.logs import service_worker
     from stream.settings import Settings
 
     settings = Settings.from_env()
     if args.bootstrap_servers:
         settings = settings.replace(bootstrap_servers=args.bootstrap_servers)
+    run_worker(settings, lambda s: create_engine(s).app)
+    return 0
+
+
+def run_worker(settings: Settings, build: Callable[[Settings], faust.App]) -> None:
+    """Run ``build(settings)``'s app as a worker process until it is stopped (then ``sys.exit``).
+
+    Every worker process gets the same allocator and garbage-collector
+    settings: the engine's, and the benchmark's plumbing floor, which must
+    run as the engine does.
+    """
+    from models.allocator import keep_freed_memory
+    from stream.heap import collect_less_often
+    from stream.logs import service_worker
+
     if settings.malloc_keep_freed:
         keep_freed_memory()
-    engine = create_engine(settings)
+    app = build(settings)
     collect_less_often(settings.gc_threshold)  # after start-up, so its objects are frozen
-    # Returns via sys.exit when stopped.
-    service_worker(engine.app, settings.log_level, settings.log_format).execute_from_commandline()
-    return 0
+    service_worker(app, settings.log_level, settings.log_format).execute_from_commandline()
 
 
 def _broker(args: argparse.Namespace) -> int:

@@ -3,8 +3,9 @@
 All runs read the same preloaded topic of generated transactions (realistic
 per-card histories from :mod:`replay.generate`), so their rates compare:
 
-(a) the bare aiokafka loop, (b) the Faust pass-through agent, (c) the engine
-with every model and output, with one and with two worker processes; then the
+(a) the bare aiokafka loop, (b) the Faust pass-through agent, (b') the
+engine's plumbing without its work, (c) the engine with every model and
+output, with one and with two worker processes; then the
 end-to-end latency at a fixed offered load, next to the bare loop's latency at
 the same load (the floor this broker and machine set), and the worker's
 resident memory at the start and end of a long run. Figures are printed and written as JSON.
@@ -134,30 +135,36 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _worker_settings(bootstrap: str, cfg: BenchConfig, tag: str) -> Any:
+    """The settings of the bench's workers (and of the plumbing floor, which must run as they do)."""
+    from stream.settings import Settings
+
+    return Settings(
+        app_id=f"bench-{tag}", bootstrap_servers=bootstrap, topic_partitions=cfg.partitions,
+        topic_transactions="bench-tx", topic_feedback=f"bench-fb-{tag}", topic_scores=f"bench-scores-{tag}",
+        topic_alerts=f"bench-alerts-{tag}", topic_transactions_dlq=f"bench-txdlq-{tag}",
+        topic_feedback_dlq=f"bench-fbdlq-{tag}", topic_ops=f"bench-ops-{tag}",
+        broker_session_timeout_s=6.0, broker_heartbeat_interval_s=1.0, broker_rebalance_timeout_s=6.0,
+        broker_max_poll_interval_s=30.0, embedded_broker_compat=True, fetch_max_wait_ms=10,
+        model_signing_key=secrets.token_hex(16), batch_size=cfg.batch_size, web_enabled=True,
+        sequence_model_path=cfg.checkpoint, sequence_precision=cfg.sequence_precision,
+        log_level=os.environ.get("FRAUDSTREAM_BENCH_LOG_LEVEL", "warn"),
+        # One day of scoring-time inputs (the default keeps 30): the generated data spans
+        # 30 days of event time, so a soak reaches the retention's steady state and the
+        # memory figure tells a leak from the retention filling up.
+        feature_retention_s=86_400.0,
+    )
+
+
 class _Workers:
     """``fraudstream worker`` processes for one engine run."""
 
     def __init__(self, bootstrap: str, cfg: BenchConfig, workdir: Path, count: int) -> None:
         from stream.broker import free_port
-        from stream.settings import Settings
         from stream.topics import ensure_topics
 
         tag = uuid.uuid4().hex[:6]
-        self.base = Settings(
-            app_id=f"bench-{tag}", bootstrap_servers=bootstrap, topic_partitions=cfg.partitions,
-            topic_transactions="bench-tx", topic_feedback=f"bench-fb-{tag}", topic_scores=f"bench-scores-{tag}",
-            topic_alerts=f"bench-alerts-{tag}", topic_transactions_dlq=f"bench-txdlq-{tag}",
-            topic_feedback_dlq=f"bench-fbdlq-{tag}", topic_ops=f"bench-ops-{tag}",
-            broker_session_timeout_s=6.0, broker_heartbeat_interval_s=1.0, broker_rebalance_timeout_s=6.0,
-            broker_max_poll_interval_s=30.0, embedded_broker_compat=True, fetch_max_wait_ms=10,
-            model_signing_key=secrets.token_hex(16), batch_size=cfg.batch_size, web_enabled=True,
-            sequence_model_path=cfg.checkpoint, sequence_precision=cfg.sequence_precision,
-            log_level=os.environ.get("FRAUDSTREAM_BENCH_LOG_LEVEL", "warn"),
-            # One day of scoring-time inputs (the default keeps 30): the generated data spans
-            # 30 days of event time, so a soak reaches the retention's steady state and the
-            # memory figure tells a leak from the retention filling up.
-            feature_retention_s=86_400.0,
-        )
+        self.base = _worker_settings(bootstrap, cfg, tag)
         ensure_topics(self.base)
         self.ports = [free_port() for _ in range(count)]
         self.procs = []
@@ -435,6 +442,40 @@ def _memory_summary(rss: list[tuple[float, float]]) -> dict[str, Any]:
             "samples": rss}
 
 
+def _child_rate(command: list[str], env: dict[str, str], cfg: BenchConfig, stem: Path) -> dict[str, Any] | None:
+    """Run a rate-measuring child (``stream.bench.passthrough`` / ``plumbing``) to completion; its figures.
+
+    The child gets ``stem.json`` as its last argument, writes its result there
+    and its progress to ``stem.json.partial``. A child that makes no progress
+    for 30 s has stopped consuming: its rate until then, marked ``stalled``.
+    None if it wrote nothing (its log is ``stem.log``).
+    """
+    out = stem.with_suffix(".json")
+    partial = out.with_name(out.name + ".partial")
+    with open(stem.with_suffix(".log"), "wb") as log:
+        proc = subprocess.Popen([*command, str(out)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + max(120.0, cfg.events / 500.0)
+        while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
+            if partial.exists() and time.time() - partial.stat().st_mtime > 30:
+                break  # no progress for 30 s: it has stopped consuming
+            time.sleep(0.25)
+        proc.terminate()
+        proc.wait(timeout=30)
+    if out.exists():
+        return dict(json.loads(out.read_text()))
+    if partial.exists():  # it stopped consuming before N: its rate until then
+        return {**json.loads(partial.read_text()), "stalled": True}
+    return None
+
+
+def _print_child(label: str, result: dict[str, Any] | None) -> None:
+    if result is None:
+        print(f"{label:<27}no figures (see its log in the bench's work directory)", flush=True)
+        return
+    note = f" (stalled after {result['events']:,} events)" if result.get("stalled") else ""
+    print(f"{label:<27}{result['events_per_s']:>9,.0f} events/s{note}", flush=True)
+
+
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run everything; return (and write) the figures."""
     from stream.broker import EmbeddedBroker
@@ -460,29 +501,16 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         results["bare_aiokafka"] = bare
         print(f"(a) bare aiokafka loop     {bare['events_per_s']:>9,.0f} events/s", flush=True)
 
-        out = workdir / "passthrough.json"
-        proc = subprocess.Popen([sys.executable, "-m", "stream.bench.passthrough", bootstrap, "bench-tx",
-                                 "bench-out-faust", str(cfg.events), str(out)],
-                                stdout=open(workdir / "passthrough.log", "wb"),  # noqa: SIM115 - the child's
-                                stderr=subprocess.STDOUT)
-        partial = out.with_name(out.name + ".partial")
-        deadline = time.monotonic() + max(120.0, cfg.events / 500.0)
-        while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
-            if partial.exists() and time.time() - partial.stat().st_mtime > 30:
-                break  # no progress for 30 s: it has stopped consuming
-            time.sleep(0.25)
-        proc.terminate()
-        proc.wait(timeout=30)
-        if out.exists():
-            results["faust_passthrough"] = json.loads(out.read_text())
-        elif partial.exists():  # it stopped consuming before N: its rate until then
-            results["faust_passthrough"] = {**json.loads(partial.read_text()), "stalled": True}
-        else:
-            results["faust_passthrough"] = None
-        if results["faust_passthrough"]:
-            b = results["faust_passthrough"]
-            note = f" (stalled after {b['events']:,} events)" if b.get("stalled") else ""
-            print(f"(b) Faust pass-through      {b['events_per_s']:>9,.0f} events/s{note}", flush=True)
+        results["faust_passthrough"] = _child_rate(
+            [sys.executable, "-m", "stream.bench.passthrough", bootstrap, "bench-tx", "bench-out-faust",
+             str(cfg.events)], dict(os.environ), cfg, workdir / "passthrough")
+        _print_child("(b) Faust pass-through", results["faust_passthrough"])
+        plumbing = _worker_settings(bootstrap, cfg, uuid.uuid4().hex[:6]).replace(
+            web_enabled=False, data_dir=str(workdir / "plumbing"))
+        results["engine_plumbing"] = _child_rate(
+            [sys.executable, "-m", "stream.bench.plumbing", "bench-out-plumbing", str(cfg.events)],
+            {**os.environ, **plumbing.to_env()}, cfg, workdir / "plumbing")
+        _print_child("(b') engine plumbing", results["engine_plumbing"])
 
         engine_runs = []
         keep: _Workers | None = None
@@ -506,8 +534,18 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         results["ratio_engine_to_bare"] = round(one["events_per_s"] / bare["events_per_s"], 3)
         if results["faust_passthrough"]:
             results["ratio_engine_to_faust"] = round(one["events_per_s"] / results["faust_passthrough"]["events_per_s"], 3)
-        print(f"c/a = {results['ratio_engine_to_bare']}, c/b = {results.get('ratio_engine_to_faust', '-')} "
-              f"({one['workers']} worker(s))", flush=True)
+        if results["engine_plumbing"]:
+            results["ratio_engine_to_plumbing"] = round(
+                one["events_per_s"] / results["engine_plumbing"]["events_per_s"], 3)
+            results["us_per_event"] = {name: round(1e6 / rate, 1) for name, rate in (
+                ("bare", bare["events_per_s"]), ("plumbing", results["engine_plumbing"]["events_per_s"]),
+                ("engine", one["events_per_s"]))}
+        print(f"c/a = {results['ratio_engine_to_bare']}, c/b = {results.get('ratio_engine_to_faust', '-')}, "
+              f"c/b' = {results.get('ratio_engine_to_plumbing', '-')} ({one['workers']} worker(s))", flush=True)
+        if "us_per_event" in results:
+            us = results["us_per_event"]
+            print(f"µs per transaction: bare loop {us['bare']}, engine plumbing {us['plumbing']}, engine {us['engine']} "
+                  f"(its work: {us['engine'] - us['plumbing']:.1f})", flush=True)
         print(f"engine time per transaction ({one['workers']} worker(s)): {_stages(one)}", flush=True)
 
         try:

@@ -33,6 +33,10 @@ def test_smoke_bench_produces_every_figure(tmp_path, capsys):
     assert f"c/a = {results['ratio_engine_to_bare']}" in printed and "engine time per transaction" in printed
     assert results["bare_aiokafka"]["events"] == 3000
     assert results["faust_passthrough"]["events"] == 3000
+    assert results["engine_plumbing"]["events"] >= 3000 and not results["engine_plumbing"].get("stalled")
+    us = results["us_per_event"]  # the engine's cost split: what its plumbing costs, what its work costs
+    assert us["engine"] == round(1e6 / results["engine"][0]["events_per_s"], 1) and us["plumbing"] > 0
+    assert f"c/b' = {results['ratio_engine_to_plumbing']}" in printed and "engine plumbing" in printed
     engine = results["engine"][0]
     assert engine["events"] >= 3000 and engine["events_per_s"] > 0
     assert {"decode", "state", "features", "online", "encode_produce", "delivery"} <= set(engine["stage_share"])

@@ -1,0 +1,93 @@
+"""The engine's plumbing floor: the score agent's consume and produce path with none of its work, as a child process.
+
+Everything the score agent does to move records, and nothing it does to score
+them: the same Faust app and consumer fixes (:func:`stream.app.worker_app`),
+the same worker process settings (:func:`stream.cli.run_worker`), micro-batches
+straight off the agent's channel (:func:`stream.batches.micro_batches`), each
+record decoded and encoded as JSON (as the bare loop (a) does) and handed to an
+:class:`~stream.outbox.Outbox`, and every batch acked once the broker has its
+outputs (:class:`~stream.batches.InFlight`). No validation, state, features,
+models or tables.
+
+Its rate is the most any engine built on this path can score here; the gap
+between it and (c) is what the engine's own work costs, the gap between it and
+(a) what Faust and the batching cost over a bare aiokafka loop.
+
+Run as ``python -m stream.bench.plumbing SINK N OUT.json`` with the worker's
+settings in the environment (``FRAUDSTREAM_*``; it consumes
+``FRAUDSTREAM_TOPIC_TRANSACTIONS``). It writes ``{"events", "seconds",
+"events_per_s"}`` to OUT.json once it has forwarded N records, timed from the
+first micro-batch it received, and the figures so far to OUT.json.partial after
+every micro-batch, so a run that stops consuming still gives its rate until then.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from stream.settings import Settings
+
+__all__ = ["build", "main"]
+
+log = logging.getLogger("fraudstream.bench.plumbing")
+
+
+def build(settings: Settings, sink: str, n: int, out: Path) -> Any:
+    """The worker app with a forwarding agent from the transactions topic to ``sink``."""
+    from stream.app import worker_app
+    from stream.batches import InFlight, micro_batches
+    from stream.codec import dumps, loads
+    from stream.outbox import Outbox
+
+    app = worker_app(settings)
+
+    def raw(name: str) -> Any:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                         partitions=settings.topic_partitions, replicas=settings.replication_factor)
+
+    source, target = raw(settings.topic_transactions), raw(sink)
+
+    async def forward(stream: Any) -> None:
+        await target.maybe_declare()
+        outbox = Outbox((await app.maybe_start_producer())._ensure_producer(), bulk=True)  # as Engine.outbox
+        in_flight = InFlight(settings.batches_in_flight,
+                             on_failure=lambda exc: log.critical("delivering a batch failed: %r", exc))
+        count, started = 0, 0.0
+        async for events in micro_batches(stream, settings.batch_size, within_s=settings.batch_timeout_s):
+            if not count:
+                started = time.perf_counter()
+            for event in events:
+                value = event.message.value
+                outbox.add(sink, None, event.message.key, None if value is None else dumps(loads(value)))
+            await in_flight.add(events, await outbox.send(last=True))
+            count += len(events)
+            if count >= n:
+                await in_flight.drain()
+                _write(out, count, time.perf_counter() - started)
+            else:
+                _write(out.with_name(out.name + ".partial"), count, time.perf_counter() - started)
+
+    forward.__module__ = __name__
+    app.agent(source, name=f"{__name__}.forward")(forward)
+    return app
+
+
+def _write(path: Path, events: int, seconds: float) -> None:
+    path.write_text(json.dumps({"events": events, "seconds": seconds, "events_per_s": events / max(seconds, 1e-9)}))
+
+
+def main(argv: list[str]) -> int:
+    from stream.cli import run_worker
+
+    sink, n_text, out_path = argv
+    run_worker(Settings.from_env(), lambda settings: build(settings, sink, int(n_text), Path(out_path)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
