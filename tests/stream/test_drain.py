@@ -97,3 +97,26 @@ def test_a_resumed_partition_is_polled_at_once_while_another_is_idle(broker: str
     prompt = _run(broker, name, tmp_path, buffer=64, direct=True)
     assert prompt["distinct"] == N and prompt["records"] == N, prompt
     assert prompt["idle_polls"] == 0, f"a poll came back empty while fetched records waited: {prompt}"
+
+
+def test_room_is_the_least_free_space_of_any_channel_queue_and_none_while_faust_would_wait() -> None:
+    from types import SimpleNamespace
+
+    from stream.drain import _room
+
+    def queue(maxsize: int, size: int) -> Any:
+        return SimpleNamespace(maxsize=maxsize, qsize=lambda: size)
+
+    shared, roomy, unbounded = queue(10, 7), queue(100, 0), queue(0, 5_000)
+    chan = [SimpleNamespace(queue=q) for q in (shared, roomy, unbounded)]
+    index = {"tp0": [chan[0], chan[1]], "tp1": [chan[0]], "tp2": [chan[2]]}  # Faust's are sets of channels
+    active, buffer = [True], SimpleNamespace(size=0, max_messages=1000)
+    app = SimpleNamespace(flow_control=SimpleNamespace(is_active=lambda: active[0]),
+                          producer=SimpleNamespace(buffer=buffer))
+    assert _room(app, index) == 3  # the shared queue's 3 free places, counted once
+    buffer.size = 1001  # on_message would wait for Faust's producer buffer to ebb
+    assert _room(app, index) == 0
+    buffer.size, active[0] = 0, False  # a rebalance stopped the flow
+    assert _room(app, index) == 0
+    active[0] = True
+    assert _room(app, {"tp2": [chan[2]]}) > 1_000_000  # unbounded queues never block
