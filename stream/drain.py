@@ -21,7 +21,9 @@ Whether a delivery can block is worked out once for a run of records, not
 for each (:func:`_room`; checking every channel's queue per record was ~2 µs
 of the engine's plumbing): nothing but this loop fills the queues, and
 nothing else runs until the loop suspends, so the free space found shrinks
-by at most one a record until then.
+by at most one a record until then. Once it is used up (or some queue is
+full, perhaps another agent's), each record's own channels are checked, as
+before, until the loop next suspends.
 
 The loop is installed on Faust's ``Consumer`` class; only apps passed to
 :func:`deliver_directly` take the direct path (``FRAUDSTREAM_DIRECT_DELIVERY=0``
@@ -53,19 +55,29 @@ def deliver_directly(app: Any) -> None:
         Consumer._drain_messages = _drain_messages_direct  # type: ignore[method-assign]
 
 
+def _faust_would_wait(app: Any) -> bool:
+    """True while Faust's ``on_message`` would suspend whatever the record: see :func:`_room`."""
+    if not app.flow_control.is_active():
+        return True
+    buffer = app.producer.buffer
+    if buffer.size > buffer.max_messages:
+        return True
+    lock = getattr(app.topics, "_tp_to_callback_lock", None)
+    return lock is not None and lock.locked()
+
+
 def _room(app: Any, tp_index: Any) -> int:
     """How many records Faust's ``on_message`` can take now without suspending, whatever their partitions.
 
     ``on_message`` suspends while the flow is stopped (a rebalance), while
-    Faust's producer buffer is over its limit, or for a channel whose queue is
-    full; it puts a record into each of its partition's channels once. So
-    until something else runs, the smallest free space among all channel
-    queues is a safe count (0: deliver through Faust's ``wait_first`` path).
+    Faust's producer buffer is over its limit, while the conductor
+    resubscribes (it holds the lock ``on_message`` takes), or for a channel
+    whose queue is full; it puts a record into each of its partition's
+    channels once. So until something else runs, the smallest free space among
+    all channel queues is a safe count. 0: check each record's own channels
+    (:func:`_can_deliver_now`).
     """
-    if not app.flow_control.is_active():
-        return 0
-    buffer = app.producer.buffer
-    if buffer.size > buffer.max_messages:
+    if _faust_would_wait(app):
         return 0
     free = _UNBOUNDED
     seen: set[int] = set()
@@ -77,6 +89,11 @@ def _room(app: Any, tp_index: Any) -> int:
                 if queue.maxsize > 0:
                     free = min(free, queue.maxsize - queue.qsize())
     return max(free, 0)
+
+
+def _can_deliver_now(app: Any, tp_index: Any, tp: Any) -> bool:
+    """True if Faust's ``on_message`` for ``tp`` would finish without suspending (one record's check)."""
+    return not _faust_would_wait(app) and not any(channel.queue.full() for channel in tp_index.get(tp, ()))
 
 
 _UNBOUNDED = 1 << 30
@@ -99,7 +116,7 @@ async def _drain_messages_direct(self: Any, fetcher: Any) -> None:  # pragma: no
     app = self.app
     tp_index = app.topics._tp_index  # changed: the queues (topic channels) records go to
     direct = getattr(app, "_fraudstream_direct_delivery", False)  # changed
-    room = 0  # changed: records that can be delivered directly before anything else runs (_room)
+    room = -1  # changed: records that can be delivered directly before anything else runs (_room); -1: not known
     suspend_flow = self.suspend_flow
 
     yield_every = 100
@@ -110,33 +127,35 @@ async def _drain_messages_direct(self: Any, fetcher: Any) -> None:  # pragma: no
             set_flag(CONSUMER_FETCHING)
             ait = getmany(timeout=1.0)
             await self.sleep(0)
-            room = 0  # changed: getmany waits for records before its first (then yields without suspending)
+            room = -1  # changed: getmany waits for records before its first (then yields without suspending)
             if not self.should_stop:
                 async for tp, message in ait:
                     num_since_yield += 1
                     if num_since_yield > yield_every:
                         await sleep(0)
                         num_since_yield = 0
-                        room = 0  # changed: other tasks ran
+                        room = -1  # changed: other tasks ran
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is None or offset >= r_offset:
                         gap = offset - (r_offset or 0)
                         if gap > 1 and r_offset and acks_enabled_for(message.topic):
                             await self._add_gap(tp, r_offset + 1, offset)
-                            room = 0  # changed: it may sleep(0)
+                            room = -1  # changed: it may sleep(0)
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()
-                            room = 0  # changed: other tasks ran
+                            room = -1  # changed: other tasks ran
                         # changed: direct when it cannot block, Faust's wait_first otherwise
-                        if direct and room <= 0:
+                        if direct and room < 0:
                             room = _room(app, tp_index)
-                        if direct and room > 0 and not suspend_flow.is_set():
-                            room -= 1
+                        # Counted down while there is room, then (some queue full) the record's own channels.
+                        if direct and not suspend_flow.is_set() and (
+                                room > 0 or _can_deliver_now(app, tp_index, tp)):
+                            room = max(room - 1, 0)
                             await callback(message)
                         else:
-                            room = 0
+                            room = -1
                             await self.wait_first(callback(message), suspend_flow.wait())
                         set_read_offset(tp, offset)
                     else:

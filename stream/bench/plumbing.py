@@ -23,6 +23,7 @@ every micro-batch, so a run that stops consuming still gives its rate until then
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -55,8 +56,11 @@ def build(settings: Settings, sink: str, n: int, out: Path) -> Any:
     async def forward(stream: Any) -> None:
         await target.maybe_declare()
         outbox = Outbox((await app.maybe_start_producer())._ensure_producer(), bulk=True)  # as Engine.outbox
-        in_flight = InFlight(settings.batches_in_flight,
-                             on_failure=lambda exc: log.critical("delivering a batch failed: %r", exc))
+        def delivery_failed(exc: BaseException) -> None:  # as the score agent: stop, the run has no figure
+            log.critical("delivering a batch failed; stopping: %r", exc)
+            asyncio.ensure_future(app.crash(exc))
+
+        in_flight = InFlight(settings.batches_in_flight, on_failure=delivery_failed)
         count, started = 0, 0.0
         async for events in micro_batches(stream, settings.batch_size, within_s=settings.batch_timeout_s):
             if not count:

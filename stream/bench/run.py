@@ -460,7 +460,11 @@ def _child_rate(command: list[str], env: dict[str, str], cfg: BenchConfig, stem:
                 break  # no progress for 30 s: it has stopped consuming
             time.sleep(0.25)
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # never leave it running: it would load the runs measured after it
+            proc.kill()
+            proc.wait()
     if out.exists():
         return dict(json.loads(out.read_text()))
     if partial.exists():  # it stopped consuming before N: its rate until then

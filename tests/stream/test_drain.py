@@ -102,18 +102,27 @@ def test_a_resumed_partition_is_polled_at_once_while_another_is_idle(broker: str
 def test_room_is_the_least_free_space_of_any_channel_queue_and_none_while_faust_would_wait() -> None:
     from types import SimpleNamespace
 
-    from stream.drain import _room
+    from stream.drain import _can_deliver_now, _room
 
     def queue(maxsize: int, size: int) -> Any:
-        return SimpleNamespace(maxsize=maxsize, qsize=lambda: size)
+        return SimpleNamespace(maxsize=maxsize, qsize=lambda: size, full=lambda: 0 < maxsize <= size)
 
     shared, roomy, unbounded = queue(10, 7), queue(100, 0), queue(0, 5_000)
     chan = [SimpleNamespace(queue=q) for q in (shared, roomy, unbounded)]
     index = {"tp0": [chan[0], chan[1]], "tp1": [chan[0]], "tp2": [chan[2]]}  # Faust's are sets of channels
-    active, buffer = [True], SimpleNamespace(size=0, max_messages=1000)
+    active, buffer, resubscribing = [True], SimpleNamespace(size=0, max_messages=1000), [False]
     app = SimpleNamespace(flow_control=SimpleNamespace(is_active=lambda: active[0]),
-                          producer=SimpleNamespace(buffer=buffer))
+                          producer=SimpleNamespace(buffer=buffer),
+                          topics=SimpleNamespace(_tp_to_callback_lock=SimpleNamespace(locked=lambda: resubscribing[0])))
     assert _room(app, index) == 3  # the shared queue's 3 free places, counted once
+    resubscribing[0] = True  # the conductor holds the lock on_message takes
+    assert _room(app, index) == 0 and not _can_deliver_now(app, index, "tp2")
+    resubscribing[0] = False
+    full = queue(10, 10)
+    index["tp3"] = [SimpleNamespace(queue=full)]  # another agent's queue is full: no count, but ...
+    assert _room(app, index) == 0
+    assert _can_deliver_now(app, index, "tp0") and not _can_deliver_now(app, index, "tp3")  # ... per record
+    del index["tp3"]
     buffer.size = 1001  # on_message would wait for Faust's producer buffer to ebb
     assert _room(app, index) == 0
     buffer.size, active[0] = 0, False  # a rebalance stopped the flow
