@@ -42,7 +42,7 @@ from stream.state import define_tables
 from stream.stats import Stats
 from stream.telemetry import Telemetry
 
-__all__ = ["Engine", "Topics", "build_fusion", "create_engine", "worker_app"]
+__all__ = ["Engine", "Topics", "build_fusion", "create_engine", "open_outbox", "worker_app", "worker_topic"]
 
 log = logging.getLogger("fraudstream")
 
@@ -149,10 +149,7 @@ class Engine:
         Record batches straight through aiokafka under at-least-once; under
         ``exactly_once`` every record goes through Faust's transaction manager.
         """
-        producer = await self.producer()
-        if self.settings.processing_guarantee == "exactly_once":
-            return Outbox(producer, bulk=False)
-        return Outbox(producer._ensure_producer(), bulk=True)
+        return await open_outbox(self.app, self.settings)
 
     async def send_ops(self, source: str, record: dict[str, Any]) -> None:
         """One operational record on the ops topic, stamped with the time and app id.
@@ -258,6 +255,29 @@ def worker_app(settings: Settings) -> faust.App:
     return app
 
 
+def worker_topic(app: faust.App, settings: Settings, name: str, partitions: int | None = None,
+                 compacting: bool | None = None) -> Any:
+    """A topic of ``app`` with raw bytes keys and values, as every engine topic is (validation is ours, not a codec's)."""
+    return app.topic(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions or settings.topic_partitions,
+        replicas=settings.replication_factor,
+        compacting=compacting,
+    )
+
+
+async def open_outbox(app: faust.App, settings: Settings) -> Outbox:
+    """An :class:`Outbox` on ``app``'s producer: straight through aiokafka, or Faust's under ``exactly_once``."""
+    producer = await app.maybe_start_producer()
+    if settings.processing_guarantee == "exactly_once":
+        return Outbox(producer, bulk=False)
+    return Outbox(producer._ensure_producer(), bulk=True)
+
+
 def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     """Build the app, its topics and tables, and register the agents."""
     # Imported here: the agent modules import this one for the Engine type.
@@ -268,16 +288,7 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     settings.signing_key()  # fail fast: without it no snapshot can be published or trusted
 
     def raw_topic(name: str, partitions: int | None = None, compacting: bool | None = None) -> Any:
-        return app.topic(
-            name,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=partitions or settings.topic_partitions,
-            replicas=settings.replication_factor,
-            compacting=compacting,
-        )
+        return worker_topic(app, settings, name, partitions, compacting)
 
     topics = Topics(
         transactions=raw_topic(settings.topic_transactions),

@@ -40,22 +40,17 @@ log = logging.getLogger("fraudstream.bench.plumbing")
 
 def build(settings: Settings, sink: str, n: int, out: Path) -> Any:
     """The worker app with a forwarding agent from the transactions topic to ``sink``."""
-    from stream.app import worker_app
+    from stream.app import open_outbox, worker_app, worker_topic
     from stream.batches import InFlight, micro_batches
     from stream.codec import dumps, loads
-    from stream.outbox import Outbox
 
     app = worker_app(settings)
 
-    def raw(name: str) -> Any:
-        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-                         partitions=settings.topic_partitions, replicas=settings.replication_factor)
-
-    source, target = raw(settings.topic_transactions), raw(sink)
+    source, target = worker_topic(app, settings, settings.topic_transactions), worker_topic(app, settings, sink)
 
     async def forward(stream: Any) -> None:
         await target.maybe_declare()
-        outbox = Outbox((await app.maybe_start_producer())._ensure_producer(), bulk=True)  # as Engine.outbox
+        outbox = await open_outbox(app, settings)
         def delivery_failed(exc: BaseException) -> None:  # as the score agent: stop, the run has no figure
             log.critical("delivering a batch failed; stopping: %r", exc)
             asyncio.ensure_future(app.crash(exc))
