@@ -219,8 +219,9 @@ def _faust_app(settings: Settings) -> faust.App:
         broker_max_poll_records=settings.broker_max_poll_records,
         producer_linger=settings.producer_linger_s,
         # Faust's 16 KiB default splits a micro-batch's records for one partition into
-        # dozens of batches; the sender ships one batch per partition per request.
-        producer_max_batch_size=256 * 1024,
+        # dozens of batches; the sender ships one batch per partition per request, and a
+        # send to a full batch waits for the sender (see the setting's doc).
+        producer_max_batch_size=settings.producer_batch_bytes,
         # Messages must leave as soon as they are produced, not when the source
         # offset is committed (Faust's "attachments"): alerts are latency-bound.
         stream_publish_on_commit=False,

@@ -66,6 +66,7 @@ class Settings:
     direct_delivery: bool = _f(True, "Hand fetched records to the agents without Faust's two tasks per record when that cannot block (stream/drain.py); False = Faust's own fetch loop.")
     fetch_max_wait_ms: int = _f(0, "Longest a consumer fetch may wait for data; 0 keeps Faust's 1500. The embedded broker always waits this long, so the demo and bench use 10 for latency.")
     producer_linger_s: float = _f(0.005, "Producer linger: how long a batch waits to fill (latency vs. throughput). Under at-least-once the score agent's micro-batch outputs do not wait: they ship once the batch is scored (stream/outbox.py).")
+    producer_batch_bytes: int = _f(1_000_000, "Largest batch the producer builds per partition. A micro-batch's history changelog (~1.4 kB a card) outgrows smaller batches, and a full batch makes the next send wait for the sender; keep it at or below the broker's message.max.bytes (Kafka's default 1048588) and the topics' max.message.bytes, or the broker rejects the batch.")
     embedded_broker_compat: bool = _f(False, "Work around the embedded broker: end-offset answers, fetches it gives up on, generation 0 (stream/compat.py); set by the demo and tests, never needed on Apache Kafka.")
     security_protocol: str = _f("PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every client (worker, replay, tools).")
     ssl_cafile: str = _f("", "CA bundle that signed the brokers' certificates (empty: the system's).")
@@ -144,6 +145,8 @@ class Settings:
                      "max_message_bytes", "torch_threads", "broker_max_poll_records", "batches_in_flight"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.producer_batch_bytes < 16_384:
+            raise SettingsError(f"producer_batch_bytes must be >= 16384 (aiokafka's default), got {self.producer_batch_bytes}")
         from models.history import MAX_ENTRIES  # here: models.history imports stream.records, which imports this
 
         if self.history_length > MAX_ENTRIES:

@@ -23,6 +23,7 @@ def test_every_field_round_trips_through_the_environment():
     {"FRAUDSTREAM_SEQUENCE_PRECISION": "float16"},
     {"FRAUDSTREAM_HISTORY_LENGTH": "0"},
     {"FRAUDSTREAM_HISTORY_LENGTH": "65536"},  # more than a history record holds
+    {"FRAUDSTREAM_PRODUCER_BATCH_BYTES": "4096"},  # below aiokafka's own default
 ])
 def test_bad_values_are_refused_with_the_variable_name(env):
     with pytest.raises(SettingsError):
@@ -33,3 +34,10 @@ def test_readme_documents_every_setting():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [name for name, _, _ in describe() if name not in readme]
     assert not missing, f"README lacks {missing}"
+
+
+def test_the_worker_producer_builds_batches_of_the_configured_size():
+    from stream.app import worker_app
+
+    app = worker_app(Settings(producer_batch_bytes=123_456, model_signing_key="k" * 16))
+    assert app.conf.producer_max_batch_size == 123_456
