@@ -271,6 +271,34 @@ def _amount(obj: dict[str, Any]) -> float:
 def parse_transaction(raw: bytes | None, limits: Limits) -> Transaction:
     """Validate one ``transactions`` record; raise :class:`InvalidRecord`."""
     obj = _load_object(raw, limits)
+    # The usual record (string ids and categories, epoch-ms int timestamp, numeric amount, all in
+    # range) is accepted in one expression; anything else takes the field-by-field checks, which
+    # name what is wrong. Both accept and build the same (a test holds them equal): this halves
+    # the cost of a valid record (~5 -> ~2.5 µs, most of the score agent's decode stage).
+    get = obj.get
+    tid, cid, ms, amount = get("transaction_id"), get("card_id"), get("timestamp"), get("amount")
+    currency, merchant, mcc = get("currency", "XXX"), get("merchant_id", ""), get("mcc", "0000")
+    country, channel = get("country", "ZZ"), get("channel", "unknown")
+    if type(ms) is str:
+        try:
+            ms = parse_rfc3339_ms(ms)
+        except (ValueError, OverflowError):
+            ms = None  # the checks below say what is wrong with it
+    if (type(tid) is str and type(cid) is str and type(ms) is int
+            and (type(amount) is float or type(amount) is int)
+            and type(currency) is str and type(merchant) is str and type(mcc) is str
+            and type(country) is str and type(channel) is str
+            and 0 < len(tid) <= _MAX_ID_LEN and 0 < len(cid) <= _MAX_ID_LEN
+            and 0 < amount <= _MAX_AMOUNT  # False for NaN, and infinity is over the limit
+            and len(currency) <= _MAX_ID_LEN and len(merchant) <= _MAX_ID_LEN and len(mcc) <= _MAX_ID_LEN
+            and len(country) <= _MAX_ID_LEN and len(channel) <= _MAX_ID_LEN
+            and limits.min_time_ms <= ms <= int(time.time() * 1000) + limits.max_future_skew_ms):
+        return Transaction(tid, cid, ms, float(amount), currency, merchant, mcc, country, channel)
+    return _checked_transaction(obj, limits)
+
+
+def _checked_transaction(obj: dict[str, Any], limits: Limits) -> Transaction:
+    """:func:`parse_transaction` field by field: the precise error for a record that is not the usual kind."""
     # A decimal string may still overflow to infinity ("1e999"), so _amount checks finiteness.
     return Transaction(
         transaction_id=_id(obj, "transaction_id"),

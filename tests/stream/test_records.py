@@ -145,3 +145,46 @@ def test_format_rfc3339_equals_strftime_and_round_trips():
         expected = datetime.fromtimestamp(ms // 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
         assert format_rfc3339(ms) == expected
         assert parse_rfc3339_ms(format_rfc3339(ms)) == ms
+
+
+ABSENT = object()
+
+
+def _outcome(parse, arg):
+    try:
+        return parse(arg)
+    except InvalidRecord as exc:
+        return exc.reason
+
+
+def test_the_fast_path_accepts_and_builds_exactly_what_the_field_checks_do():
+    """parse_transaction's one-expression path for the usual record agrees with the field-by-field checks."""
+    import itertools
+    import time
+
+    from stream.codec import loads
+    from stream.records import _checked_transaction
+
+    now = int(time.time() * 1000)
+    variants = {
+        "transaction_id": ["t1", "", "x" * 128, "x" * 129, 7, True, None, 1.5],
+        "card_id": ["c1", "", "y" * 129, 42, None, False],
+        "timestamp": [1740830400000, "2025-03-01T12:00:00Z", "2025-03-01T12:00:00.123+02:00", "yesterday",
+                      LIMITS.min_time_ms, LIMITS.min_time_ms - 1, now + LIMITS.max_future_skew_ms - 60_000,
+                      now + LIMITS.max_future_skew_ms + 60_000, 1740830400, 1740830400000.7, True, None],
+        # (NaN and infinity are not JSON: the decoder refuses them before either path sees them.)
+        "amount": [12.5, 3, "19.90", 0, 0.0, -1, 1e9, 1e9 + 1, True, None, "1e999", 2**64],
+        "mcc": ["5411", ABSENT, 5411, "z" * 129, None, True, ["5411"]],
+        "channel": ["pos", ABSENT, "", None, 3.5],
+    }
+    names = list(variants)
+    checked = 0
+    for values in itertools.product(*(range(len(variants[n])) for n in names)):
+        if sum(1 for v in values if v) > 2:  # every single and double deviation from the usual record
+            continue
+        record = {n: variants[n][i] for n, i in zip(names, values, strict=True) if variants[n][i] is not ABSENT}
+        raw = json.dumps(record).encode()
+        assert _outcome(lambda r: parse_transaction(r, LIMITS), raw) == _outcome(
+            lambda o: _checked_transaction(o, LIMITS), loads(raw)), record
+        checked += 1
+    assert checked > 500
