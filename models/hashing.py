@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from functools import lru_cache
 
 __all__ = ["category_hash", "stable_hash", "txid_hash"]
 
@@ -48,7 +47,6 @@ def category_hash(text: str) -> int:
     return cached
 
 
-@lru_cache(maxsize=8192)  # position_of and advance both need it for the same transaction
 def txid_hash(transaction_id: str) -> int:
     """64-bit digest of a transaction id, used to spot a redelivered event.
 

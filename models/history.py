@@ -275,9 +275,13 @@ def hashes_of(t: Transaction) -> tuple[int, int, int, int]:
 
 def position_of(history: History, t: Transaction) -> int | None:
     """Index of ``t`` in ``history`` if it is already there (a redelivery); the last one if twice."""
-    h = txid_hash(t.transaction_id)
-    txids = history.txid
-    if h not in txids:  # the usual case: one C-level scan
+    return _position(history.txid, txid_hash(t.transaction_id))
+
+
+def _position(txids: array[int], h: int) -> int | None:
+    # A substring search of the column's bytes first (~0.3 µs for 32 entries, where `h in txids`
+    # makes a Python int of every entry, ~0.6): a hit may straddle two entries, so it is confirmed.
+    if h.to_bytes(8, sys.byteorder) not in txids.tobytes() or h not in txids:  # the usual case: not there
         return None
     return len(txids) - 1 - txids[::-1].index(h)
 
@@ -294,12 +298,15 @@ def prior_history(history: History, t: Transaction) -> History:
     return history if cut == len(history) else history[:cut]
 
 
-def _place(history: History, t: Transaction) -> tuple[int, bool]:
-    """Where ``t`` is (a redelivery) or goes in ``history``, and whether it is already there."""
-    pos = position_of(history, t)
+def _place(history: History, t: Transaction, h: int | None = None) -> tuple[int, bool]:
+    """Where ``t`` (whose :func:`txid_hash` is ``h``) is (a redelivery) or goes in ``history``, and whether it is already there."""
+    pos = _position(history.txid, txid_hash(t.transaction_id) if h is None else h)
     if pos is not None:
         return pos, True
-    return bisect.bisect_right(history.ts, t.event_time_ms), False
+    ts = history.ts
+    if not ts or ts[-1] <= t.event_time_ms:  # in order: the usual case
+        return len(ts), False
+    return bisect.bisect_right(ts, t.event_time_ms), False
 
 
 def append(history: History, t: Transaction, limit: int) -> History:
@@ -325,27 +332,36 @@ def advance(history: History, t: Transaction, limit: int) -> tuple[History, Hist
     """
     if limit < 1:
         raise ValueError(f"a history keeps at least one entry, got limit={limit}")
-    cut, present = _place(history, t)
+    h = txid_hash(t.transaction_id)
+    cut, present = _place(history, t, h)
     size = len(history)
     prior = history if cut == size else history[:cut]  # shared in the usual in-order case (never changed in place)
     if present:
         return prior, history
     drop = max(size + 1 - limit, 0)  # oldest entries beyond the limit (the new one counts)
+    label = _labels(t.mcc, t.country, t.channel)
+    if cut == size:  # in order, the usual case: copies that drop the oldest, then one append each
+        ts, amount, txid = history.ts[drop:], history.amount[drop:], history.txid[drop:]
+        ts.append(t.event_time_ms)
+        amount.append(t.amount)
+        txid.append(h)
+        hashes = history.hashes[_WIDTH * drop:]
+        hashes.extend(hashes_of(t))
+        return prior, History._of(ts, amount, txid, hashes, history.labels[drop:] + (label,))
     ts = _insert(history.ts, (t.event_time_ms,), cut, drop)
     amount = _insert(history.amount, (t.amount,), cut, drop)
-    txid = _insert(history.txid, (txid_hash(t.transaction_id),), cut, drop)
+    txid = _insert(history.txid, (h,), cut, drop)
     hashes = _insert(history.hashes, hashes_of(t), cut, drop)
-    labels = (*history.labels[:cut], _labels(t.mcc, t.country, t.channel), *history.labels[cut:])[drop:]
+    labels = (*history.labels[:cut], label, *history.labels[cut:])[drop:]
     return prior, History._of(ts, amount, txid, hashes, labels)
 
 
 def _insert(column: array[Any], values: tuple[Any, ...], cut: int, drop: int) -> array[Any]:
-    """A copy of ``column`` with one entry's ``values`` at entry ``cut`` and the first ``drop`` entries gone."""
+    """A copy of ``column`` with one entry's ``values`` at entry ``cut`` and the first ``drop`` entries gone.
+
+    For a late transaction (:func:`advance` appends in-order ones itself).
+    """
     width = len(values)
-    if cut * width == len(column):  # in order: the usual case
-        new = column[width * drop:]
-        new.extend(values)
-        return new
     new = column[:width * cut]
     new.extend(values)
     new.extend(column[width * cut:])

@@ -142,3 +142,21 @@ def test_slices_are_consecutive_entries() -> None:
     assert len(h[4:2]) == 0 and h[-1].country == "C4" and h[-5].country == "C0"
     with pytest.raises(ValueError, match="consecutive"):
         h[::2]
+
+
+def test_a_transaction_hash_straddling_two_entries_is_not_a_redelivery() -> None:
+    """position_of searches the column's bytes first; a match across two entries' bytes is not a hit."""
+    import sys
+
+    from models.history import position_of
+
+    t = tx(9, T0)
+    raw = txid_hash(t.transaction_id).to_bytes(8, sys.byteorder)
+    # Two entries whose bytes, side by side, contain t's hash at offset 4.
+    first, second = (int.from_bytes(b, sys.byteorder) for b in (b"\0" * 4 + raw[:4], raw[4:] + b"\0" * 4))
+    history = History(ts=[T0, T0], amount=[1.0, 1.0], txid=[first, second], hashes=[0] * 8,
+                      labels=[("5411", "FR", "pos")] * 2)
+    assert raw in history.txid.tobytes()
+    assert position_of(history, t) is None
+    prior, kept = advance(history, t, 32)
+    assert prior == history and len(kept) == 3
