@@ -13,7 +13,7 @@ from typing import Any
 
 from stream.records import Transaction, format_rfc3339
 
-__all__ = ["ALERT_NAMESPACE", "alert_id", "alert_record", "score_record"]
+__all__ = ["ALERT_NAMESPACE", "alert_id", "alert_record", "score_record", "score_records"]
 
 #: Namespace of alert ids: uuid5(ALERT_NAMESPACE, transaction_id). Fixed forever,
 #: so a re-scored transaction (at-least-once redelivery) raises the same alert id.
@@ -36,21 +36,55 @@ def score_record(
     processing_ms: float,
 ) -> dict[str, Any]:
     """One ``scores`` record (schema: ``schemas/scores.json``)."""
-    return {
-        "transaction_id": t.transaction_id,
-        "card_id": t.card_id,
-        "event_time": t.event_time_ms,
-        "timestamp": format_rfc3339(t.event_time_ms),
-        "score": round(float(score), 6),
-        "components": {k: round(float(v), 6) for k, v in components.items()},
-        "model_versions": dict(versions),
-        "decision": "alert" if score >= threshold else "pass",
-        "threshold": threshold,
-        "received_at": received_at_ms,
-        "scored_at": scored_at_ms,
-        "latency_ms": float(scored_at_ms - received_at_ms),
-        "processing_ms": round(processing_ms, 3),
-    }
+    return score_records([t], [score], {k: [v] for k, v in components.items()}, versions, threshold,
+                         [received_at_ms], scored_at_ms, processing_ms)[0]
+
+
+def score_records(
+    transactions: Sequence[Transaction],
+    scores: Sequence[float],
+    components: Mapping[str, Sequence[float]],
+    versions: Mapping[str, str],
+    threshold: float,
+    received_at_ms: Sequence[int],
+    scored_at_ms: int,
+    processing_ms: float,
+) -> list[dict[str, Any]]:
+    """The ``scores`` records of one micro-batch: :func:`score_record` of each transaction.
+
+    ``components[name][i]`` is model ``name``'s score of ``transactions[i]``.
+    The records share one ``model_versions`` dict (they are encoded, not changed).
+
+    >>> t = Transaction("t1", "c1", 1_740_830_400_000, 20.0)
+    >>> [r["score"] for r in score_records([t, t], [0.1234567, 0.9], {"online": [0.1, 0.9]}, {"online": "v1"},
+    ...                                   0.5, [1_740_830_400_100] * 2, 1_740_830_400_130, 2.0)]
+    [0.123457, 0.9]
+    """
+    shared_versions = dict(versions)
+    names = list(components)
+    rounded = [[round(float(v), 6) for v in components[name]] for name in names]
+    rows: Sequence[dict[str, float]] = (
+        [dict(zip(names, row, strict=True)) for row in zip(*rounded, strict=True)] if names
+        else [{} for _ in transactions])
+    processing = round(processing_ms, 3)
+    return [
+        {
+            "transaction_id": t.transaction_id,
+            "card_id": t.card_id,
+            "event_time": t.event_time_ms,
+            "timestamp": format_rfc3339(t.event_time_ms),
+            "score": round(float(score), 6),
+            "components": row,
+            "model_versions": shared_versions,
+            "decision": "alert" if score >= threshold else "pass",
+            "threshold": threshold,
+            "received_at": received,
+            "scored_at": scored_at_ms,
+            "latency_ms": float(scored_at_ms - received),
+            "processing_ms": processing,
+        }
+        for t, score, row, received in zip(transactions, scores, rows, received_at_ms, strict=True)
+    ]
 
 
 def alert_record(score: Mapping[str, Any], t: Transaction, reasons: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -22,7 +22,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import bisect
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
@@ -103,6 +105,36 @@ class Telemetry:
 
     def observe_batch(self, size: int) -> None:
         self.batch_size.observe(size)
+
+    def observe_latencies(self, seconds: Sequence[float]) -> None:
+        """``latency.observe(s)`` for each of a micro-batch's latencies, one increment per bucket.
+
+        prometheus_client's ``observe`` takes a lock and walks the buckets for every value (~1.4 µs
+        a transaction on the score path); here each value costs a bisect. Uses the histogram's
+        bucket and sum values, and falls back to ``observe`` if a release renames them.
+
+        >>> from stream.stats import Stats
+        >>> t = Telemetry(Stats())
+        >>> t.observe_latencies([0.004, 0.005, 0.3, 12.0])
+        >>> [line for line in t.render().decode().splitlines() if line.startswith("fraudstream_latency_seconds_")][:2]
+        ['fraudstream_latency_seconds_bucket{le="0.005"} 2.0', 'fraudstream_latency_seconds_bucket{le="0.01"} 2.0']
+        """
+        histogram = self.latency
+        bounds, buckets, total = (getattr(histogram, name, None) for name in ("_upper_bounds", "_buckets", "_sum"))
+        if not (isinstance(bounds, list) and isinstance(buckets, list) and len(bounds) == len(buckets)
+                and total is not None and hasattr(total, "inc")):
+            for value in seconds:
+                histogram.observe(value)
+            return
+        counts = [0] * len(bounds)
+        for value in seconds:
+            # observe() counts a value in the first bucket whose bound is >= it (NaN in none).
+            if not math.isnan(value):
+                counts[bisect.bisect_left(bounds, value)] += 1
+        for bucket, count in zip(buckets, counts, strict=True):
+            if count:
+                bucket.inc(count)
+        total.inc(sum(seconds))
 
     def observe_stages(self, seconds: Mapping[str, float]) -> None:
         for stage, value in seconds.items():

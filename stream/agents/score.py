@@ -33,7 +33,7 @@ from stream.batches import InFlight, ack, micro_batches
 from stream.codec import dumps
 from stream.dlq import DeadLetter, send_dead_letter
 from stream.outbox import Outbox
-from stream.outputs import alert_record, score_record
+from stream.outputs import alert_record, score_records
 from stream.records import InvalidRecord, Transaction, parse_transaction
 from stream.state import pack_rows
 from stream.timing import StageClock
@@ -126,17 +126,15 @@ class BatchScorer:
         processing_ms = (time.perf_counter() - started) * 1000.0
         scored_at = int(time.time() * 1000)
         telemetry = engine.telemetry
-        names = list(components)
         explanations = self._sequence_reasons(items, keep, scores, threshold)
-        for i, (event, t) in enumerate(keep):
-            record = score_record(
-                t, scores[i], {n: components[n][i] for n in names}, versions, threshold,
-                received_at_ms=int(event.message.timestamp * 1000), scored_at_ms=scored_at,
-                processing_ms=processing_ms,
-            )
+        received = [int(event.message.timestamp * 1000) for event, _ in keep]
+        records = score_records([t for _, t in keep], scores, components, versions, threshold, received, scored_at,
+                                processing_ms)
+        telemetry.observe_latencies([(scored_at - r) / 1000.0 for r in received])
+        topic_scores = self.settings.topic_scores
+        for i, ((event, t), record) in enumerate(zip(keep, records, strict=True)):
             key = t.card_id.encode()
-            telemetry.latency.observe(record["latency_ms"] / 1000.0)
-            outbox.add(self.settings.topic_scores, None, key, dumps(record))
+            outbox.add(topic_scores, None, key, dumps(record))
             if record["decision"] == "alert":
                 x = dict(zip(ONLINE_INPUTS, inputs[i].tolist(), strict=True))
                 contributions, below = online.explain(x)
