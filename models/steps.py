@@ -214,23 +214,58 @@ def window_features(
     for name in ("weekday_sin", "weekday_cos"):
         cols[name] = _CYCLES[name][weekday]
     earlier = _earlier(valid)
-    n_earlier = _count(earlier)
+    n_earlier: npt.NDArray[np.float64] = (np.cumsum(valid, axis=1) - valid).astype(np.float64)  # = _count(earlier), without the matrix
     for field, (new_name, share_name) in _REPEATS.items():
         cols[new_name], share = _matches(hashes[:, :, STEP_CATEGORICAL.index(field)], earlier, n_earlier)
         if share_name is not None:
             cols[share_name] = share
     # Velocity: earlier steps within an hour / a day of each step (the window only).
-    age = ts[:, :, None] - ts[:, None, :]
-    cols["log_n_1h"] = np.log1p(_count(earlier & (age <= _HOUR_MS)))
-    cols["log_n_24h"] = np.log1p(_count(earlier & (age <= 24 * _HOUR_MS)))
+    cols["log_n_1h"], cols["log_n_24h"] = (np.log1p(n) for n in _within(ts, valid, earlier, (_HOUR_MS, 24 * _HOUR_MS)))
     numeric = np.empty((*ts.shape, len(STEP_NUMERIC)), dtype=np.float32)
     for i, name in enumerate(STEP_NUMERIC):
         numeric[..., i] = cols[name]
     numeric[mask] = 0.0
-    buckets = np.asarray(spec.buckets, dtype=np.int64)
-    categorical = 1 + hashes % (buckets - 1)  # 1..K-1; 0 is reserved for padding
+    categorical = np.empty(hashes.shape, dtype=np.int64)
+    for k, size in enumerate(spec.buckets):  # per column: uint32 by a scalar is ~1/3 cheaper than by an int64 vector
+        np.remainder(hashes[..., k], np.uint32(size - 1), out=categorical[..., k], casting="unsafe")
+    categorical += 1  # 1..K-1; 0 is reserved for padding
     categorical[mask] = 0
     return numeric, categorical
+
+
+def _within(ts: npt.NDArray[np.int64], valid: npt.NDArray[np.bool_], earlier: npt.NDArray[np.bool_],
+            spans_ms: tuple[int, ...]) -> list[npt.NDArray[np.float64]]:
+    """Per step, how many earlier valid steps are at most ``span`` ms before it, for each span.
+
+    ``ts`` has padded steps filled in (any value). Windows are in event-time
+    order (histories are kept so, and the scored transaction comes after its
+    prior history): then the steps within a span of step ``j`` are a run ending
+    at ``j``, found by one ``searchsorted`` over all rows, each row's times
+    shifted past the previous row's. The ``[B, n, n]`` comparison (3x the
+    time) remains for windows out of order, which give the same counts.
+
+    >>> ts = np.array([[0, 5, 6, 20]]); valid = np.array([[False, True, True, True]])
+    >>> [c.tolist() for c in _within(ts, valid, _earlier(valid), (1, 15))]
+    [[[0.0, 0.0, 1.0, 0.0]], [[0.0, 0.0, 1.0, 2.0]]]
+    """
+    b, n = ts.shape
+    first = np.argmax(valid, axis=1)  # every window's last step is valid
+    filled = np.where(valid, ts, ts[np.arange(b), first][:, None])  # padding takes the first valid time
+    low, high = (int(filled.min()), int(filled.max())) if b else (0, 0)
+    width = high - low + max(spans_ms, default=0) + 1
+    if b == 0 or np.any(filled[:, 1:] < filled[:, :-1]) or b * width >= 2**62:
+        age = ts[:, :, None] - ts[:, None, :]
+        return [_count(earlier & (age <= span)) for span in spans_ms]
+    keys = (filled - low) + (np.arange(b, dtype=np.int64) * width)[:, None]
+    flat = keys.ravel()
+    row_start = (np.arange(b, dtype=np.int64) * n)[:, None]
+    step = np.arange(n, dtype=np.int64)[None, :]
+    out = []
+    for span in spans_ms:
+        # First step (in its row) at most span before step j; padded steps and steps after j do not count.
+        start = np.searchsorted(flat, (keys - span).ravel(), side="left").reshape(b, n) - row_start
+        out.append(np.where(valid, step - np.maximum(start, first[:, None]), 0).astype(np.float64))
+    return out
 
 
 def step_tensors(items: Sequence[ScoringItem], n: int, spec: StepSpec | None = None) -> dict[str, torch.Tensor]:

@@ -147,3 +147,26 @@ def test_counts_by_matrix_product_equal_count_nonzero_bit_for_bit(monkeypatch: p
     assert (~fast["mask"]).sum(1).max() == 32  # full windows, where the counts reach their largest
     for key in ("numeric", "categorical", "mask"):
         assert torch.equal(fast[key], reference[key]), key
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_velocity_counts_equal_the_pairwise_definition(in_order: bool) -> None:
+    """_within (a searchsorted over time-ordered windows) counts what the [B, n, n] comparison counts."""
+    from models import steps
+
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        b, n = int(rng.integers(1, 60)), int(rng.choice([1, 2, 7, 32]))
+        valid = np.arange(n)[None, :] >= (n - 1 - rng.integers(0, n, b))[:, None]  # left padding, last step valid
+        gaps = rng.choice([0, 1, 3_599_999, 3_600_000, 3_600_001, 86_400_000, 10**10], (b, n))
+        ts = np.cumsum(gaps, axis=1) + 1_700_000_000_000
+        if not in_order:
+            ts[:, ::2] += 5_000_000  # some steps before their predecessor
+        ts = np.where(valid, ts, ts[:, -1:])  # as window_features fills padding
+        earlier = steps._earlier(valid)
+        age = ts[:, :, None] - ts[:, None, :]
+        spans = (3_600_000, 86_400_000)
+        got = steps._within(ts, valid, earlier, spans)
+        for counts, span in zip(got, spans, strict=True):
+            expected = np.where(valid, np.count_nonzero(earlier & (age <= span), axis=-1), 0)
+            assert np.array_equal(counts, expected)
