@@ -54,6 +54,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -69,6 +70,7 @@ from stream.state import writing_for
 __all__ = ["Outbox"]
 
 Header = tuple[str, bytes]
+_Row = tuple[bytes | None, bytes | None, Sequence[Header]]  # key, value, headers
 
 
 class Outbox:
@@ -77,7 +79,7 @@ class Outbox:
     def __init__(self, producer: Any, bulk: bool = True) -> None:
         self.producer = producer  # aiokafka's producer (bulk) or Faust's producer/transaction manager
         self.bulk = bulk
-        self._records: dict[tuple[str, int | None], list[tuple[bytes | None, bytes | None, Sequence[Header]]]] = (
+        self._records: dict[tuple[str, int | None], list[_Row]] = (
             defaultdict(list))
         self._tables: dict[str, Any] = {}
         self._store_writes: list[tuple[Any, EventT, bytes, Any, bool]] = []
@@ -166,23 +168,36 @@ class Outbox:
             if (direct is not None and partition is not None
                     and partition not in await self.producer.partitions_for(topic)):
                 direct = None
-            for i, (key, value, headers) in enumerate(rows):
-                p = partition if chosen is None else chosen[i]
-                if direct is not None and p is not None:
-                    into = direct.append(topic, p, key, value, headers)
-                    if into is not None:
-                        batch, offset = into
-                        mark = appended.get(id(batch))
-                        if mark is None:
-                            appended[id(batch)] = _Appended(batch, changelog, offset)
-                        else:
-                            mark.last_offset = offset  # relative offsets only grow within a batch
-                        continue
-                # aiokafka appends to the partition's open batch and returns at once; its
-                # sender ships whatever has accumulated per partition in one request.
-                # partition=None (no key, or another partitioner): the producer's partitioner picks.
-                fut = await send(topic, value, key=key, partition=p, headers=list(headers) or None)
-                sent.append((changelog, fut))
+            if chosen is None:
+                runs: list[tuple[int | None, list[_Row]]] = [(partition, rows)]
+            else:  # one run per chosen partition, each in the order queued (Kafka orders per partition)
+                by_chosen: dict[int | None, list[_Row]] = {}
+                for p, row in zip(chosen, rows, strict=True):
+                    by_chosen.setdefault(p, []).append(row)
+                runs = list(by_chosen.items())
+            for p, run in runs:
+                i = 0
+                while i < len(run):
+                    if direct is not None and p is not None:
+                        batch, offset, n = direct.append_run(topic, p, run, i)
+                        if n:
+                            mark = appended.get(id(batch))
+                            if mark is None:
+                                appended[id(batch)] = _Appended(batch, changelog, offset)
+                            else:
+                                mark.last_offset = offset  # relative offsets only grow within a batch
+                            i += n
+                            if i == len(run):
+                                break
+                    # What the direct path cannot take (a full batch, a record near the size limit, no
+                    # partition): aiokafka's send, which waits for room or raises as usual. It appends to
+                    # the partition's open batch and returns at once; its sender ships whatever has
+                    # accumulated per partition in one request. partition=None (no key, or another
+                    # partitioner): the producer's partitioner picks.
+                    key, value, headers = run[i]
+                    fut = await send(topic, value, key=key, partition=p, headers=list(headers) or None)
+                    sent.append((changelog, fut))
+                    i += 1
         # A RocksDB store picks its per-partition database from the current event: one
         # current event per source partition, not one per write (a key always comes from
         # the same partition, so each key's writes keep their order).
@@ -201,7 +216,7 @@ class Outbox:
             self._ship()
         return asyncio.ensure_future(self._delivered(sent, list(appended.values())))
 
-    async def _default_partitions(self, topic: str, rows: list[tuple[bytes | None, bytes | None, Sequence[Header]]]
+    async def _default_partitions(self, topic: str, rows: list[_Row]
                                   ) -> list[int | None]:
         """The partition aiokafka's default partitioner would give each keyed row (None for a row without a key)."""
         keyed = [(i, key) for i, (key, _, _) in enumerate(rows) if key is not None]
@@ -264,7 +279,7 @@ class _Appended:
 
 
 class _Appender:
-    """Appends a record to its partition's open aiokafka batch: the end of ``AIOKafkaProducer.send``, minus its costs.
+    """Appends records to their partition's open aiokafka batch: the end of ``AIOKafkaProducer.send``, minus its costs.
 
     ``send`` is a coroutine per record that checks metadata, serializes,
     partitions, then appends to the partition's open ``MessageBatch`` and
@@ -273,7 +288,9 @@ class _Appender:
     waits for the batch's own future instead (it resolves with the batch's
     base offset, or fails, exactly when the record futures would). A record
     that does not fit (a full batch, or one too large for a request) is left
-    to ``send``, which waits for room or raises as usual.
+    to ``send``, which waits for room or raises as usual. It takes a run of
+    one partition's records at a time: the partition's batch is looked up
+    once, not per record.
     """
 
     def __init__(self, producer: Any) -> None:
@@ -295,27 +312,38 @@ class _Appender:
             return None
         return cls(producer)
 
-    def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
-               headers: Sequence[Header]) -> tuple[Any, int] | None:
-        """Append one record to an existing partition; returns (the batch, its relative offset there), or None.
+    def append_run(self, topic: str, partition: int, rows: Sequence[_Row], start: int) -> tuple[Any, int, int]:
+        """Append ``rows[start:]`` in order to the partition's open batch, up to the first that does not fit.
 
-        None leaves the record to ``send``.
+        Returns ``(batch, last relative offset written there, rows appended)``;
+        the row where it stopped (a full batch, one near the request size
+        limit, or neither key nor value) is left to ``send``, which waits for
+        room or raises the right error.
         """
         accumulator = self.accumulator
-        if (accumulator._closed or accumulator._exception is not None
-                or (len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers) + 1024
-                    > self.max_request_size)
-                or (key is None and value is None)):
-            return None  # send() raises the right error, or (near the size limit) measures exactly
+        if accumulator._closed or accumulator._exception is not None:
+            return None, -1, 0
         tp = self._tps.get((topic, partition))
         if tp is None:
             tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
         queued = accumulator._batches.get(tp)
         batch = queued[-1] if queued else accumulator._append_batch(accumulator.create_builder(), tp)
-        meta = batch._builder.append(timestamp=None, key=key, value=value, headers=list(headers))
-        if meta is None:  # full: send() waits for the sender to take it and starts a new one
-            return None
-        return batch, meta.offset
+        append = batch._builder.append
+        room = self.max_request_size - 1024  # near the limit, send() measures exactly
+        offset = -1
+        i = start
+        for key, value, headers in itertools.islice(rows, start, None):
+            size = len(key or b"") + len(value or b"")
+            if headers:
+                size += sum(len(k) + len(v) for k, v in headers)
+            if size > room or (key is None and value is None):
+                break
+            meta = append(timestamp=None, key=key, value=value, headers=list(headers))
+            if meta is None:  # full: send() waits for the sender to take it and starts a new one
+                break
+            offset = meta.offset
+            i += 1
+        return batch, offset, i - start
 
 
 def _ship_now(producer: Any, topics: set[str]) -> None:

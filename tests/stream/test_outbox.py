@@ -12,6 +12,7 @@ import uuid
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 from faust.streams import _current_event
 
@@ -271,6 +272,47 @@ def test_records_appended_straight_to_aiokafkas_batches_arrive_in_order_with_the
     for r in sorted(outputs, key=lambda r: (r.partition, r.offset)):
         by_key.setdefault(r.key, []).append(r.value)
     assert all(values == [b"0-" + k[5:], b"1-" + k[5:]] for k, values in by_key.items())
+
+
+@pytest.mark.broker
+def test_a_run_that_fills_its_batch_goes_on_through_send_and_back_to_direct_appends(broker):
+    from tests.support import consume_all
+
+    suffix = uuid.uuid4().hex[:8]
+    changelog, out = f"outbox-full-cl-{suffix}", f"outbox-full-out-{suffix}"
+    _create_topics(broker, changelog, out, partitions=2)
+    persisted: dict[tuple[str, int], int] = {}
+    history = table(changelog)
+    history.data.set_persisted_offset = lambda tp, offset: persisted.__setitem__((tp.topic, tp.partition), offset)
+    sends: list[str] = []
+    pad = "x" * 300
+
+    async def run() -> None:
+        # 4 kB batches: a few records each, so every run of 200 fills several.
+        producer = await _counting_producer(broker, sends, linger_ms=5, max_batch_size=4096)
+        try:
+            outbox = Outbox(producer, bulk=True)
+            for i in range(400):
+                outbox.put(history, event(i % 2), b"card-%d" % i, {"i": i, "pad": pad})
+                outbox.add(out, None, b"card-%d" % i, b"%d" % i + pad.encode())
+            await (await outbox.send(last=True))
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+    # A full batch sends its next record through send() (which waits for room); the records after it
+    # go straight to the new batch again.
+    assert 0 < sends.count(changelog) < 200 and 0 < sends.count(out) < 200, (sends.count(changelog), sends.count(out))
+    logged = consume_all(broker, changelog, until=lambda r: len(r) >= 400, decode=False)
+    outputs = consume_all(broker, out, until=lambda r: len(r) >= 400, decode=False)
+    assert len(logged) == 400 and len(outputs) == 400
+    for p in (0, 1):
+        mine = sorted((r for r in logged if r.partition == p), key=lambda r: r.offset)
+        assert [int(orjson.loads(r.value)["i"]) for r in mine] == list(range(p, 400, 2))
+        assert persisted[(changelog, p)] == mine[-1].offset
+    for p in (0, 1):  # keyed outputs: each partition's records in the order queued
+        mine = [int(r.value[:-len(pad)]) for r in sorted(outputs, key=lambda r: r.offset) if r.partition == p]
+        assert mine == sorted(mine) and mine
 
 
 @pytest.mark.broker
