@@ -81,7 +81,8 @@ class Outbox:
         self.bulk = bulk
         self._records: dict[tuple[str, int | None], list[_Row]] = (
             defaultdict(list))
-        self._tables: dict[str, Any] = {}
+        self._tables: dict[str, Any] = {}  # changelog topic -> its table
+        self._changelogs: dict[int, tuple[str, Any]] = {}  # id(table) -> (changelog topic, value codec)
         self._store_writes: list[tuple[Any, EventT, bytes, Any, bool]] = []
         self._n = 0
         self._sent_topics: set[str] = set()  # since the micro-batch's last send
@@ -114,8 +115,8 @@ class Outbox:
                 table[key] = value
             return
         self._store_writes.append((table, event, key, value, False))
-        codec = table.value_serializer  # "json", or a codec object of the table's own (the history's)
-        self._changelog(table, event.message.partition, key, dumps(value) if isinstance(codec, str) else codec.dumps(value))
+        topic, codec = self._changelog_of(table)
+        self.add(topic, event.message.partition, key, dumps(value) if codec is None else codec.dumps(value))
 
     def delete(self, table: Any, event: EventT, key: bytes) -> None:
         """``del table[key]`` on behalf of ``event``: a tombstone on the changelog."""
@@ -124,12 +125,17 @@ class Outbox:
                 del table[key]
             return
         self._store_writes.append((table, event, key, None, True))
-        self._changelog(table, event.message.partition, key, None)
+        self.add(self._changelog_of(table)[0], event.message.partition, key, None)
 
-    def _changelog(self, table: Any, partition: int, key: bytes, value: bytes | None) -> None:
-        topic = table.changelog_topic.get_topic_name()
-        self._tables[topic] = table
-        self.add(topic, partition, key, value)
+    def _changelog_of(self, table: Any) -> tuple[str, Any]:
+        """``table``'s changelog topic and value codec (None: JSON), looked up once per table (two writes a transaction)."""
+        known = self._changelogs.get(id(table))
+        if known is None:
+            topic = table.changelog_topic.get_topic_name()
+            codec = table.value_serializer  # "json", or a codec object of the table's own (the history's)
+            known = self._changelogs[id(table)] = (topic, None if isinstance(codec, str) else codec)
+            self._tables[topic] = table  # also keeps the table alive, so its id stays its own
+        return known
 
     async def flush(self) -> None:
         """Produce everything queued and wait until the broker has it all."""
