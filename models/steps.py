@@ -109,8 +109,8 @@ class StepSpec:
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
-        if min(self.buckets) < 2:
-            raise ValueError(f"bucket counts must be >= 2, got {self.buckets}")
+        if min(self.buckets) < 2 or max(self.buckets) > 2**32:  # the hashes are 32-bit
+            raise ValueError(f"bucket counts must be in [2, 2**32], got {self.buckets}")
 
     @property
     def buckets(self) -> tuple[int, int, int, int]:
@@ -242,7 +242,7 @@ def _within(ts: npt.NDArray[np.int64], valid: npt.NDArray[np.bool_], earlier: np
     prior history): then the steps within a span of step ``j`` are a run ending
     at ``j``, found by one ``searchsorted`` over all rows, each row's times
     shifted past the previous row's. The ``[B, n, n]`` comparison (3x the
-    time) remains for windows out of order, which give the same counts.
+    time) remains for a batch with any window out of order (same counts).
 
     >>> ts = np.array([[0, 5, 6, 20]]); valid = np.array([[False, True, True, True]])
     >>> [c.tolist() for c in _within(ts, valid, _earlier(valid), (1, 15))]

@@ -54,7 +54,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -82,7 +81,7 @@ class Outbox:
         self._records: dict[tuple[str, int | None], list[_Row]] = (
             defaultdict(list))
         self._tables: dict[str, Any] = {}  # changelog topic -> its table
-        self._changelogs: dict[int, tuple[str, Any]] = {}  # id(table) -> (changelog topic, value codec)
+        self._changelogs: dict[int, tuple[str, Any, Any]] = {}  # id(table) -> (changelog topic, value codec, table)
         self._store_writes: list[tuple[Any, EventT, bytes, Any, bool]] = []
         self._n = 0
         self._sent_topics: set[str] = set()  # since the micro-batch's last send
@@ -130,12 +129,12 @@ class Outbox:
     def _changelog_of(self, table: Any) -> tuple[str, Any]:
         """``table``'s changelog topic and value codec (None: JSON), looked up once per table (two writes a transaction)."""
         known = self._changelogs.get(id(table))
-        if known is None:
+        if known is None or known[2] is not table:  # (an id is only unique among live objects)
             topic = table.changelog_topic.get_topic_name()
             codec = table.value_serializer  # "json", or a codec object of the table's own (the history's)
-            known = self._changelogs[id(table)] = (topic, None if isinstance(codec, str) else codec)
-            self._tables[topic] = table  # also keeps the table alive, so its id stays its own
-        return known
+            known = self._changelogs[id(table)] = (topic, None if isinstance(codec, str) else codec, table)
+            self._tables[topic] = table
+        return known[0], known[1]
 
     async def flush(self) -> None:
         """Produce everything queued and wait until the broker has it all."""
@@ -329,22 +328,24 @@ class _Appender:
         accumulator = self.accumulator
         if accumulator._closed or accumulator._exception is not None:
             return None, -1, 0
-        tp = self._tps.get((topic, partition))
-        if tp is None:
-            tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
-        queued = accumulator._batches.get(tp)
-        batch = queued[-1] if queued else accumulator._append_batch(accumulator.create_builder(), tp)
-        append = batch._builder.append
         room = self.max_request_size - 1024  # near the limit, send() measures exactly
+        batch: Any = None
         offset = -1
-        i = start
-        for key, value, headers in itertools.islice(rows, start, None):
+        i, end = start, len(rows)
+        while i < end:
+            key, value, headers = rows[i]
             size = len(key or b"") + len(value or b"")
             if headers:
                 size += sum(len(k) + len(v) for k, v in headers)
             if size > room or (key is None and value is None):
                 break
-            meta = append(timestamp=None, key=key, value=value, headers=list(headers))
+            if batch is None:  # looked up (or opened) once a record is known to be appendable
+                tp = self._tps.get((topic, partition))
+                if tp is None:
+                    tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
+                queued = accumulator._batches.get(tp)
+                batch = queued[-1] if queued else accumulator._append_batch(accumulator.create_builder(), tp)
+            meta = batch._builder.append(timestamp=None, key=key, value=value, headers=list(headers))
             if meta is None:  # full: send() waits for the sender to take it and starts a new one
                 break
             offset = meta.offset

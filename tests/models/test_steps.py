@@ -133,6 +133,9 @@ def test_cycles_and_buckets() -> None:
     assert 1 <= int(x["categorical"][0, 0, 3]) <= 3
     with pytest.raises(ValueError, match="spec.n"):
         step_tensors([], n=2, spec=StepSpec(n=3))
+    for bad in (1, 2**32 + 1):  # a bucket beside padding's, and no more buckets than 32-bit hashes fill
+        with pytest.raises(ValueError, match="bucket counts"):
+            StepSpec(merchant_buckets=bad)
     assert step_tensors([], n=3)["numeric"].shape == (0, 3, len(STEP_NUMERIC))
 
 
@@ -150,23 +153,36 @@ def test_counts_by_matrix_product_equal_count_nonzero_bit_for_bit(monkeypatch: p
 
 
 @pytest.mark.parametrize("in_order", [True, False])
-def test_velocity_counts_equal_the_pairwise_definition(in_order: bool) -> None:
-    """_within (a searchsorted over time-ordered windows) counts what the [B, n, n] comparison counts."""
+def test_velocity_counts_equal_the_pairwise_definition(in_order: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """_within counts what the [B, n, n] comparison counts: by searchsorted for time-ordered windows, and by the
+    comparison itself for a batch with any window out of order."""
     from models import steps
 
     rng = np.random.default_rng(7)
+    pairwise = steps._count
+    used: list[int] = []
+
+    def counting(flags: np.ndarray) -> np.ndarray:
+        used.append(1)
+        return pairwise(flags)
+
     for _ in range(50):
         b, n = int(rng.integers(1, 60)), int(rng.choice([1, 2, 7, 32]))
         valid = np.arange(n)[None, :] >= (n - 1 - rng.integers(0, n, b))[:, None]  # left padding, last step valid
         gaps = rng.choice([0, 1, 3_599_999, 3_600_000, 3_600_001, 86_400_000, 10**10], (b, n))
         ts = np.cumsum(gaps, axis=1) + 1_700_000_000_000
-        if not in_order:
-            ts[:, ::2] += 5_000_000  # some steps before their predecessor
+        if not in_order and n > 1:
+            ts[0, -2] = ts[0, -1] + 1  # one step after its successor, in one window of the batch
         ts = np.where(valid, ts, ts[:, -1:])  # as window_features fills padding
         earlier = steps._earlier(valid)
         age = ts[:, :, None] - ts[:, None, :]
         spans = (3_600_000, 86_400_000)
+        used.clear()
+        monkeypatch.setattr(steps, "_count", counting)
         got = steps._within(ts, valid, earlier, spans)
+        monkeypatch.setattr(steps, "_count", pairwise)
+        out_of_order = bool(np.any(np.where(valid[:, 1:] & valid[:, :-1], ts[:, 1:] < ts[:, :-1], False)))
+        assert bool(used) == out_of_order  # the searchsorted path whenever the windows allow it
         for counts, span in zip(got, spans, strict=True):
             expected = np.where(valid, np.count_nonzero(earlier & (age <= span), axis=-1), 0)
             assert np.array_equal(counts, expected)
