@@ -229,18 +229,24 @@ async def _counting_producer(broker: str, sends: list[str], **config: Any) -> An
     return producer
 
 
+def _two_partition_topics(broker: str, prefix: str) -> tuple[str, str, Any, dict[tuple[str, int], int]]:
+    """A changelog and an output topic of two partitions, a table on the changelog, and where its persisted offsets land."""
+    suffix = uuid.uuid4().hex[:8]
+    changelog, out = f"{prefix}-cl-{suffix}", f"{prefix}-out-{suffix}"
+    _create_topics(broker, changelog, out, partitions=2)
+    persisted: dict[tuple[str, int], int] = {}
+    history = table(changelog)
+    history.data.set_persisted_offset = lambda tp, offset: persisted.__setitem__((tp.topic, tp.partition), offset)
+    return changelog, out, history, persisted
+
+
 @pytest.mark.broker
 def test_records_appended_straight_to_aiokafkas_batches_arrive_in_order_with_their_offsets(broker):
     from aiokafka.partitioner import DefaultPartitioner
 
     from tests.support import consume_all
 
-    suffix = uuid.uuid4().hex[:8]
-    changelog, out = f"outbox-cl-{suffix}", f"outbox-out-{suffix}"
-    _create_topics(broker, changelog, out, partitions=2)
-    persisted: dict[tuple[str, int], int] = {}
-    history = table(changelog)
-    history.data.set_persisted_offset = lambda tp, offset: persisted.__setitem__((tp.topic, tp.partition), offset)
+    changelog, out, history, persisted = _two_partition_topics(broker, "outbox")
     sends: list[str] = []
 
     async def run() -> None:
@@ -278,12 +284,7 @@ def test_records_appended_straight_to_aiokafkas_batches_arrive_in_order_with_the
 def test_a_run_that_fills_its_batch_goes_on_through_send_and_back_to_direct_appends(broker):
     from tests.support import consume_all
 
-    suffix = uuid.uuid4().hex[:8]
-    changelog, out = f"outbox-full-cl-{suffix}", f"outbox-full-out-{suffix}"
-    _create_topics(broker, changelog, out, partitions=2)
-    persisted: dict[tuple[str, int], int] = {}
-    history = table(changelog)
-    history.data.set_persisted_offset = lambda tp, offset: persisted.__setitem__((tp.topic, tp.partition), offset)
+    changelog, out, history, persisted = _two_partition_topics(broker, "outbox-full")
     sends: list[str] = []
     pad = "x" * 300
 
