@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stream.records import Transaction, format_rfc3339
+from stream.records import Transaction, format_rfc3339_many
 
 __all__ = ["ALERT_NAMESPACE", "alert_id", "alert_record", "score_record", "score_records"]
 
@@ -67,12 +67,13 @@ def score_records(
         [dict(zip(names, row, strict=True)) for row in zip(*rounded, strict=True)] if names
         else [{} for _ in transactions])
     processing = round(processing_ms, 3)
+    stamps = format_rfc3339_many([t.event_time_ms for t in transactions])
     return [
         {
             "transaction_id": t.transaction_id,
             "card_id": t.card_id,
             "event_time": t.event_time_ms,
-            "timestamp": format_rfc3339(t.event_time_ms),
+            "timestamp": stamp,
             "score": round(float(score), 6),
             "components": row,
             "model_versions": shared_versions,
@@ -83,7 +84,7 @@ def score_records(
             "latency_ms": float(scored_at_ms - received),
             "processing_ms": processing,
         }
-        for t, score, row, received in zip(transactions, scores, rows, received_at_ms, strict=True)
+        for t, score, row, received, stamp in zip(transactions, scores, rows, received_at_ms, stamps, strict=True)
     ]
 
 

@@ -147,6 +147,21 @@ def test_format_rfc3339_equals_strftime_and_round_trips():
         assert parse_rfc3339_ms(format_rfc3339(ms)) == ms
 
 
+
+def test_format_rfc3339_many_equals_one_by_one():
+    import random
+
+    from stream.records import format_rfc3339_many
+
+    rng = random.Random(4)
+    # Every millisecond of a leap day's last second and a year's last second, then random instants.
+    instants = list(range(951_868_799_000, 951_868_801_000)) + list(range(1_735_689_599_000, 1_735_689_600_001))
+    instants += [rng.randrange(0, 253_402_300_800_000) for _ in range(20_000)]
+    assert format_rfc3339_many(instants) == [format_rfc3339(ms) for ms in instants]
+    # Outside datetime64's exact range here (before 1970, past 9999): the one-by-one function, as it is.
+    assert format_rfc3339_many([-1, 1_000]) == [format_rfc3339(-1), format_rfc3339(1_000)]
+    assert format_rfc3339_many([]) == []
+
 ABSENT = object()
 
 
