@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from models.history import HASHED, History, gather, hashes_of
+from models.history import HASHED, Columns, History, scored_windows
 from stream.records import Transaction
 
 __all__ = [
@@ -90,7 +90,8 @@ def _last(running: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.cumsum(running, axis=1)[:, -1] if running.shape[1] else np.zeros(running.shape[0])
 
 
-def engineered_batch(histories: Sequence[History], transactions: Sequence[Transaction]) -> npt.NDArray[np.float64]:
+def engineered_batch(histories: Sequence[History], transactions: Sequence[Transaction],
+                     windows: Columns | None = None) -> npt.NDArray[np.float64]:
     """Engineered features of each ``transactions[i]`` given its card's prior ``histories[i]``.
 
     ``[B, len(FEATURE_NAMES)]`` float64, columns in :data:`FEATURE_NAMES`
@@ -101,21 +102,28 @@ def engineered_batch(histories: Sequence[History], transactions: Sequence[Transa
     (CRC-32: two different strings of the same length of up to four bytes,
     such as two MCCs or two country codes, never collide; any other pair
     collides once in about four billion).
+
+    ``windows``: :func:`~models.history.scored_windows` of the same histories
+    and transactions, when the caller has gathered them already (the score
+    agent shares them with the sequence model); gathered here otherwise.
     """
     b = len(transactions)
     if len(histories) != b:
         raise ValueError(f"{len(histories)} histories for {b} transactions")
-    cols = gather(histories, max((len(h) for h in histories), default=0))
-    ts, amount, valid, n = cols.ts, cols.amount, cols.valid, cols.lengths
-    now = np.fromiter((t.event_time_ms for t in transactions), np.int64, b)
-    amt = np.fromiter((t.amount for t in transactions), np.float64, b)
-    mine = np.array([hashes_of(t) for t in transactions], dtype=np.uint32).reshape(b, len(HASHED))
+    if windows is None:
+        windows = scored_windows(histories, transactions)
+    elif windows.lengths.tolist() != [len(h) for h in histories]:
+        raise ValueError("windows are not scored_windows(histories, transactions): their lengths differ")
+    width = windows.ts.shape[1] - 1  # the history columns; the last is the transaction's
+    ts, amount, valid, n = windows.ts[:, :width], windows.amount[:, :width], windows.valid[:, :width], windows.lengths
+    now, amt, mine = windows.ts[:, width], windows.amount[:, width], windows.hashes[:, width]
+    hashes = windows.hashes[:, :width]
     has = n > 0
     # Time windows: entries at or after now - w (age <= w); the history is in event-time order.
     in_24h = valid & (ts >= (now - _DAY)[:, None])
     in_1h = valid & (ts >= (now - _HOUR)[:, None])
     # Novelty: is the transaction's merchant / MCC / country / channel anywhere in the history.
-    same = (cols.hashes == mine[:, None, :]) & valid[:, :, None]
+    same = (hashes == mine[:, None, :]) & valid[:, :, None]
     is_new = has[:, None] & ~same.any(axis=1)
     home_count = np.count_nonzero(same[:, :, _COUNTRY], axis=1)
     # A country used by most of the history is the most common one (the usual card at home),

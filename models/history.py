@@ -70,6 +70,7 @@ __all__ = [
     "new_history",
     "position_of",
     "prior_history",
+    "scored_windows",
 ]
 
 
@@ -266,6 +267,37 @@ def gather(histories: Sequence[History], width: int, trailing: int = 0) -> Colum
         valid[idx] = True
     return Columns(ts.reshape(b, span), amount.reshape(b, span), hashes.reshape(b, span, _WIDTH),
                    valid.reshape(b, span), lengths)
+
+
+def scored_windows(histories: Sequence[History], transactions: Sequence[Transaction],
+                   width: int | None = None) -> Columns:
+    """Each history, then its scored transaction: the columns a micro-batch's models share.
+
+    :func:`gather` of the last ``width`` entries (None: every entry, ``width``
+    the longest history) with ``trailing=1``, that column holding
+    ``transactions[r]`` (valid). The score
+    agent gathers a batch once: the engineered features read the history
+    columns and the transaction column, the sequence model the last ``n``
+    columns (:func:`models.features.engineered_batch`, :func:`models.steps.step_tensors`).
+
+    >>> from stream.records import Transaction
+    >>> t1 = Transaction("t1", "c1", 1_000, 20.0, "EUR", "m1", "5411", "FR", "pos")
+    >>> t2 = Transaction("t2", "c1", 2_000, 35.0, "EUR", "m2", "5411", "FR", "pos")
+    >>> w = scored_windows([append(new_history(), t1, 32), new_history()], [t2, t1])
+    >>> w.ts.tolist(), w.valid.tolist(), w.lengths.tolist()
+    ([[1000, 2000], [0, 1000]], [[True, True], [False, True]], [1, 0])
+    """
+    b = len(transactions)
+    if len(histories) != b:
+        raise ValueError(f"{len(histories)} histories for {b} transactions")
+    if width is None:
+        width = max((len(h) for h in histories), default=0)
+    cols = gather(histories, width, trailing=1)
+    cols.ts[:, -1] = [t.event_time_ms for t in transactions]
+    cols.amount[:, -1] = [t.amount for t in transactions]
+    cols.hashes[:, -1] = np.array([hashes_of(t) for t in transactions], dtype=np.uint32).reshape(b, _WIDTH)
+    cols.valid[:, -1] = True
+    return cols
 
 
 def hashes_of(t: Transaction) -> tuple[int, int, int, int]:

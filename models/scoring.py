@@ -26,7 +26,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from models.history import History
+from models.history import Columns, History
 from stream.records import Transaction
 
 __all__ = ["Scorer", "ScoringItem"]
@@ -39,6 +39,11 @@ class ScoringItem:
     transaction: Transaction
     history: History  # the card's entries before this transaction, oldest first
     features: npt.NDArray[np.float64]  # engineered features, models.features.FEATURE_NAMES order
+    #: Where this transaction's window already sits: row ``row`` of the batch's
+    #: :func:`~models.history.scored_windows`, gathered once for the engineered features and
+    #: reused by the sequence model (:func:`models.steps.step_tensors`). None: gathered again.
+    windows: Columns | None = None
+    row: int = 0
 
 
 @runtime_checkable

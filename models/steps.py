@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from models.history import gather, hashes_of
+from models.history import Columns, scored_windows
 from models.scoring import ScoringItem
 
 __all__ = [
@@ -278,17 +278,40 @@ def step_tensors(items: Sequence[ScoringItem], n: int, spec: StepSpec | None = N
     spec = spec or StepSpec(n=n)
     if spec.n != n:
         raise ValueError(f"spec.n={spec.n} but n={n}")
-    b = len(items)
-    # Each window: its history's last n - 1 entries, then the scored transaction in the last column.
-    cols = gather([item.history for item in items], n - 1, trailing=1)
-    transactions = [item.transaction for item in items]
-    cols.ts[:, -1] = [t.event_time_ms for t in transactions]
-    cols.amount[:, -1] = [t.amount for t in transactions]
-    cols.hashes[:, -1] = np.array([hashes_of(t) for t in transactions], dtype=np.uint32).reshape(b, len(STEP_CATEGORICAL))
-    cols.valid[:, -1] = True
+    cols = _windows(items, n - 1)
     mask = ~cols.valid
     numeric, categorical = window_features(cols.ts, cols.amount, cols.hashes, mask, spec)
     return as_tensors(numeric, categorical, mask)
+
+
+def _windows(items: Sequence[ScoringItem], width: int) -> Columns:
+    """The items' last ``width`` history entries and their transaction, as :class:`~models.history.Columns`.
+
+    Taken from the batch's :func:`~models.history.scored_windows` when every
+    item points into the same one (the score agent's batches), else gathered
+    here. The same arrays either way: a history right-aligned in wider columns
+    has its last ``width`` entries in the last ``width`` of them, and narrower
+    columns only lack padding on the left.
+    """
+    shared = items[0].windows if items else None
+    if shared is None or not all(item.windows is shared for item in items):
+        return scored_windows([item.history for item in items], [item.transaction for item in items], width)
+    rows = [item.row for item in items]
+    pick: slice | npt.NDArray[np.int64] = (
+        slice(None) if rows == list(range(shared.ts.shape[0])) else np.asarray(rows, dtype=np.int64))
+    have = shared.ts.shape[1] - 1  # history columns in the shared windows
+    if have >= width:
+        start = have - width
+        return Columns(shared.ts[pick, start:], shared.amount[pick, start:], shared.hashes[pick, start:],
+                       shared.valid[pick, start:], np.minimum(shared.lengths[pick], width))
+    # Histories all shorter than the window (a new deployment's first batches): pad on the left.
+    b, span = len(items), width + 1
+    out = Columns(np.zeros((b, span), np.int64), np.zeros((b, span), np.float64),
+                  np.zeros((b, span, shared.hashes.shape[2]), np.uint32), np.zeros((b, span), bool),
+                  shared.lengths[pick].copy())
+    for full, part in zip(out[:4], shared[:4], strict=True):
+        full[:, span - have - 1:] = part[pick]
+    return out
 
 
 def as_tensors(

@@ -25,7 +25,7 @@ from faust.exceptions import PartitionsMismatch
 from faust.types import EventT
 
 from models.features import engineered_batch
-from models.history import History, advance, new_history
+from models.history import History, advance, new_history, scored_windows
 from models.online import ONLINE_INPUTS
 from models.reasons import top_reasons
 from models.scoring import ScoringItem
@@ -98,8 +98,11 @@ class BatchScorer:
             priors.append(prior)
             last_event[key] = event
         clock.lap("state")
-        features = engineered_batch(priors, [t for _, t in valid])
-        items = [ScoringItem(t, prior, x) for (_, t), prior, x in zip(valid, priors, features, strict=True)]
+        transactions = [t for _, t in valid]
+        windows = scored_windows(priors, transactions)  # gathered once: engineered features and sequence model
+        features = engineered_batch(priors, transactions, windows)
+        items = [ScoringItem(t, prior, x, windows, row)
+                 for row, (t, prior, x) in enumerate(zip(transactions, priors, features, strict=True))]
         clock.lap("features")
 
         fused = await self._score(items, valid, outbox)

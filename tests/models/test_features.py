@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models.features import FEATURE_NAMES, engineered, engineered_batch
-from models.history import append, new_history, prior_history
+from models.history import append, new_history, prior_history, scored_windows
 from stream.records import Transaction
 
 H = 3_600_000
@@ -154,3 +154,15 @@ def test_a_row_does_not_depend_on_its_batch():
 def test_a_batch_needs_one_history_per_transaction():
     with pytest.raises(ValueError, match="1 histories for 2 transactions"):
         engineered_batch([new_history()], [tx(0, T0), tx(1, T0)])
+
+
+def test_shared_windows_give_the_same_features():
+    """The score agent gathers a batch once for features and sequence model: same features as gathered here."""
+    cases = list(random_cases(120, seed=12))
+    priors, transactions = [h for h, _ in cases], [t for _, t in cases]
+    alone = engineered_batch(priors, transactions)
+    for width in (None, 40):  # the longest history, or wider
+        windows = scored_windows(priors, transactions, width)
+        assert np.array_equal(engineered_batch(priors, transactions, windows), alone)
+    with pytest.raises(ValueError, match="lengths differ"):
+        engineered_batch(priors[::-1], transactions, scored_windows(priors, transactions))

@@ -11,7 +11,7 @@ import torch
 
 from models.dataset import StepDataset, normalise
 from models.features import FEATURE_NAMES
-from models.history import History, append, new_history, prior_history
+from models.history import History, append, new_history, prior_history, scored_windows
 from models.scoring import ScoringItem
 from models.steps import STEP_NUMERIC, StepSpec, step_tensors
 from stream.records import Transaction
@@ -74,6 +74,26 @@ def test_serving_equals_training_path(n: int, limit: int) -> None:
     lengths = (~trained["mask"]).sum(1)
     assert lengths.min() == 1 and (lengths < n).any() and (n > 8 or (lengths == n).any())
 
+
+
+def test_windows_shared_with_the_features_give_the_same_tensors() -> None:
+    """Items pointing into the batch's scored_windows (the score agent's) get the tensors a fresh gather gives.
+
+    A short window slices the shared columns, one of their exact width takes them whole, a longer one
+    pads them on the left (histories shorter than the window); a reordered subset (the alerted items'
+    explanations) picks rows.
+    """
+    items = serve([as_transaction(r) for r in labelled_table().to_pylist()[:300]], limit=32)
+    windows = scored_windows([i.history for i in items], [i.transaction for i in items])
+    longest = windows.ts.shape[1] - 1
+    assert 4 < longest < 40
+    shared = [ScoringItem(i.transaction, i.history, i.features, windows, row) for row, i in enumerate(items)]
+    subset = [7, 3, 250, 3]
+    for n in (4, longest + 1, 40):
+        for mine, fresh in ((shared, items), ([shared[i] for i in subset], [items[i] for i in subset])):
+            got, want = step_tensors(mine, n), step_tensors(fresh, n)
+            for key in ("numeric", "categorical", "mask"):
+                assert torch.equal(got[key], want[key]), (n, key)
 
 def tx(i: int, minutes: float, amount: float = 10.0, merchant: str = "m1", country: str = "FR",
        channel: str = "pos") -> Transaction:
