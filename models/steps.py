@@ -309,8 +309,9 @@ def _windows(items: Sequence[ScoringItem], width: int) -> Columns:
     out = Columns(np.zeros((b, span), np.int64), np.zeros((b, span), np.float64),
                   np.zeros((b, span, shared.hashes.shape[2]), np.uint32), np.zeros((b, span), bool),
                   shared.lengths[pick].copy())
-    for full, part in zip(out[:4], shared[:4], strict=True):
-        full[:, span - have - 1:] = part[pick]
+    tail = slice(span - have - 1, None)
+    out.ts[:, tail], out.amount[:, tail] = shared.ts[pick], shared.amount[pick]
+    out.hashes[:, tail], out.valid[:, tail] = shared.hashes[pick], shared.valid[pick]
     return out
 
 
