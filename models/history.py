@@ -224,8 +224,10 @@ class Columns(NamedTuple):
     lengths: npt.NDArray[np.int64]
 
 
-def gather(histories: Sequence[History], width: int, trailing: int = 0) -> Columns:
+def gather(histories: Sequence[History], width: int | None, trailing: int = 0) -> Columns:
     """The last ``width`` entries of each history as :class:`Columns`: what batch features are computed on.
+
+    ``width`` None: every entry (the longest history's length).
 
     One ``bytes.join`` per column for the whole batch (a Python loop over
     entries cost ~25 µs per transaction).
@@ -236,13 +238,16 @@ def gather(histories: Sequence[History], width: int, trailing: int = 0) -> Colum
     >>> c.ts.tolist(), c.valid.tolist(), c.lengths.tolist()
     ([[0, 1000, 0], [0, 0, 0]], [[False, True, False], [False, False, False]], [1, 0])
     """
+    sizes = [len(h) for h in histories]  # once: History.__len__ is a Python call
+    if width is None:
+        width = max(sizes, default=0)
     b, span = len(histories), width + trailing
-    lengths = np.fromiter((min(len(h), width) for h in histories), np.int64, b)
+    lengths = np.minimum(np.array(sizes, dtype=np.int64), width)
     ts_parts: list[array[int]] = []
     amount_parts: list[array[float]] = []
     hash_parts: list[array[int]] = []
-    for h, k in zip(histories, lengths.tolist(), strict=True):
-        if k == len(h):
+    for h, k, size in zip(histories, lengths.tolist(), sizes, strict=True):
+        if k == size:
             ts_parts.append(h.ts)
             amount_parts.append(h.amount)
             hash_parts.append(h.hashes)
@@ -290,8 +295,6 @@ def scored_windows(histories: Sequence[History], transactions: Sequence[Transact
     b = len(transactions)
     if len(histories) != b:
         raise ValueError(f"{len(histories)} histories for {b} transactions")
-    if width is None:
-        width = max((len(h) for h in histories), default=0)
     cols = gather(histories, width, trailing=1)
     cols.ts[:, -1] = [t.event_time_ms for t in transactions]
     cols.amount[:, -1] = [t.amount for t in transactions]

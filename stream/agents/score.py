@@ -149,7 +149,7 @@ class BatchScorer:
         # these features and rewrites their keys through Faust's producer, behind ours.
         scored = await outbox.send()
         engine.stats.scored += len(keep)
-        engine.stats.history_entries += sum(len(item.history) for item in items)
+        engine.stats.history_entries += int(windows.lengths.sum())
         engine.stats.batches += 1
         engine.stats.first_scored_at = engine.stats.first_scored_at or scored_at
         engine.stats.last_scored_at = scored_at
