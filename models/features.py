@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from models.history import HASHED, Columns, History, scored_windows
+from models.history import HASHED, Columns, History, check_windows, scored_windows
 from stream.records import Transaction
 
 __all__ = [
@@ -104,16 +104,18 @@ def engineered_batch(histories: Sequence[History], transactions: Sequence[Transa
     collides once in about four billion).
 
     ``windows``: :func:`~models.history.scored_windows` of the same histories
-    and transactions, when the caller has gathered them already (the score
-    agent shares them with the sequence model); gathered here otherwise.
+    and transactions (every entry), when the caller has gathered them already
+    (the score agent shares them with the sequence model); gathered here
+    otherwise. :func:`~models.history.check_windows` refuses windows whose
+    entry counts or transaction times differ.
     """
     b = len(transactions)
     if len(histories) != b:
         raise ValueError(f"{len(histories)} histories for {b} transactions")
     if windows is None:
         windows = scored_windows(histories, transactions)
-    elif windows.lengths.tolist() != [len(h) for h in histories]:
-        raise ValueError("windows are not scored_windows(histories, transactions): their lengths differ")
+    else:
+        check_windows(windows, histories, transactions)
     width = windows.ts.shape[1] - 1  # the history columns; the last is the transaction's
     ts, amount, valid, n = windows.ts[:, :width], windows.amount[:, :width], windows.valid[:, :width], windows.lengths
     now, amt, mine = windows.ts[:, width], windows.amount[:, width], windows.hashes[:, width]

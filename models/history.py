@@ -63,6 +63,7 @@ __all__ = [
     "History",
     "advance",
     "append",
+    "check_windows",
     "decode",
     "encode",
     "gather",
@@ -300,7 +301,26 @@ def scored_windows(histories: Sequence[History], transactions: Sequence[Transact
     cols.amount[:, -1] = [t.amount for t in transactions]
     cols.hashes[:, -1] = np.array([hashes_of(t) for t in transactions], dtype=np.uint32).reshape(b, _WIDTH)
     cols.valid[:, -1] = True
+    for column in cols:  # shared by every item of the batch, as views: nobody may write to them
+        column.flags.writeable = False
     return cols
+
+
+def check_windows(windows: Columns, histories: Sequence[History], transactions: Sequence[Transaction],
+                  rows: Sequence[int] | None = None) -> None:
+    """Raise ``ValueError`` unless rows ``rows`` (default: all, in order) of ``windows`` hold these histories' entry counts and these transactions' times.
+
+    A cheap guard (two Python passes over the batch) against a window handle
+    that belongs to another batch, or to other rows of this one, not a full
+    comparison: the windows must be :func:`scored_windows` of these histories
+    and transactions, every entry (``width`` None).
+    """
+    pick: slice | list[int] = slice(None) if rows is None else list(rows)
+    lengths, times = windows.lengths[pick].tolist(), windows.ts[pick, -1].tolist()
+    if (len(lengths) != len(histories) or lengths != [len(h) for h in histories]
+            or times != [t.event_time_ms for t in transactions]):
+        raise ValueError("windows are not scored_windows(histories, transactions) of these items: "
+                         "their entry counts or transaction times differ")
 
 
 def hashes_of(t: Transaction) -> tuple[int, int, int, int]:

@@ -40,10 +40,11 @@ class ScoringItem:
     history: History  # the card's entries before this transaction, oldest first
     features: npt.NDArray[np.float64]  # engineered features, models.features.FEATURE_NAMES order
     #: Where this transaction's window already sits: row ``row`` of the batch's
-    #: :func:`~models.history.scored_windows`, gathered once for the engineered features and
-    #: reused by the sequence model (:func:`models.steps.step_tensors`). None: gathered again.
+    #: :func:`~models.history.scored_windows` (every entry), gathered once for the engineered
+    #: features and reused by the sequence model (:func:`models.steps.step_tensors`, which
+    #: refuses a row that does not match). None: gathered again.
     windows: Columns | None = None
-    row: int = 0
+    row: int | None = None
 
 
 @runtime_checkable

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from models.history import Columns, scored_windows
+from models.history import Columns, check_windows, scored_windows
 from models.scoring import ScoringItem
 
 __all__ = [
@@ -297,14 +297,18 @@ def _windows(items: Sequence[ScoringItem], width: int) -> Columns:
     if shared is None or not all(item.windows is shared for item in items):
         return scored_windows([item.history for item in items], [item.transaction for item in items], width)
     rows = [item.row for item in items]
+    if None in rows:
+        raise ValueError("an item points at shared windows without its row")
+    rows_ = cast(list[int], rows)
+    check_windows(shared, [item.history for item in items], [item.transaction for item in items], rows_)
     pick: slice | npt.NDArray[np.int64] = (
-        slice(None) if rows == list(range(shared.ts.shape[0])) else np.asarray(rows, dtype=np.int64))
+        slice(None) if rows_ == list(range(shared.ts.shape[0])) else np.asarray(rows_, dtype=np.int64))
     have = shared.ts.shape[1] - 1  # history columns in the shared windows
     if have >= width:
         start = have - width
         return Columns(shared.ts[pick, start:], shared.amount[pick, start:], shared.hashes[pick, start:],
                        shared.valid[pick, start:], np.minimum(shared.lengths[pick], width))
-    # Histories all shorter than the window (a new deployment's first batches): pad on the left.
+    # Every history of the batch shorter than the window (young cards; or history_length < n - 1): pad on the left.
     b, span = len(items), width + 1
     out = Columns(np.zeros((b, span), np.int64), np.zeros((b, span), np.float64),
                   np.zeros((b, span, shared.hashes.shape[2]), np.uint32), np.zeros((b, span), bool),

@@ -175,23 +175,27 @@ def format_rfc3339(ms: int) -> str:
     return f"{_utc_day(day)}T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
 
 
-# datetime64 covers these exactly; format_rfc3339 (through datetime) is the reference outside them.
-_NUMPY_FORMATS = (0, 253_402_300_800_000)  # 1970-01-01 to the end of year 9999
+# Where format_rfc3339_many is tested equal to format_rfc3339 (1970 to the end of 9999); outside,
+# and for anything but integers, it calls format_rfc3339 itself, so errors stay the same.
+_NUMPY_FORMATS = (0, 253_402_300_800_000)
 
 
 def format_rfc3339_many(ms: Sequence[int]) -> list[str]:
     """:func:`format_rfc3339` of each value, in one NumPy call (a micro-batch's score records).
 
     About a fifth of the per-value cost here; a test holds it equal to
-    :func:`format_rfc3339` for every millisecond of sampled days, leap days included.
+    :func:`format_rfc3339` over two seconds of every millisecond (a leap day's
+    last, a year's last), both ends of the range and 20,000 random instants.
 
     >>> format_rfc3339_many([1735686001500, 0])
     ['2024-12-31T23:00:01.500Z', '1970-01-01T00:00:00.000Z']
     """
-    values = np.fromiter(ms, np.int64, len(ms))
+    values = np.asarray(ms)
     low, high = _NUMPY_FORMATS
-    if len(values) and (int(values.min()) < low or int(values.max()) >= high):
-        return [format_rfc3339(int(v)) for v in values]
+    if not len(values):
+        return []
+    if values.dtype.kind != "i" or int(values.min()) < low or int(values.max()) >= high:
+        return [format_rfc3339(v) for v in ms]
     return np.datetime_as_string(values.astype("datetime64[ms]"), unit="ms", timezone="UTC").tolist()
 
 

@@ -164,5 +164,9 @@ def test_shared_windows_give_the_same_features():
     for width in (None, 40):  # the longest history, or wider
         windows = scored_windows(priors, transactions, width)
         assert np.array_equal(engineered_batch(priors, transactions, windows), alone)
-    with pytest.raises(ValueError, match="lengths differ"):
-        engineered_batch(priors[::-1], transactions, scored_windows(priors, transactions))
+    windows = scored_windows(priors, transactions)
+    for other_priors, other_transactions in ((priors[::-1], transactions), (priors, transactions[::-1])):
+        with pytest.raises(ValueError, match="entry counts or transaction times differ"):
+            engineered_batch(other_priors, other_transactions, windows)
+    with pytest.raises(ValueError, match="read-only"):  # shared by the batch's items: nobody writes to them
+        windows.ts[0, 0] = 1

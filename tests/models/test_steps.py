@@ -75,7 +75,6 @@ def test_serving_equals_training_path(n: int, limit: int) -> None:
     assert lengths.min() == 1 and (lengths < n).any() and (n > 8 or (lengths == n).any())
 
 
-
 def test_windows_shared_with_the_features_give_the_same_tensors() -> None:
     """Items pointing into the batch's scored_windows (the score agent's) get the tensors a fresh gather gives.
 
@@ -88,12 +87,20 @@ def test_windows_shared_with_the_features_give_the_same_tensors() -> None:
     longest = windows.ts.shape[1] - 1
     assert 4 < longest < 40
     shared = [ScoringItem(i.transaction, i.history, i.features, windows, row) for row, i in enumerate(items)]
-    subset = [7, 3, 250, 3]
-    for n in (4, longest + 1, 40):
-        for mine, fresh in ((shared, items), ([shared[i] for i in subset], [items[i] for i in subset])):
+    subsets = ([7, 3, 250, 3], [123])  # the alerted items' explanations; one item scored alone
+    for n in (1, 4, longest + 1, 40):
+        for mine, fresh in ((shared, items), *(([shared[i] for i in s], [items[i] for i in s]) for s in subsets)):
             got, want = step_tensors(mine, n), step_tensors(fresh, n)
             for key in ("numeric", "categorical", "mask"):
                 assert torch.equal(got[key], want[key]), (n, key)
+    # A handle that does not match its item is refused, never read silently.
+    with pytest.raises(ValueError, match="without its row"):
+        step_tensors([ScoringItem(i.transaction, i.history, i.features, windows) for i in items], 8)
+    wrong = [ScoringItem(i.transaction, i.history, i.features, windows, 299 - row) for row, i in enumerate(items)]
+    with pytest.raises(ValueError, match="entry counts or transaction times differ"):
+        step_tensors(wrong, 8)
+    assert step_tensors([], 8)["mask"].shape == (0, 8)
+
 
 def tx(i: int, minutes: float, amount: float = 10.0, merchant: str = "m1", country: str = "FR",
        channel: str = "pos") -> Transaction:

@@ -147,7 +147,6 @@ def test_format_rfc3339_equals_strftime_and_round_trips():
         assert parse_rfc3339_ms(format_rfc3339(ms)) == ms
 
 
-
 def test_format_rfc3339_many_equals_one_by_one():
     import random
 
@@ -158,9 +157,18 @@ def test_format_rfc3339_many_equals_one_by_one():
     instants = list(range(951_868_799_000, 951_868_801_000)) + list(range(1_735_689_599_000, 1_735_689_600_001))
     instants += [rng.randrange(0, 253_402_300_800_000) for _ in range(20_000)]
     assert format_rfc3339_many(instants) == [format_rfc3339(ms) for ms in instants]
-    # Outside datetime64's exact range here (before 1970, past 9999): the one-by-one function, as it is.
+    top = 253_402_300_799_999  # the last millisecond of 9999
+    assert format_rfc3339_many([top, 0]) == [format_rfc3339(top), format_rfc3339(0)] == [
+        "9999-12-31T23:59:59.999Z", "1970-01-01T00:00:00.000Z"]
+    # Outside that range, or not integers: the one-by-one function itself, its errors included.
     assert format_rfc3339_many([-1, 1_000]) == [format_rfc3339(-1), format_rfc3339(1_000)]
+    for bad in ([top + 1], [1.5]):
+        with pytest.raises((ValueError, TypeError, OverflowError)) as many:
+            format_rfc3339_many(bad)
+        with pytest.raises(type(many.value)):
+            format_rfc3339(bad[0])  # type: ignore[arg-type]
     assert format_rfc3339_many([]) == []
+
 
 ABSENT = object()
 
