@@ -110,10 +110,8 @@ def engineered_batch(histories: Sequence[History], transactions: Sequence[Transa
     entry counts or transaction times differ.
     """
     b = len(transactions)
-    if len(histories) != b:
-        raise ValueError(f"{len(histories)} histories for {b} transactions")
     if windows is None:
-        windows = scored_windows(histories, transactions)
+        windows = scored_windows(histories, transactions)  # refuses histories and transactions of different counts
     else:
         check_windows(windows, histories, transactions)
     width = windows.ts.shape[1] - 1  # the history columns; the last is the transaction's

@@ -308,9 +308,10 @@ def scored_windows(histories: Sequence[History], transactions: Sequence[Transact
 
 def check_windows(windows: Columns, histories: Sequence[History], transactions: Sequence[Transaction],
                   rows: Sequence[int] | None = None) -> None:
-    """Raise ``ValueError`` unless rows ``rows`` (default: all, in order) of ``windows`` hold these histories' entry counts and these transactions' times.
+    """Raise ``ValueError`` unless ``windows`` belong to these histories and transactions.
 
-    A cheap guard (two Python passes over the batch) against a window handle
+    Rows ``rows`` of ``windows`` (default: all, in order) must hold these
+    histories' entry counts and these transactions' event times. A cheap guard (two Python passes over the batch) against a window handle
     that belongs to another batch, or to other rows of this one, not a full
     comparison: the windows must be :func:`scored_windows` of these histories
     and transactions, every entry (``width`` None).
