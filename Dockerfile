@@ -57,14 +57,18 @@ COPY --from=build /opt/venv /opt/venv
 # Container defaults (each is a setting; see stream/settings.py):
 # - the web server must listen beyond loopback to be reached from outside the
 #   container (health checks from other containers, Prometheus);
-# - tables live under /var/lib/fraudstream, which is a volume in compose.
+# - tables live under /var/lib/fraudstream, which is a volume in compose;
+# - so does Numba's cache of the compiled step features (models/steps.py): the
+#   venv is not writable by the worker's user, and a restart loads the cache
+#   instead of compiling again.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     FRAUDSTREAM_WEB_ENABLED=1 \
     FRAUDSTREAM_WEB_HOST=0.0.0.0 \
     FRAUDSTREAM_WEB_PORT=6066 \
-    FRAUDSTREAM_DATA_DIR=/var/lib/fraudstream
+    FRAUDSTREAM_DATA_DIR=/var/lib/fraudstream \
+    NUMBA_CACHE_DIR=/var/lib/fraudstream/numba-cache
 
 # Numeric, so that runtimes can verify it is not root (e.g. runAsNonRoot).
 USER 10001:10001

@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.scoring import ScoringItem
-from models.steps import STEP_CATEGORICAL, STEP_NUMERIC, StepSpec, step_tensors
+from models.steps import STEP_CATEGORICAL, STEP_NUMERIC, StepSpec, compile_step_features, step_tensors
 
 __all__ = ["BF16_BATCH_QUANTUM", "PRECISIONS", "Architecture", "SequenceModel", "SequenceScorer", "bfloat16_supported"]
 
@@ -407,6 +407,7 @@ class SequenceScorer:
         self.config = dict(config or {})
         if threads is not None:
             torch.set_num_threads(threads)
+        compile_step_features()  # before the first micro-batch, which would otherwise wait for the compiler
 
     @property
     def version(self) -> str:

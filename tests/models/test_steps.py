@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -13,7 +17,7 @@ from models.dataset import StepDataset, normalise
 from models.features import FEATURE_NAMES
 from models.history import History, append, new_history, prior_history, scored_windows
 from models.scoring import ScoringItem
-from models.steps import STEP_NUMERIC, StepSpec, step_tensors
+from models.steps import STEP_NUMERIC, StepSpec, step_tensors, window_features
 from stream.records import Transaction
 from tests.models.test_train import synthetic_table
 
@@ -166,50 +170,129 @@ def test_cycles_and_buckets() -> None:
     assert step_tensors([], n=3)["numeric"].shape == (0, 3, len(STEP_NUMERIC))
 
 
-def test_counts_by_matrix_product_equal_count_nonzero_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """window_features counts through BLAS for speed; the values are those of np.count_nonzero."""
-    from models import steps
-
-    items = serve([as_transaction(r) for r in labelled_table(seed=9).to_pylist()], limit=32)
-    fast = step_tensors(items, 32)
-    monkeypatch.setattr(steps, "_count", lambda flags: np.count_nonzero(flags, axis=-1).astype(np.float64))
-    reference = step_tensors(items, 32)
-    assert (~fast["mask"]).sum(1).max() == 32  # full windows, where the counts reach their largest
-    for key in ("numeric", "categorical", "mask"):
-        assert torch.equal(fast[key], reference[key]), key
+def _random_windows(rng: np.random.Generator, b: int, n: int, in_order: bool = True) -> tuple[np.ndarray, ...]:
+    """Left-padded windows with junk in the padding, repeated categories and gaps on the velocity boundaries."""
+    lengths = rng.integers(1, n + 1, b)
+    mask = np.arange(n)[None, :] < (n - lengths)[:, None]
+    gaps = rng.choice([0, 1, 59_999, 3_599_999, 3_600_000, 3_600_001, 86_400_000, 86_400_001, 10**10], (b, n))
+    ts = np.cumsum(gaps, axis=1) + 1_700_000_000_000
+    if not in_order and n > 1:
+        swap = rng.random(b) < 0.3
+        ts[swap] = ts[swap][:, ::-1]  # event time running backwards inside those windows
+    ts = np.where(mask, rng.integers(-10**13, 10**13, (b, n)), ts)
+    amount = np.where(rng.random((b, n)) < 0.1, 0.01, np.round(rng.lognormal(3, 1.5, (b, n)), 2))
+    amount = np.where(mask, rng.uniform(-1e6, 1e6, (b, n)), amount)
+    hashes = (rng.integers(0, 5, (b, n, 4)) * 2_654_435_761 % 2**32).astype(np.uint32)
+    hashes = np.where(mask[:, :, None], rng.integers(0, 2**32, (b, n, 4), dtype=np.uint64).astype(np.uint32), hashes)
+    return ts, amount, hashes, mask
 
 
 @pytest.mark.parametrize("in_order", [True, False])
-def test_velocity_counts_equal_the_pairwise_definition(in_order: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """_within counts what the [B, n, n] comparison counts: by searchsorted for time-ordered windows, and by the
-    comparison itself for a batch with any window out of order."""
+def test_compiled_loop_equals_the_numpy_definition_bit_for_bit(in_order: bool) -> None:
+    """The compiled step features are the earlier releases' NumPy values, bit for bit, on any window."""
+    from tests.models.step_reference import reference_window_features
+
+    rng = np.random.default_rng(11)
+    for spec in (StepSpec(), StepSpec(n=7, merchant_buckets=3, channel_buckets=2), StepSpec(n=2), StepSpec(n=1)):
+        for b in (0, 1, 2, 50, 300):
+            ts, amount, hashes, mask = _random_windows(rng, b, spec.n, in_order)
+            got = window_features(ts, amount, hashes, mask, spec)
+            expected = reference_window_features(ts, amount, hashes, mask, spec)
+            for g, e in zip(got, expected, strict=True):
+                assert g.dtype == e.dtype and g.shape == e.shape
+                assert np.array_equal(g, e), (spec, b, np.argwhere(g != e)[:3])
+    # Amounts no parser lets through (NaN, infinite, negative), in the training path's hands: the same NaN and inf.
+    ts, amount, hashes, mask = _random_windows(rng, 200, 32, in_order)
+    amount[::7, -5] = np.nan
+    amount[1::7, -3] = np.inf
+    amount[2::7, -9] = -0.5
+    got = window_features(ts, amount, hashes, mask, StepSpec())
+    with np.errstate(invalid="ignore"):  # inf - inf on the way, as the compiled loop meets it silently
+        expected = reference_window_features(ts, amount, hashes, mask, StepSpec())
+    assert np.isnan(got[0]).any() and np.isinf(got[0]).any()
+    assert np.array_equal(got[0], expected[0], equal_nan=True) and np.array_equal(got[1], expected[1])
+
+
+def test_served_windows_equal_the_numpy_definition_bit_for_bit() -> None:
+    """Real histories through the serving path: full windows, where every count reaches its largest."""
+    from tests.models.step_reference import reference_window_features
+
+    items = serve([as_transaction(r) for r in labelled_table(seed=9).to_pylist()], limit=32)
+    x = step_tensors(items, 32)
+    assert (~x["mask"]).sum(1).max() == 32
+    windows = scored_windows([i.history for i in items], [i.transaction for i in items], 31)
+    numeric, categorical = reference_window_features(windows.ts, windows.amount, windows.hashes, ~windows.valid,
+                                                     StepSpec())
+    assert torch.equal(x["numeric"], torch.from_numpy(numeric))
+    assert torch.equal(x["categorical"], torch.from_numpy(categorical))
+
+
+def test_window_features_takes_views_and_other_dtypes_and_refuses_bad_windows() -> None:
+    ts, amount, hashes, mask = _random_windows(np.random.default_rng(3), 40, 9)
+    spec = StepSpec(n=8)
+    expected = window_features(ts[:, 1:].copy(), amount[:, 1:].copy(), hashes[:, 1:].copy(), mask[:, 1:].copy(), spec)
+    # Strided views, hashes as int64, the mask as 0/1: converted to the one compiled layout and dtypes.
+    got = window_features(ts[:, 1:], amount[:, 1:], hashes[:, 1:].astype(np.int64), mask[:, 1:].astype(np.int8), spec)
+    assert all(np.array_equal(g, e) for g, e in zip(got, expected, strict=True))
+    with pytest.raises(ValueError, match="shapes"):
+        window_features(ts, amount[:, 1:], hashes, mask, spec)
+    with pytest.raises(ValueError, match="shapes"):
+        window_features(ts, amount, hashes[:, :, :3], mask, spec)
+    padded_last = mask.copy()
+    padded_last[5, -1] = True
+    with pytest.raises(ValueError, match="last step"):
+        window_features(ts, amount, hashes, padded_last, spec)
+
+
+@pytest.mark.slow
+def test_the_loop_runs_as_plain_python_with_the_jit_disabled() -> None:
+    """``NUMBA_DISABLE_JIT=1`` (the debugging path the docstring names) computes the same values."""
+    script = (
+        "import numpy as np\n"
+        "import types\n"
+        "from models.steps import StepSpec, _step_kernel, window_features\n"
+        "assert isinstance(_step_kernel, types.FunctionType), type(_step_kernel)  # the Python function itself\n"
+        "from tests.models.test_steps import _random_windows\n"
+        "x = window_features(*_random_windows(np.random.default_rng(5), 20, 6, in_order=False), StepSpec(n=6))\n"
+        "import sys\n"
+        "sys.stdout.buffer.write(np.concatenate([x[0].ravel().astype(np.float64), x[1].ravel()]).tobytes())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], env={**os.environ, "NUMBA_DISABLE_JIT": "1"},
+                         capture_output=True, check=True, timeout=120).stdout
+    plain = np.frombuffer(out, dtype=np.float64)
+    numeric, categorical = window_features(*_random_windows(np.random.default_rng(5), 20, 6, in_order=False),
+                                           StepSpec(n=6))
+    assert np.array_equal(plain, np.concatenate([numeric.ravel().astype(np.float64),
+                                                 categorical.ravel().astype(np.float64)]))
+
+
+def test_without_a_writable_cache_location_the_loop_still_compiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    from numba.core.caching import CacheImpl
+
     from models import steps
 
-    rng = np.random.default_rng(7)
-    pairwise = steps._count
-    used: list[int] = []
+    monkeypatch.setattr(CacheImpl, "_locator_classes", [])  # as on a read-only install with no writable home
+    with pytest.raises(RuntimeError, match="no locator"):
+        numba.njit(cache=True)(lambda x: x + 1)
+    kernel = steps._compiled(steps._step_kernel.py_func)
+    spec = StepSpec(n=5)
+    windows = _random_windows(np.random.default_rng(2), 10, 5)
+    numeric = np.empty((10, 5, len(STEP_NUMERIC)), np.float32)
+    categorical = np.empty((10, 5, 4), np.int64)
+    kernel(*windows, np.asarray(spec.buckets, np.uint32), np.log1p(np.arange(6.0)), steps._CYCLE_TABLES,
+           numeric, categorical)
+    expected = window_features(*windows, spec)
+    assert np.array_equal(numeric, expected[0]) and np.array_equal(categorical, expected[1])
 
-    def counting(flags: np.ndarray) -> np.ndarray:
-        used.append(1)
-        return pairwise(flags)
 
-    for _ in range(50):
-        b, n = int(rng.integers(1, 60)), int(rng.choice([1, 2, 7, 32]))
-        valid = np.arange(n)[None, :] >= (n - 1 - rng.integers(0, n, b))[:, None]  # left padding, last step valid
-        gaps = rng.choice([0, 1, 3_599_999, 3_600_000, 3_600_001, 86_400_000, 10**10], (b, n))
-        ts = np.cumsum(gaps, axis=1) + 1_700_000_000_000
-        if not in_order and n > 1:
-            ts[0, -2] = ts[0, -1] + 1  # one step after its successor, in one window of the batch
-        ts = np.where(valid, ts, ts[:, -1:])  # as window_features fills padding
-        earlier = steps._earlier(valid)
-        age = ts[:, :, None] - ts[:, None, :]
-        spans = (3_600_000, 86_400_000)
-        used.clear()
-        monkeypatch.setattr(steps, "_count", counting)
-        got = steps._within(ts, valid, earlier, spans)
-        monkeypatch.setattr(steps, "_count", pairwise)
-        out_of_order = bool(np.any(np.where(valid[:, 1:] & valid[:, :-1], ts[:, 1:] < ts[:, :-1], False)))
-        assert bool(used) == out_of_order  # the searchsorted path whenever the windows allow it
-        for counts, span in zip(got, spans, strict=True):
-            expected = np.where(valid, np.count_nonzero(earlier & (age <= span), axis=-1), 0)
-            assert np.array_equal(counts, expected)
+@pytest.mark.slow
+def test_a_loaded_sequence_scorer_has_the_loop_compiled_before_its_first_batch() -> None:
+    script = (
+        "from models import steps\n"
+        "from models.sequence import SequenceModel, SequenceScorer\n"
+        "assert not steps._step_kernel.signatures\n"
+        "SequenceScorer(SequenceModel(steps.StepSpec(n=4)), 'v')\n"
+        "print(len(steps._step_kernel.signatures))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "1"
