@@ -20,8 +20,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -32,9 +31,8 @@ from stream.records import Transaction
 __all__ = ["Scorer", "ScoringItem"]
 
 
-@dataclass(frozen=True, slots=True)
-class ScoringItem:
-    """What a scorer may look at for one transaction."""
+class ScoringItem(NamedTuple):
+    """What a scorer may look at for one transaction (immutable: a named tuple, cheap to build per transaction)."""
 
     transaction: Transaction
     history: History  # the card's entries before this transaction, oldest first

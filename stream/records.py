@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -93,9 +93,14 @@ class Limits:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Transaction:
-    """A validated transaction; ``event_time_ms`` is epoch milliseconds UTC."""
+class Transaction(NamedTuple):
+    """A validated transaction; ``event_time_ms`` is epoch milliseconds UTC.
+
+    Immutable. A named tuple rather than a frozen dataclass: the score agent
+    builds one per record, and a frozen dataclass sets each of the nine
+    fields through ``object.__setattr__`` (1.2-2.2 µs a record here against
+    0.3-0.6).
+    """
 
     transaction_id: str
     card_id: str
