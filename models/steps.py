@@ -36,11 +36,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
-import numba
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from models.compiled import compiled, frozen
 from models.history import Columns, check_windows, scored_windows
 from models.scoring import ScoringItem
 
@@ -146,14 +146,15 @@ def window_features(
     ``[B, n, C]``.
 
     The work is one compiled loop over each window (:func:`_step_kernel`,
-    Numba): the repeat and velocity features compare every step with every
+    Numba, :mod:`models.compiled`): the repeat and velocity features compare every step with every
     earlier one, which as whole-array NumPy meant ``[B, n, n]`` temporaries
-    (10-13 µs a window of 32 steps here, against 2.7 compiled). The loop
-    computes every value with the same floating-point operations in the same
-    order as the NumPy code it replaced, so its output is the same bit for
-    bit (a test holds it to that NumPy version) and checkpoints trained before
-    it score as they did. ``NUMBA_DISABLE_JIT=1`` runs the loop as plain
-    Python, for a debugger (slowly).
+    (10-13 µs a window of 32 steps here, against ~3 compiled). The loop does
+    the additions, divisions and comparisons of the NumPy code it replaced,
+    in the same order; the logarithms stay NumPy's, before and after it
+    (NumPy's ``log1p`` is its own, not the C library's that compiled code
+    calls, and differs from it in the last bit of one value in twenty here).
+    So the output is that code's, bit for bit (a test holds it to it), and
+    checkpoints trained before it score as they did.
 
     >>> ts = np.array([[0, 1_740_830_400_000, 1_740_830_460_000]])
     >>> numeric, categorical = window_features(ts, np.array([[0.0, 20.0, 900.0]]),
@@ -164,10 +165,9 @@ def window_features(
     >>> categorical[0].tolist()
     [[0, 0, 0, 0], [8, 8, 8, 8], [9, 8, 10, 8]]
     """
-    ts = np.ascontiguousarray(ts, dtype=np.int64)  # one compiled specialisation (C-contiguous, these dtypes)
-    amount = np.ascontiguousarray(amount, dtype=np.float64)
-    hashes = np.ascontiguousarray(hashes, dtype=np.uint32)
-    mask = np.ascontiguousarray(mask, dtype=np.bool_)
+    # The one argument type the loop is compiled for (models/compiled.py).
+    ts, amount, hashes, mask = frozen(ts, np.int64), frozen(amount, np.float64), frozen(hashes, np.uint32), frozen(
+        mask, np.bool_)
     b, n = ts.shape
     if amount.shape != (b, n) or mask.shape != (b, n) or hashes.shape != (b, n, len(STEP_CATEGORICAL)):
         raise ValueError(f"window columns of shapes ts {ts.shape}, amount {amount.shape}, hashes {hashes.shape}, "
@@ -176,9 +176,14 @@ def window_features(
         raise ValueError("the last step of every window is the scored transaction and must be valid")
     numeric = np.empty((b, n, len(STEP_NUMERIC)), dtype=np.float32)
     categorical = np.empty((b, n, len(STEP_CATEGORICAL)), dtype=np.int64)
-    log_counts = np.log1p(np.arange(n + 1, dtype=np.float64))  # every count of earlier steps: a lookup in the loop
-    _step_kernel(ts, amount, hashes, mask, np.asarray(spec.buckets, dtype=np.uint32), log_counts, _CYCLE_TABLES,
-                 numeric, categorical)
+    gaps = np.empty((b, n, 2))  # seconds: since the step before, and to the scored step
+    # Padded steps take the scored step's amount, as they always did: nothing is read from them.
+    log_amount = frozen(np.log1p(np.where(mask, amount[:, -1:], amount)), np.float64)
+    log_counts = frozen(np.log1p(np.arange(n + 1, dtype=np.float64)), np.float64)  # every count of earlier steps
+    _step_kernel(ts, log_amount, hashes, mask, frozen(spec.buckets, np.uint32), log_counts, _CYCLE_TABLES, numeric,
+                 categorical, gaps)
+    logs = np.log1p(gaps)  # 0 for padded steps
+    numeric[..., _GAP_PREV], numeric[..., _GAP_SCORED] = logs[..., 0], logs[..., 1]
     return numeric, categorical
 
 
@@ -186,6 +191,7 @@ def window_features(
 _CYCLE_TABLES = np.zeros((4, 1440))
 for _row, _name in enumerate(("hour_sin", "hour_cos", "weekday_sin", "weekday_cos")):
     _CYCLE_TABLES[_row, :len(_CYCLES[_name])] = _CYCLES[_name]
+_CYCLE_TABLES = frozen(_CYCLE_TABLES, np.float64)
 # Output columns (STEP_NUMERIC order) and hash columns (STEP_CATEGORICAL order): globals the compiler folds in.
 (_LOG_AMOUNT, _VS_MEAN, _VS_MAX, _GAP_PREV, _GAP_SCORED, _HOUR_SIN, _HOUR_COS, _WEEKDAY_SIN, _WEEKDAY_COS,
  _NEW_MERCHANT, _NEW_COUNTRY, _NEW_CHANNEL, _COUNTRY_SHARE, _CHANNEL_SHARE, _N_1H, _N_24H) = (
@@ -194,7 +200,6 @@ for _row, _name in enumerate(("hour_sin", "hour_cos", "weekday_sin", "weekday_co
         "weekday_sin", "weekday_cos", "is_new_merchant", "is_new_country", "is_new_channel", "country_share",
         "channel_share", "log_n_1h", "log_n_24h"))
 _MERCHANT, _COUNTRY, _CHANNEL = (STEP_CATEGORICAL.index(f) for f in ("merchant", "country", "channel"))
-_LOG_NO_GAP = float(np.log1p(_NO_GAP_S))
 
 
 def compile_step_features() -> None:
@@ -209,38 +214,22 @@ def compile_step_features() -> None:
                     np.zeros((1, 1), np.bool_), StepSpec(n=1))
 
 
-def _compiled(function: Any) -> Any:
-    """``function`` compiled by Numba, its machine code cached on disk (next to this file or in the user's cache).
+@compiled
+def _step_kernel(ts: Any, log_amount: Any, hashes: Any, mask: Any, buckets: Any, log_counts: Any, cycles: Any,
+                 numeric: Any, categorical: Any, gaps: Any) -> None:  # pragma: no cover - compiled
+    """Fill ``numeric`` (but for the two gap columns), ``categorical`` and ``gaps`` (seconds) for every window.
 
-    The first start compiles (about 2 s here); later ones load the cache.
-    Where no cache location is writable (a read-only install without a
-    writable home; the image sets ``NUMBA_CACHE_DIR``) every start compiles
-    instead of failing to import.
-    """
-    try:
-        return numba.njit(cache=True, nogil=True)(function)
-    except RuntimeError:  # Numba's "cannot cache function ...: no locator available"
-        return numba.njit(nogil=True)(function)
-
-
-@_compiled
-def _step_kernel(ts: Any, amount: Any, hashes: Any, mask: Any, buckets: Any, log_counts: Any, cycles: Any,
-                 numeric: Any, categorical: Any) -> None:  # pragma: no cover - compiled; NUMBA_DISABLE_JIT runs it
-    """Fill ``numeric`` and ``categorical`` for every window (see :func:`window_features`).
-
-    Each value is computed as the NumPy version computed it, operation for
-    operation: the log amounts' running sum has the step's own term added and
-    subtracted again, the gaps are integer differences divided by 1000.0,
-    the counts are exact integers looked up in ``log_counts``.
+    See :func:`window_features`. Each value as the NumPy version computed it,
+    operation for operation: the log amounts' running sum has the step's own
+    term added and subtracted again, the gaps are integer differences divided
+    by 1000.0, the counts are exact integers looked up in ``log_counts``.
     """
     b, n = ts.shape
     t = np.empty(n, np.int64)
-    log_amount = np.empty(n)
     for r in range(b):
         for j in range(n):
             # Padded steps borrow the scored step's time, as the NumPy version did; none is ever read below.
             t[j] = ts[r, n - 1] if mask[r, j] else ts[r, j]
-            log_amount[j] = 0.0 if mask[r, j] else np.log1p(amount[r, j])
         seen = 0.0  # valid steps so far
         running_sum = 0.0
         running_max = -np.inf
@@ -249,8 +238,9 @@ def _step_kernel(ts: Any, amount: Any, hashes: Any, mask: Any, buckets: Any, log
             if mask[r, j]:
                 out[:] = 0.0
                 categorical[r, j, :] = 0
+                gaps[r, j, 0] = gaps[r, j, 1] = 0.0
                 continue
-            x = log_amount[j]
+            x = log_amount[r, j]
             earlier = seen
             seen += 1.0
             running_sum += x
@@ -263,10 +253,10 @@ def _step_kernel(ts: Any, amount: Any, hashes: Any, mask: Any, buckets: Any, log
             if x > running_max or np.isnan(x):  # NaN sticks, as in np.maximum.accumulate
                 running_max = x
             if j == 0 or mask[r, j - 1]:  # no earlier step inside the window
-                out[_GAP_PREV] = _LOG_NO_GAP
+                gaps[r, j, 0] = _NO_GAP_S
             else:
-                out[_GAP_PREV] = np.log1p(np.float64(max(t[j] - t[j - 1], 0)) / 1000.0)
-            out[_GAP_SCORED] = np.log1p(np.float64(max(t[n - 1] - t[j], 0)) / 1000.0)
+                gaps[r, j, 0] = np.float64(max(t[j] - t[j - 1], 0)) / 1000.0
+            gaps[r, j, 1] = np.float64(max(t[n - 1] - t[j], 0)) / 1000.0
             minute = (t[j] % _DAY_MS) // _MINUTE_MS
             weekday = (t[j] // _DAY_MS + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
             out[_HOUR_SIN] = cycles[0, minute]
