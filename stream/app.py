@@ -27,6 +27,7 @@ import faust
 from faust.transport.producer import ProducerBuffer
 
 from models.checkpoint import CheckpointWatcher, load_checkpoint
+from models.features import compile_engineered
 from models.fusion import Fusion
 from models.online import OnlineLearner
 from models.sequence import SequenceScorer
@@ -303,7 +304,8 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
         ops=raw_topic(settings.topic_ops, partitions=1),
     )
     history, features, pending = define_tables(app, settings)
-    fusion = fusion or build_fusion(settings)
+    fusion = fusion or build_fusion(settings)  # a sequence model compiles its step features' loop as it loads
+    compile_engineered()  # here, not in the first micro-batch (models/compiled.py)
     engine = Engine(
         settings=settings,
         app=app,

@@ -170,3 +170,21 @@ def test_shared_windows_give_the_same_features():
             engineered_batch(other_priors, other_transactions, windows)
     with pytest.raises(ValueError, match="read-only"):  # shared by the batch's items: nobody writes to them
         windows.ts[0, 0] = 1
+
+
+def test_engineered_batch_equals_the_earlier_numpy_code_bit_for_bit():
+    """The compiled per-history loop gives the whole-array NumPy code's values exactly (tests/models/features_reference)."""
+    from tests.models.features_reference import reference_engineered_batch
+    from tests.models.test_steps import as_transaction, labelled_table, serve
+
+    for seed in (7, 8, 9):
+        cases = list(random_cases(400, seed=seed))
+        priors, transactions = [h for h, _ in cases], [t for _, t in cases]
+        foreign = FEATURE_NAMES.index("is_foreign")
+        got = engineered_batch(priors, transactions)
+        assert np.array_equal(got, reference_engineered_batch(priors, transactions))
+        assert 0 < got[:, foreign].sum() < len(cases)  # both sides of the most-common-country rule
+    items = serve([as_transaction(r) for r in labelled_table(seed=9).to_pylist()], limit=32)
+    priors, transactions = [i.history for i in items], [i.transaction for i in items]
+    assert max(len(h) for h in priors) == 32
+    assert np.array_equal(engineered_batch(priors, transactions), reference_engineered_batch(priors, transactions))
