@@ -32,7 +32,7 @@ from models.fusion import Fusion
 from models.online import OnlineLearner
 from models.sequence import SequenceScorer
 from stream.compat import apply_consumer_fixes, enable_embedded_broker_compat
-from stream.drain import deliver_directly
+from stream.drain import RawBytes, deliver_directly
 from stream.modelsync import ModelSync
 from stream.outbox import Outbox
 from stream.records import Limits
@@ -262,10 +262,7 @@ def worker_topic(app: faust.App, settings: Settings, name: str, partitions: int 
     """A topic of ``app`` with raw bytes keys and values, as every engine topic is (validation is ours, not a codec's)."""
     return app.topic(
         name,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
+        schema=RawBytes(),  # bytes in, as with key_type=bytes and the raw serializer, without the lookups
         partitions=partitions or settings.topic_partitions,
         replicas=settings.replication_factor,
         compacting=compacting,

@@ -129,3 +129,67 @@ def test_room_is_the_least_free_space_of_any_channel_queue_and_none_while_faust_
     assert _room(app, index) == 0
     active[0] = True
     assert _room(app, {"tp2": [chan[2]]}) > 1_000_000  # unbounded queues never block
+
+
+def test_each_record_reads_no_faust_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding a record into an event and checking the producer buffer read app.conf per record (~5 µs)."""
+    import asyncio
+
+    import faust
+    from faust.types import Message
+    from faust.types.settings.base import SettingsRegistry
+
+    from stream.drain import deliver_directly
+
+    app = faust.App(f"drain-{uuid.uuid4().hex[:6]}", broker="kafka://localhost:9092")
+    deliver_directly(app)
+    topic = app.topic("t", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    buffer = app.producer.buffer
+    reads: list[str] = []
+    plain = SettingsRegistry.__getattribute__
+
+    def counting(self: Any, key: str) -> Any:
+        if not key.startswith("_"):
+            reads.append(key)
+        return plain(self, key)
+
+    monkeypatch.setattr(SettingsRegistry, "__getattribute__", counting)
+
+    async def deliver(n: int) -> list[Any]:
+        events = []
+        for i in range(n):
+            assert buffer.size == len(buffer.pending._queue) == 0
+            events.append(await topic.decode(Message("t", 0, i, 0.0, 0, None, b"card", b"value-%d" % i, None)))
+        return events
+
+    first = asyncio.run(deliver(1))
+    reads.clear()
+    events = asyncio.run(deliver(50))
+    assert reads == []  # Faust's own path reads producer_threaded and Event once each per record
+    assert all(isinstance(e, app.conf.Event) for e in first + events)
+    assert [(e.key, e.value, e.message.offset) for e in events] == [(b"card", b"value-%d" % i, i) for i in range(50)]
+
+
+def test_raw_bytes_topics_decode_as_faust_raw_serializer_does() -> None:
+    import asyncio
+
+    from faust.types import Message
+
+    from stream.app import worker_app, worker_topic
+    from stream.settings import Settings
+
+    settings = Settings(model_signing_key="k" * 16)
+    app = worker_app(settings)
+    ours = worker_topic(app, settings, "ours")
+    faust_raw = app.topic("theirs", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    assert type(ours.schema).__name__ == "RawBytes" and (ours.key_type, ours.value_type) == (bytes, bytes)
+    assert (ours.key_serializer, ours.value_serializer) == ("raw", "raw")  # what Faust encodes a send with
+
+    async def decoded(topic: Any) -> list[tuple[Any, Any]]:
+        out = []
+        for key, value in ((b"card", b'{"a": 1}'), (None, b"v"), (b"k", None), (b"", b""), (None, None)):
+            event = await topic.decode(Message("t", 0, 0, 0.0, 0, None, key, value, None))
+            out.append((event.key, event.value))
+        return out
+
+    assert asyncio.run(decoded(ours)) == asyncio.run(decoded(faust_raw))
