@@ -56,20 +56,30 @@ def test_without_a_writable_cache_location_functions_still_compile(monkeypatch: 
 
 @pytest.mark.slow
 def test_with_the_jit_disabled_the_loops_run_as_plain_python_and_agree() -> None:
-    """``NUMBA_DISABLE_JIT=1``, the debugging path: the step features' loop as Python computes the same values."""
+    """``NUMBA_DISABLE_JIT=1``, the debugging path: both loops as Python compute the same values."""
     script = (
         "import sys, types\n"
         "import numpy as np\n"
-        "from models.steps import StepSpec, _step_kernel, window_features\n"
-        "from tests.models.test_steps import _random_windows\n"
-        "assert isinstance(_step_kernel, types.FunctionType), type(_step_kernel)  # the Python function itself\n"
-        "x = window_features(*_random_windows(np.random.default_rng(5), 20, 6, in_order=False), StepSpec(n=6))\n"
-        "sys.stdout.buffer.write(np.concatenate([x[0].ravel().astype(np.float64), x[1].ravel()]).tobytes())\n"
+        "from models import features, steps\n"
+        "from tests.models.test_compiled import _both\n"
+        "for loop in (steps._step_kernel, features._history_summary):\n"
+        "    assert isinstance(loop, types.FunctionType), type(loop)  # the Python function itself\n"
+        "sys.stdout.buffer.write(_both().tobytes())\n"
     )
     out = subprocess.run([sys.executable, "-c", script], env={**os.environ, "NUMBA_DISABLE_JIT": "1"},
-                         capture_output=True, check=True, timeout=120).stdout
+                         capture_output=True, check=True, timeout=300).stdout
+    assert np.array_equal(np.frombuffer(out, dtype=np.float64), _both())
+    assert not isinstance(compiled(_running_sum), types.FunctionType)  # and here, compiled
+
+
+def _both() -> np.ndarray:
+    """Both compiled loops' outputs on the same small inputs, as one float64 vector."""
+    from models.features import engineered_batch
+    from tests.models.test_features import random_cases
+
     numeric, categorical = window_features(*_random_windows(np.random.default_rng(5), 20, 6, in_order=False),
                                            StepSpec(n=6))
-    expected = np.concatenate([numeric.ravel().astype(np.float64), categorical.ravel().astype(np.float64)])
-    assert np.array_equal(np.frombuffer(out, dtype=np.float64), expected)
-    assert not isinstance(compiled(_running_sum), types.FunctionType)  # and here, compiled
+    cases = list(random_cases(40, seed=3))
+    engineered = engineered_batch([h for h, _ in cases], [t for _, t in cases])
+    return np.concatenate([numeric.ravel().astype(np.float64), categorical.ravel().astype(np.float64),
+                           engineered.ravel()])
