@@ -67,28 +67,14 @@ class Fusion:
             out["sequence"] = self.sequence.version
         return out
 
-    def score_batch(self, items: Sequence[ScoringItem],
-                    sequence_scores: npt.ArrayLike | None = None) -> FusedBatch:
-        """Score ``items`` with every model and fuse.
-
-        ``sequence_scores``: the sequence model's ``score_batch(items)``, when
-        the caller has run it already (the score agent runs it in a thread
-        beside its event loop); run here otherwise. ``last_seconds`` then
-        holds no ``sequence`` entry: the caller timed it.
-        """
+    def score_batch(self, items: Sequence[ScoringItem]) -> FusedBatch:
         components: dict[str, np.ndarray] = {}
         seconds: dict[str, float] = {}
         inputs = inputs_of(items)  # one matrix for the batch; the sequence model's logit goes in below
-        if sequence_scores is not None and self.sequence is None:
-            raise ValueError("sequence scores given, but this fusion has no sequence model")
         if self.sequence is not None:
-            if sequence_scores is None:
-                t0 = time.perf_counter()
-                sequence_scores = self.sequence.score_batch(items)
-                seconds["sequence"] = time.perf_counter() - t0
-            seq = np.asarray(sequence_scores, dtype=np.float64)
-            if seq.shape != (len(items),):
-                raise ValueError(f"{seq.shape} sequence scores for {len(items)} items")
+            t0 = time.perf_counter()
+            seq = np.asarray(self.sequence.score_batch(items), dtype=np.float64)
+            seconds["sequence"] = time.perf_counter() - t0
             components["sequence"] = seq
             inputs[:, ONLINE_INPUTS.index(SEQUENCE_INPUT)] = _logits(seq)
         t0 = time.perf_counter()

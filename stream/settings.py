@@ -105,7 +105,6 @@ class Settings:
     sequence_model_path: str = _f("", "Sequence model checkpoint directory (`fraudstream train --out`); empty = online learner only.")
     sequence_reload_interval_s: float = _f(5.0, "How often the worker checks the checkpoint directory for a newer model (switches without restart).")
     torch_threads: int = _f(1, "Threads PyTorch may use for inference in one worker.")
-    sequence_in_thread: bool = _f(True, "Run each micro-batch's sequence model (step features and forward pass) in a thread beside the worker's event loop, which meanwhile fetches, delivers and produces (NumPy, Numba and PyTorch release the GIL): the worker uses part of a second core. False = inline.")
     sequence_precision: str = _f("float32", "Arithmetic of the sequence model's forward pass: float32, or bfloat16 (encoder matrix products in bfloat16: on CPUs with AMX or AVX512-BF16 a two-layer model's forward pass is about 2x faster, the one-layer default's gains nothing measurable; logits within ~0.002 of float32's; scores record the model as `<version>+bf16`; float32 with a warning where the CPU lacks native bfloat16).")
     malloc_keep_freed: bool = _f(True, "Keep freed memory in the worker (glibc mallopt) instead of faulting a micro-batch's tensors in afresh: ~20 % faster inference; RSS stays at its peak (models/allocator.py).")
     gc_threshold: int = _f(50000, "Allocations between the garbage collector's young-generation runs (Python's default is 700); start-up objects are frozen too (stream/heap.py). 0 keeps Python's threshold.")

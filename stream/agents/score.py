@@ -17,7 +17,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,11 +53,6 @@ class BatchScorer:
         self.engine = engine
         self.settings = engine.settings
         self._outbox: Outbox | None = None
-        # One thread for the sequence model (FRAUDSTREAM_SEQUENCE_IN_THREAD): while a batch's forward pass
-        # runs there (PyTorch, NumPy and the Numba loop release the GIL) the event loop goes on fetching,
-        # delivering records and producing. One batch at a time, as inline: the agent awaits it.
-        self._sequence_thread = (ThreadPoolExecutor(1, thread_name_prefix="fraudstream-sequence")
-                                 if self.settings.sequence_in_thread else None)
 
     async def process(self, events: Sequence[EventT]) -> asyncio.Future[Any]:
         """Score one micro-batch; returns the delivery of everything it produced (ack on success)."""
@@ -111,10 +105,11 @@ class BatchScorer:
                  for row, (t, prior, x) in enumerate(zip(transactions, priors, features, strict=True))]
         clock.lap("features")
 
-        fused = await self._score(items, valid, outbox, clock)
+        fused = await self._score(items, valid, outbox)
         if fused is None:
             return await outbox.send(last=True)
         scores, components, inputs, keep = fused
+        clock.add(engine.fusion.last_seconds)
 
         # Write state: one history write per card per batch.
         for key, history in histories.items():
@@ -195,19 +190,12 @@ class BatchScorer:
                 for i, reasons in zip(alerted, explained, strict=True)}
 
     async def _score(
-        self, items: list[ScoringItem], valid: list[tuple[EventT, Transaction]], outbox: Outbox, clock: StageClock
+        self, items: list[ScoringItem], valid: list[tuple[EventT, Transaction]], outbox: Outbox
     ) -> tuple[list[float], dict[str, list[float]], npt.NDArray[np.float64], list[tuple[EventT, Transaction]]] | None:
         """Score the batch; if a model fails on it, isolate the failing records."""
         fusion = self.engine.fusion
         try:
-            sequence_scores = None
-            if fusion.sequence is not None and self._sequence_thread is not None:
-                started = time.perf_counter()
-                sequence_scores = await asyncio.get_running_loop().run_in_executor(
-                    self._sequence_thread, fusion.sequence.score_batch, items)
-                clock.add({"sequence": time.perf_counter() - started})
-            batch = fusion.score_batch(items, sequence_scores)
-            clock.add(fusion.last_seconds)
+            batch = fusion.score_batch(items)
             return (batch.score.tolist(), {k: v.tolist() for k, v in batch.components.items()},
                     batch.inputs, valid)
         except Exception:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import pytest
 
 from models.features import FEATURE_NAMES, engineered_batch
 from models.fusion import Fusion
@@ -26,7 +24,6 @@ from stream.agents.score import BatchScorer
 from stream.records import Transaction
 from stream.settings import Settings
 from stream.stats import Stats
-from stream.timing import StageClock
 
 
 class FailsOnCard:
@@ -64,17 +61,15 @@ def batch(cards: list[str]) -> tuple[list[ScoringItem], list[tuple[Any, Transact
     return items, list(zip(events, transactions, strict=True))
 
 
-def scorer(in_thread: bool = True, sequence: Any = None) -> BatchScorer:
-    engine = SimpleNamespace(settings=Settings(sequence_in_thread=in_thread), stats=Stats(),
-                             fusion=Fusion(OnlineLearner(), sequence=sequence or FailsOnCard()))
+def scorer() -> BatchScorer:
+    engine = SimpleNamespace(settings=Settings(), stats=Stats(), fusion=Fusion(OnlineLearner(), sequence=FailsOnCard()))
     return BatchScorer(engine)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("in_thread", [True, False])
-def test_only_the_record_the_model_fails_on_is_dead_lettered(in_thread: bool) -> None:
+def test_only_the_record_the_model_fails_on_is_dead_lettered() -> None:
     items, valid = batch(["c1", "bad", "c2"])
     outbox = Collected()
-    scored = asyncio.run(scorer(in_thread)._score(items, valid, outbox, StageClock()))  # type: ignore[arg-type]
+    scored = asyncio.run(scorer()._score(items, valid, outbox))  # type: ignore[arg-type]
     assert scored is not None
     scores, components, inputs, keep = scored
     assert [t.card_id for _, t in keep] == ["c1", "c2"]
@@ -87,31 +82,8 @@ def test_only_the_record_the_model_fails_on_is_dead_lettered(in_thread: bool) ->
     assert headers["dlq.reason"] == b"scoring_error" and b"cannot score card bad" in headers["dlq.detail"]
 
 
-@pytest.mark.parametrize("in_thread", [True, False])
-def test_a_batch_the_model_fails_on_entirely_is_dead_lettered_entirely(in_thread: bool) -> None:
+def test_a_batch_the_model_fails_on_entirely_is_dead_lettered_entirely() -> None:
     items, valid = batch(["bad", "bad"])
     outbox = Collected()
-    assert asyncio.run(scorer(in_thread)._score(items, valid, outbox, StageClock())) is None  # type: ignore[arg-type]
+    assert asyncio.run(scorer()._score(items, valid, outbox)) is None  # type: ignore[arg-type]
     assert [headers["dlq.reason"] for _, _, _, headers in outbox.added] == [b"scoring_error"] * 2
-
-
-def test_the_sequence_model_runs_in_its_own_thread_and_scores_as_inline() -> None:
-    """FRAUDSTREAM_SEQUENCE_IN_THREAD: the forward pass leaves the event loop's thread; nothing else changes."""
-    threads: list[str] = []
-
-    class Recording(FailsOnCard):
-        def score_batch(self, items: Any) -> np.ndarray:
-            threads.append(threading.current_thread().name)
-            return np.linspace(0.1, 0.9, len(items))
-
-    items, valid = batch(["c1", "c2", "c3"])
-    results = {}
-    for in_thread in (True, False):
-        clock = StageClock()
-        results[in_thread] = asyncio.run(scorer(in_thread, Recording())._score(
-            items, valid, Collected(), clock))  # type: ignore[arg-type]
-        assert clock.seconds["sequence"] > 0 and "online" in clock.seconds
-    assert threads[0].startswith("fraudstream-sequence") and threads[1] == threading.main_thread().name
-    threaded, inline = results[True], results[False]
-    assert threaded is not None and inline is not None
-    assert threaded[0] == inline[0] and threaded[1] == inline[1] and np.array_equal(threaded[2], inline[2])
