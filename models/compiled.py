@@ -13,6 +13,11 @@ score agent's shared windows are read-only views, the training path's arrays
 are fresh). A worker then compiles each loop once, at start-up, and the
 machine code is cached on disk for the next start.
 
+Numba keys that cache on the compiled function's own source file: a global
+the loop reads is folded into the machine code, and a change to a global
+defined in another module would leave a stale cache in use. So a compiled
+loop reads only its own module's constants; anything else is an argument.
+
 Example:
     >>> import numpy as np
     >>> @compiled

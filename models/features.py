@@ -117,7 +117,7 @@ def engineered_batch(histories: Sequence[History], transactions: Sequence[Transa
     summary = np.empty((b, _SUMMARY_WIDTH))
     _history_summary(frozen(windows.ts, np.int64), frozen(windows.amount, np.float64),
                      frozen(np.log1p(windows.amount), np.float64),  # 0 where there is no entry
-                     frozen(windows.hashes, np.uint32), frozen(windows.valid, np.bool_), summary)
+                     frozen(windows.hashes, np.uint32), frozen(windows.valid, np.bool_), _COUNTRY, summary)
     has = n > 0
     log_amount = np.log1p(amt)
     mean = summary[:, _S_MEAN]
@@ -157,7 +157,7 @@ def compile_engineered() -> None:
     """
     one = np.ones((1, 1))
     _history_summary(frozen(one, np.int64), frozen(one, np.float64), frozen(one, np.float64),
-                     frozen(np.ones((1, 1, len(HASHED))), np.uint32), frozen(one, np.bool_),
+                     frozen(np.ones((1, 1, len(HASHED))), np.uint32), frozen(one, np.bool_), _COUNTRY,
                      np.empty((1, _SUMMARY_WIDTH)))
 
 
@@ -167,12 +167,15 @@ _SUMMARY_WIDTH = _S_NEW + len(HASHED)  # one novelty flag per HASHED field
 
 
 @compiled
-def _history_summary(ts: Any, amount: Any, log_amount: Any, hashes: Any, valid: Any,
+def _history_summary(ts: Any, amount: Any, log_amount: Any, hashes: Any, valid: Any, country: int,
                      out: Any) -> None:  # pragma: no cover - compiled; NUMBA_DISABLE_JIT runs it as Python
     """Per row of scored windows (history columns, then the transaction's), what needs every history entry.
 
     Sums run oldest entry first, padding adding 0.0 as it did in the
-    whole-array code (a cumulative sum over the row).
+    whole-array code (a cumulative sum over the row). ``country`` is the
+    country's column in ``hashes``: an argument, not the global, because
+    Numba's cache is keyed on this file only and :data:`HASHED` lives in
+    :mod:`models.history`.
     """
     b, span = ts.shape
     width = span - 1
@@ -198,7 +201,7 @@ def _history_summary(ts: Any, amount: Any, log_amount: Any, hashes: Any, valid: 
             logs += log_amount[r, k]
             for f in range(hashes.shape[2]):
                 seen[f] |= hashes[r, k, f] == hashes[r, width, f]
-            home += hashes[r, k, _COUNTRY] == hashes[r, width, _COUNTRY]
+            home += hashes[r, k, country] == hashes[r, width, country]
         mean = logs / max(count, 1)
         squares = 0.0
         for k in range(width):
@@ -212,7 +215,7 @@ def _history_summary(ts: Any, amount: Any, log_amount: Any, hashes: Any, valid: 
             out[r, _S_NEW + f] = 1.0 if count > 0 and not seen[f] else 0.0
         # Abroad: the country is new to the card, or not its most common one. A country used by
         # at least half the history is the most common, only the rest need every country counted.
-        foreign = out[r, _S_NEW + _COUNTRY]
+        foreign = out[r, _S_NEW + country]
         if home > 0 and 2 * home <= count:
             best, best_count = 0, 0
             for k in range(width):  # the most common country; the earliest seen on a tie
@@ -220,10 +223,10 @@ def _history_summary(ts: Any, amount: Any, log_amount: Any, hashes: Any, valid: 
                     continue
                 c = 0
                 for j in range(width):
-                    c += valid[r, j] and hashes[r, j, _COUNTRY] == hashes[r, k, _COUNTRY]
+                    c += valid[r, j] and hashes[r, j, country] == hashes[r, k, country]
                 if c > best_count:
-                    best, best_count = hashes[r, k, _COUNTRY], c
-            foreign = 1.0 if best != hashes[r, width, _COUNTRY] else 0.0
+                    best, best_count = hashes[r, k, country], c
+            foreign = 1.0 if best != hashes[r, width, country] else 0.0
         out[r, _S_FOREIGN] = foreign
 
 

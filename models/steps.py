@@ -180,8 +180,8 @@ def window_features(
     # Padded steps take the scored step's amount, as they always did: nothing is read from them.
     log_amount = frozen(np.log1p(np.where(mask, amount[:, -1:], amount)), np.float64)
     log_counts = frozen(np.log1p(np.arange(n + 1, dtype=np.float64)), np.float64)  # every count of earlier steps
-    _step_kernel(ts, log_amount, hashes, mask, frozen(spec.buckets, np.uint32), log_counts, _CYCLE_TABLES, numeric,
-                 categorical, gaps)
+    moduli = frozen([size - 1 for size in spec.buckets], np.uint32)  # a bucket count may be 2**32, its modulus not
+    _step_kernel(ts, log_amount, hashes, mask, moduli, log_counts, _CYCLE_TABLES, numeric, categorical, gaps)
     logs = np.log1p(gaps)  # 0 for padded steps
     numeric[..., _GAP_PREV], numeric[..., _GAP_SCORED] = logs[..., 0], logs[..., 1]
     return numeric, categorical
@@ -215,14 +215,18 @@ def compile_step_features() -> None:
 
 
 @compiled
-def _step_kernel(ts: Any, log_amount: Any, hashes: Any, mask: Any, buckets: Any, log_counts: Any, cycles: Any,
+def _step_kernel(ts: Any, log_amount: Any, hashes: Any, mask: Any, moduli: Any, log_counts: Any, cycles: Any,
                  numeric: Any, categorical: Any, gaps: Any) -> None:  # pragma: no cover - compiled
     """Fill ``numeric`` (but for the two gap columns), ``categorical`` and ``gaps`` (seconds) for every window.
 
     See :func:`window_features`. Each value as the NumPy version computed it,
     operation for operation: the log amounts' running sum has the step's own
-    term added and subtracted again, the gaps are integer differences divided
-    by 1000.0, the counts are exact integers looked up in ``log_counts``.
+    term added and subtracted again (a padded step adds its log amount times
+    0.0, so a NaN or infinite scored amount, which padded steps borrow, makes
+    the later means NaN as it always did), the gaps are integer differences
+    divided by 1000.0, the counts are exact integers looked up in
+    ``log_counts``. Constants are this module's own (Numba's cache is keyed
+    on this file only).
     """
     b, n = ts.shape
     t = np.empty(n, np.int64)
@@ -239,6 +243,7 @@ def _step_kernel(ts: Any, log_amount: Any, hashes: Any, mask: Any, buckets: Any,
                 out[:] = 0.0
                 categorical[r, j, :] = 0
                 gaps[r, j, 0] = gaps[r, j, 1] = 0.0
+                running_sum += log_amount[r, j] * 0.0  # the NumPy version's weight 0, NaN * 0 included
                 continue
             x = log_amount[r, j]
             earlier = seen
@@ -283,8 +288,8 @@ def _step_kernel(ts: Any, log_amount: Any, hashes: Any, mask: Any, buckets: Any,
             out[_CHANNEL_SHARE] = np.float64(same_channel) / max(earlier, 1.0) if has else 0.0
             out[_N_1H] = log_counts[within_1h]
             out[_N_24H] = log_counts[within_24h]
-            for c in range(buckets.shape[0]):  # 1..K-1; 0 is reserved for padding
-                categorical[r, j, c] = np.int64(hashes[r, j, c] % (buckets[c] - np.uint32(1))) + 1
+            for c in range(moduli.shape[0]):  # 1..K-1; 0 is reserved for padding
+                categorical[r, j, c] = np.int64(hashes[r, j, c] % moduli[c]) + 1
 
 
 def step_tensors(items: Sequence[ScoringItem], n: int, spec: StepSpec | None = None) -> dict[str, torch.Tensor]:

@@ -199,16 +199,29 @@ def test_compiled_loop_equals_the_numpy_definition_bit_for_bit(in_order: bool) -
             for g, e in zip(got, expected, strict=True):
                 assert g.dtype == e.dtype and g.shape == e.shape
                 assert np.array_equal(g, e), (spec, b, np.argwhere(g != e)[:3])
-    # Amounts no parser lets through (NaN, infinite, negative), in the training path's hands: the same NaN and inf.
+    # Amounts no parser lets through (NaN, infinite, below -1), in the training path's hands: the same NaN and inf,
+    # the scored step's too, which padded steps borrow (the NumPy code's running sum then went NaN).
     ts, amount, hashes, mask = _random_windows(rng, 200, 32, in_order)
     amount[::7, -5] = np.nan
     amount[1::7, -3] = np.inf
     amount[2::7, -9] = -0.5
-    got = window_features(ts, amount, hashes, mask, StepSpec())
-    with np.errstate(invalid="ignore"):  # inf - inf on the way, as the compiled loop meets it silently
+    amount[3::7, -1] = np.nan
+    amount[4::7, -1] = np.inf
+    amount[5::7, -1] = -3.0
+    assert mask[3::7].any() and mask[5::7].any()
+    with np.errstate(invalid="ignore"):  # log1p(-3) and inf - inf on the way, in both versions
+        got = window_features(ts, amount, hashes, mask, StepSpec())
         expected = reference_window_features(ts, amount, hashes, mask, StepSpec())
     assert np.isnan(got[0]).any() and np.isinf(got[0]).any()
     assert np.array_equal(got[0], expected[0], equal_nan=True) and np.array_equal(got[1], expected[1])
+    # The largest bucket count StepSpec allows: 2**32 buckets, hashes modulo 2**32 - 1.
+    spec = StepSpec(merchant_buckets=2**32, channel_buckets=2)
+    ts, amount, hashes, mask = _random_windows(rng, 100, 32, in_order)
+    hashes[..., 0] = rng.integers(2**32 - 3, 2**32, hashes.shape[:2], dtype=np.uint64).astype(np.uint32)
+    got = window_features(ts, amount, hashes, mask, spec)
+    expected = reference_window_features(ts, amount, hashes, mask, spec)
+    assert int(got[1][..., 0].max()) == 2**32 - 1
+    assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
 
 
 def test_served_windows_equal_the_numpy_definition_bit_for_bit() -> None:
