@@ -78,12 +78,13 @@ def deliver_directly(app: Any) -> None:
 
 def _event_factory(app: Any) -> Any:
     """``app.create_event`` with the event class looked up on first use instead of on every record."""
-    event_type: list[Any] = []
+    event_type: Any = None
 
     def create_event(key: Any, value: Any, headers: Any, message: Any) -> Any:
-        if not event_type:  # app.conf is final only once the app is configured: read it at the first record
-            event_type.append(app.conf.Event)
-        return event_type[0](app, key, value, headers, message)
+        nonlocal event_type
+        if event_type is None:  # app.conf is final only once the app is configured: read it at the first record
+            event_type = app.conf.Event
+        return event_type(app, key, value, headers, message)
 
     return create_event
 
