@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import bisect
 import random
+import struct
 
+import numpy as np
 import orjson
 import pytest
 
 from models.hashing import category_hash, stable_hash, txid_hash
-from models.history import History, advance, append, decode, encode, new_history, prior_history
+from models.history import History, advance, append, decode, encode, new_history, position_of, prior_history
 from stream.records import Transaction
 from stream.state import HistoryCodec
 
@@ -93,10 +95,38 @@ def test_old_json_changelog_records_decode_to_the_same_history() -> None:
     assert decode(b"[]") == new_history()
 
 
+def format_1(history: History) -> bytes:
+    """What the previous release's encode wrote: the same values column after column."""
+    return b"".join((struct.pack("<BH", 1, len(history)),
+                     np.asarray(history.ts, dtype="<i8").tobytes(), np.asarray(history.amount, dtype="<f8").tobytes(),
+                     np.asarray(history.txid, dtype="<u8").tobytes(),
+                     np.asarray(history.hashed("merchant"), dtype="<u4").tobytes(), orjson.dumps(history.labels)))
+
+
+def test_the_previous_releases_records_decode_to_the_same_history() -> None:
+    rng = random.Random(11)
+    history = new_history()
+    for t in random_transactions(rng, 300):
+        history = append(history, t, 32)
+        assert decode(format_1(history)) == history
+    assert decode(format_1(new_history())) == new_history()
+
+
+def test_a_record_is_its_rows_then_its_labels() -> None:
+    history = append(append(new_history(), tx(1, T0, amount=2.5, merchant="m1"), 32), tx(2, T0 + 1), 32)
+    raw = encode(history)
+    assert raw[:3] == struct.pack("<BH", 2, 2)
+    assert struct.unpack_from("<qdQI", raw, 3) == (T0, 2.5, txid_hash("t1"), stable_hash("m1"))
+    assert orjson.loads(raw[3 + 2 * 28:]) == [["5411", "FR", "pos"]] * 2
+
+
 @pytest.mark.parametrize(("raw", "message"), [
     (b"", "not a history record"),
-    (b"\x02\x00\x00[]", "not a history record"),
+    (b"\x03\x00\x00[]", "not a history record"),
     (b"\x01\x02\x00" + bytes(50), "shorter than its 2 entries need"),
+    (b"\x02\x02\x00" + bytes(50), "shorter than its 2 entries need"),
+    (b"\x02\x01\x00" + bytes(28) + b'[["a","b"]]', "labels are not 1"),
+    (b"\x02\x00\x00" + b'[["a","b","c"]]', "labels are not 0"),
     (b"\x01\x00\x00{}", "labels are not 0"),
     (b"\x01\x01\x00" + bytes(28) + b'[["a","b"]]', "labels are not 1"),
     (b"\x01\x01\x00" + bytes(28) + b'[["a","b",3]]', "labels are not 1"),
@@ -148,8 +178,6 @@ def test_a_transaction_hash_straddling_two_entries_is_not_a_redelivery() -> None
     """position_of searches the column's bytes first; a match across two entries' bytes is not a hit."""
     import sys
 
-    from models.history import position_of
-
     t = tx(9, T0)
     raw = txid_hash(t.transaction_id).to_bytes(8, sys.byteorder)
     # Two entries whose bytes, side by side, contain t's hash at offset 4.
@@ -160,3 +188,16 @@ def test_a_transaction_hash_straddling_two_entries_is_not_a_redelivery() -> None
     assert position_of(history, t) is None
     prior, kept = advance(history, t, 32)
     assert prior == history and len(kept) == 3
+
+
+def test_a_transaction_hash_in_another_field_is_not_a_redelivery() -> None:
+    """The rows hold the hash's bytes in an event time and an amount too; only a row's hash field counts."""
+    t = tx(9, T0)
+    raw = txid_hash(t.transaction_id).to_bytes(8, "little")
+    (as_int,), (as_float,) = struct.unpack("<q", raw), struct.unpack("<d", raw)
+    history = History(ts=[as_int, T0], amount=[1.0, as_float], txid=[1, 2], hashes=[0] * 8,
+                      labels=[("5411", "FR", "pos")] * 2)
+    assert encode(history).count(raw) == 2
+    assert position_of(history, t) is None
+    twice = append(append(history, t, 32), t, 32)
+    assert len(twice) == 3 and position_of(twice, t) == 2
