@@ -35,6 +35,7 @@ from stream.compat import apply_consumer_fixes, enable_embedded_broker_compat
 from stream.drain import RawBytes, deliver_directly
 from stream.modelsync import ModelSync
 from stream.outbox import Outbox
+from stream.partitioner import compile_partitioner
 from stream.records import Limits
 from stream.retention import RetentionIndex
 from stream.security import client_kwargs, faust_credentials
@@ -303,6 +304,7 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     history, features, pending = define_tables(app, settings)
     fusion = fusion or build_fusion(settings)  # a sequence model compiles its step features' loop as it loads
     compile_engineered()  # here, not in the first micro-batch (models/compiled.py)
+    compile_partitioner()  # the outbox's keyed outputs
     engine = Engine(
         settings=settings,
         app=app,

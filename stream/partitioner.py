@@ -6,9 +6,10 @@ which aiokafka's ``DefaultPartitioner`` and librdkafka's ``murmur2_random``
 reproduce). aiokafka computes it per record in pure Python, after listing the
 topic's partitions twice: appending a score record cost ~9 µs with
 ``partition=None`` and ~5 µs with its partition given. :func:`default_partitions`
-computes the same partitions for a micro-batch's keys with NumPy, grouped by
-key length (a handful of array operations per group), and the outbox hands
-aiokafka explicit partitions. Tests hold :func:`murmur2_many` equal to
+computes the same partitions for a micro-batch's keys in one compiled loop
+over their joined bytes (:mod:`models.compiled`; ~0.1 µs a key, against ~1 µs
+for the NumPy version grouped by key length it replaces), and the outbox
+hands aiokafka explicit partitions. Tests hold :func:`murmur2_many` equal to
 aiokafka's ``murmur2`` for keys of every length from 0 to 64 bytes.
 
 Example:
@@ -30,50 +31,61 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["default_partitions", "murmur2_many"]
+from models.compiled import compiled, frozen
 
-_SEED = 0x9747B28C
-_M = np.uint32(0x5BD1E995)
+__all__ = ["compile_partitioner", "default_partitions", "murmur2_many"]
+
+_SEED = np.uint64(0x9747B28C)
+_M = np.uint64(0x5BD1E995)
+_MASK = np.uint64(0xFFFFFFFF)
+# Unsigned 64-bit literals: a plain int beside a uint64 makes Numba (and NumPy) compute in float64.
+_U8, _U13, _U15, _U16, _U24 = np.uint64(8), np.uint64(13), np.uint64(15), np.uint64(16), np.uint64(24)
 
 
 def murmur2_many(keys: Sequence[bytes]) -> npt.NDArray[np.uint32]:
     """Kafka's murmur2 of every key, as unsigned 32-bit values."""
     out = np.empty(len(keys), dtype=np.uint32)
-    by_length: dict[int, list[int]] = {}
-    for i, key in enumerate(keys):
-        by_length.setdefault(len(key), []).append(i)
-    for length, rows in by_length.items():
-        data = np.frombuffer(b"".join([keys[i] for i in rows]), dtype=np.uint8).reshape(len(rows), length)
-        out[rows] = _murmur2_same_length(data)
+    if keys:
+        ends = np.cumsum([len(key) for key in keys], dtype=np.int64)
+        _murmur2_kernel(frozen(np.frombuffer(b"".join(keys), dtype=np.uint8), np.uint8), frozen(ends, np.int64), out)
     return out
 
 
-def _murmur2_same_length(data: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
-    """murmur2 of each row of ``data`` ``[G, L]``: Java's loop, one column of 4-byte words at a time."""
-    rows, length = data.shape
-    h = np.full(rows, (_SEED ^ length) & 0xFFFFFFFF, dtype=np.uint32)
-    blocks = length // 4
-    with np.errstate(over="ignore"):  # uint32 arithmetic wraps modulo 2**32, as Java's int does
-        if blocks:
-            words = np.ascontiguousarray(data[:, :4 * blocks]).view("<u4")  # little-endian, as Java reads them
-            for b in range(blocks):
-                k = words[:, b] * _M
-                k ^= k >> 24
-                k *= _M
-                h *= _M
-                h ^= k
-        tail, base = length & 3, 4 * blocks
+def compile_partitioner() -> None:
+    """Compile (or load from Numba's cache) the murmur2 loop now, not on a worker's first records."""
+    murmur2_many([b"card"])
+
+
+@compiled
+def _murmur2_kernel(data: npt.NDArray[np.uint8], ends: npt.NDArray[np.int64], out: npt.NDArray[np.uint32]) -> None:
+    """murmur2 of ``data[ends[i - 1]:ends[i]]`` into ``out[i]``: Java's loop, in 64-bit arithmetic masked to 32 bits."""
+    start = 0
+    for i in range(ends.shape[0]):
+        end = ends[i]
+        length = end - start
+        h = (_SEED ^ np.uint64(length)) & _MASK
+        p = start
+        while p + 4 <= end:  # little-endian 4-byte words, as Java reads them
+            k = (np.uint64(data[p]) | (np.uint64(data[p + 1]) << _U8) | (np.uint64(data[p + 2]) << _U16)
+                 | (np.uint64(data[p + 3]) << _U24))
+            k = (k * _M) & _MASK
+            k ^= k >> _U24
+            k = (k * _M) & _MASK
+            h = ((h * _M) & _MASK) ^ k
+            p += 4
+        tail = end - p
         if tail >= 3:
-            h ^= data[:, base + 2].astype(np.uint32) << 16
+            h ^= np.uint64(data[p + 2]) << _U16
         if tail >= 2:
-            h ^= data[:, base + 1].astype(np.uint32) << 8
+            h ^= np.uint64(data[p + 1]) << _U8
         if tail >= 1:
-            h ^= data[:, base].astype(np.uint32)
-            h *= _M
-        h ^= h >> 13
-        h *= _M
-        h ^= h >> 15
-    return h
+            h ^= np.uint64(data[p])
+            h = (h * _M) & _MASK
+        h ^= h >> _U13
+        h = (h * _M) & _MASK
+        h ^= h >> _U15
+        out[i] = h
+        start = end
 
 
 def default_partitions(keys: Sequence[bytes], partitions: Sequence[int]) -> list[int]:
