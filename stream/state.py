@@ -26,6 +26,7 @@ agents (:mod:`stream.batches`) therefore set it for each write with
 from __future__ import annotations
 
 import base64
+import binascii
 import struct
 import weakref
 from collections.abc import Iterator, Sequence
@@ -89,7 +90,12 @@ def pack_rows(matrix: npt.NDArray[np.float64]) -> list[str]:
     True
     """
     little = np.ascontiguousarray(matrix, dtype="<f8")
-    return [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
+    width = 8 * little.shape[1] if little.ndim == 2 else 0
+    if not width:
+        return [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
+    # Slices of one bytes object: iterating the matrix made a NumPy row object per row (~0.15 µs).
+    raw, encode = little.tobytes(), binascii.b2a_base64
+    return [encode(raw[i:i + width], newline=False).decode("ascii") for i in range(0, len(raw), width)]
 
 
 def unpack_inputs(packed: str | Sequence[float]) -> list[float]:
