@@ -1,8 +1,12 @@
 """Event-time retention for the scoring-time features kept for the feedback join.
 
-Each partition has a min-heap of (event time, key). After a batch, keys older
-than the partition's watermark (the newest event time seen) minus the
-retention are due for deletion. The heaps are memory only: after a restart or
+Each partition keeps its (event time, key) pairs in event-time order: a
+queue for the usual in-order arrivals (appended, popped from the front, each
+O(1)) and a min-heap for the late ones. After a batch, keys older than the
+partition's watermark (the newest event time seen) minus the retention are
+due for deletion, oldest first. (One heap for all of them cost ~1.7 µs a
+transaction in the score agent: a push and a pop of log n tuple comparisons
+each, n being every transaction of the retention.) The heaps are memory only: after a restart or
 a rebalance the owner rebuilds them from the table (:meth:`rebuild`), so a
 key written by another worker before a rebalance still expires.
 
@@ -19,10 +23,42 @@ Example:
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["RetentionIndex"]
+
+
+class _Expiry:
+    """One partition's pairs in event-time order: in-order arrivals in a queue, late ones in a heap."""
+
+    __slots__ = ("late", "ordered")
+
+    def __init__(self) -> None:
+        self.ordered: deque[tuple[int, bytes]] = deque()
+        self.late: list[tuple[int, bytes]] = []
+
+    def add(self, event_time_ms: int, key: bytes) -> None:
+        ordered = self.ordered
+        if not ordered or ordered[-1][0] <= event_time_ms:
+            ordered.append((event_time_ms, key))
+        else:
+            heapq.heappush(self.late, (event_time_ms, key))
+
+    def pop_before(self, cutoff: int) -> list[bytes]:
+        ordered, late = self.ordered, self.late
+        out: list[bytes] = []
+        while True:  # the older head of the two, as long as it is before the cutoff
+            if ordered and ordered[0][0] < cutoff and not (late and late[0] < ordered[0]):
+                out.append(ordered.popleft()[1])
+            elif late and late[0][0] < cutoff:
+                out.append(heapq.heappop(late)[1])
+            else:
+                return out
+
+    def __bool__(self) -> bool:
+        return bool(self.ordered or self.late)
 
 
 class RetentionIndex:
@@ -30,7 +66,7 @@ class RetentionIndex:
 
     def __init__(self, retention_ms: int) -> None:
         self.retention_ms = retention_ms
-        self._heaps: dict[int, list[tuple[int, bytes]]] = {}
+        self._queues: dict[int, _Expiry] = {}
         self._watermarks: dict[int, int] = {}
         self._assignment: frozenset[Any] | None = None
 
@@ -50,45 +86,43 @@ class RetentionIndex:
         self.rebuild(mine, items())
 
     def known(self, partition: int) -> bool:
-        """True once the partition's heap has been built or started."""
-        return partition in self._heaps
+        """True once the partition's queue has been built or started."""
+        return partition in self._queues
 
     def watermark(self, partition: int) -> int | None:
         """Newest event time seen on the partition."""
         return self._watermarks.get(partition)
 
     def add(self, partition: int, event_time_ms: int, key: bytes) -> None:
-        heapq.heappush(self._heaps.setdefault(partition, []), (event_time_ms, key))
+        queue = self._queues.get(partition)
+        if queue is None:
+            queue = self._queues[partition] = _Expiry()
+        queue.add(event_time_ms, key)
         if event_time_ms > self._watermarks.get(partition, -1):
             self._watermarks[partition] = event_time_ms
 
     def pop_expired(self, partition: int, watermark: int | None = None) -> list[bytes]:
-        """Remove and return the keys older than watermark - retention.
+        """Remove and return the keys older than watermark - retention, oldest first.
 
         ``watermark`` defaults to the newest time added to this partition; the
         pending-label index passes the transactions' watermark instead.
         """
-        heap = self._heaps.get(partition)
+        queue = self._queues.get(partition)
         mark = self._watermarks.get(partition) if watermark is None else watermark
-        if not heap or mark is None:
+        if not queue or mark is None:
             return []
-        cutoff = mark - self.retention_ms
-        out: list[bytes] = []
-        while heap and heap[0][0] < cutoff:
-            out.append(heapq.heappop(heap)[1])
-        return out
+        return queue.pop_before(mark - self.retention_ms)
 
     def rebuild(self, partitions: Iterable[int], items: Iterable[tuple[int, int, bytes]]) -> None:
         """Reset ``partitions`` from ``(partition, event_time_ms, key)`` triples."""
         wanted = set(partitions)
         for p in wanted:
-            self._heaps[p] = []
+            self._queues[p] = _Expiry()
             self._watermarks.pop(p, None)
-        for p, t, key in items:
-            if p in wanted:
-                self.add(p, t, key)
+        for p, t, key in sorted(item for item in items if item[0] in wanted):  # in order: all into the queues
+            self.add(p, t, key)
 
     def forget_all(self) -> None:
         """Drop everything (after a rebalance: ownership may have changed)."""
-        self._heaps.clear()
+        self._queues.clear()
         self._watermarks.clear()
