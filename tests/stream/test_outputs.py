@@ -45,3 +45,25 @@ def test_score_and_alert_records_match_schemas():
 def test_dlq_headers_match_schema():
     headers = {k: v.decode() for k, v in dlq_headers("invalid_amount", "amount must be > 0", "transactions", 1, 7)}
     _validator("dlq-headers").validate(headers)
+
+
+def test_scores_are_rounded_to_six_decimals_as_python_rounds_them_away_from_ties():
+    import math
+    import random
+
+    from stream.outputs import score_records
+
+    rng = random.Random(6)
+    values = [rng.random() for _ in range(20_000)] + [0.0, 1.0, 1e-9, 0.9999999, 0.5]
+    records = score_records([T] * len(values), values, {"online": values[::-1]}, {"online": "v1"}, 0.5,
+                            [T.event_time_ms] * len(values), T.event_time_ms, 1.0)
+    for value, record in zip(values, records, strict=True):
+        if abs(value * 1e6 % 1 - 0.5) > 1e-6:  # not within a rounding error of a tie
+            assert record["score"] == round(value, 6)
+        assert abs(record["score"] - value) <= 5e-7 + 1e-15 and repr(record["score"]) == repr(round(record["score"], 6))
+    assert [r["components"]["online"] for r in records] == [r["score"] for r in records][::-1]
+    odd = score_records([T] * 3, [math.nan, math.inf, 0.25], {}, {}, 0.5, [0] * 3, 0, 1.0)
+    assert math.isnan(odd[0]["score"]) and odd[1]["score"] == math.inf and odd[2]["components"] == {}
+    assert encode(odd[0])  # NaN goes out as null
+    near = score_records([T], [0.49999996], {}, {}, 0.5, [0], 0, 1.0)[0]
+    assert near["score"] == 0.5 and near["decision"] == "pass"  # decided on the score, not on its rounding
