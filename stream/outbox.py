@@ -107,15 +107,29 @@ class Outbox:
         self._records[(topic, partition)].append((key, value, headers))
         self._n += 1
 
+    def add_all(self, topic: str, partition: int | None, rows: Sequence[tuple[bytes | None, bytes | None]]) -> None:
+        """:meth:`add` of each ``(key, value)`` in ``rows``, without headers (a micro-batch's scores at once)."""
+        self._records[(topic, partition)].extend([(key, value, ()) for key, value in rows])
+        self._n += len(rows)
+
     def put(self, table: Any, event: EventT, key: bytes, value: Any) -> None:
         """``table[key] = value`` on behalf of ``event`` (its partition), changelog record included."""
+        self.put_all(table, [(event, key, value)])
+
+    def put_all(self, table: Any, writes: Sequence[tuple[EventT, bytes, Any]]) -> None:
+        """:meth:`put` of each ``(event, key, value)`` in ``writes``, in order (one lookup of the table's changelog)."""
         if not self.bulk:
-            with writing_for(event):
-                table[key] = value
+            for event, key, value in writes:
+                with writing_for(event):
+                    table[key] = value
             return
-        self._store_writes.append((table, event, key, value, False))
+        self._store_writes.extend([(table, event, key, value, False) for event, key, value in writes])
         topic, codec = self._changelog_of(table)
-        self.add(topic, event.message.partition, key, dumps(value) if codec is None else codec.dumps(value))
+        encode = dumps if codec is None else codec.dumps
+        records = self._records
+        for event, key, value in writes:
+            records[(topic, event.message.partition)].append((key, encode(value), ()))
+        self._n += len(writes)
 
     def delete(self, table: Any, event: EventT, key: bytes) -> None:
         """``del table[key]`` on behalf of ``event``: a tombstone on the changelog."""

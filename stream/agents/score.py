@@ -112,15 +112,16 @@ class BatchScorer:
         clock.add(engine.fusion.last_seconds)
 
         # Write state: one history write per card per batch.
-        for key, history in histories.items():
-            outbox.put(engine.history, last_event[key], key, history)
+        outbox.put_all(engine.history, [(last_event[key], key, history) for key, history in histories.items()])
         online = engine.fusion.online
+        retain = engine.retention.add
+        writes = []
         for (event, t), packed in zip(keep, pack_rows(online.select(inputs)), strict=True):
             tx_key = t.transaction_id.encode()
             partition = event.message.partition
-            outbox.put(engine.features, event, tx_key,
-                       {"c": t.card_id, "t": t.event_time_ms, "p": partition, "x": packed})
-            engine.retention.add(partition, t.event_time_ms, tx_key)
+            writes.append((event, tx_key, {"c": t.card_id, "t": t.event_time_ms, "p": partition, "x": packed}))
+            retain(partition, t.event_time_ms, tx_key)
+        outbox.put_all(engine.features, writes)
         clock.lap("state")
 
         # Outputs.
@@ -134,16 +135,17 @@ class BatchScorer:
         records = score_records([t for _, t in keep], scores, components, versions, threshold, received, scored_at,
                                 processing_ms)
         telemetry.observe_latencies([(scored_at - r) / 1000.0 for r in received])
-        topic_scores = self.settings.topic_scores
-        for i, ((event, t), record) in enumerate(zip(keep, records, strict=True)):
-            key = t.card_id.encode()
-            outbox.add(topic_scores, None, key, dumps(record))
+        keys = [t.card_id.encode() for _, t in keep]
+        outbox.add_all(self.settings.topic_scores, None,
+                       [(key, dumps(record)) for key, record in zip(keys, records, strict=True)])
+        for i, record in enumerate(records):
             if record["decision"] == "alert":
+                t = keep[i][1]
                 x = dict(zip(ONLINE_INPUTS, inputs[i].tolist(), strict=True))
                 contributions, below = online.explain(x)
                 reasons = top_reasons(t, x, contributions, below_usual=below)
                 reasons = (reasons + explanations.get(i, []))[:5]
-                outbox.add(self.settings.topic_alerts, None, key, dumps(alert_record(record, t, reasons)))
+                outbox.add(self.settings.topic_alerts, None, keys[i], dumps(alert_record(record, t, reasons)))
                 engine.stats.alerts += 1
         # Queued (and in the stores) before a late label is joined below: the join reads
         # these features and rewrites their keys through Faust's producer, behind ours.

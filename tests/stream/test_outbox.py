@@ -117,6 +117,39 @@ def test_changelog_values_are_in_the_tables_codec():
 
 
 
+def test_writes_and_records_given_together_go_out_as_one_at_a_time():
+    """put_all / add_all (the score agent's micro-batch calls) send and store what put / add would, in order."""
+    def run(together: bool) -> tuple[list[tuple[Any, ...]], list[tuple[bytes, Any, int]]]:
+        sent: list[tuple[Any, ...]] = []
+
+        class Recording(Producer):
+            async def send(self, topic: str, value: bytes | None, key: bytes | None, partition: int | None,
+                           headers: Any) -> asyncio.Future[Any]:
+                sent.append((topic, partition, key, value, headers))
+                return await super().send(topic, value, key, partition, headers)
+
+        history = table("history-changelog")
+        writes = [(event(i % 3), f"card-{i % 5}".encode(), [i]) for i in range(12)]
+        rows = [(f"card-{i}".encode(), f"{{{i}}}".encode()) for i in range(7)]
+        outbox = Outbox(Recording(), bulk=True)
+        if together:
+            outbox.put_all(history, writes)
+            outbox.add_all("scores", None, rows)
+            outbox.add_all("scores", 2, rows[:2])
+        else:
+            for e, key, value in writes:
+                outbox.put(history, e, key, value)
+            for key, value in rows:
+                outbox.add("scores", None, key, value)
+            for key, value in rows[:2]:
+                outbox.add("scores", 2, key, value)
+        assert outbox.pending() == 12 + 7 + 2
+        asyncio.run(outbox.flush())
+        return sent, history.data.writes
+
+    assert run(together=True) == run(together=False)
+
+
 class Later(Producer):
     """Hands out futures the test resolves afterwards, as a broker's produce responses would."""
 
