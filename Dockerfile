@@ -58,7 +58,7 @@ COPY --from=build /opt/venv /opt/venv
 # - the web server must listen beyond loopback to be reached from outside the
 #   container (health checks from other containers, Prometheus);
 # - tables live under /var/lib/fraudstream, which is a volume in compose;
-# - so does Numba's cache of the compiled feature loops (models/compiled.py): the
+# - so does Numba's cache of the compiled loops (models/compiled.py): the
 #   venv is not writable by the worker's user, and a restart loads the cache
 #   instead of compiling again.
 ENV PATH=/opt/venv/bin:$PATH \

@@ -4,6 +4,8 @@ Two of the score agent's per-window computations are loops over each
 window's steps (:func:`models.steps.window_features`,
 :func:`models.features.engineered_batch`): as whole-array NumPy they made
 ``[B, n, n]`` temporaries, compiled they do the same arithmetic in place.
+A third is Kafka's murmur2 over a micro-batch's output keys
+(:mod:`stream.partitioner`).
 
 Numba compiles a function once per combination of argument types, and an
 array's type includes its layout and whether it is writable, so each
