@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models.features import engineered_batch
 from models.fusion import Fusion
@@ -251,6 +252,23 @@ def test_inference_embedding_equals_the_autograd_path_and_follows_new_weights():
     assert not torch.allclose(fast_after, fast, atol=1e-3)
     assert torch.allclose(fast_after, reference_after, atol=1e-5), (fast_after - reference_after).abs().max()
 
+
+
+def test_inference_embedding_under_bfloat16_autocast_adds_a_bfloat16_product_to_float32_sums():
+    """The bfloat16 path's steps (run emulated where the CPU lacks bfloat16): float32, within bfloat16's rounding."""
+    torch.manual_seed(3)
+    f = len(STEP_NUMERIC)
+    model = SequenceModel(StepSpec(n=12), Architecture(d_model=32, dim_feedforward=64),
+                          num_mean=torch.randn(f).tolist(), num_std=(torch.rand(f) + 0.5).tolist()).eval()
+    numeric, categorical, _ = _random_window(model)
+    with torch.inference_mode():
+        exact = model._embed_for_inference(numeric[:, 3:], categorical[:, 3:])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rounded = model._embed_for_inference(numeric[:, 3:], categorical[:, 3:])
+        product = F.linear(numeric[:, 3:], model._inference_tables()[0])
+    assert rounded.dtype == torch.float32 and rounded.shape == exact.shape == (9, 9, 32)
+    assert not torch.equal(rounded, exact), "the bfloat16 product did not run"
+    assert (rounded - exact).abs().max() <= 2 ** -7 * product.abs().max()
 
 def test_written_out_layers_equal_pytorchs_encoder_in_training():
     # Dropout 0 so both are deterministic: same values and same gradients for every parameter.
