@@ -64,7 +64,7 @@ from faust.types import EventT
 
 from stream.codec import dumps
 from stream.partitioner import default_partitions
-from stream.state import writing_for
+from stream.state import store_mapping, writing_for
 
 __all__ = ["Outbox"]
 
@@ -223,13 +223,14 @@ class Outbox:
         by_partition: dict[int, list[tuple[Any, EventT, bytes, Any, bool]]] = defaultdict(list)
         for write in store_writes:
             by_partition[write[1].message.partition].append(write)
+        stores = {id(table): store_mapping(table.data) for table in self._tables.values()}  # every table written
         for writes in by_partition.values():
             with writing_for(writes[0][1]):
                 for table, _, key, value, delete in writes:
                     if delete:
-                        table.data.pop(key, None)
+                        stores[id(table)].pop(key, None)
                     else:
-                        table.data[key] = value
+                        stores[id(table)][key] = value
         self._sent_topics.update(topic for topic, _ in records)
         if last:
             self._ship()

@@ -29,7 +29,7 @@ import base64
 import binascii
 import struct
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,13 +37,14 @@ import faust
 import numpy as np
 import numpy.typing as npt
 from faust.serializers.codecs import Codec
+from faust.stores.memory import Store as MemoryStore
 from faust.streams import _current_event  # the context variable Faust's tables read
 from faust.types import EventT
 
 from models.history import History, decode, encode
 from stream.settings import Settings
 
-__all__ = ["HistoryCodec", "define_tables", "pack_inputs", "pack_rows", "unpack_inputs", "writing_for"]
+__all__ = ["HistoryCodec", "define_tables", "pack_inputs", "pack_rows", "store_mapping", "unpack_inputs", "writing_for"]
 
 
 class HistoryCodec(Codec):
@@ -65,6 +66,25 @@ class HistoryCodec(Codec):
 
     def _loads(self, s: bytes) -> Any:
         return decode(s)
+
+
+def store_mapping(store: Any) -> MutableMapping[Any, Any]:
+    """What to read and write a table's ``store`` (``table.data``) through, key by key, on the hot path.
+
+    An in-memory store's own dict: Faust's memory store keeps its values in a
+    plain dict and its mapping methods only forward to it, a Python call each
+    (~0.3 µs a read or write; the score agent does about four a transaction).
+    Any other store (RocksDB: values encoded, a database per partition, see
+    :func:`writing_for`) is returned as it is.
+
+    >>> class Elsewhere(dict): ...
+    >>> store = Elsewhere()
+    >>> store_mapping(store) is store
+    True
+    """
+    if type(store) is MemoryStore and type(store.data) is dict:
+        return store.data  # type: ignore[no-any-return]
+    return store  # type: ignore[no-any-return]
 
 
 def pack_inputs(vector: Sequence[float]) -> str:

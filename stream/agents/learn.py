@@ -33,7 +33,7 @@ from stream.batches import ack, micro_batches
 from stream.dlq import DeadLetter, send_dead_letter
 from stream.records import Feedback, InvalidRecord, parse_feedback
 from stream.retention import RetentionIndex
-from stream.state import unpack_inputs, writing_for
+from stream.state import store_mapping, unpack_inputs, writing_for
 
 if TYPE_CHECKING:
     from stream.app import Engine
@@ -139,7 +139,8 @@ class FeedbackLearner:
     async def resolve_pending(self, scored: Sequence[tuple[EventT, Any]]) -> None:
         """Called by the score agent after a batch: complete joins for labels that came early."""
         engine = self.engine
-        parked_labels = engine.pending.data  # the store: Table.get costs ~1 µs a miss, and nearly all are
+        # The store (its dict in memory): Table.get costs ~1 µs a miss, and nearly all are.
+        parked_labels = store_mapping(engine.pending.data)
         for event, t in scored:
             key = t.transaction_id.encode()
             parked = parked_labels.get(key)

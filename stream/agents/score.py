@@ -35,7 +35,7 @@ from stream.dlq import DeadLetter, send_dead_letter
 from stream.outbox import Outbox
 from stream.outputs import alert_record, score_records
 from stream.records import InvalidRecord, Transaction, parse_transaction
-from stream.state import pack_rows
+from stream.state import pack_rows, store_mapping
 from stream.timing import StageClock
 
 if TYPE_CHECKING:
@@ -88,7 +88,8 @@ class BatchScorer:
         histories: dict[bytes, History] = {}
         last_event: dict[bytes, EventT] = {}
         priors: list[History] = []
-        history_store = engine.history.data  # the store itself: Table.get on a miss costs an exception
+        # The store (its dict in memory), not the table: Table.get on a miss costs an exception.
+        history_store = store_mapping(engine.history.data)
         for event, t in valid:
             key = t.card_id.encode()
             history = histories.get(key)
@@ -231,7 +232,7 @@ class BatchScorer:
         engine = self.engine
         engine.retention.follow_assignment(frozenset(engine.app.assignor.assigned_actives()),
                                            self.settings.topic_transactions, self._table_index)
-        store = engine.features.data
+        store = store_mapping(engine.features.data)
         for partition, event in self._by_partition(valid).items():
             for key in engine.retention.pop_expired(partition):
                 if key in store:
