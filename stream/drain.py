@@ -34,6 +34,11 @@ the setting itself is a descriptor), ~5 µs a record for the two: both are
 fixed once the app is configured, so :func:`deliver_directly` has them read
 once (``size`` 2.4 → ~0.1 µs, ``create_event`` 3.1 → ~0.8 µs).
 
+**The partition's handler, straight away.** Faust's conductor hands each
+record to its partition's handler under an asyncio lock (held while it
+resubscribes); when the loop has found that lock free it calls the handler
+itself, ~1 µs a record less.
+
 **One high-water mark per partition per fetch.** Faust's ``getmany`` asks
 the consumer for a partition's high-water mark for every record it yields,
 to keep the monitor's end offsets (consumer lag) current: ~1.3 µs a record
@@ -214,6 +219,8 @@ async def _drain_messages_direct(self: Any, fetcher: Any) -> None:  # pragma: no
     acks_enabled_for = self.app.topics.acks_enabled_for
     app = self.app
     tp_index = app.topics._tp_index  # changed: the queues (topic channels) records go to
+    # changed: each partition's own handler, which the conductor's on_message looks up under its lock
+    tp_handlers = app.topics._tp_to_callback
     direct = getattr(app, "_fraudstream_direct_delivery", False)  # changed
     room = -1  # changed: records that can be delivered directly before anything else runs (_room); -1: not known
     suspend_flow = self.suspend_flow
@@ -259,7 +266,10 @@ async def _drain_messages_direct(self: Any, fetcher: Any) -> None:  # pragma: no
                         if direct and not suspend_flow.is_set() and (
                                 room > 0 or _can_deliver_now(app, tp_index, tp)):
                             room = max(room - 1, 0)
-                            await callback(message)
+                            # The conductor's lock is free (_room), so its on_message would only look the
+                            # handler up: called straight away, without the lock's enter and exit.
+                            handler = tp_handlers.get(tp)
+                            await (callback(message) if handler is None else handler(message))
                         else:
                             room = -1
                             await self.wait_first(callback(message), suspend_flow.wait())
