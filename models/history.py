@@ -73,7 +73,6 @@ __all__ = [
     "decode",
     "encode",
     "gather",
-    "hashes_of",
     "new_history",
     "position_of",
     "prior_history",
@@ -380,13 +379,8 @@ def check_windows(windows: Columns, histories: Sequence[History], transactions: 
                          "their entry counts or transaction times differ")
 
 
-def hashes_of(t: Transaction) -> tuple[int, int, int, int]:
-    """The :data:`HASHED` fields of ``t``, as its history entry keeps them."""
-    return stable_hash(t.merchant_id), category_hash(t.mcc), category_hash(t.country), category_hash(t.channel)
-
-
 def _hash_row(t: Transaction) -> bytes:
-    """:func:`hashes_of` ``t`` as a history's ``hash_rows`` keep them."""
+    """The :data:`HASHED` fields of ``t``, as a history's ``hash_rows`` keep its entry."""
     return _HASHES.pack(stable_hash(t.merchant_id), *_label(t.mcc, t.country, t.channel)[1])
 
 

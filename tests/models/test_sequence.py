@@ -226,12 +226,18 @@ def test_last_step_without_keys_and_values_equals_pytorchs_encoder(
     assert torch.allclose(fast, written_out, atol=1e-5), (fast - written_out).abs().max()
 
 
+def _standardised_model(seed: int) -> SequenceModel:
+    """A small model with non-trivial standardisation (what the inference path folds into its weights)."""
+    torch.manual_seed(seed)
+    f = len(STEP_NUMERIC)
+    return SequenceModel(StepSpec(n=12), Architecture(d_model=32, dim_feedforward=64),
+                         num_mean=torch.randn(f).tolist(), num_std=(torch.rand(f) + 0.5).tolist()).eval()
+
+
 def test_inference_embedding_equals_the_autograd_path_and_follows_new_weights():
     # Non-trivial standardisation (folded into the weights) and a window shorter than the model's.
-    torch.manual_seed(1)
+    model = _standardised_model(1)
     f = len(STEP_NUMERIC)
-    model = SequenceModel(StepSpec(n=12), Architecture(d_model=32, dim_feedforward=64),
-                          num_mean=torch.randn(f).tolist(), num_std=(torch.rand(f) + 0.5).tolist()).eval()
     numeric, categorical, mask = _random_window(model)
     window = (numeric[:, 4:], categorical[:, 4:], mask[:, 4:])
 
@@ -253,13 +259,9 @@ def test_inference_embedding_equals_the_autograd_path_and_follows_new_weights():
     assert torch.allclose(fast_after, reference_after, atol=1e-5), (fast_after - reference_after).abs().max()
 
 
-
 def test_inference_embedding_under_bfloat16_autocast_adds_a_bfloat16_product_to_float32_sums():
     """The bfloat16 path's steps (run emulated where the CPU lacks bfloat16): float32, within bfloat16's rounding."""
-    torch.manual_seed(3)
-    f = len(STEP_NUMERIC)
-    model = SequenceModel(StepSpec(n=12), Architecture(d_model=32, dim_feedforward=64),
-                          num_mean=torch.randn(f).tolist(), num_std=(torch.rand(f) + 0.5).tolist()).eval()
+    model = _standardised_model(3)
     numeric, categorical, _ = _random_window(model)
     with torch.inference_mode():
         exact = model._embed_for_inference(numeric[:, 3:], categorical[:, 3:])
@@ -269,6 +271,7 @@ def test_inference_embedding_under_bfloat16_autocast_adds_a_bfloat16_product_to_
     assert rounded.dtype == torch.float32 and rounded.shape == exact.shape == (9, 9, 32)
     assert not torch.equal(rounded, exact), "the bfloat16 product did not run"
     assert (rounded - exact).abs().max() <= 2 ** -7 * product.abs().max()
+
 
 def test_written_out_layers_equal_pytorchs_encoder_in_training():
     # Dropout 0 so both are deterministic: same values and same gradients for every parameter.
