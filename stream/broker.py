@@ -6,18 +6,23 @@ JVM, which is why the demo and the test suite can run on a bare machine. It is
 memory-only: everything is gone when it stops.
 
 Known limits on this broker (measured, see README): no transactions (so no
-Faust ``exactly_once``), no DescribeConfigs, no log compaction. Everything the
-engine does in at-least-once mode works.
+Faust ``exactly_once``), no DescribeConfigs, no DeleteRecords, no log
+compaction. Everything the engine does in at-least-once mode works. Its
+fetches slow down as a partition fills: each fetch that returns records
+lists every record batch the partition holds (``python -m
+stream.bench.broker_fetch`` measures it), so a long run at a high rate of
+small batches ends up CPU-bound in the broker. Apache Kafka finds an offset
+through its index, whatever the log holds.
 
 This is the only module that knows how the broker is launched, so swapping
 it for another (Redpanda, a real Kafka) touches nothing else.
 
 Example:
     >>> with EmbeddedBroker() as broker:
-    ...     broker.running(), broker.bootstrap_servers.startswith("127.0.0.1:")
-    (True, True)
-    >>> broker.running()
-    False
+    ...     broker.running(), broker.bootstrap_servers.startswith("127.0.0.1:"), broker.pid > 0
+    (True, True, True)
+    >>> broker.running(), broker.pid
+    (False, None)
 """
 
 from __future__ import annotations
@@ -95,6 +100,11 @@ class EmbeddedBroker:
     def bootstrap_servers(self) -> str:
         """``host:port`` for Kafka clients."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (the bench samples its CPU), else ``None``."""
+        return self._proc.pid if self.running() and self._proc is not None else None
 
     @property
     def log_path(self) -> Path | None:

@@ -9,7 +9,7 @@ Run as ``python -m stream.bench.bare BOOTSTRAP SOURCE SINK N TIMEOUT_S OUT.json`
 for the latency floor: it positions at the end of SOURCE, writes
 OUT.json.ready, forwards the next N records (or what arrives in TIMEOUT_S)
 and writes ``{"events", "seconds", "events_per_s", "p50_ms", "p95_ms",
-"p99_ms"}`` to OUT.json.
+"p99_ms", "p99_by_third_ms"}`` to OUT.json.
 
 Example:
     >>> import asyncio
@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bare_loop", "main", "percentile"]
+__all__ = ["bare_loop", "main", "percentile", "tail_by_part"]
 
 
 async def bare_loop(bootstrap: str, source: str, sink: str, n: int, timeout_s: float = 300.0, *,
@@ -47,7 +47,8 @@ async def bare_loop(bootstrap: str, source: str, sink: str, n: int, timeout_s: f
     the end of ``source`` (calling ``ready`` once it is positioned) and also
     returns latency percentiles: the time a fetched batch is ready to encode
     minus each record's timestamp, as the engine's scores measure theirs
-    (``scored_at_ms`` is stamped once per micro-batch, before encoding).
+    (``scored_at_ms`` is stamped once per micro-batch, before encoding), and
+    the p99 of each third of the run (:func:`tail_by_part`).
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -56,7 +57,7 @@ async def bare_loop(bootstrap: str, source: str, sink: str, n: int, timeout_s: f
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
     await consumer.start()
     await producer.start()
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []  # (record timestamp, latency), both ms
     try:
         partitions = consumer.partitions_for_topic(source) or set()
         while not partitions:
@@ -86,7 +87,7 @@ async def bare_loop(bootstrap: str, source: str, sink: str, n: int, timeout_s: f
                     value["seen"] = True
                     await producer.send(sink, json.dumps(value).encode(), key=record.key)
                     if from_end:
-                        latencies.append(now_ms - record.timestamp)
+                        latencies.append((record.timestamp, now_ms - record.timestamp))
                     done += 1
         await producer.flush()
         elapsed = time.perf_counter() - (started or time.perf_counter())
@@ -95,7 +96,8 @@ async def bare_loop(bootstrap: str, source: str, sink: str, n: int, timeout_s: f
         await producer.stop()
     result: dict[str, Any] = {"events": done, "seconds": elapsed, "events_per_s": done / elapsed if elapsed else 0.0}
     if from_end:
-        result.update({f"p{q}_ms": percentile(latencies, q / 100) for q in (50, 95, 99)})
+        result.update({f"p{q}_ms": percentile([lat for _, lat in latencies], q / 100) for q in (50, 95, 99)})
+        result["p99_by_third_ms"] = tail_by_part(latencies)
     return result
 
 
@@ -109,6 +111,24 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def tail_by_part(timed: list[tuple[float, float]], parts: int = 3, q: float = 0.99) -> list[float | None]:
+    """The ``q`` quantile of the values in each of ``parts`` equal slices of a run, in time order.
+
+    ``timed`` holds (time, value) pairs. A tail that grows from slice to slice
+    is something filling up during the run (on the embedded broker: the
+    batches each fetch lists, see ``stream.bench.broker_fetch``); a tail that
+    does not is spread through the run.
+
+    >>> tail_by_part([(t, float(t)) for t in range(90, 0, -1)], q=1.0)
+    [30.0, 60.0, 90.0]
+    >>> tail_by_part([])
+    [None, None, None]
+    """
+    values = [value for _, value in sorted(timed, key=lambda pair: pair[0])]
+    size = len(values) / parts
+    return [percentile(values[round(i * size):round((i + 1) * size)], q) for i in range(parts)]
 
 
 def main(argv: list[str]) -> int:

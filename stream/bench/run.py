@@ -9,6 +9,11 @@ output, with one and with two worker processes; then the
 end-to-end latency at a fixed offered load, next to the bare loop's latency at
 the same load (the floor this broker and machine set), and the worker's
 resident memory at the start and end of a long run. Figures are printed and written as JSON.
+
+Each offered-load phase also reports the p99 of each third of the run and
+the embedded broker's CPU at its start and end: on this broker a tail that
+grows through the run while the broker's CPU climbs is the broker's fetches
+listing more batches (``stream.bench.broker_fetch``), not the engine.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from stream.bench.bare import bare_loop, percentile
+from stream.bench.bare import bare_loop, percentile, tail_by_part
+from stream.bench.proc import CpuSampler, rss_mb
 
 __all__ = ["BenchConfig", "run_bench"]
 
@@ -126,13 +132,6 @@ def _preload(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> 
 def _get(port: int, path: str) -> Any:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
         return json.loads(resp.read())
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def _worker_settings(bootstrap: str, cfg: BenchConfig, tag: str) -> Any:
@@ -265,8 +264,9 @@ async def _offered_load(bootstrap: str, topic: str, records: list[tuple[bytes, b
 
 
 def _latencies(bootstrap: str, topic: str, prefix: str, expected: int,
-               timeout_s: float) -> tuple[list[float], list[float]]:
-    """End-to-end latency of each score, and the part spent in its micro-batch (``processing_ms``).
+               timeout_s: float) -> tuple[list[float], list[float], list[float]]:
+    """End-to-end latency of each score, the part spent in its micro-batch (``processing_ms``), and when
+    its transaction was produced (ms).
 
     The rest (latency minus processing) is the wait before the batch started:
     producer linger, broker, fetch, and the batches queued ahead.
@@ -275,11 +275,12 @@ def _latencies(bootstrap: str, topic: str, prefix: str, expected: int,
 
     scores = [s for s in consume_scores(bootstrap, topic, timeout_s=timeout_s, expected=None)
               if s["transaction_id"].startswith(prefix)][:expected]
-    return [float(s["latency_ms"]) for s in scores], [float(s["processing_ms"]) for s in scores]
+    return ([float(s["latency_ms"]) for s in scores], [float(s["processing_ms"]) for s in scores],
+            [float(s["scored_at"]) - float(s["latency_ms"]) for s in scores])
 
 
 def _offered_phase(bootstrap: str, cfg: BenchConfig, keep: _Workers, rate: float, seconds: float, prefix: str,
-                   seed: int, scored_before: int, phase: int) -> dict[str, Any]:
+                   seed: int, scored_before: int, phase: int, broker_pid: int | None) -> dict[str, Any]:
     """Offer ``rate`` transactions/s for ``seconds``: latency percentiles, and the worker's RSS over the run.
 
     The first worker's keys per table at the start and the end say how much
@@ -291,7 +292,7 @@ def _offered_phase(bootstrap: str, cfg: BenchConfig, keep: _Workers, rate: float
     load = _records(n, cfg.cards, prefix=prefix, seed=seed, phase=phase)
     pid = keep.procs[0].pid
     state_before = keep.state()
-    rss = [(0.0, _rss_mb(pid))]
+    rss = [(0.0, rss_mb(pid))]
     states = [(0.0, state_before)]
     started = time.monotonic()
 
@@ -299,7 +300,7 @@ def _offered_phase(bootstrap: str, cfg: BenchConfig, keep: _Workers, rate: float
         while time.monotonic() - started < seconds:
             await asyncio.sleep(min(10.0, max(seconds / 10, 1.0)))
             at = round(time.monotonic() - started, 1)
-            rss.append((at, _rss_mb(pid)))
+            rss.append((at, rss_mb(pid)))
             states.append((at, await asyncio.to_thread(keep.state)))  # off the load's event loop
 
     async def both() -> float:
@@ -308,7 +309,8 @@ def _offered_phase(bootstrap: str, cfg: BenchConfig, keep: _Workers, rate: float
         await sampler
         return achieved
 
-    achieved = asyncio.run(both())
+    with CpuSampler(broker_pid) as broker_cpu:
+        achieved = asyncio.run(both())
     try:
         keep.wait_scored(scored_before + n, timeout_s=120)
         behind = 0
@@ -316,18 +318,19 @@ def _offered_phase(bootstrap: str, cfg: BenchConfig, keep: _Workers, rate: float
         behind = scored_before + n - sum(st.get("scored", 0) for st in keep.stats())
         print(f"the engine fell behind the offered load: {behind:,} transactions unscored 120 s after "
               f"it ended", flush=True)
-    rss.append((round(time.monotonic() - started, 1), _rss_mb(pid)))
-    lat, processing = _latencies(bootstrap, keep.base.topic_scores, prefix, n, timeout_s=10)
+    rss.append((round(time.monotonic() - started, 1), rss_mb(pid)))
+    lat, processing, produced = _latencies(bootstrap, keep.base.topic_scores, prefix, n, timeout_s=10)
     waiting = [total - inside for total, inside in zip(lat, processing, strict=True)]
     return {"offered_per_s": rate, "achieved_per_s": round(achieved, 1), "seconds": seconds, "samples": len(lat),
             "unscored_after_120_s": behind, "p50_ms": percentile(lat, 0.5), "p95_ms": percentile(lat, 0.95),
-            "p99_ms": percentile(lat, 0.99), "rss_mb": rss, "transactions": n,
+            "p99_ms": percentile(lat, 0.99), "p99_by_third_ms": tail_by_part(list(zip(produced, lat, strict=True))),
+            "broker_cpu_cores": broker_cpu.summary(), "rss_mb": rss, "transactions": n,
             "in_batch_ms": {"p50": percentile(processing, 0.5), "p99": percentile(processing, 0.99)},
             "before_batch_ms": {"p50": percentile(waiting, 0.5), "p99": percentile(waiting, 0.99)},
             "state": {"start": state_before, "end": keep.state(), "samples": states}}
 
 
-def _latency_floor(bootstrap: str, cfg: BenchConfig, workdir: Path) -> dict[str, Any]:
+def _latency_floor(bootstrap: str, cfg: BenchConfig, workdir: Path, broker_pid: int | None) -> dict[str, Any]:
     """The bare aiokafka loop's latency at ``cfg.latency_rate``: what the broker and clients alone cost.
 
     The loop runs in its own process, as the engine's worker does, on a topic
@@ -356,7 +359,8 @@ def _latency_floor(bootstrap: str, cfg: BenchConfig, workdir: Path) -> dict[str,
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"the latency floor's loop did not start; see {workdir / 'floor.log'}")
                 time.sleep(0.05)
-            achieved = asyncio.run(_offered_load(bootstrap, "bench-floor-tx", load, cfg.latency_rate))
+            with CpuSampler(broker_pid) as broker_cpu:
+                achieved = asyncio.run(_offered_load(bootstrap, "bench-floor-tx", load, cfg.latency_rate))
             try:
                 proc.wait(timeout=timeout_s + 30.0)  # the loop gives up by itself after timeout_s
             except subprocess.TimeoutExpired:
@@ -372,30 +376,33 @@ def _latency_floor(bootstrap: str, cfg: BenchConfig, workdir: Path) -> dict[str,
         print(f"the latency floor's loop forwarded {floor['events']:,} of {n:,} records before its deadline",
               flush=True)
     return {"offered_per_s": cfg.latency_rate, "achieved_per_s": round(achieved, 1), "seconds": cfg.latency_seconds,
-            "samples": floor["events"], **{k: floor[k] and round(floor[k], 1) for k in ("p50_ms", "p95_ms", "p99_ms")}}
+            "samples": floor["events"], **{k: floor[k] and round(floor[k], 1) for k in ("p50_ms", "p95_ms", "p99_ms")},
+            "p99_by_third_ms": [v and round(v, 1) for v in floor["p99_by_third_ms"]],
+            "broker_cpu_cores": broker_cpu.summary()}
 
 
 def _latency_and_memory(bootstrap: str, cfg: BenchConfig, keep: _Workers, results: dict[str, Any],
-                        workdir: Path) -> None:
+                        workdir: Path, broker_pid: int | None) -> None:
     """Latency at ``cfg.latency_rate`` (and the bare loop's, the floor); then, with ``cfg.soak_seconds``,
     a soak at ``cfg.soak_rate`` for memory."""
-    floor = results["latency_floor"] = _latency_floor(bootstrap, cfg, workdir)
+    floor = results["latency_floor"] = _latency_floor(bootstrap, cfg, workdir, broker_pid)
     print(f"latency floor at {cfg.latency_rate:,.0f}/s offered (bare aiokafka loop, own process): p50 "
-          f"{_ms(floor['p50_ms'])} ms, p95 {_ms(floor['p95_ms'])} ms, p99 {_ms(floor['p99_ms'])} ms", flush=True)
+          f"{_ms(floor['p50_ms'])} ms, p95 {_ms(floor['p95_ms'])} ms, p99 {_ms(floor['p99_ms'])} ms; {_drift(floor)}",
+          flush=True)
     latency = _offered_phase(bootstrap, cfg, keep, cfg.latency_rate, cfg.latency_seconds, "lat-", 6, cfg.events,
-                             phase=1)
+                             phase=1, broker_pid=broker_pid)
     rss = latency.pop("rss_mb")
     results["latency"] = {"workers": len(keep.procs), **latency}
     print(f"latency at {cfg.latency_rate:,.0f}/s offered, {len(keep.procs)} worker(s): p50 {latency['p50_ms']} ms, "
-          f"p95 {latency['p95_ms']} ms, p99 {latency['p99_ms']} ms; {_split(latency)}", flush=True)
+          f"p95 {latency['p95_ms']} ms, p99 {latency['p99_ms']} ms; {_split(latency)}; {_drift(latency)}", flush=True)
     if cfg.soak_seconds > 0:
         rate = cfg.soak_rate or cfg.latency_rate
         soak = _offered_phase(bootstrap, cfg, keep, rate, cfg.soak_seconds, "soak-", 7,
-                              cfg.events + latency["transactions"], phase=2)
+                              cfg.events + latency["transactions"], phase=2, broker_pid=broker_pid)
         rss = soak.pop("rss_mb")
         results["soak"] = soak
         print(f"soak at {rate:,.0f}/s offered for {cfg.soak_seconds:.0f} s: p50 {soak['p50_ms']} ms, "
-              f"p95 {soak['p95_ms']} ms, p99 {soak['p99_ms']} ms; {_split(soak)}", flush=True)
+              f"p95 {soak['p95_ms']} ms, p99 {soak['p99_ms']} ms; {_split(soak)}; {_drift(soak)}", flush=True)
     last = results.get("soak", latency)
     memory = results["memory_rss_mb"] = _memory_summary(rss)
     print(f"worker RSS: {memory['start']:.0f} MB at start, {memory['middle']:.0f} MB half-way, "
@@ -420,6 +427,18 @@ def _split(phase: dict[str, Any]) -> str:
     before, inside = phase["before_batch_ms"], phase["in_batch_ms"]
     return (f"before the batch started p50 {_ms(before['p50'])} / p99 {_ms(before['p99'])} ms, "
             f"in the batch p50 {_ms(inside['p50'])} / p99 {_ms(inside['p99'])} ms")
+
+
+def _drift(phase: dict[str, Any]) -> str:
+    """The tail through the run and the broker's CPU at its ends, as printed after each latency line.
+
+    >>> _drift({"p99_by_third_ms": [31.0, 88.5, 201.0], "broker_cpu_cores": {"first": 0.41, "last": 0.93}})
+    'p99 by thirds of the run 31 / 88 / 201 ms, embedded broker CPU 0.41 -> 0.93 cores (first -> last 5 s)'
+    """
+    thirds = " / ".join(_ms(v) for v in phase["p99_by_third_ms"])
+    cpu = phase.get("broker_cpu_cores")
+    broker = f", embedded broker CPU {cpu['first']:.2f} -> {cpu['last']:.2f} cores (first -> last 5 s)" if cpu else ""
+    return f"p99 by thirds of the run {thirds} ms{broker}"
 
 
 def _ms(value: float | None) -> str:
@@ -554,7 +573,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
 
         try:
             if keep is not None:
-                _latency_and_memory(bootstrap, cfg, keep, results, workdir)
+                _latency_and_memory(bootstrap, cfg, keep, results, workdir, broker.pid)
         finally:
             if keep is not None:
                 keep.stop()

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from stream.bench import broker_fetch
 from stream.bench.run import BenchConfig, _records, run_bench
 
 
@@ -51,6 +52,12 @@ def test_smoke_bench_produces_every_figure(tmp_path, capsys):
     floor = results["latency_floor"]  # the bare loop under the same offered load, every record forwarded
     assert floor["samples"] == latency["samples"] and 0 < floor["p50_ms"] <= floor["p95_ms"] <= floor["p99_ms"]
     assert "latency floor at 300/s offered" in printed
+    for phase in (floor, latency):  # the tail through the run, and the broker's CPU beside it
+        thirds = phase["p99_by_third_ms"]
+        assert len(thirds) == 3 and all(t is not None and t > 0 for t in thirds)
+        cpu = phase["broker_cpu_cores"]
+        assert len(cpu["samples"]) >= 2 and 0 <= cpu["first"] <= 2 and 0 <= cpu["last"] <= 2
+    assert printed.count("p99 by thirds of the run") == 3 and "embedded broker CPU" in printed
     soak = results["soak"]
     assert soak["samples"] == int(soak["offered_per_s"] * soak["seconds"]) and soak["unscored_after_120_s"] == 0
     assert results["memory_rss_mb"]["start"] > 0 and results["ratio_engine_to_bare"] > 0
@@ -58,3 +65,12 @@ def test_smoke_bench_produces_every_figure(tmp_path, capsys):
     assert 0 < keys["history"] <= 300 and keys["features"] > 0 and keys["pending"] == 0
     assert soak["state"]["end"]["python_heap_blocks"] > 0
     assert len(soak["state"]["samples"]) == len(results["memory_rss_mb"]["samples"]) - 1  # all but the final RSS
+
+
+@pytest.mark.broker
+def test_broker_fetch_cost_prints_a_row_per_partition_size(capsys):
+    assert broker_fetch.main(["30,10", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "broker CPU ms a fetch" in lines[0]
+    assert [int(line.split()[0]) for line in lines[1:]] == [10, 30]  # filled in ascending order
+    assert all(float(line.split()[1]) > 0 for line in lines[1:])
