@@ -5,7 +5,8 @@ per-card histories from :mod:`replay.generate`), so their rates compare:
 
 (a) the bare aiokafka loop, (b) the Faust pass-through agent, (b') the
 engine's plumbing without its work, (c) the engine with every model and
-output, with one and with two worker processes; then the
+output, with one and with two worker processes, and (a) again, which shows
+how much the machine's speed drifted while (c) ran; then the
 end-to-end latency at a fixed offered load, next to the bare loop's latency at
 the same load (the floor this broker and machine set), and the worker's
 resident memory at the start and end of a long run. Figures are printed and written as JSON.
@@ -553,8 +554,15 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             else:
                 workers.stop()
         results["engine"] = engine_runs
+        # (a) again after the engine runs: this machine's speed drifts by a quarter within an hour, and the
+        # bare loop's rate at both ends of the engine runs shows how far the run's c/a can be trusted.
+        # (The kept worker idles beside it, fetching nothing new.)
+        bare_after = asyncio.run(bare_loop(bootstrap, "bench-tx", "bench-out-bare-after", cfg.events))
+        results["bare_aiokafka_after"] = bare_after
+        print(f"(a) bare loop, again after (c) {bare_after['events_per_s']:>6,.0f} events/s", flush=True)
         one = next(r for r in engine_runs if r["workers"] == min(cfg.workers))
         results["ratio_engine_to_bare"] = round(one["events_per_s"] / bare["events_per_s"], 3)
+        results["ratio_engine_to_bare_after"] = round(one["events_per_s"] / bare_after["events_per_s"], 3)
         if results["faust_passthrough"]:
             results["ratio_engine_to_faust"] = round(one["events_per_s"] / results["faust_passthrough"]["events_per_s"], 3)
         if results["engine_plumbing"]:
@@ -563,7 +571,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             results["us_per_event"] = {name: round(1e6 / rate, 1) for name, rate in (
                 ("bare", bare["events_per_s"]), ("plumbing", results["engine_plumbing"]["events_per_s"]),
                 ("engine", one["events_per_s"]))}
-        print(f"c/a = {results['ratio_engine_to_bare']}, c/b = {results.get('ratio_engine_to_faust', '-')}, "
+        print(f"c/a = {results['ratio_engine_to_bare']} ({results['ratio_engine_to_bare_after']} against (a) after (c)), "
+              f"c/b = {results.get('ratio_engine_to_faust', '-')}, "
               f"c/b' = {results.get('ratio_engine_to_plumbing', '-')} ({one['workers']} worker(s))", flush=True)
         if "us_per_event" in results:
             us = results["us_per_event"]

@@ -32,7 +32,10 @@ def test_smoke_bench_produces_every_figure(tmp_path, capsys):
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
     printed = capsys.readouterr().out
     assert f"c/a = {results['ratio_engine_to_bare']}" in printed and "engine time per transaction" in printed
-    assert results["bare_aiokafka"]["events"] == 3000
+    assert results["bare_aiokafka"]["events"] == 3000 and results["bare_aiokafka_after"]["events"] == 3000
+    after = results["ratio_engine_to_bare_after"]  # the same engine run against (a) run after it
+    assert after == round(results["engine"][0]["events_per_s"] / results["bare_aiokafka_after"]["events_per_s"], 3)
+    assert f"({after} against (a) after (c))" in printed
     assert results["faust_passthrough"]["events"] == 3000
     assert results["engine_plumbing"]["events"] >= 3000 and not results["engine_plumbing"].get("stalled")
     us = results["us_per_event"]  # the engine's cost split: what its plumbing costs, what its work costs
