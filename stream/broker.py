@@ -36,6 +36,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from stream.children import die_with_parent
+
 __all__ = ["BrokerError", "EmbeddedBroker", "find_broker_binary", "free_port"]
 
 
@@ -126,8 +128,9 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             # Own process group: a Ctrl-C in the demo reaches us, and we stop the
-            # broker last, after the worker has flushed.
+            # broker last, after the worker has flushed. It still dies with us.
             start_new_session=True,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl runs between fork and exec
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stream.children import die_with_parent
+
 __all__ = ["run_demo"]
 
 _DAY_MS = 86_400_000
@@ -132,7 +134,8 @@ def run_demo(rows: int = 30_000, cards: int = 1500, days: int = 12, train_days: 
     worker_log = workdir / "worker.log"
     with open(worker_log, "wb") as log:
         worker = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"],
-                                  env={**os.environ, **settings.to_env()}, stdout=log, stderr=subprocess.STDOUT)
+                                  env={**os.environ, **settings.to_env()}, stdout=log, stderr=subprocess.STDOUT,
+                                  preexec_fn=die_with_parent())  # noqa: PLW1509 - only prctl before exec
     print(f"    worker pid {worker.pid} (log {worker_log}); waiting for it to join its group ...", flush=True)
     progress = _Progress()
     try:

@@ -36,6 +36,7 @@ from typing import Any
 
 from stream.bench.bare import bare_loop, percentile, tail_by_part
 from stream.bench.proc import CpuSampler, rss_mb
+from stream.children import die_with_parent
 
 __all__ = ["BenchConfig", "run_bench"]
 
@@ -172,7 +173,8 @@ class _Workers:
             env = {**os.environ, **self.base.replace(web_port=port, data_dir=str(workdir / f"{tag}-{i}")).to_env()}
             log = open(workdir / f"worker-{tag}-{i}.log", "wb")  # noqa: SIM115 - the child's stdout for its life
             self.procs.append(subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env=env,
-                                               stdout=log, stderr=subprocess.STDOUT))
+                                               stdout=log, stderr=subprocess.STDOUT,
+                                               preexec_fn=die_with_parent()))  # noqa: PLW1509 - prctl only
 
     def stats(self) -> list[dict[str, Any]]:
         out = []
@@ -353,7 +355,7 @@ def _latency_floor(bootstrap: str, cfg: BenchConfig, workdir: Path, broker_pid: 
     with open(workdir / "floor.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "stream.bench.bare", bootstrap, "bench-floor-tx",
                                  "bench-floor-out", str(n), str(timeout_s), str(out)], stdout=log,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=die_with_parent())  # noqa: PLW1509
         try:
             deadline = time.monotonic() + 60.0
             while not ready.exists():
@@ -473,7 +475,8 @@ def _child_rate(command: list[str], env: dict[str, str], cfg: BenchConfig, stem:
     out = stem.with_suffix(".json")
     partial = out.with_name(out.name + ".partial")
     with open(stem.with_suffix(".log"), "wb") as log:
-        proc = subprocess.Popen([*command, str(out)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([*command, str(out)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=die_with_parent())  # noqa: PLW1509 - only prctl before exec
         deadline = time.monotonic() + max(120.0, cfg.events / 500.0)
         while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
             if partial.exists() and time.time() - partial.stat().st_mtime > 30:
