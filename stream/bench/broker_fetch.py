@@ -4,7 +4,7 @@ The embedded broker (Tansu, memory storage) answers a fetch that has records
 to return by listing every record batch the partition holds and picking
 those at or after the fetch offset; Apache Kafka looks the offset up in its
 index. A stream of small batches (a producer lingering 5 ms at 2,000
-records a second puts ~170 batches a second into each partition) makes each
+records a second puts up to ~200 batches a second into each partition) makes each
 fetch costlier as a run goes on, until the broker takes a core by itself:
 that is what the latency phases of ``fraudstream bench`` run into, the
 bare-loop floor as much as the engine.
@@ -41,7 +41,7 @@ def measure(sizes: list[int], fetches: int = 50,
             on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """For each size (ascending), fill one partition to that many batches and time ``fetches`` fetches.
 
-    ``on_row`` gets each row as it is measured (large sizes take minutes).
+    ``on_row`` gets each row as it is measured (a large partition takes a while to fill).
     """
     from stream.broker import EmbeddedBroker
 
