@@ -105,13 +105,15 @@ def _bench(args: argparse.Namespace) -> int:
         cfg = BenchConfig.smoke(args.out)
         cfg.checkpoint = args.checkpoint
         cfg.sequence_precision = args.sequence_precision
+        cfg.bootstrap_servers = args.bootstrap_servers
     else:
         cfg = BenchConfig(events=args.events, cards=args.cards, partitions=args.partitions,
                           workers=tuple(int(w) for w in args.workers.split(",")), latency_workers=args.latency_workers,
                           latency_rate=args.latency_rate,
                           latency_seconds=args.latency_seconds, soak_seconds=args.soak_seconds, soak_rate=args.soak_rate,
                           batch_size=args.batch_size, checkpoint=args.checkpoint,
-                          sequence_precision=args.sequence_precision, out=args.out)
+                          sequence_precision=args.sequence_precision, out=args.out,
+                          bootstrap_servers=args.bootstrap_servers)
     try:
         cfg.validate()
     except ValueError as exc:
@@ -208,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="the workers' FRAUDSTREAM_SEQUENCE_PRECISION")
     p.add_argument("--smoke", action="store_true", help="a few seconds, to check the benchmark works")
     p.add_argument("--out", default="bench-results.json")
+    p.add_argument("--bootstrap-servers", default="",
+                   help="run on this broker (Apache Kafka, say) instead of starting the embedded one; every topic "
+                        "the run creates is named bench-<run id>-*")
     p.set_defaults(func=_bench)
     p = sub.add_parser("demo", help="generate, train, replay with delayed labels through broker + worker, evaluate")
     p.add_argument("--rows", type=int, default=30_000, help="transactions in the generated history")

@@ -58,6 +58,11 @@ class BenchConfig:
     checkpoint: str = "auto"  # "auto": train a small sequence model first; "": online learner only
     sequence_precision: str = "float32"  # the workers' FRAUDSTREAM_SEQUENCE_PRECISION
     out: str = "bench-results.json"
+    # An existing broker (Apache Kafka, say) instead of the embedded one; "" starts the embedded broker.
+    bootstrap_servers: str = ""
+    # Every topic the run creates is named bench-<run_id>-...: on a broker that outlives the run, a second run
+    # reads none of the first's records, and nothing lands on the engine's own topics (scores, alerts, ...).
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     notes: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -74,6 +79,28 @@ class BenchConfig:
 
 
 _DAYS = 30  # of event time in every generated load
+
+
+def _topic(cfg: BenchConfig, name: str) -> str:
+    """The run's own topic for ``name``.
+
+    >>> _topic(BenchConfig(run_id="abc123"), "tx")
+    'bench-abc123-tx'
+    """
+    return f"bench-{cfg.run_id}-{name}"
+
+
+def _topic_settings(bootstrap: str, cfg: BenchConfig, group: str) -> Any:
+    """Settings naming every topic (and the app id, which names the models topics) under the run's prefix."""
+    from stream.settings import Settings
+
+    def own(name: str) -> str:
+        return _topic(cfg, f"{group}-{name}")
+
+    return Settings(app_id=own("app"), bootstrap_servers=bootstrap, topic_partitions=cfg.partitions,
+                    topic_transactions=own("tx"), topic_feedback=own("fb"), topic_scores=own("out"),
+                    topic_alerts=own("alerts"), topic_transactions_dlq=own("txdlq"), topic_feedback_dlq=own("fbdlq"),
+                    topic_ops=own("ops"))
 
 
 def _table(events: int, cards: int, seed: int, phase: int = 0) -> Any:
@@ -141,12 +168,13 @@ def _worker_settings(bootstrap: str, cfg: BenchConfig, tag: str) -> Any:
     from stream.settings import Settings
 
     return Settings(
-        app_id=f"bench-{tag}", bootstrap_servers=bootstrap, topic_partitions=cfg.partitions,
-        topic_transactions="bench-tx", topic_feedback=f"bench-fb-{tag}", topic_scores=f"bench-scores-{tag}",
-        topic_alerts=f"bench-alerts-{tag}", topic_transactions_dlq=f"bench-txdlq-{tag}",
-        topic_feedback_dlq=f"bench-fbdlq-{tag}", topic_ops=f"bench-ops-{tag}",
+        app_id=_topic(cfg, tag), bootstrap_servers=bootstrap, topic_partitions=cfg.partitions,
+        topic_transactions=_topic(cfg, "tx"), topic_feedback=_topic(cfg, f"fb-{tag}"),
+        topic_scores=_topic(cfg, f"scores-{tag}"), topic_alerts=_topic(cfg, f"alerts-{tag}"),
+        topic_transactions_dlq=_topic(cfg, f"txdlq-{tag}"), topic_feedback_dlq=_topic(cfg, f"fbdlq-{tag}"),
+        topic_ops=_topic(cfg, f"ops-{tag}"),
         broker_session_timeout_s=6.0, broker_heartbeat_interval_s=1.0, broker_rebalance_timeout_s=6.0,
-        broker_max_poll_interval_s=30.0, embedded_broker_compat=True, fetch_max_wait_ms=10,
+        broker_max_poll_interval_s=30.0, embedded_broker_compat=not cfg.bootstrap_servers, fetch_max_wait_ms=10,
         model_signing_key=secrets.token_hex(16), batch_size=cfg.batch_size, web_enabled=True,
         sequence_model_path=cfg.checkpoint, sequence_precision=cfg.sequence_precision,
         log_level=os.environ.get("FRAUDSTREAM_BENCH_LOG_LEVEL", "warn"),
@@ -308,7 +336,7 @@ def _offered_phase(bootstrap: str, cfg: BenchConfig, keep: _Workers, rate: float
 
     async def both() -> float:
         sampler = asyncio.create_task(sample())
-        achieved = await _offered_load(bootstrap, "bench-tx", load, rate)
+        achieved = await _offered_load(bootstrap, _topic(cfg, "tx"), load, rate)
         await sampler
         return achieved
 
@@ -341,20 +369,19 @@ def _latency_floor(bootstrap: str, cfg: BenchConfig, workdir: Path, broker_pid: 
     engine's fetch wait and the same offered load (new transactions of the
     same cards).
     """
-    from stream.settings import Settings
     from stream.topics import ensure_topics
 
-    ensure_topics(Settings(bootstrap_servers=bootstrap, topic_partitions=cfg.partitions,  # the sink too, up front
-                           topic_transactions="bench-floor-tx", topic_feedback="bench-floor-fb",
-                           topic_scores="bench-floor-out"))
+    floor_topics = _topic_settings(bootstrap, cfg, "floor")
+    ensure_topics(floor_topics)  # the sink too, up front
+    source, sink = floor_topics.topic_transactions, floor_topics.topic_scores
     n = int(cfg.latency_rate * cfg.latency_seconds)
     load = _records(n, cfg.cards, prefix="floor-", seed=8, phase=1)
     out = workdir / "floor.json"
     ready = out.with_name(out.name + ".ready")
     timeout_s = cfg.latency_seconds + 120.0
     with open(workdir / "floor.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "stream.bench.bare", bootstrap, "bench-floor-tx",
-                                 "bench-floor-out", str(n), str(timeout_s), str(out)], stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "stream.bench.bare", bootstrap, source,
+                                 sink, str(n), str(timeout_s), str(out)], stdout=log,
                                 stderr=subprocess.STDOUT, preexec_fn=die_with_parent())  # noqa: PLW1509
         try:
             deadline = time.monotonic() + 60.0
@@ -363,7 +390,7 @@ def _latency_floor(bootstrap: str, cfg: BenchConfig, workdir: Path, broker_pid: 
                     raise RuntimeError(f"the latency floor's loop did not start; see {workdir / 'floor.log'}")
                 time.sleep(0.05)
             with CpuSampler(broker_pid) as broker_cpu:
-                achieved = asyncio.run(_offered_load(bootstrap, "bench-floor-tx", load, cfg.latency_rate))
+                achieved = asyncio.run(_offered_load(bootstrap, source, load, cfg.latency_rate))
             try:
                 proc.wait(timeout=timeout_s + 30.0)  # the loop gives up by itself after timeout_s
             except subprocess.TimeoutExpired:
@@ -503,11 +530,86 @@ def _print_child(label: str, result: dict[str, Any] | None) -> None:
     print(f"{label:<27}{result['events_per_s']:>9,.0f} events/s{note}", flush=True)
 
 
+def _run_on(bootstrap: str, broker_pid: int | None, cfg: BenchConfig, records: list[tuple[bytes, bytes]],
+            results: dict[str, Any], workdir: Path) -> None:
+    """Every phase, on the broker at ``bootstrap`` (``broker_pid``: the embedded broker's process, else None)."""
+    from stream.topics import ensure_topics
+
+    tx = _topic(cfg, "tx")
+    ensure_topics(_topic_settings(bootstrap, cfg, "load").replace(topic_transactions=tx))
+    results["preload_events_per_s"] = round(_preload(bootstrap, tx, records))
+    print(f"preloaded {len(records):,} transactions ({results['preload_events_per_s']:,}/s)", flush=True)
+
+    bare = asyncio.run(bare_loop(bootstrap, tx, _topic(cfg, "out-bare"), cfg.events))
+    results["bare_aiokafka"] = bare
+    print(f"(a) bare aiokafka loop     {bare['events_per_s']:>9,.0f} events/s", flush=True)
+
+    results["faust_passthrough"] = _child_rate(
+        [sys.executable, "-m", "stream.bench.passthrough", bootstrap, tx, _topic(cfg, "out-faust"),
+         str(cfg.events)], dict(os.environ), cfg, workdir / "passthrough")
+    _print_child("(b) Faust pass-through", results["faust_passthrough"])
+    plumbing = _worker_settings(bootstrap, cfg, uuid.uuid4().hex[:6]).replace(
+        web_enabled=False, data_dir=str(workdir / "plumbing"))
+    results["engine_plumbing"] = _child_rate(
+        [sys.executable, "-m", "stream.bench.plumbing", _topic(cfg, "out-plumbing"), str(cfg.events)],
+        {**os.environ, **plumbing.to_env()}, cfg, workdir / "plumbing")
+    _print_child("(b') engine plumbing", results["engine_plumbing"])
+
+    engine_runs = []
+    keep: _Workers | None = None
+    for count in cfg.workers:
+        try:
+            run, workers = _engine_run(bootstrap, cfg, workdir, count)
+        except BaseException:
+            if keep is not None:
+                keep.stop()
+            raise
+        engine_runs.append(run)
+        print(f"(c) engine, {count} worker(s)     {run['events_per_s']:>9,.0f} events/s "
+              f"(mean history {run['mean_history']:.1f} transactions, mean batch {run['mean_batch']:.0f})",
+              flush=True)
+        if count == cfg.latency_workers and keep is None:
+            keep = workers
+        else:
+            workers.stop()
+    results["engine"] = engine_runs
+    # (a) again after the engine runs: this machine's speed drifts by a quarter within an hour, and the
+    # bare loop's rate at both ends of the engine runs shows how far the run's c/a can be trusted.
+    # (The kept worker idles beside it, fetching nothing new.)
+    bare_after = asyncio.run(bare_loop(bootstrap, tx, _topic(cfg, "out-bare-after"), cfg.events))
+    results["bare_aiokafka_after"] = bare_after
+    print(f"(a) bare loop, again after (c) {bare_after['events_per_s']:>6,.0f} events/s", flush=True)
+    one = next(r for r in engine_runs if r["workers"] == min(cfg.workers))
+    results["ratio_engine_to_bare"] = round(one["events_per_s"] / bare["events_per_s"], 3)
+    results["ratio_engine_to_bare_after"] = round(one["events_per_s"] / bare_after["events_per_s"], 3)
+    if results["faust_passthrough"]:
+        results["ratio_engine_to_faust"] = round(one["events_per_s"] / results["faust_passthrough"]["events_per_s"], 3)
+    if results["engine_plumbing"]:
+        results["ratio_engine_to_plumbing"] = round(
+            one["events_per_s"] / results["engine_plumbing"]["events_per_s"], 3)
+        results["us_per_event"] = {name: round(1e6 / rate, 1) for name, rate in (
+            ("bare", bare["events_per_s"]), ("plumbing", results["engine_plumbing"]["events_per_s"]),
+            ("engine", one["events_per_s"]))}
+    print(f"c/a = {results['ratio_engine_to_bare']} ({results['ratio_engine_to_bare_after']} against (a) after (c)), "
+          f"c/b = {results.get('ratio_engine_to_faust', '-')}, "
+          f"c/b' = {results.get('ratio_engine_to_plumbing', '-')} ({one['workers']} worker(s))", flush=True)
+    if "us_per_event" in results:
+        us = results["us_per_event"]
+        print(f"µs per transaction: bare loop {us['bare']}, engine plumbing {us['plumbing']}, engine {us['engine']} "
+              f"(its work: {us['engine'] - us['plumbing']:.1f})", flush=True)
+    print(f"engine time per transaction ({one['workers']} worker(s)): {_stages(one)}", flush=True)
+
+    try:
+        if keep is not None:
+            _latency_and_memory(bootstrap, cfg, keep, results, workdir, broker_pid)
+    finally:
+        if keep is not None:
+            keep.stop()
+
+
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run everything; return (and write) the figures."""
     from stream.broker import EmbeddedBroker
-    from stream.settings import Settings
-    from stream.topics import ensure_topics
 
     cfg.validate()
     workdir = Path(tempfile.mkdtemp(prefix="fraudstream-bench-"))
@@ -517,77 +619,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         cfg.checkpoint = results["config"]["checkpoint"] = _train_checkpoint(cfg, workdir)
     results["models"] = ["online", "sequence"] if cfg.checkpoint else ["online"]
     records = _records(cfg.events, cfg.cards)
-    with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
-        bootstrap = broker.bootstrap_servers
-        ensure_topics(Settings(bootstrap_servers=bootstrap, topic_partitions=cfg.partitions,
-                               topic_transactions="bench-tx", topic_feedback="bench-fb"))
-        results["preload_events_per_s"] = round(_preload(bootstrap, "bench-tx", records))
-        print(f"preloaded {len(records):,} transactions ({results['preload_events_per_s']:,}/s)", flush=True)
-
-        bare = asyncio.run(bare_loop(bootstrap, "bench-tx", "bench-out-bare", cfg.events))
-        results["bare_aiokafka"] = bare
-        print(f"(a) bare aiokafka loop     {bare['events_per_s']:>9,.0f} events/s", flush=True)
-
-        results["faust_passthrough"] = _child_rate(
-            [sys.executable, "-m", "stream.bench.passthrough", bootstrap, "bench-tx", "bench-out-faust",
-             str(cfg.events)], dict(os.environ), cfg, workdir / "passthrough")
-        _print_child("(b) Faust pass-through", results["faust_passthrough"])
-        plumbing = _worker_settings(bootstrap, cfg, uuid.uuid4().hex[:6]).replace(
-            web_enabled=False, data_dir=str(workdir / "plumbing"))
-        results["engine_plumbing"] = _child_rate(
-            [sys.executable, "-m", "stream.bench.plumbing", "bench-out-plumbing", str(cfg.events)],
-            {**os.environ, **plumbing.to_env()}, cfg, workdir / "plumbing")
-        _print_child("(b') engine plumbing", results["engine_plumbing"])
-
-        engine_runs = []
-        keep: _Workers | None = None
-        for count in cfg.workers:
-            try:
-                run, workers = _engine_run(bootstrap, cfg, workdir, count)
-            except BaseException:
-                if keep is not None:
-                    keep.stop()
-                raise
-            engine_runs.append(run)
-            print(f"(c) engine, {count} worker(s)     {run['events_per_s']:>9,.0f} events/s "
-                  f"(mean history {run['mean_history']:.1f} transactions, mean batch {run['mean_batch']:.0f})",
-                  flush=True)
-            if count == cfg.latency_workers and keep is None:
-                keep = workers
-            else:
-                workers.stop()
-        results["engine"] = engine_runs
-        # (a) again after the engine runs: this machine's speed drifts by a quarter within an hour, and the
-        # bare loop's rate at both ends of the engine runs shows how far the run's c/a can be trusted.
-        # (The kept worker idles beside it, fetching nothing new.)
-        bare_after = asyncio.run(bare_loop(bootstrap, "bench-tx", "bench-out-bare-after", cfg.events))
-        results["bare_aiokafka_after"] = bare_after
-        print(f"(a) bare loop, again after (c) {bare_after['events_per_s']:>6,.0f} events/s", flush=True)
-        one = next(r for r in engine_runs if r["workers"] == min(cfg.workers))
-        results["ratio_engine_to_bare"] = round(one["events_per_s"] / bare["events_per_s"], 3)
-        results["ratio_engine_to_bare_after"] = round(one["events_per_s"] / bare_after["events_per_s"], 3)
-        if results["faust_passthrough"]:
-            results["ratio_engine_to_faust"] = round(one["events_per_s"] / results["faust_passthrough"]["events_per_s"], 3)
-        if results["engine_plumbing"]:
-            results["ratio_engine_to_plumbing"] = round(
-                one["events_per_s"] / results["engine_plumbing"]["events_per_s"], 3)
-            results["us_per_event"] = {name: round(1e6 / rate, 1) for name, rate in (
-                ("bare", bare["events_per_s"]), ("plumbing", results["engine_plumbing"]["events_per_s"]),
-                ("engine", one["events_per_s"]))}
-        print(f"c/a = {results['ratio_engine_to_bare']} ({results['ratio_engine_to_bare_after']} against (a) after (c)), "
-              f"c/b = {results.get('ratio_engine_to_faust', '-')}, "
-              f"c/b' = {results.get('ratio_engine_to_plumbing', '-')} ({one['workers']} worker(s))", flush=True)
-        if "us_per_event" in results:
-            us = results["us_per_event"]
-            print(f"µs per transaction: bare loop {us['bare']}, engine plumbing {us['plumbing']}, engine {us['engine']} "
-                  f"(its work: {us['engine'] - us['plumbing']:.1f})", flush=True)
-        print(f"engine time per transaction ({one['workers']} worker(s)): {_stages(one)}", flush=True)
-
-        try:
-            if keep is not None:
-                _latency_and_memory(bootstrap, cfg, keep, results, workdir, broker.pid)
-        finally:
-            if keep is not None:
-                keep.stop()
+    if cfg.bootstrap_servers:
+        print(f"on the broker at {cfg.bootstrap_servers}; this run's topics are bench-{cfg.run_id}-*", flush=True)
+        _run_on(cfg.bootstrap_servers, None, cfg, records, results, workdir)
+    else:
+        with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
+            _run_on(broker.bootstrap_servers, broker.pid, cfg, records, results, workdir)
     Path(cfg.out).write_text(json.dumps(results, indent=2))
     return results

@@ -8,6 +8,7 @@ import pytest
 
 from stream.bench import broker_fetch
 from stream.bench.run import BenchConfig, _records, run_bench
+from stream.broker import EmbeddedBroker
 
 
 def test_offered_loads_continue_the_preloads_event_time():
@@ -77,3 +78,25 @@ def test_broker_fetch_cost_prints_a_row_per_partition_size(capsys):
     assert "broker CPU ms a fetch" in lines[0]
     assert [int(line.split()[0]) for line in lines[1:]] == [10, 30]  # filled in ascending order
     assert all(float(line.split()[1]) > 0 for line in lines[1:])
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_bench_on_a_broker_it_did_not_start_keeps_to_its_own_topics(tmp_path, capsys):
+    """As against Apache Kafka: nothing lands on the engine's topics, and a second run would read none of this one's."""
+    from kafka import KafkaAdminClient
+
+    with EmbeddedBroker() as broker:
+        cfg = BenchConfig.smoke(str(tmp_path / "bench.json"))
+        cfg.events, cfg.soak_seconds, cfg.bootstrap_servers = 1500, 0.0, broker.bootstrap_servers
+        results = run_bench(cfg)
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+        topics = set(admin.list_topics())
+        admin.close()
+    assert results["engine"][0]["events"] >= 1500 and results["latency"]["samples"] == 900
+    assert results["latency_floor"]["broker_cpu_cores"] is None  # not our process to sample
+    printed = capsys.readouterr().out
+    assert f"this run's topics are bench-{cfg.run_id}-*" in printed and "embedded broker CPU" not in printed
+    ours = {t for t in topics if t.startswith(f"bench-{cfg.run_id}-")}
+    faust_internal = {t for t in topics if t.startswith("bench-passthrough-")}  # (b)'s own Faust app
+    assert ours and topics == ours | faust_internal, topics - ours - faust_internal
