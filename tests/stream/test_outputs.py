@@ -67,3 +67,28 @@ def test_scores_are_rounded_to_six_decimals_as_python_rounds_them_away_from_ties
     assert encode(odd[0])  # NaN goes out as null
     near = score_records([T], [0.49999996], {}, {}, 0.5, [0], 0, 1.0)[0]
     assert near["score"] == 0.5 and near["decision"] == "pass"  # decided on the score, not on its rounding
+
+
+def test_the_alert_decision_is_taken_at_the_threshold_not_only_above_it():
+    """README: "Scores at or above this raise an alert." Expected decisions written out by hand."""
+    import math
+
+    from stream.outputs import score_records
+
+    cases = [
+        # (score, threshold, decision)
+        (0.5, 0.5, "alert"),                                 # exactly at the threshold
+        (math.nextafter(0.5, 0.0), 0.5, "pass"),             # the float just below it
+        (math.nextafter(0.5, 1.0), 0.5, "alert"),            # the float just above it
+        (0.7, 0.7, "alert"),
+        (0.6999999, 0.7, "pass"),
+        (1.0, 1.0, "alert"),                                 # threshold 1: only a certain score alerts
+        (0.9999999, 1.0, "pass"),
+        (0.0, 0.0, "alert"),                                 # threshold 0: everything alerts
+    ]
+    for score, threshold, decision in cases:
+        record = score_records([T], [score], {"online": [score]}, {"online": "v1"}, threshold,
+                               [T.event_time_ms], T.event_time_ms, 1.0)[0]
+        assert (record["decision"], record["threshold"]) == (decision, threshold), (score, threshold)
+    single = score_record(T, 0.5, {"online": 0.5}, {"online": "v1"}, 0.5, 0, 0, 1.0)
+    assert single["decision"] == "alert"

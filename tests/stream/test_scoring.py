@@ -61,7 +61,13 @@ def test_every_transaction_scored_once_and_fraud_alerts(settings, worker_factory
     assert all(m.partition == DefaultPartitioner()(m.key, partitions, partitions) for m in raw)
 
     by_id = {s["transaction_id"]: s for s in scores}
-    expected_alerts = {t for t, s in by_id.items() if s["score"] >= settings.alert_threshold}
+    # The decision is taken on the unrounded score; the record shows it rounded to 6 decimals, so only a
+    # shown score strictly above (below) the threshold says the real one was (alert / pass). Equality is
+    # test_a_score_exactly_at_the_threshold_alerts below and test_outputs' hand-written cases.
+    assert all(s["decision"] == "alert" for s in by_id.values() if s["score"] > settings.alert_threshold)
+    assert all(s["decision"] == "pass" for s in by_id.values() if s["score"] < settings.alert_threshold)
+    expected_alerts = {t for t, s in by_id.items() if s["decision"] == "alert"}
+    assert expected_alerts, "the pre-trained learner alerts on some of this traffic"
     alerts = consume_all(broker, settings.topic_alerts, lambda recs: len(recs) >= len(expected_alerts), timeout=30)
     assert {a["transaction_id"] for a in alerts} == expected_alerts
     for a in alerts:
@@ -76,3 +82,19 @@ def test_every_transaction_scored_once_and_fraud_alerts(settings, worker_factory
     assert 0.0 <= s["score"] <= 1.0 and s["components"]["online"] == s["score"]
     assert s["model_versions"]["online"].startswith("online-")
     assert s["latency_ms"] >= 0 and s["event_time"] == next(r["timestamp"] for r in live if r["transaction_id"] == s["transaction_id"])
+
+
+def test_a_score_exactly_at_the_threshold_alerts(settings, worker_factory, broker):
+    """Every score is exactly 0.5 (an untrained learner whose prior is 0.5: logit 0, sigmoid 0.5), and so is the
+    threshold: "at or above" makes every one an alert."""
+    settings = settings.replace(online_prior=0.5, alert_threshold=0.5)
+    rows = make_traffic(n_cards=10, per_card=3, seed=4)
+    worker = worker_factory(settings)
+    produce(broker, settings.topic_transactions, as_records(rows))
+    ids = {r["transaction_id"] for r in rows}
+    scores = consume_all(broker, settings.topic_scores, lambda recs: {s["transaction_id"] for s in recs} >= ids,
+                         timeout=90)
+    assert {s["transaction_id"] for s in scores} == ids, worker.log_tail()
+    assert {(s["score"], s["threshold"], s["decision"]) for s in scores} == {(0.5, 0.5, "alert")}
+    alerts = consume_all(broker, settings.topic_alerts, lambda recs: len(recs) >= len(ids), timeout=30)
+    assert sorted(a["transaction_id"] for a in alerts) == sorted(ids)
