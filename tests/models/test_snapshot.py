@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pickle
+import struct
 
 import pytest
 
 from models.online import OnlineLearner
-from models.snapshot import SnapshotError, peek_header, seal, unseal
+from models.snapshot import MAGIC, SnapshotError, peek_header, seal, unseal, verify
 
 KEY = b"k" * 32
 
@@ -26,17 +27,66 @@ def test_round_trip_keeps_predictions_and_meta():
     assert back.predict_many([{"a": 1.0}])[0] == learner.predict_many([{"a": 1.0}])[0]
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda b: b[:-40],                                   # truncated
-    lambda b: b"X" + b[1:],                              # wrong magic
-    lambda b: b.replace(b'"seq": 7', b'"seq": 9'),       # header edited
-    lambda b: b[:60] + bytes([b[60] ^ 0xFF]) + b[61:],   # payload edited
-    lambda b: pickle.dumps(OnlineLearner()),             # a bare pickle
-])
-def test_any_tampering_is_refused(mutate):
+def _payload_span(blob: bytes) -> tuple[int, int]:
+    """Where the pickled payload sits: after MAGIC, the u32 header length and the header; before the 32-byte HMAC."""
+    (n,) = struct.unpack(">I", blob[len(MAGIC):len(MAGIC) + 4])
+    return len(MAGIC) + 4 + n, len(blob) - 32
+
+
+def _flip_in_payload(blob: bytes) -> bytes:
+    start, end = _payload_span(blob)
+    i = (start + end) // 2
+    return blob[:i] + bytes([blob[i] ^ 0xFF]) + blob[i + 1:]
+
+
+def _swap_payload(blob: bytes) -> bytes:
+    """Keep the signed header and the HMAC, put another (valid) learner's pickle in between."""
+    start, end = _payload_span(blob)
+    return blob[:start] + pickle.dumps(OnlineLearner(prior=0.99), protocol=pickle.HIGHEST_PROTOCOL) + blob[end:]
+
+
+NOT_VERIFIED = "signature does not verify"
+
+
+@pytest.mark.parametrize(("mutate", "match"), [
+    (lambda b: b[:-40], NOT_VERIFIED),                                     # truncated inside the payload
+    (lambda b: b[:len(MAGIC) + 10], "not a fraudstream snapshot"),         # cut inside the header: too short
+    (lambda b: b[:len(MAGIC) + 40] + b"\0" * 32, "snapshot truncated"),    # header runs past the end
+    (lambda b: b"X" + b[1:], "not a fraudstream snapshot"),                # wrong magic
+    (lambda b: b.replace(b'"seq": 7', b'"seq": 9'), NOT_VERIFIED),         # header edited
+    (_flip_in_payload, NOT_VERIFIED),                                      # payload edited (past the header)
+    (_swap_payload, NOT_VERIFIED),                                         # payload replaced by another pickle
+    (lambda b: pickle.dumps(OnlineLearner()), "not a fraudstream snapshot"),  # a bare pickle
+], ids=["truncated", "too-short", "header-past-end", "magic", "header-edited", "payload-edited", "payload-swapped",
+        "bare-pickle"])
+def test_any_tampering_is_refused(mutate, match):
     blob = seal(trained(), KEY, {"seq": 7})
-    with pytest.raises(SnapshotError):
+    with pytest.raises(SnapshotError, match=match):
         unseal(mutate(blob), KEY)
+
+
+def test_payload_edits_land_in_the_payload():
+    """The helpers above edit the pickle, not the header (the header alone is covered by "header-edited")."""
+    blob = seal(trained(), KEY, {"seq": 7})
+    start, end = _payload_span(blob)
+    head = blob[:start]
+    for mutated in (_flip_in_payload(blob), _swap_payload(blob)):
+        assert mutated[:start] == head and mutated[-32:] == blob[-32:] and mutated[start:-32] != blob[start:end]
+    assert pickle.loads(blob[start:end]).n_labels == 50  # the span is exactly the pickled learner
+
+
+def test_a_swapped_payload_is_refused_before_it_is_unpickled(monkeypatch):
+    """The HMAC covers the pickle: a foreign payload behind a genuine header is refused and never unpickled."""
+    import models.snapshot
+
+    loaded: list[bytes] = []
+    monkeypatch.setattr(models.snapshot.pickle, "loads", lambda data, *a, **k: loaded.append(data))
+    blob = seal(trained(), KEY, {"seq": 7})
+    with pytest.raises(SnapshotError, match=NOT_VERIFIED):
+        verify(_swap_payload(blob), KEY)
+    with pytest.raises(SnapshotError, match=NOT_VERIFIED):
+        unseal(_swap_payload(blob), KEY)
+    assert loaded == []
 
 
 def test_other_key_refused_and_short_keys_rejected():
