@@ -140,6 +140,15 @@ def test_learning_rate_schedule_works_for_any_number_of_steps() -> None:
     for total in range(1, 40):
         optimiser = torch.optim.AdamW(torch.nn.Linear(2, 1).parameters(), lr=1e-3)
         schedule = _schedule(optimiser, 1e-3, total)
+        used = []  # the rate each of the run's steps trains with
         for _ in range(total):
+            used.append(optimiser.param_groups[0]["lr"])
             optimiser.step()
             schedule.step()
+        assert len(used) == total and all(0 < lr <= 1e-3 * (1 + 1e-9) for lr in used), (total, used)
+        # Every run comes near the configured rate: a schedule stuck at its warm-up start would not train.
+        assert max(used) >= 0.9e-3, (total, used)
+        if total >= 20:  # one cycle: warm up from below, anneal to far below by the last step
+            assert used[0] < 1e-3 / 10 and used[-1] < 1e-3 / 100, (total, used)
+        else:  # too short to warm up: the configured rate throughout
+            assert used == [1e-3] * total

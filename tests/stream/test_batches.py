@@ -196,7 +196,7 @@ def test_in_flight_failed_delivery_is_not_acked_and_reported_once_per_batch():
         await flight.add(bad, d_bad)
         d_bad.set_exception(ConnectionError("broker gone"))
         d_good.set_result(None)
-        with pytest.raises(ConnectionError):
+        with pytest.raises(ConnectionError, match="broker gone"):
             await flight.add(good, d_good)  # settling the oldest raises its error
         await asyncio.sleep(0)  # the done-callbacks run
         assert not bad[0].acked

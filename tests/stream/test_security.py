@@ -28,7 +28,7 @@ def test_sasl_ssl_maps_to_every_client():
 
 
 def test_unknown_protocol_refused():
-    with pytest.raises(SettingsError):
+    with pytest.raises(SettingsError, match=r"FRAUDSTREAM_SECURITY_PROTOCOL must be one of .*'SASL_SSL'"):
         client_kwargs(Settings(security_protocol="TLS"))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,11 @@ def test_every_field_round_trips_through_the_environment():
     {"FRAUDSTREAM_HISTORY_LENGTH": "65536"},  # more than a history record holds
     {"FRAUDSTREAM_PRODUCER_BATCH_BYTES": "4096"},  # below aiokafka's own default
 ])
-def test_bad_values_are_refused_with_the_variable_name(env):
-    with pytest.raises(SettingsError):
+def test_bad_values_are_refused_naming_the_setting_and_the_value(env):
+    ((variable, value),) = env.items()
+    setting = variable.removeprefix("FRAUDSTREAM_").lower()
+    # The variable (FRAUDSTREAM_WEB_ENABLED) or the setting (web_enabled) is named, then the value given.
+    with pytest.raises(SettingsError, match=rf"(?i)\b(fraudstream_)?{setting}\b.*{re.escape(value)}"):
         Settings.from_env(env)
 
 
