@@ -28,6 +28,12 @@ def _label(row, label=None, **extra):
     return row["card_id"].encode(), json.dumps(value).encode()
 
 
+def _original_label(example: dict) -> dict:
+    """The label record a labelled example carries (``orig``'s value: ``v`` now, ``value`` in the first format)."""
+    orig = example["orig"]
+    return json.loads(base64.b64decode(orig["v"] if "v" in orig else orig["value"]))
+
+
 def test_labels_teach_the_online_learner(settings, worker_factory, broker):
     settings = settings.replace(web_enabled=True, web_port=free_port())
     worker = worker_factory(settings)
@@ -65,7 +71,7 @@ def test_labels_teach_the_online_learner(settings, worker_factory, broker):
     examples = consume_all(broker, settings.labelled_topic, lambda r: len(r) >= len(labels))
     assert len(examples) == len(labels)
     for example in examples:
-        txid = json.loads(base64.b64decode(example["orig"]["value"]))["transaction_id"]
+        txid = _original_label(example)["transaction_id"]
         assert isinstance(packed[txid], str) and example["x"] == unpack_inputs(packed[txid])
 
     # Same kind of traffic on other cards, later in event time.
@@ -149,3 +155,38 @@ def test_unreadable_stored_inputs_cost_only_their_label(settings, worker_factory
 
     assert wait_for(lambda: forwarded() == 1, timeout=30), second.log_tail()
     assert second.alive()
+
+
+def test_the_same_label_twice_is_learned_once(settings, worker_factory, broker):
+    """README: "The same label twice is learned once; a different label for the same transaction ... is learned
+    as a correction." Observed on the worker's counters, the labelled-examples topic and the installed model."""
+    settings = settings.replace(web_enabled=True, web_port=free_port())
+    worker = worker_factory(settings)
+    rows = make_traffic(n_cards=15, per_card=2, seed=10)  # 30 transactions, all legit
+    produce(broker, settings.topic_transactions, as_records(rows))
+    _scores(broker, settings, rows)
+
+    def stats() -> dict:
+        try:
+            return worker.get_json("/stats/")["stats"]
+        except OSError:
+            return {}
+
+    labels = [_label(r) for r in rows]
+    produce(broker, settings.topic_feedback, labels)
+    assert wait_for(lambda: stats().get("labels_learned") == len(rows), timeout=60), worker.log_tail()
+
+    correction = _label(rows[0], label="fraud")  # the analyst said legit, the chargeback says fraud
+    produce(broker, settings.topic_feedback, [*labels, correction])
+    n = len(rows)
+    assert wait_for(lambda: stats().get("labels_forwarded", 0) + stats().get("labels_duplicate", 0) >= 2 * n + 1,
+                    timeout=60), worker.log_tail()
+    final = stats()
+    assert (final["labels_forwarded"], final["labels_duplicate"]) == (n + 1, n)
+    assert wait_for(lambda: stats().get("labels_learned") == n + 1, timeout=30), worker.log_tail()
+    examples = consume_all(broker, settings.labelled_topic, lambda r: len(r) >= n + 1, timeout=30)
+    sent = sorted((_original_label(e)["transaction_id"], e["y"]) for e in examples)
+    assert sent == sorted([(r["transaction_id"], 0) for r in rows] + [(rows[0]["transaction_id"], 1)])
+    assert wait_for(lambda: worker.get_json("/stats/")["model_versions"]["online"].startswith(f"online-{n + 1}@s"),
+                    timeout=30), "the installed model holds each label once, and the correction"
+    assert stats()["labels_learned"] == n + 1 and worker.alive()
