@@ -1,0 +1,236 @@
+"""Scoring a micro-batch: records and card state in, new state and output records out. No Faust, no Kafka.
+
+:class:`BatchScoring` is what the score agent does to a micro-batch, as a
+plain object over plain values, so it is tested with in-memory lists in
+milliseconds (``tests/stream/core/test_scoring.py``) and the agent
+(:mod:`stream.agents.score`) only moves records between Kafka and it:
+
+1. decode and validate every record; a bad one becomes a dead letter with its
+   reason (the contract's codes, and ``key_mismatch``: per-card state needs
+   transactions keyed by their card);
+2. chain each card's history through the batch (a card may appear many
+   times; a redelivered transaction sees the history it saw the first time);
+3. compute the engineered features in event time and score the whole batch
+   with every model at once; if a model fails on the batch, score record by
+   record and dead-letter only the records that fail (``scoring_error``);
+4. build the score records, and an alert with its reasons for every score at
+   or above the threshold.
+
+The caller writes :attr:`ScoredBatch.histories` and
+:attr:`ScoredBatch.features` to its tables and produces the rest.
+
+Example:
+    >>> import orjson
+    >>> from models.fusion import Fusion
+    >>> from models.online import OnlineLearner
+    >>> from stream.core.source import InMemoryRecord
+    >>> from stream.records import Limits
+    >>> scoring = BatchScoring(Fusion(OnlineLearner()), Limits(1_000_000, 0, 86_400_000), history_length=32,
+    ...                        threshold=0.5)
+    >>> good = orjson.dumps({"transaction_id": "t1", "card_id": "c1", "timestamp": "2026-03-01T10:00:00Z",
+    ...                      "amount": 12.5})
+    >>> batch = scoring.score([InMemoryRecord(b"c1", good), InMemoryRecord(b"c1", b"{not json")], {})
+    >>> [t.transaction_id for _, t in batch.scored], [d.reason for d in batch.dead_letters]
+    (['t1'], ['malformed_json'])
+    >>> len(batch.histories[0][2]), orjson.loads(batch.scores[0][1])["decision"]
+    (1, 'pass')
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.features import engineered_batch
+from models.fusion import Fusion
+from models.history import History, advance, new_history, scored_windows
+from models.online import ONLINE_INPUTS
+from models.reasons import top_reasons
+from models.scoring import ScoringItem
+from stream.codec import dumps
+from stream.core.source import SourceRecord
+from stream.core.stored import feature_entries
+from stream.dlq import DeadLetter
+from stream.outputs import alert_record, score_records
+from stream.records import InvalidRecord, Limits, Transaction, parse_transaction
+from stream.state import pack_rows
+from stream.timing import StageClock
+
+__all__ = ["BatchScoring", "ScoredBatch"]
+
+log = logging.getLogger("fraudstream.score")
+
+#: Most reasons an alert carries (the online learner's first, then the sequence model's).
+MAX_REASONS = 5
+
+
+@dataclass
+class ScoredBatch:
+    """Everything one micro-batch causes. Indices point into the records given to :meth:`BatchScoring.score`."""
+
+    #: Rejected records, for the transactions DLQ.
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: ``(index of the card's last record in the batch, card key, the card's new history)``: one per card.
+    histories: list[tuple[int, bytes, History]] = field(default_factory=list)
+    #: ``(record index, transaction key, FeatureEntry JSON)``: the scoring-time inputs, for the feedback join.
+    features: list[tuple[int, bytes, dict[str, Any]]] = field(default_factory=list)
+    #: ``(card key, encoded score record)`` in batch order, and the same for alerts.
+    scores: list[tuple[bytes, bytes]] = field(default_factory=list)
+    alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: ``(record index, transaction)`` of every scored record, in batch order.
+    scored: list[tuple[int, Transaction]] = field(default_factory=list)
+    #: When each scored record reached Kafka (epoch ms, the record's timestamp) and when it was scored.
+    received_ms: list[int] = field(default_factory=list)
+    scored_at_ms: int = 0
+    versions: dict[str, str] = field(default_factory=dict)
+    #: History entries the scored transactions were scored with (summed).
+    history_entries: int = 0
+    #: Seconds per stage: decode, state, features, the models', encode_produce (the records built and encoded).
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class BatchScoring:
+    """Scores micro-batches with ``fusion``; holds nothing between batches but the models.
+
+    ``threshold`` is the score at or above which a transaction raises an
+    alert; ``history_length`` the entries kept per card.
+    """
+
+    def __init__(self, fusion: Fusion, limits: Limits, history_length: int, threshold: float,
+                 clock_ms: Callable[[], int] | None = None) -> None:
+        self.fusion = fusion
+        self.limits = limits
+        self.history_length = history_length
+        self.threshold = threshold
+        self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+
+    def score(self, records: Sequence[SourceRecord], histories: Mapping[bytes, History]) -> ScoredBatch:
+        """Score ``records`` against the cards' stored ``histories`` (read only; the new ones are returned)."""
+        clock = StageClock()
+        out = ScoredBatch()
+        valid: list[tuple[int, Transaction]] = []
+        for i, record in enumerate(records):
+            try:
+                t = parse_transaction(record.value, self.limits)
+                if record.key is not None and record.key != t.card_id.encode():
+                    raise InvalidRecord(
+                        "key_mismatch",
+                        f"record key {record.key[:64]!r} is not card_id {t.card_id!r}; "
+                        "per-card state needs transactions keyed by card_id",
+                    )
+            except InvalidRecord as exc:
+                out.dead_letters.append(DeadLetter.from_message(record, exc.reason, exc.detail))
+                continue
+            valid.append((i, t))
+        clock.lap("decode")
+        if not valid:
+            out.seconds = clock.seconds
+            return out
+
+        # State: chain histories through the batch, a card may appear many times.
+        new: dict[bytes, History] = {}
+        last: dict[bytes, int] = {}
+        priors: list[History] = []
+        limit = self.history_length
+        for i, t in valid:
+            key = t.card_id.encode()
+            history = new.get(key)
+            if history is None:
+                history = histories.get(key) or new_history()
+            prior, new[key] = advance(history, t, limit)
+            priors.append(prior)
+            last[key] = i
+        clock.lap("state")
+        transactions = [t for _, t in valid]
+        windows = scored_windows(priors, transactions)  # gathered once: engineered features and sequence model
+        x = engineered_batch(priors, transactions, windows)
+        items = [ScoringItem(t, prior, row_x, windows, row)
+                 for row, (t, prior, row_x) in enumerate(zip(transactions, priors, x, strict=True))]
+        clock.lap("features")
+
+        fused = self._fuse(items, valid, records, out)
+        clock.add(self.fusion.last_seconds)
+        if fused is None:  # every record failed to score: nothing of the batch is kept
+            out.seconds = clock.seconds
+            return out
+        out.histories = [(last[key], key, history) for key, history in new.items()]
+        scores, components, inputs, keep = fused
+        rows = [row for row, _ in keep]
+        scored = [valid[row] for row in rows]
+        out.scored = scored
+        kept = [t for _, t in scored]
+        out.features = list(zip(
+            [i for i, _ in scored], [t.transaction_id.encode() for t in kept],
+            feature_entries([t.card_id for t in kept], [t.event_time_ms for t in kept],
+                            [records[i].partition for i, _ in scored], pack_rows(self.fusion.online.select(inputs))),
+            strict=True))
+        out.history_entries = int(windows.lengths[rows].sum())
+        clock.lap("state")
+
+        out.versions = versions = self.fusion.versions()
+        out.scored_at_ms = scored_at = self._clock_ms()
+        out.received_ms = received = [int(records[i].timestamp * 1000) for i, _ in scored]
+        processing_ms = (time.perf_counter() - clock.started) * 1000.0
+        keys = [t.card_id.encode() for t in kept]
+        score_rows = score_records(kept, scores, components, versions, self.threshold, received, scored_at,
+                                   processing_ms)
+        out.scores = [(key, dumps(record)) for key, record in zip(keys, score_rows, strict=True)]
+        alerted = [j for j, record in enumerate(score_rows) if record["decision"] == "alert"]
+        if alerted:
+            explanations = self._sequence_reasons([items[rows[j]] for j in alerted])
+            online = self.fusion.online
+            for j, extra in zip(alerted, explanations, strict=True):
+                t = kept[j]
+                xj = dict(zip(ONLINE_INPUTS, inputs[j].tolist(), strict=True))
+                contributions, below = online.explain(xj)
+                reasons = (top_reasons(t, xj, contributions, below_usual=below) + extra)[:MAX_REASONS]
+                out.alerts.append((keys[j], dumps(alert_record(score_rows[j], t, reasons))))
+        clock.lap("encode_produce")
+        out.seconds = clock.seconds
+        return out
+
+    def _sequence_reasons(self, items: list[ScoringItem]) -> list[list[dict[str, Any]]]:
+        """What the sequence model saw in the alerted transactions (one batched backward pass); [] each without one."""
+        sequence = self.fusion.sequence
+        if sequence is None or not hasattr(sequence, "explain"):
+            return [[] for _ in items]
+        try:
+            explained = sequence.explain(items, steps=1, features=1)
+        except Exception:  # an explanation must never cost the alert itself
+            log.exception("sequence explanation failed; alerts keep the online learner's reasons")
+            return [[] for _ in items]
+        return [[{k: r[k] for k in ("code", "text", "weight")} for r in reasons] for reasons in explained]
+
+    def _fuse(self, items: list[ScoringItem], valid: list[tuple[int, Transaction]], records: Sequence[SourceRecord],
+              out: ScoredBatch) -> tuple[list[float], dict[str, list[float]], npt.NDArray[np.float64],
+                                         list[tuple[int, Transaction]]] | None:
+        """Score the batch; if a model fails on it, isolate the failing records (``keep``: rows of ``valid``)."""
+        fusion = self.fusion
+        try:
+            batch = fusion.score_batch(items)
+            return (batch.score.tolist(), {k: v.tolist() for k, v in batch.components.items()}, batch.inputs,
+                    [(row, t) for row, (_, t) in enumerate(valid)])
+        except Exception:
+            log.exception("batch scoring failed; scoring its %d records one by one", len(items))
+        scores: list[float] = []
+        components: dict[str, list[float]] = {}
+        inputs: list[npt.NDArray[np.float64]] = []
+        keep: list[tuple[int, Transaction]] = []
+        for row, (item, (i, t)) in enumerate(zip(items, valid, strict=True)):
+            try:
+                one = fusion.score_batch([item])
+            except Exception as exc:  # noqa: BLE001 - any model failure dead-letters only this record
+                out.dead_letters.append(DeadLetter.from_message(records[i], "scoring_error", repr(exc)))
+                continue
+            scores.append(float(one.score[0]))
+            for k, v in one.components.items():
+                components.setdefault(k, []).append(float(v[0]))
+            inputs.append(one.inputs[0])
+            keep.append((row, t))
+        return (scores, components, np.vstack(inputs), keep) if keep else None

@@ -1,0 +1,178 @@
+"""The trainer's step: labelled examples in, a learned model, a signed snapshot and reports out.
+
+Each worker's learn agent forwards joined labels to a one-partition topic, so
+exactly one worker at a time owns the learner (:mod:`stream.agents.train`
+drives this class from that partition). Per example, in offset order:
+
+* an example at or before the offset the learner's snapshot already includes
+  is skipped (a new owner starts from the latest snapshot: nothing is learned
+  twice or lost across a crash);
+* an unreadable example is reported (``bad_labelled_example`` on the ops
+  topic) and skipped: only the engine's own learn agents write that topic;
+* the per-source cap (:class:`~stream.caps.SourceCap`) may refuse it: a
+  ``source_rate_limited`` dead letter, and ``label_source_capped`` on the ops
+  topic at the 1st, 100th and 10,000th refusal of a source;
+* otherwise the learner predicts it first (the prequential test the quality
+  guard watches) and then learns it; on a guard alarm the learner rolls back
+  to the last good snapshot (``online_model_rollback``).
+
+After a step that consumed anything it seals a snapshot (``seq``, the offset
+of the last example it includes, whether the guard judged it good).
+
+Example:
+    >>> from models.online import OnlineLearner
+    >>> from stream.core.stored import LabelledExample, SourceMessage
+    >>> training = OnlineTraining(b"0123456789abcdef", cap_per_hour=1000)
+    >>> training.take_over(None, OnlineLearner())
+    >>> origin = SourceMessage("feedback", 0, 0, b"c1", b"{}")
+    >>> x = [0.0] * len(training.learner.feature_names)
+    >>> step = training.step([(0, LabelledExample(x, 1, "analyst", 1_000, origin).encode()), (1, b"junk")])
+    >>> step.learned, [r["type"] for r in step.ops], step.snapshot is not None, training.applied_offset
+    (1, ['bad_labelled_example'], True, 1)
+    >>> training.step([(1, b"junk")]).snapshot is None  # already included: nothing to publish
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.guard import QualityGuard
+from models.online import OnlineLearner
+from models.snapshot import seal, unseal
+from stream.caps import SourceCap
+from stream.core.stored import LabelledExample, StoredRecordError
+from stream.dlq import DeadLetter
+from stream.state import unpack_inputs
+
+__all__ = ["OnlineTraining", "TrainingStep"]
+
+log = logging.getLogger("fraudstream.train")
+
+#: Refusals of one source at which the cap is reported on the ops topic (not every one: no flood).
+_CAP_REPORTS = (1, 100, 10_000)
+
+
+@dataclass
+class TrainingStep:
+    """What one step caused, for the caller to send."""
+
+    #: Operational records for the ops topic (``type``: ``bad_labelled_example``, ``label_source_capped``,
+    #: ``online_model_rollback``).
+    ops: list[dict[str, Any]] = field(default_factory=list)
+    #: Labels refused by the source cap, for the feedback DLQ.
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: The signed snapshot to publish, if the step consumed anything.
+    snapshot: bytes | None = None
+    learned: int = 0
+    capped: int = 0
+    rollbacks: int = 0
+
+
+class OnlineTraining:
+    """Owns the single online learner while this worker holds the labelled partition."""
+
+    def __init__(self, key: bytes, cap_per_hour: int, window: int = 1000, delta: float = 0.002,
+                 min_labels: int = 200, max_auc_drop: float = 0.05) -> None:
+        self.key = key
+        self.guard = QualityGuard(window=window, delta=delta, min_labels=min_labels, max_auc_drop=max_auc_drop)
+        self.cap = SourceCap(cap_per_hour)
+        self.learner: OnlineLearner | None = None
+        self.seq = 0
+        self.applied_offset = -1
+        self.last_good: bytes | None = None
+
+    def take_over(self, latest_blob: bytes | None, fallback: OnlineLearner) -> None:
+        """Start from the newest verified snapshot, or from a copy of ``fallback`` (the scoring model)."""
+        if latest_blob is not None:
+            self.learner, meta = unseal(latest_blob, self.key)
+            self.seq = int(meta.get("seq", 0))
+            self.applied_offset = int(meta.get("offset", -1))
+            self.last_good = latest_blob if meta.get("good") else None
+            if meta.get("baseline_auc") is not None:
+                self.guard.baseline_auc = float(meta["baseline_auc"])
+        else:
+            # A copy: the scoring model changes only when a snapshot is installed.
+            self.learner = copy.deepcopy(fallback)
+        log.info("trainer owns the online learner: seq %d, %d labels, resuming after offset %d",
+                 self.seq, self.learner.n_labels, self.applied_offset)
+
+    def release(self) -> None:
+        """The partition went elsewhere: whoever owns it next starts from the published snapshot."""
+        self.learner = None
+
+    def step(self, examples: Sequence[tuple[int, bytes | None]]) -> TrainingStep:
+        """Learn ``(offset, record value)`` pairs of the labelled topic, in offset order."""
+        if self.learner is None:
+            raise RuntimeError("take_over() first: the trainer does not own a learner")
+        out = TrainingStep()
+        start_offset = last_offset = self.applied_offset
+        for offset, value in examples:
+            if offset <= self.applied_offset:
+                continue  # already inside the snapshot this learner started from
+            last_offset = max(last_offset, offset)
+            try:
+                ex = LabelledExample.decode(value)
+                # unpack_inputs: a learn agent on another build (rolling upgrade, rollback) may forward an
+                # entry packed or as a list.
+                x = dict(zip(self.learner.feature_names, unpack_inputs(ex.inputs), strict=True))
+            except (StoredRecordError, ValueError, TypeError) as exc:
+                # Only our own learn agents write this topic; a bad record is a bug or a foreign writer.
+                log.error("unusable labelled example at offset %d: %r", offset, exc)
+                out.ops.append({"type": "bad_labelled_example", "offset": offset, "error": repr(exc)})
+                continue
+            if not self.cap.allow(ex.source, ex.event_time_ms):
+                self._capped(ex, out)
+                continue
+            p = float(self.learner.predict_many([x])[0])
+            if self.guard.update(ex.label, p):
+                self._roll_back(out)
+            self.learner.learn(x, ex.label)
+            out.learned += 1
+        self.applied_offset = last_offset
+        if last_offset > start_offset:
+            out.snapshot = self._seal()
+        return out
+
+    def _seal(self) -> bytes:
+        learner = self.learner
+        assert learner is not None
+        self.seq += 1
+        healthy = self.guard.healthy()
+        if healthy:
+            self.guard.mark_good()
+        meta = {"seq": self.seq, "offset": self.applied_offset, "good": healthy,
+                "baseline_auc": self.guard.baseline_auc, "guard": self.guard.state()}
+        learner.snapshot_seq = self.seq
+        blob = seal(learner, self.key, meta)
+        if healthy:
+            self.last_good = blob
+        return blob
+
+    def _roll_back(self, out: TrainingStep) -> None:
+        state = self.guard.state()
+        before = self.learner.version if self.learner else "?"
+        if self.last_good is not None:
+            self.learner, meta = unseal(self.last_good, self.key)
+            target = f"snapshot seq {meta.get('seq')}"
+        else:
+            target = "no good snapshot yet: kept learning"
+        self.guard.reset()
+        out.rollbacks += 1
+        log.error("online model quality dropped (%s); rolled back from %s to %s", state, before, target)
+        out.ops.append({"type": "online_model_rollback", "reason": "rolling AUC dropped and ADWIN detected a rise in "
+                        "error", "guard": state, "from_version": before, "to": target})
+
+    def _capped(self, ex: LabelledExample, out: TrainingStep) -> None:
+        o = ex.origin
+        out.capped += 1
+        out.dead_letters.append(DeadLetter(
+            "source_rate_limited", f"source {ex.source!r} exceeded {self.cap.max_per_hour} labels per event hour",
+            o.topic, o.partition, o.offset, o.key, o.value))
+        rejected = self.cap.rejected[ex.source]
+        if rejected in _CAP_REPORTS:
+            out.ops.append({"type": "label_source_capped", "source": ex.source, "rejected_so_far": rejected})

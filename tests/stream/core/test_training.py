@@ -1,0 +1,70 @@
+"""The trainer's step over in-memory examples: learning, skipping, caps, reports, snapshots; no broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.online import OnlineLearner
+from models.snapshot import unseal
+from stream.core.stored import LabelledExample, SourceMessage
+from stream.core.training import OnlineTraining
+
+KEY = b"0123456789abcdef-test"
+ORIGIN = SourceMessage("feedback", 2, 17, b"card-1", b'{"transaction_id": "t1"}')
+HOUR = 3_600_000
+
+
+def example(i: int, label: int = 1, source: str = "analyst", at: int = 0) -> bytes:
+    width = len(OnlineLearner().feature_names)
+    return LabelledExample([float(i % 3)] * width, label, source, at, ORIGIN._replace(offset=i)).encode()
+
+
+def owner(cap: int = 1000) -> OnlineTraining:
+    training = OnlineTraining(KEY, cap_per_hour=cap)
+    training.take_over(None, OnlineLearner())
+    return training
+
+
+def test_each_example_is_learned_once_and_the_snapshot_says_how_far_it_got() -> None:
+    training = owner()
+    step = training.step([(0, example(0)), (1, example(1, label=0))])
+    assert step.learned == 2 and training.learner.n_labels == 2
+    learner, meta = unseal(step.snapshot, KEY)
+    assert (meta["seq"], meta["offset"], learner.n_labels) == (1, 1, 2)
+    again = training.step([(0, example(0)), (1, example(1)), (2, example(2))])  # redelivered, then one new
+    assert again.learned == 1 and training.learner.n_labels == 3
+    assert unseal(again.snapshot, KEY)[1]["offset"] == 2
+
+
+def test_a_new_owner_resumes_after_the_snapshot_and_learns_nothing_twice() -> None:
+    first = owner()
+    blob = first.step([(0, example(0)), (1, example(1))]).snapshot
+    successor = OnlineTraining(KEY, cap_per_hour=1000)
+    successor.take_over(blob, OnlineLearner())
+    step = successor.step([(0, example(0)), (1, example(1)), (2, example(2))])
+    assert step.learned == 1 and successor.learner.n_labels == 3 and successor.seq == 2
+
+
+def test_an_unreadable_example_is_reported_and_skipped() -> None:
+    step = owner().step([(4, b"{not json"), (5, None), (6, example(6))])
+    assert [r["type"] for r in step.ops] == ["bad_labelled_example"] * 2
+    assert [r["offset"] for r in step.ops] == [4, 5]
+    assert step.learned == 1
+
+
+def test_the_source_cap_dead_letters_the_excess_and_reports_the_first_refusal() -> None:
+    training = owner(cap=2)
+    step = training.step([(i, example(i, source="bot", at=i * 1000)) for i in range(5)])
+    assert step.learned == 2 and step.capped == 3
+    assert [(d.reason, d.offset) for d in step.dead_letters] == [("source_rate_limited", 2), ("source_rate_limited", 3),
+                                                                  ("source_rate_limited", 4)]
+    assert step.dead_letters[0].value == ORIGIN.value and step.dead_letters[0].topic == "feedback"
+    assert [r for r in step.ops if r["type"] == "label_source_capped"] == [
+        {"type": "label_source_capped", "source": "bot", "rejected_so_far": 1}]
+    later = training.step([(5, example(5, source="bot", at=2 * HOUR))])  # a new event hour
+    assert later.learned == 1
+
+
+def test_stepping_without_owning_the_learner_is_refused() -> None:
+    with pytest.raises(RuntimeError, match="take_over"):
+        OnlineTraining(KEY, cap_per_hour=10).step([(0, example(0))])
