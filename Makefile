@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv lint typecheck clean
+.PHONY: demo test venv lint typecheck clean mutation
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -34,6 +34,12 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy stream models replay
+
+# A benchmark, not part of `make test`: mutation score per module and the surviving mutants
+# (docs/mutation.md). MODULES="stream/caps.py models/fusion.py" picks the modules.
+mutation: $(STAMP)
+	$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install --quiet -e '.[test,mutation]'
+	$(PY) -m stream.bench.mutation --nice 10 $(if $(MODULES),--modules $(MODULES))
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache fraudstream-data
