@@ -33,9 +33,9 @@ Score = killed / (killed + survived), a timeout counting as killed and a
 mutant no selected test reaches counting as survived.
 
 Example:
-    >>> tests_for("stream/caps.py", existing=["tests/stream/test_caps.py", "tests/stream/test_capsule.py"])
+    >>> selected_tests("stream/caps.py", existing=["tests/stream/test_caps.py", "tests/stream/test_capsule.py"])
     ['tests/stream/test_caps.py', 'stream/caps.py']
-    >>> tests_for("models/features.py", existing=["tests/models/test_features_reference.py"])
+    >>> selected_tests("models/features.py", existing=["tests/models/test_features_reference.py"])
     ['tests/models/test_features_reference.py', 'models/features.py']
     >>> score({"killed": 17, "survived": 3, "timeout": 0, "no tests": 0})
     85.0
@@ -58,7 +58,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_MODULES", "main", "mutate_module", "score", "tests_for", "undecorate"]
+__all__ = ["DEFAULT_MODULES", "main", "mutate_module", "score", "selected_tests", "undecorate"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,7 +80,7 @@ _DROPPED = {"lru_cache", "cache"}
 _KEPT = {"overload", "staticmethod", "classmethod"}
 
 
-def tests_for(module: str, existing: Iterable[str] | None = None) -> list[str]:
+def selected_tests(module: str, existing: Iterable[str] | None = None) -> list[str]:
     """The tests that run against ``module``'s mutants: its mirror test files and its own doctests."""
     path = Path(module)
     folder = Path("tests", *path.parts[:-1])
@@ -204,7 +204,7 @@ def _mutmut() -> list[str]:
 
 def mutate_module(module: str, max_children: int = 1, keep: bool = False, verbose: bool = False) -> dict[str, Any]:
     """Run mutmut on ``module`` in a fresh copy; return its counts, score and survivors (name and diff)."""
-    tests = tests_for(module)
+    tests = selected_tests(module)
     workdir = Path(tempfile.mkdtemp(prefix=f"fraudstream-mutation-{Path(module).stem}-"))
     started = time.monotonic()
     try:
@@ -260,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     failed: list[str] = []
     for module in args.modules:
-        print(f"== {module}: mutating, tests {' '.join(tests_for(module))}", flush=True)
+        print(f"== {module}: mutating, tests {' '.join(selected_tests(module))}", flush=True)
         try:
             result = mutate_module(module, max_children=args.max_children, keep=args.keep, verbose=args.verbose)
         except RuntimeError as exc:
