@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.brokers import backend
-from tests.support import REPO, produce, stop_child
+from tests.support import REPO, produce, stop_child, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -35,14 +34,21 @@ def _run(broker: str, topic: str, tmp_path: Path, buffer: int, direct: bool, pro
             [sys.executable, "-m", "tests.stream.draining_worker", broker, topic, str(N), str(buffer),
              "1" if direct else "0", str(out), "1" if prompt else "0"],
             cwd=REPO, env=env, stdout=log_fh, stderr=subprocess.STDOUT)
+    report: dict[str, Any] = {}
+
+    def reported() -> bool:
+        # The worker rewrites the file after every batch once it has N records: an open() that truncated
+        # it, or a write still under way, reads as a file that is not JSON yet; wait for a whole report.
+        assert worker.poll() is None, f"worker exited:\n{log.read_text()[-3000:]}"
+        try:
+            report.update(json.loads(out.read_text()))
+        except (FileNotFoundError, ValueError):
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 90
-        while not out.exists() and time.monotonic() < deadline:
-            assert worker.poll() is None, f"worker exited:\n{log.read_text()[-3000:]}"
-            time.sleep(0.2)
-        assert out.exists(), f"worker did not receive all {N} records:\n{log.read_text()[-3000:]}"
-        time.sleep(0.1)  # the file is written in one call; let it land
-        return json.loads(out.read_text())
+        assert wait_for(reported, timeout=90), f"worker did not receive all {N} records:\n{log.read_text()[-3000:]}"
+        return report
     finally:
         stop_child(worker, timeout=20)
 
