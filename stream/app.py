@@ -24,21 +24,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from faust.transport.producer import ProducerBuffer
 
 from models.checkpoint import CheckpointWatcher, load_checkpoint
 from models.features import compile_engineered
 from models.fusion import Fusion
 from models.online import OnlineLearner
 from models.sequence import SequenceScorer
-from stream.compat import apply_consumer_fixes, enable_embedded_broker_compat
-from stream.drain import RawBytes, deliver_directly
+from stream import patches
+from stream.drain import RawBytes
 from stream.modelsync import ModelSync
 from stream.outbox import Outbox
 from stream.partitioner import compile_partitioner
 from stream.records import Limits
 from stream.retention import RetentionIndex
-from stream.security import client_kwargs, faust_credentials
+from stream.security import faust_credentials
 from stream.settings import Settings, SettingsError
 from stream.state import define_tables
 from stream.stats import Stats
@@ -245,16 +244,9 @@ def worker_app(settings: Settings) -> faust.App:
     (:mod:`stream.bench.plumbing`), which must consume and produce exactly as
     the engine does.
     """
-    apply_consumer_fixes(settings.fetch_max_wait_ms)
-    if settings.embedded_broker_compat:
-        enable_embedded_broker_compat(settings.bootstrap_servers, client_kwargs(settings))
-    # Faust throttles stream processing once 100 table writes wait to reach the
-    # changelog, and logs a warning each time; a micro-batch makes hundreds at
-    # once. Let the buffer hold a few batches (it is flushed before every commit).
-    ProducerBuffer.max_messages = max(ProducerBuffer.max_messages, 8 * settings.batch_size)
-    app = _faust_app(settings)
-    if settings.direct_delivery:
-        deliver_directly(app)
+    app = _faust_app(settings)  # builds no consumer or producer yet: the patches below still apply to them
+    # Refuses untested Faust/aiokafka versions first, then patches them (stream/patches/, one module per bug).
+    patches.apply(settings, app)
     return app
 
 

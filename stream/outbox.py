@@ -18,7 +18,9 @@ own ``send`` ends in, without ``send``'s coroutine and without a future per
 record: the micro-batch waits for the future of each aiokafka batch it wrote
 to, which resolves when the broker acknowledges that batch (or fails, after
 aiokafka's retries). Everything else, including a record for a full batch
-and any aiokafka without those internals, goes through ``send``.
+and any aiokafka without those internals, goes through ``send``. (The code
+that touches aiokafka's internals is in
+:mod:`stream.patches.aiokafka_accumulator`.)
 
 (Handing aiokafka ready-made ``BatchBuilder`` batches was tried and measured
 slower: ``send_batch`` waits until the partition's previous batch has left,
@@ -58,12 +60,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 from faust.types import EventT
 
 from stream.codec import dumps
 from stream.partitioner import default_partitions
+from stream.patches.aiokafka_accumulator import Appender, ship_now, uses_default_partitioner
 from stream.state import store_mapping, writing_for
 
 __all__ = ["Outbox"]
@@ -87,8 +89,8 @@ class Outbox:
         self._sent_topics: set[str] = set()  # since the micro-batch's last send
         # Keyed records without a partition get Kafka's default partition, computed for the whole
         # micro-batch (stream/partitioner.py), where the producer would have used that partitioner.
-        self._by_key = bulk and isinstance(getattr(producer, "_partitioner", None), DefaultPartitioner)
-        self._appender = _Appender.of(producer) if bulk else None
+        self._by_key = bulk and uses_default_partitioner(producer)
+        self._appender = Appender.of(producer) if bulk else None
 
     def pending(self) -> int:
         """Records waiting for :meth:`flush`."""
@@ -249,7 +251,7 @@ class Outbox:
 
     def _ship(self) -> None:
         """End the linger of what this micro-batch's sends left in the producer; the next batch starts afresh."""
-        _ship_now(self.producer, self._sent_topics)
+        ship_now(self.producer, self._sent_topics)
         self._sent_topics = set()
 
     async def _delivered(self, sent: list[tuple[str, asyncio.Future[Any]]], appended: list[_Appended]) -> None:
@@ -296,98 +298,3 @@ class _Appended:
         self.batch = batch
         self.changelog = changelog  # the table changelog's topic, or "" for an output
         self.last_offset = last_offset
-
-
-class _Appender:
-    """Appends records to their partition's open aiokafka batch: the end of ``AIOKafkaProducer.send``, minus its costs.
-
-    ``send`` is a coroutine per record that checks metadata, serializes,
-    partitions, then appends to the partition's open ``MessageBatch`` and
-    gives the record a future that the batch's produce response resolves.
-    Here the partition is already known, the values are bytes, and the caller
-    waits for the batch's own future instead (it resolves with the batch's
-    base offset, or fails, exactly when the record futures would). A record
-    that does not fit (a full batch, or one too large for a request) is left
-    to ``send``, which waits for room or raises as usual. It takes a run of
-    one partition's records at a time: the partition's batch is looked up
-    once, not per record.
-    """
-
-    def __init__(self, producer: Any) -> None:
-        self.producer = producer
-        self.accumulator = producer._message_accumulator
-        self.max_request_size = producer._max_request_size
-        self._tps: dict[tuple[str, int], TopicPartition] = {}
-
-    @classmethod
-    def of(cls, producer: Any) -> _Appender | None:
-        """An appender for ``producer``, or None if it is not an aiokafka producer with these internals."""
-        accumulator = getattr(producer, "_message_accumulator", None)
-        if (not isinstance(getattr(accumulator, "_batches", None), dict)
-                or not all(hasattr(accumulator, name)
-                           for name in ("create_builder", "_append_batch", "_closed", "_exception"))
-                or not hasattr(producer, "_max_request_size") or not hasattr(producer, "partitions_for")
-                or getattr(producer, "_key_serializer", None) is not None
-                or getattr(producer, "_value_serializer", None) is not None):
-            return None
-        return cls(producer)
-
-    def append_run(self, topic: str, partition: int, rows: Sequence[_Row], start: int) -> tuple[Any, int, int]:
-        """Append ``rows[start:]`` in order to the partition's open batch, up to the first that does not fit.
-
-        Returns ``(batch, last relative offset written there, rows appended)``;
-        the row where it stopped (a full batch, one near the request size
-        limit, or neither key nor value) is left to ``send``, which waits for
-        room or raises the right error.
-        """
-        accumulator = self.accumulator
-        if accumulator._closed or accumulator._exception is not None:
-            return None, -1, 0
-        room = self.max_request_size - 1024  # near the limit, send() measures exactly
-        batch: Any = None
-        offset = -1
-        i, end = start, len(rows)
-        while i < end:
-            key, value, headers = rows[i]
-            size = len(key or b"") + len(value or b"")
-            if headers:
-                size += sum(len(k) + len(v) for k, v in headers)
-            if size > room or (key is None and value is None):
-                break
-            if batch is None:  # looked up (or opened) once a record is known to be appendable
-                tp = self._tps.get((topic, partition))
-                if tp is None:
-                    tp = self._tps[(topic, partition)] = TopicPartition(topic, partition)
-                queued = accumulator._batches.get(tp)
-                batch = queued[-1] if queued else accumulator._append_batch(accumulator.create_builder(), tp)
-            meta = batch._builder.append(timestamp=None, key=key, value=value, headers=list(headers))
-            if meta is None:  # full: send() waits for the sender to take it and starts a new one
-                break
-            offset = meta.offset
-            i += 1
-        return batch, offset, i - start
-
-
-def _ship_now(producer: Any, topics: set[str]) -> None:
-    """Make the producer send its open batches for ``topics`` without waiting out their linger.
-
-    A batch whose linger is over is ready: the sender takes it on its next
-    pass (after the broker's in-flight request, if any), and until then it
-    still accepts records. (Closing the batches, as aiokafka's
-    ``flush_for_commit`` does, would also make them ready, but a record for
-    the same partition would then wait until the sender has taken the closed
-    batch: a round trip for Faust's own sends.) aiokafka has no public call
-    for this; on a version without these internals the linger applies, which
-    only costs latency.
-    """
-    accumulator = getattr(producer, "_message_accumulator", None)
-    batches = getattr(accumulator, "_batches", None)
-    waiter = getattr(accumulator, "_waiter_future", None)
-    if batches is None or waiter is None:
-        return
-    for tp, queued in batches.items():
-        if tp.topic in topics:
-            for batch in queued:
-                batch._linger_time = 0.0
-    if not waiter.done():
-        waiter.set_result(None)  # wake the sender, which sleeps until data comes or a linger ends

@@ -19,8 +19,8 @@ Two tables, both partitioned like the input topics (co-partitioned by card):
 Faust decides a table write's changelog partition from "the current event",
 which it only sets while iterating a stream one event at a time. Batched
 agents (:mod:`stream.batches`) therefore set it for each write with
-:func:`writing_for`; the score agent's writes go through
-:class:`~stream.outbox.Outbox`, which does the same.
+:func:`writing_for` (:mod:`stream.patches.faust_current_event`); the score
+agent's writes go through :class:`~stream.outbox.Outbox`, which does the same.
 """
 
 from __future__ import annotations
@@ -28,9 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
-import weakref
-from collections.abc import Iterator, MutableMapping, Sequence
-from contextlib import contextmanager
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import faust
@@ -38,10 +36,10 @@ import numpy as np
 import numpy.typing as npt
 from faust.serializers.codecs import Codec
 from faust.stores.memory import Store as MemoryStore
-from faust.streams import _current_event  # the context variable Faust's tables read
-from faust.types import EventT
 
 from models.history import History, decode, encode
+from stream.patches.faust_current_event import writing_for
+from stream.patches.faust_table_codec import use_value_codec
 from stream.settings import Settings
 
 __all__ = ["HistoryCodec", "define_tables", "pack_inputs", "pack_rows", "store_mapping", "unpack_inputs", "writing_for"]
@@ -139,20 +137,6 @@ def unpack_inputs(packed: str | Sequence[float]) -> list[float]:
     return [float(v) for v in packed]
 
 
-@contextmanager
-def writing_for(event: EventT) -> Iterator[None]:
-    """Make ``event`` the current event while writing tables on its behalf.
-
-    The write's changelog record then goes to ``event``'s partition, and on
-    recovery the value comes back to whichever worker owns that partition.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
 def define_tables(app: faust.App, settings: Settings) -> tuple[Any, Any, Any]:
     """Create the ``history``, ``features`` and ``pending`` tables on ``app``."""
 
@@ -171,8 +155,7 @@ def define_tables(app: faust.App, settings: Settings) -> tuple[Any, Any, Any]:
     # Faust picks a table's codec from its value type (JSON unless it is a Faust model) and
     # has already made the changelog topic with it; the store is made later, lazily. Both
     # must use the history's own codec (recovery decodes the changelog with the topic's).
-    history.value_serializer = HistoryCodec()
-    history.changelog_topic = history._new_changelog_topic()
+    use_value_codec(history, HistoryCodec())
     return (
         history,
         table("features", "transaction id -> scoring-time inputs for the feedback join"),
