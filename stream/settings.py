@@ -68,6 +68,7 @@ class Settings:
     producer_linger_s: float = _f(0.005, "Producer linger: how long a batch waits to fill (latency vs. throughput). Under at-least-once the score agent's micro-batch outputs do not wait: they ship once the batch is scored (stream/outbox.py).")
     producer_batch_bytes: int = _f(1_000_000, "Largest batch the producer builds per partition. A micro-batch's history changelog (~1.4 kB a card) outgrows smaller batches, and a full batch makes the next send wait for the sender; keep it at or below the broker's message.max.bytes (Kafka's default 1048588) and the topics' max.message.bytes, or the broker rejects the batch.")
     embedded_broker_compat: bool = _f(False, "Work around the embedded broker: end-offset answers, fetches it gives up on, generation 0 (stream/compat.py); set by the demo and tests, never needed on Apache Kafka.")
+    allow_untested_dependencies: bool = _f(False, "Start a worker even when the installed faust-streaming or aiokafka is not the version the patches in stream/patches/ were written for (logged as a warning instead of refusing to start). Only for operators who checked those patches against the installed release.")
     security_protocol: str = _f("PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every client (worker, replay, tools).")
     ssl_cafile: str = _f("", "CA bundle that signed the brokers' certificates (empty: the system's).")
     ssl_certfile: str = _f("", "Client certificate for mutual TLS (optional).")
