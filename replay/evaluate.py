@@ -56,6 +56,7 @@ from replay.metrics import (
     roc_auc,
 )
 from replay.report import format_headline, write_report
+from stream.settings import Settings, SettingsError
 
 __all__ = [
     "Label",
@@ -107,26 +108,29 @@ def load_scores_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def consume_scores(
-    bootstrap_servers: str, topic: str, timeout_s: float = 30.0, expected: int | None = None
+    bootstrap_servers: str, topic: str, timeout_s: float = 30.0, expected: int | None = None,
+    settings: Settings | None = None,
 ) -> list[dict[str, Any]]:
     """Read every score record on ``topic`` from the beginning, deduplicated.
 
     Stops once ``expected`` distinct transactions have been read, or after
     ``timeout_s`` seconds without a new record. No consumer group is joined
     (nothing is committed, nothing else's offsets move): all partitions are
-    assigned to this consumer directly.
+    assigned to this consumer directly. The consumer uses the TLS / SASL
+    options of ``settings`` (default: none), with ``bootstrap_servers`` in
+    place of the settings' own.
     """
-    from kafka import KafkaConsumer, TopicPartition  # imported here: the offline paths never need kafka
+    from kafka import TopicPartition  # imported here: the offline paths never need kafka
 
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers.split(","),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    from stream import clients
+
+    settings = (settings or Settings()).replace(bootstrap_servers=bootstrap_servers)
+    consumer = clients.consumer(settings, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                                client_id="fraudstream-evaluate")
     seen: dict[str, dict[str, Any]] = {}
     try:
-        partitions = _wait_for_partitions(consumer, topic, timeout_s)
+        # The topic may not exist yet when evaluation starts alongside the engine.
+        partitions = clients.wait_for_partitions(consumer, topic, timeout_s)
         if not partitions:
             return []
         consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
@@ -148,16 +152,6 @@ def consume_scores(
     finally:
         consumer.close()
     return list(seen.values())
-
-
-def _wait_for_partitions(consumer: Any, topic: str, timeout_s: float) -> set[int]:
-    # The topic may not exist yet when evaluation starts alongside the engine.
-    deadline = time.monotonic() + timeout_s
-    while True:
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions or time.monotonic() > deadline:
-            return set(partitions or ())
-        time.sleep(0.5)
 
 
 def load_labels(path: str | Path) -> dict[str, Label]:
@@ -470,8 +464,12 @@ def cli(argv: Sequence[str] | None = None) -> int:
     if args.scores is not None:
         scores = load_scores_jsonl(args.scores)
     else:
+        try:
+            settings = Settings.from_env()  # TLS / SASL of the scores topic's Kafka: FRAUDSTREAM_SECURITY_*
+        except SettingsError as exc:
+            parser.error(str(exc))
         expected = args.expected if args.expected is not None else len(labels)
-        scores = consume_scores(args.bootstrap_servers, args.topic, args.timeout, expected)
+        scores = consume_scores(args.bootstrap_servers, args.topic, args.timeout, expected, settings=settings)
     result = evaluate(scores, labels, k=args.k, alert_rate=args.alert_rate,
                       exclude_known_compromised=args.exclude_known_compromised, component=args.component)
     print(format_headline(result))

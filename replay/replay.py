@@ -50,8 +50,8 @@ from replay.plan import LabelPolicy, Plan, plan
 from replay.progress import Pace, Schedule, make_bar, parse_duration_ms
 from replay.resume import RUN_HEADER, SEQ_HEADER, Checkpoint, ReplayError, replay_fingerprint, scan_tails
 from replay.source import Reject, SourceError, open_source
+from stream import clients
 from stream.records import InvalidRecord, Limits, parse_feedback, parse_transaction
-from stream.security import client_kwargs
 from stream.settings import Settings, SettingsError
 
 __all__ = ["PACED_TICK_S", "ReplayConfig", "ReplayError", "ReplaySummary", "cli", "run_replay"]
@@ -189,14 +189,12 @@ class _Sender:
         self.futures: list[tuple[asyncio.Future[Any], str, int]] = []
 
     async def run(self) -> None:
-        from aiokafka import AIOKafkaProducer
-
         s = self.config.settings
         # Batches are built here per partition (create_batch/send_batch): ~3x
         # the throughput of send() per record. acks=all so an acknowledged
         # record survives a broker failover, which the checkpoint relies on.
-        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, client_id="fraudstream-replay",
-                                    acks="all", max_batch_size=256 * 1024, linger_ms=5, **client_kwargs(s))
+        producer = clients.aio_producer(s, client_id="fraudstream-replay", acks="all", max_batch_size=256 * 1024,
+                                        linger_ms=5)
         await producer.start()
         try:
             self.partitions = {t: sorted(await producer.partitions_for(t)) for t in self.topics}

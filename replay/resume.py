@@ -31,8 +31,8 @@ from typing import Any
 
 from replay.plan import LabelPolicy
 from replay.source import file_digest
+from stream import clients
 from stream.records import Limits
-from stream.security import client_kwargs
 from stream.settings import Settings
 
 __all__ = ["RUN_HEADER", "SEQ_HEADER", "Checkpoint", "ReplayError", "replay_fingerprint", "scan_tails"]
@@ -101,11 +101,10 @@ async def scan_tails(settings: Settings, partitions: dict[str, list[int]], ckpt:
     plan's length. A fresh run sets ``ckpt.offsets`` to the topics' ends and
     returns an empty set.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
-                                enable_auto_commit=False, group_id=None, auto_offset_reset="earliest",
-                                **client_kwargs(settings))
+    consumer = clients.aio_consumer(settings, enable_auto_commit=False, group_id=None, auto_offset_reset="earliest",
+                                    client_id="fraudstream-replay-resume")
     await consumer.start()
     written: set[int] = set()
     try:

@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from models.snapshot import SnapshotError, peek_header, unseal, verify
+from stream import clients
 from stream.compat import true_end_offsets
 from stream.security import client_kwargs
 
@@ -68,11 +69,10 @@ class ModelSync:
 
     async def run(self) -> None:
         """The worker task: read the backlog, set ``ready``, then follow."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
 
         settings = self.engine.settings
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
-                                    group_id=None, **client_kwargs(settings))
+        consumer = clients.aio_consumer(settings, enable_auto_commit=False, group_id=None)
         await consumer.start()
         try:
             tp = TopicPartition(settings.models_topic, 0)

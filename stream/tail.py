@@ -40,6 +40,9 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from stream import clients
+from stream.settings import Settings, SettingsError
+
 __all__ = ["cli", "format_alert_row", "header_row", "tail"]
 
 # Column widths of the table. Fixed, so that rows line up in a terminal that
@@ -176,23 +179,6 @@ def _decode(value: bytes | None) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def _wait_for_partitions(consumer: Any, topic: str, deadline: float | None, err: TextIO,
-                         stop: threading.Event) -> set[int] | None:
-    """Partitions of ``topic``; waits (telling stderr once) while it does not exist yet."""
-    told = False
-    while not stop.is_set():
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions:
-            return set(partitions)
-        if deadline is not None and time.monotonic() >= deadline:
-            return None
-        if not told:
-            print(f"waiting for topic {topic!r} to exist (is a worker running?)", file=err, flush=True)
-            told = True
-        stop.wait(0.5)
-    return None
-
-
 def tail(
     bootstrap_servers: str,
     topic: str,
@@ -205,13 +191,16 @@ def tail(
     out: TextIO | None = None,
     err: TextIO | None = None,
     stop: threading.Event | None = None,
+    settings: Settings | None = None,
 ) -> int:
     """Print alerts from ``topic`` until ``max_alerts``, ``timeout_s`` or ``stop``; return the exit status.
 
     ``stop`` lets a caller (the signal handlers in :func:`cli`, or a test)
-    end the tail from elsewhere; it is checked between polls.
+    end the tail from elsewhere; it is checked between polls. The consumer
+    uses the TLS / SASL options of ``settings`` (default: none), with
+    ``bootstrap_servers`` in place of the settings' own.
     """
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
     from kafka.errors import KafkaError
 
     out = sys.stdout if out is None else out
@@ -219,24 +208,31 @@ def tail(
     stop = threading.Event() if stop is None else stop
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     config: dict[str, Any] = {
-        "bootstrap_servers": [s.strip() for s in bootstrap_servers.split(",") if s.strip()],
         "group_id": None,  # no group: no commits, no rebalance with anyone
         "enable_auto_commit": False,
         "client_id": "fraudstream-alerts",
     }
     # An unreachable broker would otherwise hold the tail for the client's own
     # 30 s bootstrap wait, past --timeout (the option exists from kafka-python 2.1).
-    if timeout_s is not None and "bootstrap_timeout_ms" in KafkaConsumer.DEFAULT_CONFIG:
+    if timeout_s is not None and clients.consumer_supports("bootstrap_timeout_ms"):
         config["bootstrap_timeout_ms"] = int(max(min(timeout_s, 30.0), 0.1) * 1000)
     try:
-        consumer = KafkaConsumer(**config)
+        settings = (settings or Settings()).replace(bootstrap_servers=bootstrap_servers)
+        consumer = clients.consumer(settings, **config)
+    except SettingsError as exc:
+        print(f"fraudstream alerts: {exc}", file=err)
+        return 2
     except KafkaError as exc:
         print(f"fraudstream alerts: cannot reach Kafka at {bootstrap_servers}: {exc}", file=err)
         return 2
     shown = 0
     try:
-        partitions = _wait_for_partitions(consumer, topic, deadline, err, stop)
-        if partitions is None:
+        def tell() -> None:
+            print(f"waiting for topic {topic!r} to exist (is a worker running?)", file=err, flush=True)
+
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        partitions = clients.wait_for_partitions(consumer, topic, remaining, stop=stop, on_wait=tell)
+        if not partitions:
             if stop.is_set():
                 return 0
             print(f"fraudstream alerts: topic {topic!r} not found on {bootstrap_servers}", file=err)
@@ -306,8 +302,6 @@ def _parser(defaults: Any) -> argparse.ArgumentParser:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fraudstream alerts``; returns the exit status."""
-    from stream.settings import Settings, SettingsError
-
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -345,6 +339,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
             timeout_s=args.timeout,
             reason_width=max(args.reason_width, 1),
             stop=stop,
+            settings=settings,
         )
     except BrokenPipeError:
         # `fraudstream alerts | head`: the reader left. Point stdout at

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 
-from stream.security import client_kwargs
+from stream import clients
 from stream.settings import Settings
 
 __all__ = ["ensure_topics", "topic_names", "topic_specs"]
@@ -57,15 +57,13 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, int]
     Raises ``RuntimeError`` when an existing input topic has a partition count
     other than ``settings.topic_partitions`` (state would be split).
     """
-    from kafka import KafkaAdminClient, KafkaConsumer
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    client = client_kwargs(settings)
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="fraudstream-topics", **client)
+    specs = topic_specs(settings)
+    admin = clients.admin(settings, client_id="fraudstream-topics")
     try:
         existing = set(admin.list_topics())
-        specs = topic_specs(settings)
         new = [
             NewTopic(name, partitions, settings.replication_factor,
                      topic_configs={"cleanup.policy": "compact"} if name == settings.models_topic else {})
@@ -78,15 +76,12 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, int]
                 pass
     finally:
         admin.close()
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, **client)
+    consumer = clients.consumer(settings, client_id="fraudstream-topics")
     try:
         deadline = time.monotonic() + timeout_s
-        counts: dict[str, int] = {}
-        while time.monotonic() < deadline:
-            counts = {n: len(consumer.partitions_for_topic(n) or ()) for n in topic_specs(settings)}
-            if all(counts.values()):
-                break
-            time.sleep(0.2)
+        counts = {name: len(clients.wait_for_partitions(consumer, name, max(0.0, deadline - time.monotonic()),
+                                                        interval_s=0.2))
+                  for name in specs}
     finally:
         consumer.close()
     for name in (settings.topic_transactions, settings.topic_feedback):
