@@ -2,7 +2,8 @@
 # fraudstream worker image.
 #
 #   docker build -t fraudstream .
-#   docker run --rm -e FRAUDSTREAM_BOOTSTRAP_SERVERS=host:9092 fraudstream          # worker
+#   docker run --rm -e FRAUDSTREAM_BOOTSTRAP_SERVERS=host:9092 \
+#     -e FRAUDSTREAM_MODEL_SIGNING_KEY -e FRAUDSTREAM_WEB_TOKEN fraudstream           # worker (secrets from the host env)
 #   docker run --rm -e FRAUDSTREAM_BOOTSTRAP_SERVERS=host:9092 fraudstream alerts   # any subcommand
 #
 # Two stages: the build stage makes a virtual environment in /opt/venv, the
@@ -56,7 +57,11 @@ COPY --from=build /opt/venv /opt/venv
 
 # Container defaults (each is a setting; see stream/settings.py):
 # - the web server must listen beyond loopback to be reached from outside the
-#   container (health checks from other containers, Prometheus);
+#   container (health checks from other containers, Prometheus). Only /healthz,
+#   /ready, /metrics and /stats/ answer without FRAUDSTREAM_WEB_TOKEN (card
+#   views need `Authorization: Bearer <token>`; without a token set they answer
+#   403). No secret is baked in: pass FRAUDSTREAM_WEB_TOKEN and
+#   FRAUDSTREAM_MODEL_SIGNING_KEY at run time;
 # - tables live under /var/lib/fraudstream, which is a volume in compose;
 # - so does Numba's cache of the compiled loops (models/compiled.py): the
 #   venv is not writable by the worker's user, and a restart loads the cache

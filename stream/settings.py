@@ -115,6 +115,7 @@ class Settings:
     web_enabled: bool = _f(False, "Serve Faust's web server (metrics, health).")
     web_host: str = _f("127.0.0.1", "Web server bind address.")
     web_port: int = _f(6066, "Web server port.")
+    web_token: str = field(default="", repr=False, metadata={"doc": "Service token for every web view but /healthz, /ready, /metrics and /stats/ (the card histories among them): send `Authorization: Bearer <token>`, the same token on every worker (a card lookup is forwarded with its header to the worker that owns the card). Unset: those views answer 403. Never logged."})
     log_level: str = _f("info", "Faust log level: crit, error, warn, info or debug.")
     log_format: str = _f("text", "text, or json (one JSON object per line, for log shippers).")
 

@@ -1,18 +1,35 @@
 """HTTP views on the worker (when ``FRAUDSTREAM_WEB_ENABLED=1``).
 
+Open to anyone who reaches the port (operations, no card data):
+
 * ``GET /healthz`` — liveness: 200 while the worker runs and no agent has stopped.
 * ``GET /ready`` — readiness: 200 only after table recovery and the model load, else 503.
 * ``GET /metrics`` — Prometheus text exposition (``stream/telemetry.py``).
 * ``GET /stats/`` — the worker's counters, model versions, keys per table and Python heap blocks as JSON.
+
+Every other route, ours or Faust's own (``/table/...`` serves table values,
+``/router/...`` where each key lives), needs the service token,
+``Authorization: Bearer $FRAUDSTREAM_WEB_TOKEN``: a request without it, or with
+another, gets 401; a worker without a token answers 403 (fail closed). Among them:
+
 * ``GET /cards/{card_id}/history/`` — the card's history as the worker holds it,
-  routed by Faust to whichever worker owns the card's partition: the first
+  routed by Faust to whichever worker owns the card's partition (the request
+  goes there with its headers, so every worker needs the same token): the first
   thing to look at when a score surprises you.
+
+The check is an aiohttp middleware on the whole web app rather than a
+decorator per view, so a route added later (or one of Faust's) is closed unless
+it is listed in :data:`OPEN_PATHS`.
 """
 
 from __future__ import annotations
 
+import hmac
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from aiohttp import web as aiohttp_web
 
 from models.history import Entry, new_history
 from stream.records import format_rfc3339
@@ -20,7 +37,39 @@ from stream.records import format_rfc3339
 if TYPE_CHECKING:
     from stream.app import Engine
 
-__all__ = ["register"]
+__all__ = ["OPEN_PATHS", "register", "token_middleware"]
+
+#: Paths served without the token: probes and metrics, no card data.
+OPEN_PATHS = frozenset({"/healthz", "/ready", "/metrics", "/stats/"})
+
+_Handler = Callable[[aiohttp_web.Request], Awaitable[aiohttp_web.StreamResponse]]
+
+
+def token_middleware(token: str) -> Any:
+    """An aiohttp middleware that lets a request past :data:`OPEN_PATHS` only with ``Bearer <token>``.
+
+    An empty ``token`` refuses them all with 403: a worker that was not given
+    a token must not serve card data to whoever asks.
+    """
+    expected = token.encode()
+
+    @aiohttp_web.middleware
+    async def require_token(request: aiohttp_web.Request, handler: _Handler) -> aiohttp_web.StreamResponse:
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        if not expected:
+            return aiohttp_web.json_response(
+                {"error": "this view needs a service token and the worker has none: set FRAUDSTREAM_WEB_TOKEN "
+                          "(the same secret on every worker) and send `Authorization: Bearer <token>`"},
+                status=403)
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            return aiohttp_web.json_response(
+                {"error": "missing or wrong service token: send `Authorization: Bearer <FRAUDSTREAM_WEB_TOKEN>`"},
+                status=401, headers={"WWW-Authenticate": 'Bearer realm="fraudstream"'})
+        return await handler(request)
+
+    return require_token
 
 
 def _readable(entry: Entry) -> dict[str, Any]:
@@ -37,8 +86,12 @@ def _readable(entry: Entry) -> dict[str, Any]:
 
 
 def register(engine: Engine) -> None:
-    """Add the views to ``engine.app``."""
+    """Add the views to ``engine.app``, all but :data:`OPEN_PATHS` behind the service token."""
     app = engine.app
+    # Faust's aiohttp driver (the only web driver it ships) builds its aiohttp Application
+    # when the app's web is first touched; middlewares may be added until the server starts.
+    web_app: aiohttp_web.Application = cast(Any, app.web).web_app
+    web_app.middlewares.append(token_middleware(engine.settings.web_token))
 
     @app.page("/cards/{card_id}/history/")
     @app.table_route(table=engine.history, match_info="card_id")

@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 def fast_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
     """Settings for one test: its own topics and group, short group timeouts."""
     tag = uuid.uuid4().hex[:8]
-    base = {
+    base: dict[str, Any] = {
         "app_id": f"fs-test-{tag}",
         "bootstrap_servers": bootstrap,
         "topic_partitions": 2,
@@ -62,6 +62,7 @@ def fast_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
         "data_dir": str(data_dir),
         "log_level": "info",
         "model_signing_key": "test-signing-key-" + tag,
+        "web_token": "test-web-token-" + tag,
         "snapshot_interval_s": 0.2,
         "embedded_broker_compat": backend() == "embedded",
     }
@@ -125,8 +126,10 @@ class WorkerProcess:
             return "(no log)"
 
     def get_json(self, path: str, timeout: float = 5.0) -> Any:
+        """GET a web view of the worker, with its service token when the settings have one."""
         url = f"http://{self.settings.web_host}:{self.settings.web_port}{path}"
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        headers = {"Authorization": f"Bearer {self.settings.web_token}"} if self.settings.web_token else {}
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
             return json.loads(resp.read())
 
 

@@ -53,6 +53,8 @@ METRICS = {
     "fraudstream_online_rolling_auc",
 }
 HISTOGRAMS = {"fraudstream_batch_size", "fraudstream_stage_seconds"}
+# Secrets every worker needs, taken from the host environment with no default (${NAME:?...}).
+REQUIRED_SECRETS = ("FRAUDSTREAM_MODEL_SIGNING_KEY", "FRAUDSTREAM_WEB_TOKEN")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -142,6 +144,7 @@ def test_compose_config_accepted_by_docker_compose(profiles: list[str]) -> None:
         pytest.skip("no working Compose v2 client (`docker compose` plugin or docker-compose >= 2) on this machine")
     # The host's own FRAUDSTREAM_* values would be interpolated; validate the defaults.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FRAUDSTREAM_", "COMPOSE_"))}
+    env.update({name: "compose-config-check" for name in REQUIRED_SECRETS})  # the file refuses to run without them
     args = [a for p in profiles for a in ("--profile", p)]
     result = subprocess.run([*client, "-f", str(COMPOSE), *args, "config", "-q"], cwd=ROOT, env=env,
                             check=False, capture_output=True, text=True, timeout=120)
@@ -391,6 +394,8 @@ def test_worker_service(services: dict[str, dict[str, Any]], name: str) -> None:
             assert isinstance(volume, str) and ":" not in volume, "data dir must be an anonymous (per-replica) volume"
     command = " ".join(_interpolate(service["command"]))
     assert "fraudstream worker" in command
+    for secret in REQUIRED_SECRETS:  # from the host, never a default in the file
+        assert re.fullmatch(rf"\$\{{{secret}:\?[^}}]+\}}", str(service["environment"].get(secret))), secret
     health = " ".join(service["healthcheck"]["test"])
     assert "/stats/" in health or "/ready" in health or "/healthz" in health
     (topics_job, spec), = _depends_on(service).items()
