@@ -150,6 +150,7 @@ def test_the_dead_letter_reasons_are_the_engines():
     headers = json.loads((ROOT / "schemas" / "dlq-headers.json").read_text(encoding="utf-8"))
     declared = set(headers["properties"]["dlq.reason"]["enum"])
     assert declared <= reasons, f"README's dead-letter table lacks {sorted(declared - reasons)}"
+    assert reasons <= declared, f"schemas/dlq-headers.json lacks {sorted(reasons - declared)}"
     code = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "stream").rglob("*.py"))
     unused = sorted(r for r in reasons if f'"{r}"' not in code)
     assert not unused, f"README lists dead-letter reasons the engine never sends: {unused}"

@@ -203,7 +203,7 @@ def test_one_failed_record_fails_the_batch_delivery():
         producer.futures[0][2].set_result(SimpleNamespace(partition=0, offset=0))
         producer.futures[1][2].set_exception(ConnectionError("broker gone"))
         producer.futures[2][2].set_exception(ConnectionError("broker gone"))
-        with pytest.raises(ConnectionError):
+        with pytest.raises(ConnectionError, match="broker gone"):
             await asyncio.wait_for(delivery, 1.0)
         assert all(f.done() for _, _, f in producer.futures)
 
@@ -212,28 +212,41 @@ def test_one_failed_record_fails_the_batch_delivery():
 
 @pytest.mark.broker
 def test_the_last_send_of_a_micro_batch_does_not_wait_out_the_producers_linger(broker):
-    """The agent waits for a batch's delivery before its next batch: lingering there is pure latency."""
+    """The agent waits for a batch's delivery before its next batch: lingering there is pure latency.
+
+    Ordering, not timing: with a ten-minute linger, a micro-batch's last send is delivered while an earlier
+    send of another micro-batch to another topic, not its last, is still lingering (what the linger does
+    otherwise), so the last send did not wait out the linger, whatever the machine's speed.
+    """
     from aiokafka import AIOKafkaProducer
 
-    topic = f"outbox-linger-{uuid.uuid4().hex[:8]}"
+    suffix = uuid.uuid4().hex[:8]
+    lingering_topic, last_topic = f"outbox-linger-{suffix}", f"outbox-last-{suffix}"
+    _create_topics(broker, lingering_topic, last_topic, partitions=2)
 
-    async def delivered_within(last: bool, seconds: float) -> bool:
-        producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=4000)
+    async def run() -> bool:
+        producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=600_000)
         await producer.start()
         try:
-            outbox = Outbox(producer, bulk=True)
             await (await Outbox(producer, bulk=True).send(last=True))  # nothing queued: done at once
+            earlier = Outbox(producer, bulk=True)
             for i in range(20):
-                outbox.add(topic, None, b"k%d" % i, b"v%d" % i)
-            delivery = await outbox.send(last=last)
-            done, _ = await asyncio.wait([delivery], timeout=seconds)
-            await delivery  # delivered either way, after the linger at the latest
-            return bool(done)
+                earlier.add(lingering_topic, None, b"k%d" % i, b"v%d" % i)
+            lingering = await earlier.send(last=False)
+            final = Outbox(producer, bulk=True)
+            for i in range(20):
+                final.add(last_topic, None, b"k%d" % i, b"v%d" % i)
+            # Only a guard against hanging for the ten minutes: the order below is the assertion.
+            await asyncio.wait_for(await final.send(last=True), 120)
+            still_lingering = not lingering.done()
+            # The earlier micro-batch's own last send ends its linger too (else the stop waits it out).
+            await asyncio.wait_for(await earlier.send(last=True), 120)
+            await asyncio.wait_for(lingering, 120)
         finally:
             await producer.stop()
+        return still_lingering
 
-    assert asyncio.run(delivered_within(last=True, seconds=2.0))
-    assert not asyncio.run(delivered_within(last=False, seconds=1.0))  # what the linger does otherwise
+    assert asyncio.run(run()), "the earlier, not-last send was delivered too: nothing here shows the linger"
 
 
 def _create_topics(broker: str, *names: str, partitions: int) -> None:
@@ -368,7 +381,7 @@ def test_a_failed_aiokafka_batch_fails_the_micro_batch_delivery(broker):
             (batch,) = producer._message_accumulator._batches[TopicPartition(topic, 0)]
             batch.failure(KafkaError("a fatal produce error"))  # what aiokafka's sender does with one
             batch._drain_waiter.exception()  # the sender would have taken the batch first: nobody waits on this
-            with pytest.raises(KafkaError):
+            with pytest.raises(KafkaError, match="a fatal produce error"):
                 await asyncio.wait_for(delivery, 2.0)
         finally:
             await producer.stop()

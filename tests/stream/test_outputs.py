@@ -45,6 +45,7 @@ def test_score_and_alert_records_match_schemas():
 def test_dlq_headers_match_schema():
     headers = {k: v.decode() for k, v in dlq_headers("invalid_amount", "amount must be > 0", "transactions", 1, 7)}
     _validator("dlq-headers").validate(headers)
+    assert (headers["dlq.reason"], headers["dlq.source.partition"], headers["dlq.source.offset"]) == ("invalid_amount", "1", "7")
 
 
 def test_scores_are_rounded_to_six_decimals_as_python_rounds_them_away_from_ties():
