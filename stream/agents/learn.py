@@ -19,143 +19,88 @@ transactions (Faust delivers both through one consumer).
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from faust.types import EventT
 
 from stream.agents.score import dead_letter_batch
-from stream.agents.train import labelled_example
 from stream.batches import ack, micro_batches
+from stream.core.labels import DUPLICATE, Joined, LabelJoin, Outcome, Park, Rejected
+from stream.core.stored import ParkedLabel, SourceMessage
 from stream.dlq import DeadLetter, send_dead_letter
-from stream.records import Feedback, InvalidRecord, parse_feedback
 from stream.retention import RetentionIndex
-from stream.state import store_mapping, unpack_inputs, writing_for
+from stream.state import store_mapping, writing_for
 
 if TYPE_CHECKING:
     from stream.app import Engine
 
-__all__ = ["FeedbackLearner", "StoredMessage", "register"]
+__all__ = ["FeedbackLearner", "register"]
 
 log = logging.getLogger("fraudstream.learn")
 
 
-@dataclass(frozen=True)
-class StoredMessage:
-    """The parts of a Kafka record a parked label keeps (for the join and the DLQ)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-    def to_json(self, due_ms: int) -> dict[str, Any]:
-        return {"tp": self.topic, "p": self.partition, "o": self.offset, "due": due_ms,
-                "k": base64.b64encode(self.key or b"").decode(), "v": base64.b64encode(self.value or b"").decode()}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> StoredMessage:
-        return cls(d["tp"], int(d["p"]), int(d["o"]), base64.b64decode(d["k"]), base64.b64decode(d["v"]))
-
-
 class FeedbackLearner:
-    """Joins labels with scoring-time inputs; parks those that came too early."""
+    """Moves labels between Kafka and :class:`~stream.core.labels.LabelJoin`, which decides what becomes of each."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.settings = engine.settings
+        self.core = LabelJoin(engine.limits, int(self.settings.feature_retention_s * 1000))
         self.index = RetentionIndex(int(self.settings.feedback_join_grace_s * 1000))
 
-    async def _reject(self, message: Any, reason: str, detail: str) -> None:
+    async def _reject(self, origin: SourceMessage | None, reason: str, detail: str) -> None:
         topic = self.settings.topic_feedback_dlq
         self.engine.stats.dead_letter(topic, reason)
-        await send_dead_letter(await self.engine.producer(), topic, DeadLetter.from_message(message, reason, detail))
+        if origin is None:  # nothing left to dead-letter (a damaged pending entry): say it loudly
+            log.error("label lost: %s: %s", reason, detail)
+            return
+        await send_dead_letter(await self.engine.producer(), topic, DeadLetter.from_message(origin, reason, detail))
 
     async def process(self, events: Sequence[EventT]) -> None:
         engine = self.engine
+        lookup = store_mapping(engine.features.data).get
+        watermark = engine.retention.watermark
         for event in events:
             message = event.message
-            try:
-                fb = parse_feedback(message.value, engine.limits)
-            except InvalidRecord as exc:
-                await self._reject(message, exc.reason, exc.detail)
-                continue
-            key = fb.transaction_id.encode()
-            if key in engine.features:
-                await self.join(event, fb, message)
-            else:
-                self._park(event, fb, key)
+            await self._apply(event, self.core.receive(message, lookup, watermark(message.partition)))
 
-    def _park(self, event: EventT, fb: Feedback, key: bytes) -> None:
-        """Keep a label whose transaction is not scored yet (changelog-backed)."""
-        partition = event.message.partition
-        mark = self.engine.retention.watermark(partition)
-        # Its transaction happened before labelled_at; without one, give the stream
-        # the grace period from where it stands now.
-        due = fb.labelled_at_ms if fb.labelled_at_ms is not None else (mark or 0)
-        with writing_for(event):
-            self.engine.pending[key] = StoredMessage(event.message.topic, partition, event.message.offset,
-                                                     event.message.key, event.message.value).to_json(due)
-        self.index.add(partition, due, key)
-        self.engine.stats.labels_pending += 1
-
-    async def join(self, event: EventT, fb: Feedback, message: Any) -> None:
-        """Join one label with its stored inputs and forward it (``event`` routes table writes)."""
+    async def _apply(self, event: EventT, outcome: Outcome) -> None:
         engine = self.engine
-        key = fb.transaction_id.encode()
-        stored = engine.features[key]
-        retention_ms = int(self.settings.feature_retention_s * 1000)
-        if stored["c"] != fb.card_id:
-            await self._reject(message, "card_mismatch", f"transaction {fb.transaction_id!r} was scored for card "
-                               f"{stored['c']!r}, label says {fb.card_id!r}")
-            return
-        if fb.labelled_at_ms is not None and fb.labelled_at_ms - stored["t"] > retention_ms:
-            await self._reject(message, "expired_transaction",
-                               f"label for {fb.transaction_id!r} came {(fb.labelled_at_ms - stored['t']) / 1000:.0f} s "
-                               f"after the transaction, beyond the {self.settings.feature_retention_s:.0f} s retention")
-            return
-        if stored.get("l") == fb.label:
-            engine.stats.labels_duplicate += 1  # same label again: learning twice would double its weight
-            return
-        try:
-            inputs = unpack_inputs(stored["x"])
-        except (KeyError, ValueError, TypeError) as exc:  # a damaged table entry must not cost the batch
-            await self._reject(message, "corrupt_inputs",
-                               f"scoring-time inputs of {fb.transaction_id!r} unreadable: {exc!r}")
-            return
-        # To the single learner (stream/agents/train.py), with the stored inputs.
-        example = labelled_example(inputs, fb.label, fb.source, stored["t"], message)
-        await (await engine.producer()).send(self.settings.labelled_topic, b"online", example,
-                                             partition=0, timestamp=None, headers=None)
-        engine.stats.labels_forwarded += 1
-        with writing_for(event):
-            engine.features[key] = {**stored, "l": fb.label, "s": fb.source}
+        if isinstance(outcome, Rejected):
+            await self._reject(outcome.origin, outcome.reason, outcome.detail)
+        elif outcome is DUPLICATE:
+            engine.stats.labels_duplicate += 1
+        elif isinstance(outcome, Park):
+            parked = outcome.parked
+            with writing_for(event):
+                engine.pending[outcome.key] = parked.to_json()
+            self.index.add(event.message.partition, parked.due_ms, outcome.key)
+            engine.stats.labels_pending += 1
+        elif isinstance(outcome, Joined):
+            # To the single learner (stream/agents/train.py), with the stored inputs.
+            await (await engine.producer()).send(self.settings.labelled_topic, b"online", outcome.example.encode(),
+                                                 partition=0, timestamp=None, headers=None)
+            engine.stats.labels_forwarded += 1
+            with writing_for(event):
+                engine.features[outcome.key] = outcome.entry.to_json()
 
     async def resolve_pending(self, scored: Sequence[tuple[EventT, Any]]) -> None:
         """Called by the score agent after a batch: complete joins for labels that came early."""
         engine = self.engine
         # The store (its dict in memory): Table.get costs ~1 µs a miss, and nearly all are.
         parked_labels = store_mapping(engine.pending.data)
+        features = store_mapping(engine.features.data)
         for event, t in scored:
             key = t.transaction_id.encode()
             parked = parked_labels.get(key)
             if parked is None:
                 continue
-            message = StoredMessage.from_json(parked)
             with writing_for(event):
                 del engine.pending[key]
-            try:
-                fb = parse_feedback(message.value, engine.limits)
-            except InvalidRecord as exc:  # it parsed when it was parked; be safe anyway
-                await self._reject(message, exc.reason, exc.detail)
-                continue
             engine.stats.labels_pending -= 1
-            await self.join(event, fb, message)
+            await self._apply(event, self.core.complete(parked, features[key]))
 
     async def expire_pending(self, by_partition: dict[int, EventT]) -> None:
         """Dead-letter parked labels whose transaction the stream has passed without seeing."""
@@ -172,7 +117,7 @@ class FeedbackLearner:
                 with writing_for(event):
                     del engine.pending[key]
                 engine.stats.labels_pending -= 1
-                await self._reject(StoredMessage.from_json(parked), "unknown_transaction",
+                await self._reject(ParkedLabel.from_json(parked).message, "unknown_transaction",
                                    f"no transaction {key.decode(errors='replace')!r} on this partition up to "
                                    f"{self.settings.feedback_join_grace_s:.0f} s (event time) past the label: never "
                                    f"sent, sent with another key, or older than the feature retention")

@@ -1,12 +1,11 @@
 """The score agent: micro-batches of transactions in, scores and alerts out.
 
-Per batch: decode and validate every record (bad ones to the DLQ with their
-reason), read each card's history, compute features in event time, score the
-whole batch with every model at once, write the new histories and the
-scoring-time inputs to their tables, then produce scores and alerts. All
-records the batch causes (outputs, changelogs, dead letters) leave through one
-:class:`~stream.outbox.Outbox` and are acknowledged by the broker before the
-batch's source offsets are acked (:mod:`stream.batches`), so a crash
+A thin adapter around :class:`stream.core.scoring.BatchScoring`, which does
+the work: this module takes Faust events, hands their messages and the
+``history`` table's store to the core, and moves what it returns to Kafka.
+All records a batch causes (outputs, changelogs, dead letters) leave through
+one :class:`~stream.outbox.Outbox` and are acknowledged by the broker before
+the batch's source offsets are acked (:mod:`stream.batches`), so a crash
 re-delivers the batch (at-least-once); a redelivered transaction sees the
 history it saw the first time and gets the same alert id.
 """
@@ -19,24 +18,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
 from faust.exceptions import PartitionsMismatch
 from faust.types import EventT
 
-from models.features import engineered_batch
-from models.history import History, advance, new_history, scored_windows
-from models.online import ONLINE_INPUTS
-from models.reasons import top_reasons
-from models.scoring import ScoringItem
 from stream.batches import InFlight, ack, micro_batches
-from stream.codec import dumps
+from stream.core.scoring import BatchScoring
 from stream.dlq import DeadLetter, send_dead_letter
 from stream.outbox import Outbox
-from stream.outputs import alert_record, score_records
-from stream.records import InvalidRecord, Transaction, parse_transaction
-from stream.state import pack_rows, store_mapping
-from stream.timing import StageClock
+from stream.state import store_mapping
 
 if TYPE_CHECKING:
     from stream.app import Engine
@@ -47,126 +36,68 @@ log = logging.getLogger("fraudstream.score")
 
 
 class BatchScorer:
-    """Everything the score agent does to one micro-batch."""
+    """Runs one micro-batch through the core and its results through the outbox."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.settings = engine.settings
+        self.core = BatchScoring(engine.fusion, engine.limits, self.settings.history_length,
+                                 self.settings.alert_threshold)
         self._outbox: Outbox | None = None
 
     async def process(self, events: Sequence[EventT]) -> asyncio.Future[Any]:
         """Score one micro-batch; returns the delivery of everything it produced (ack on success)."""
-        clock = StageClock()
-        started = clock.started
         engine = self.engine
-        engine.stats.events_in += len(events)
+        settings = self.settings
+        stats = engine.stats
+        stats.events_in += len(events)
         if self._outbox is None:
             self._outbox = await engine.outbox()
         outbox = self._outbox
-        dlq_topic = self.settings.topic_transactions_dlq
-        valid: list[tuple[EventT, Transaction]] = []
-        for event in events:
-            message = event.message
-            try:
-                t = parse_transaction(message.value, engine.limits)
-                if message.key is not None and message.key != t.card_id.encode():
-                    raise InvalidRecord(
-                        "key_mismatch",
-                        f"record key {message.key[:64]!r} is not card_id {t.card_id!r}; "
-                        "per-card state needs transactions keyed by card_id",
-                    )
-            except InvalidRecord as exc:
-                engine.stats.dead_letter(dlq_topic, exc.reason)
-                DeadLetter.from_message(message, exc.reason, exc.detail).queue(outbox, dlq_topic)
-                continue
-            valid.append((event, t))
-        clock.lap("decode")
-        if not valid:
-            return await outbox.send(last=True)
-
-        # State: chain histories through the batch, a card may appear many times.
-        histories: dict[bytes, History] = {}
-        last_event: dict[bytes, EventT] = {}
-        priors: list[History] = []
+        self.core.fusion = engine.fusion  # a snapshot or a new checkpoint may have replaced it between batches
         # The store (its dict in memory), not the table: Table.get on a miss costs an exception.
-        history_store = store_mapping(engine.history.data)
-        for event, t in valid:
-            key = t.card_id.encode()
-            history = histories.get(key)
-            if history is None:
-                history = history_store.get(key) or new_history()
-            prior, histories[key] = advance(history, t, self.settings.history_length)
-            priors.append(prior)
-            last_event[key] = event
-        clock.lap("state")
-        transactions = [t for _, t in valid]
-        windows = scored_windows(priors, transactions)  # gathered once: engineered features and sequence model
-        features = engineered_batch(priors, transactions, windows)
-        items = [ScoringItem(t, prior, x, windows, row)
-                 for row, (t, prior, x) in enumerate(zip(transactions, priors, features, strict=True))]
-        clock.lap("features")
-
-        fused = await self._score(items, valid, outbox)
-        if fused is None:
+        batch = self.core.score([event.message for event in events], store_mapping(engine.history.data))
+        dlq_topic = settings.topic_transactions_dlq
+        for letter in batch.dead_letters:
+            stats.dead_letter(dlq_topic, letter.reason)
+            letter.queue(outbox, dlq_topic)
+        if not batch.scored:
             return await outbox.send(last=True)
-        scores, components, inputs, keep = fused
-        clock.add(engine.fusion.last_seconds)
 
-        # Write state: one history write per card per batch.
-        outbox.put_all(engine.history, [(last_event[key], key, history) for key, history in histories.items()])
-        online = engine.fusion.online
+        started = time.perf_counter()
+        outbox.put_all(engine.history, [(events[i], key, history) for i, key, history in batch.histories])
+        outbox.put_all(engine.features, [(events[i], key, entry) for i, key, entry in batch.features])
         retain = engine.retention.add
-        writes = []
-        for (event, t), packed in zip(keep, pack_rows(online.select(inputs)), strict=True):
-            tx_key = t.transaction_id.encode()
-            partition = event.message.partition
-            writes.append((event, tx_key, {"c": t.card_id, "t": t.event_time_ms, "p": partition, "x": packed}))
-            retain(partition, t.event_time_ms, tx_key)
-        outbox.put_all(engine.features, writes)
-        clock.lap("state")
-
-        # Outputs.
-        versions = engine.fusion.versions()
-        threshold = self.settings.alert_threshold
-        processing_ms = (time.perf_counter() - started) * 1000.0
-        scored_at = int(time.time() * 1000)
-        telemetry = engine.telemetry
-        explanations = self._sequence_reasons(items, keep, scores, threshold)
-        received = [int(event.message.timestamp * 1000) for event, _ in keep]
-        records = score_records([t for _, t in keep], scores, components, versions, threshold, received, scored_at,
-                                processing_ms)
-        telemetry.observe_latencies([(scored_at - r) / 1000.0 for r in received])
-        keys = [t.card_id.encode() for _, t in keep]
-        outbox.add_all(self.settings.topic_scores, None,
-                       [(key, dumps(record)) for key, record in zip(keys, records, strict=True)])
-        for i, record in enumerate(records):
-            if record["decision"] == "alert":
-                t = keep[i][1]
-                x = dict(zip(ONLINE_INPUTS, inputs[i].tolist(), strict=True))
-                contributions, below = online.explain(x)
-                reasons = top_reasons(t, x, contributions, below_usual=below)
-                reasons = (reasons + explanations.get(i, []))[:5]
-                outbox.add(self.settings.topic_alerts, None, keys[i], dumps(alert_record(record, t, reasons)))
-                engine.stats.alerts += 1
+        for i, key, entry in batch.features:
+            retain(entry["p"], entry["t"], key)
+        outbox.add_all(settings.topic_scores, None, batch.scores)
+        for key, value in batch.alerts:
+            outbox.add(settings.topic_alerts, None, key, value)
         # Queued (and in the stores) before a late label is joined below: the join reads
         # these features and rewrites their keys through Faust's producer, behind ours.
         scored = await outbox.send()
-        engine.stats.scored += len(keep)
-        engine.stats.history_entries += int(windows.lengths.sum())
-        engine.stats.batches += 1
-        engine.stats.first_scored_at = engine.stats.first_scored_at or scored_at
-        engine.stats.last_scored_at = scored_at
-        clock.lap("encode_produce")
+        produced = time.perf_counter()
+        seconds = batch.seconds
+        seconds["encode_produce"] = seconds.get("encode_produce", 0.0) + (produced - started)
+        stats.alerts += len(batch.alerts)
+        stats.scored += len(batch.scored)
+        stats.history_entries += batch.history_entries
+        stats.batches += 1
+        stats.first_scored_at = stats.first_scored_at or batch.scored_at_ms
+        stats.last_scored_at = batch.scored_at_ms
+        scored_events = [(events[i], t) for i, t in batch.scored]
         if engine.feedback is not None:
-            await engine.feedback.resolve_pending(keep)
-        self._expire(valid, outbox)
+            await engine.feedback.resolve_pending(scored_events)
+        self._expire(scored_events, outbox)
         if engine.feedback is not None:
-            await engine.feedback.expire_pending(self._by_partition(valid))
+            await engine.feedback.expire_pending(self._by_partition(scored_events))
         expired = await outbox.send(last=True)
-        clock.lap("state")
+        seconds["state"] = seconds.get("state", 0.0) + (time.perf_counter() - produced)
+        telemetry = engine.telemetry
+        telemetry.observe_latencies([(batch.scored_at_ms - r) / 1000.0 for r in batch.received_ms])
         telemetry.observe_batch(len(events))
-        telemetry.observe_stages(clock.seconds)
-        telemetry.set_versions(versions)
+        telemetry.observe_stages(seconds)
+        telemetry.set_versions(batch.versions)
         return asyncio.gather(scored, expired)
 
     def discard(self) -> None:
@@ -174,66 +105,18 @@ class BatchScorer:
         if self._outbox is not None:
             self._outbox.discard()
 
-    def _sequence_reasons(self, items: list[ScoringItem], keep: list[tuple[EventT, Transaction]],
-                          scores: list[float], threshold: float) -> dict[int, list[dict[str, Any]]]:
-        """What the sequence model saw in the alerted transactions (one batched backward pass)."""
-        sequence = self.engine.fusion.sequence
-        if sequence is None or not hasattr(sequence, "explain"):
-            return {}
-        by_id = {id(item.transaction): item for item in items}  # keep holds the same Transaction objects
-        alerted = [i for i, s in enumerate(scores) if s >= threshold]
-        if not alerted:
-            return {}
-        try:
-            explained = sequence.explain([by_id[id(keep[i][1])] for i in alerted], steps=1, features=1)
-        except Exception:  # an explanation must never cost the alert itself
-            log.exception("sequence explanation failed; alerts keep the online learner's reasons")
-            return {}
-        return {i: [{k: r[k] for k in ("code", "text", "weight")} for r in reasons]
-                for i, reasons in zip(alerted, explained, strict=True)}
-
-    async def _score(
-        self, items: list[ScoringItem], valid: list[tuple[EventT, Transaction]], outbox: Outbox
-    ) -> tuple[list[float], dict[str, list[float]], npt.NDArray[np.float64], list[tuple[EventT, Transaction]]] | None:
-        """Score the batch; if a model fails on it, isolate the failing records."""
-        fusion = self.engine.fusion
-        try:
-            batch = fusion.score_batch(items)
-            return (batch.score.tolist(), {k: v.tolist() for k, v in batch.components.items()},
-                    batch.inputs, valid)
-        except Exception:
-            log.exception("batch scoring failed; scoring its %d records one by one", len(items))
-        scores: list[float] = []
-        components: dict[str, list[float]] = {}
-        inputs: list[npt.NDArray[np.float64]] = []
-        keep: list[tuple[EventT, Transaction]] = []
-        dlq_topic = self.settings.topic_transactions_dlq
-        for item, (event, t) in zip(items, valid, strict=True):
-            try:
-                one = fusion.score_batch([item])
-            except Exception as exc:  # noqa: BLE001 - any model failure dead-letters only this record
-                self.engine.stats.dead_letter(dlq_topic, "scoring_error")
-                DeadLetter.from_message(event.message, "scoring_error", repr(exc)).queue(outbox, dlq_topic)
-                continue
-            scores.append(float(one.score[0]))
-            for k, v in one.components.items():
-                components.setdefault(k, []).append(float(v[0]))
-            inputs.append(one.inputs[0])
-            keep.append((event, t))
-        return (scores, components, np.vstack(inputs), keep) if keep else None
-
     @staticmethod
-    def _by_partition(valid: list[tuple[EventT, Transaction]]) -> dict[int, EventT]:
+    def _by_partition(scored: list[tuple[EventT, Any]]) -> dict[int, EventT]:
         """The batch's last event per source partition (routes per-partition table writes)."""
-        return {event.message.partition: event for event, _ in valid}
+        return {event.message.partition: event for event, _ in scored}
 
-    def _expire(self, valid: list[tuple[EventT, Transaction]], outbox: Outbox) -> None:
+    def _expire(self, scored: list[tuple[EventT, Any]], outbox: Outbox) -> None:
         """Delete scoring-time inputs older than the retention, per partition."""
         engine = self.engine
         engine.retention.follow_assignment(frozenset(engine.app.assignor.assigned_actives()),
                                            self.settings.topic_transactions, self._table_index)
         store = store_mapping(engine.features.data)
-        for partition, event in self._by_partition(valid).items():
+        for partition, event in self._by_partition(scored).items():
             for key in engine.retention.pop_expired(partition):
                 if key in store:
                     outbox.delete(engine.features, event, key)

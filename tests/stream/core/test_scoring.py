@@ -9,7 +9,7 @@ import pytest
 from models.features import engineered
 from models.fusion import Fusion
 from models.history import History, append, new_history
-from models.online import OnlineLearner
+from models.online import ONLINE_INPUTS, SEQUENCE_INPUT, OnlineLearner
 from stream.core.scoring import BatchScoring
 from stream.core.source import InMemoryRecord
 from stream.core.stored import FeatureEntry
@@ -37,7 +37,7 @@ class Fixed:
     def __init__(self, scores: dict[str, float], fail_on: str | None = None) -> None:
         self.scores, self.fail_on = scores, fail_on
 
-    def score_batch(self, items):  # noqa: ANN001, ANN201 - the protocol's shape
+    def score_batch(self, items):
         if any(item.transaction.transaction_id == self.fail_on for item in items):
             raise RuntimeError(f"model cannot score {self.fail_on}")
         return np.array([self.scores.get(item.transaction.transaction_id, 0.01) for item in items])
@@ -48,7 +48,7 @@ def scoring(sequence: Fixed | None = None, threshold: float = 0.5) -> BatchScori
     return BatchScoring(fusion, LIMITS, history_length=8, threshold=threshold, clock_ms=lambda: T0 + 5_000)
 
 
-def scores_of(batch) -> dict[str, dict]:  # noqa: ANN001
+def scores_of(batch) -> dict[str, dict]:
     return {r["transaction_id"]: r for r in (orjson.loads(v) for _, v in batch.scores)}
 
 
@@ -140,3 +140,24 @@ def test_stored_histories_are_read_not_changed() -> None:
     stored = {b"J": history}
     scoring().score([tx("j1", "J", T0, 10.0)], stored)
     assert stored == {b"J": history} and len(history) == 1
+
+
+def test_the_learner_keeps_what_it_saw_including_the_sequence_models_logit() -> None:
+    seq = Fixed({"k1": 0.25, "k2": 0.25}, fail_on="k-bad")
+    records = [tx("k1", "K", T0, 10.0), tx("k-bad", "L", T0, 10.0), tx("k2", "M", T0, 10.0)]
+    batch = scoring(seq).score(records, {})
+    scores = scores_of(batch)
+    assert [scores[t]["score"] for t in ("k1", "k2")] == [0.25, 0.25]  # fewer labels than needed: the sequence's
+    assert [scores[t]["components"]["sequence"] for t in ("k1", "k2")] == [0.25, 0.25]
+    logit = np.log(0.25 / 0.75)
+    for _, _, entry in batch.features:
+        x = dict(zip(ONLINE_INPUTS, unpack_inputs(entry["x"]), strict=True))
+        assert x[SEQUENCE_INPUT] == pytest.approx(logit)
+        assert x["log_amount"] == pytest.approx(np.log1p(10.0))
+
+
+def test_a_batch_the_model_fails_on_entirely_is_dead_lettered_entirely_and_keeps_no_state() -> None:
+    records = [tx("n1", "N", T0, 10.0), tx("n2", "N", T0 + 1, 10.0)]
+    batch = scoring(Fixed({}, fail_on="n1")).score(records[:1], {})
+    assert [d.reason for d in batch.dead_letters] == ["scoring_error"]
+    assert batch.scored == [] and batch.histories == [] and batch.features == [] and batch.scores == []
