@@ -160,3 +160,77 @@ def test_cli_writes_every_requested_file(tmp_path: Path, capsys: pytest.CaptureF
 def test_cli_reports_bad_configuration(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["--fraud-rate", "0.5", "--out", "unused.csv"]) == 2
     assert "fraud_rate" in capsys.readouterr().err
+
+
+# A 60-day period with terminals of everyday size: the experiment's shape, a tenth of its rows per terminal.
+BREACHES = GeneratorConfig(seed=12, n_transactions=60_000, n_cards=1_500, n_merchants=1_500, days=60)
+DAY_MS = 86_400_000
+
+
+@pytest.fixture(scope="module")
+def breaches() -> pa.Table:
+    return generate(BREACHES)
+
+
+def breached(table: pa.Table) -> dict[str, np.ndarray]:
+    """Row positions (time order) of each terminal with compromised-terminal fraud, all its rows."""
+    merchant, scenario = column(table, "merchant_id"), column(table, "scenario")
+    return {m: np.flatnonzero(merchant == m) for m in set(merchant[scenario == "compromised_terminal"])}
+
+
+def test_every_transaction_at_a_breached_terminal_in_its_window_is_fraud(breaches: pa.Table) -> None:
+    scenario, ts = column(breaches, "scenario"), column(breaches, "timestamp")
+    terminals = breached(breaches)
+    spans = []
+    for rows in terminals.values():
+        hit = np.flatnonzero(scenario[rows] == "compromised_terminal")
+        window = rows[hit[0]:hit[-1] + 1]  # from the first fraud at the terminal to its last
+        assert set(scenario[window]) == {"compromised_terminal"}
+        spans.append(ts[window[-1]] - ts[window[0]])
+    assert max(spans) < BREACHES.terminal_window_days * DAY_MS
+    # Not a trivial property: breaches last weeks and hold many transactions.
+    assert max(spans) > 14 * DAY_MS
+    assert np.median([np.sum(scenario[rows] == "compromised_terminal") for rows in terminals.values()]) >= 5
+
+
+def test_a_shorter_window_bounds_every_breach(breaches: pa.Table) -> None:
+    table = generate(replace(BREACHES, terminal_window_days=3))
+    ts, scenario = column(table, "timestamp"), column(table, "scenario")
+    for rows in breached(table).values():
+        at = ts[rows][scenario[rows] == "compromised_terminal"]
+        assert at[-1] - at[0] < 3 * DAY_MS
+    with pytest.raises(ValueError, match="terminal_window_days must be at least 1"):
+        GeneratorConfig(terminal_window_days=0)
+
+
+def test_a_few_percent_of_terminals_make_most_of_the_fraud(breaches: pa.Table) -> None:
+    merchant, fraud = column(breaches, "merchant_id"), column(breaches, "is_fraud") == 1
+    terminals = breached(breaches)
+    assert 0.005 <= len(terminals) / len(set(merchant)) <= 0.05
+    assert np.isin(merchant[fraud], list(terminals)).mean() >= 0.6
+
+
+def test_breaches_are_at_card_present_terminals_and_invisible_on_the_card(breaches: pa.Table) -> None:
+    """No inflated amount, no odd hour, no foreign country: only the terminal links the frauds."""
+    scenario, channel = column(breaches, "scenario"), column(breaches, "channel")
+    amount, country, card = column(breaches, "amount"), column(breaches, "country"), column(breaches, "card_id")
+    hour = (column(breaches, "timestamp") // 3_600_000) % 24
+    terminal = scenario == "compromised_terminal"
+    assert set(channel[terminal]) <= {"pos", "contactless", "atm"}
+    # Amounts: at each breached terminal, the frauds' log amounts against its legitimate ones (same MCC, same
+    # customers), weighted by frauds. Inflating amounts 1.5-4x would shift this by about 0.9.
+    log_amount = np.log(amount)
+    shift, weight = [], []
+    for rows in breached(breaches).values():
+        fraud_rows, legit_rows = rows[terminal[rows]], rows[scenario[rows] == ""]
+        if legit_rows.size >= 3:
+            shift.append(log_amount[fraud_rows].mean() - log_amount[legit_rows].mean())
+            weight.append(fraud_rows.size)
+    assert len(shift) >= 5 and abs(np.average(shift, weights=weight)) < 0.4
+    present = (scenario == "") & (channel != "ecom")  # legitimate card-present spending to compare with
+    night = (hour >= 0) & (hour < 6)
+    assert abs(night[terminal].mean() - night[present].mean()) < 0.03
+    home = {c: Counter(country[present & (card == c)]).most_common(1)[0][0] for c in set(card[terminal])
+            if (present & (card == c)).any()}
+    at_home = [country[i] == home[card[i]] for i in np.flatnonzero(terminal) if card[i] in home]
+    assert np.mean(at_home) > 0.85
