@@ -11,6 +11,7 @@ import pytest
 from replay.metrics import (
     average_precision,
     card_precision_at_k,
+    daily_card_precision_at_k,
     known_compromised,
     latency_percentiles,
     precision_recall_curve,
@@ -80,6 +81,23 @@ def test_card_precision_at_k_by_hand() -> None:
 def test_card_precision_ties_go_to_the_smaller_card_id() -> None:
     assert card_precision_at_k(["b", "a"], [1, 0], [0.5, 0.5], k=1) == 0.0
     assert card_precision_at_k(["a", "b"], [1, 0], [0.5, 0.5], k=1) == 1.0
+
+
+def test_daily_card_precision_at_k_by_hand() -> None:
+    """Per day: cards ranked by their best score that day, fraud if any fraud that day, k in the denominator."""
+    rows = [  # day, card, is_fraud, score
+        (0, "a", 0, 0.9), (0, "a", 1, 0.2), (0, "b", 0, 0.8), (0, "c", 1, 0.1),  # top 2: a (fraud), b -> 1/2
+        (1, "a", 0, 0.3), (1, "b", 1, 0.7), (1, "c", 0, 0.6), (1, "d", 1, 0.65),  # a's fraud was yesterday;
+        # top 2: b, d, both fraud -> 2/2
+        (2, "e", 1, 0.1),  # one card, fraud: 1 of k = 2 -> 1/2
+    ]
+    day, card, y, s = (list(col) for col in zip(*rows, strict=True))
+    assert daily_card_precision_at_k(card, day, y, s, k=2) == pytest.approx((0.5 + 1.0 + 0.5) / 3)
+    # Pooled over the period instead, a's Monday score and Tuesday's frauds would rank together: 2/2.
+    assert card_precision_at_k(card, y, s, k=2) == 1.0
+    assert daily_card_precision_at_k([], [], [], [], k=2) is None
+    with pytest.raises(ValueError, match="card_ids and days must be as long as the labels"):
+        daily_card_precision_at_k(["a"], [0, 1], [0], [0.5])
 
 
 def test_recall_at_alert_rate_by_hand() -> None:
