@@ -164,7 +164,8 @@ def daily_card_precision_at_k(card_ids: ArrayLike, days: ArrayLike, y: ArrayLike
     if cards.shape != yy.shape or day.shape != yy.shape:
         raise ValueError("card_ids and days must be as long as the labels")
     daily = [card_precision_at_k(cards[day == d], yy[day == d], ss[day == d], k) for d in np.unique(day)]
-    return float(np.mean(daily)) if daily else None
+    values = [v for v in daily if v is not None]  # a day has rows, so each is a number
+    return float(np.mean(values)) if values else None
 
 
 def recall_at_alert_rate(y: ArrayLike, s: ArrayLike, rate: float = 0.01) -> float | None:

@@ -34,7 +34,7 @@ sets leave their shortfall to ``large_amount``, which always fills.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -59,10 +59,7 @@ from replay.population import (
     pick_merchants,
 )
 
-if TYPE_CHECKING:
-    from replay.generate import GeneratorConfig
-
-__all__ = ["DEFAULT_SCENARIO_MIX", "SCENARIOS", "inject"]
+__all__ = ["DEFAULT_SCENARIO_MIX", "SCENARIOS", "ScenarioConfig", "inject"]
 
 SCENARIOS: tuple[str, ...] = (
     "large_amount",
@@ -73,6 +70,24 @@ SCENARIOS: tuple[str, ...] = (
 )
 # Scenario codes in the internal arrays are 1 + index in SCENARIOS; 0 = legit.
 _LARGE, _TERMINAL, _CARD, _TESTING, _TAKEOVER = range(1, 6)
+
+class ScenarioConfig(Protocol):
+    """What the scenarios read of :class:`replay.generate.GeneratorConfig` (a protocol: no import cycle)."""
+
+    @property
+    def n_cards(self) -> int: ...
+    @property
+    def n_merchants(self) -> int: ...
+    @property
+    def days(self) -> int: ...
+    @property
+    def terminal_window_days(self) -> int: ...
+    @property
+    def start_ms(self) -> int: ...
+    @property
+    def end_ms(self) -> int: ...
+    def fraud_targets(self) -> dict[str, int]: ...
+
 
 # Two thirds from breached terminals, as in the Handbook's simulated data set and the held-out data of issue 32.
 DEFAULT_SCENARIO_MIX: Mapping[str, float] = {
@@ -86,7 +101,7 @@ DEFAULT_SCENARIO_MIX: Mapping[str, float] = {
 _MAX_EVENTS = 20_000  # bound on attempts of the compromised-card scenario
 
 
-def _window(rng: np.random.Generator, cfg: GeneratorConfig, min_days: int, max_days: int) -> tuple[int, int]:
+def _window(rng: np.random.Generator, cfg: ScenarioConfig, min_days: int, max_days: int) -> tuple[int, int]:
     w0 = cfg.start_ms + int(rng.integers(0, cfg.days)) * DAY_MS
     return w0, min(w0 + int(rng.integers(min_days, max_days + 1)) * DAY_MS, cfg.end_ms)
 
@@ -104,7 +119,7 @@ def _relabel(rng: np.random.Generator, rows: Rows, chosen: IntArray, code: int, 
 
 
 def _compromised_terminals(rng: np.random.Generator, rows: Rows, index: Index, merchants: Merchants,
-                           cfg: GeneratorConfig, target: int) -> int:
+                           cfg: ScenarioConfig, target: int) -> int:
     # Skimmers and tampered POS software sit where the card is read: POS and ATM terminals, not web shops.
     # Terminals are drawn uniformly, as in the Handbook, each hit at most once, on a uniform day of the period.
     candidates = rng.permutation(np.flatnonzero(merchants.kind != ONLINE))
@@ -124,7 +139,7 @@ def _compromised_terminals(rng: np.random.Generator, rows: Rows, index: Index, m
 
 
 def _compromised_cards(rng: np.random.Generator, rows: Rows, index: Index, cards: Cards,
-                       cfg: GeneratorConfig, target: int) -> int:
+                       cfg: ScenarioConfig, target: int) -> int:
     filled = 0
     for _ in range(_MAX_EVENTS):
         if filled >= target:
@@ -147,14 +162,14 @@ def _large_amounts(rng: np.random.Generator, rows: Rows, cards: Cards, target: i
 
 
 def _event_rows(card: int, ts: IntArray, amount: FloatArray, merchant: IntArray, code: int,
-                cfg: GeneratorConfig) -> Rows:
+                cfg: ScenarioConfig) -> Rows:
     n = ts.size
     return Rows(np.full(n, card), np.minimum(ts, cfg.end_ms - 1), amount, merchant,
                  np.full(n, ECOM), np.full(n, code))
 
 
 def _card_testing(rng: np.random.Generator, cards: Cards, merchants: Merchants,
-                  cfg: GeneratorConfig, target: int) -> list[Rows]:
+                  cfg: ScenarioConfig, target: int) -> list[Rows]:
     events: list[Rows] = []
     left = target
     online = np.array([ONLINE, ONLINE])
@@ -179,7 +194,7 @@ def _card_testing(rng: np.random.Generator, cards: Cards, merchants: Merchants,
 
 
 def _account_takeovers(rng: np.random.Generator, cards: Cards, merchants: Merchants,
-                       cfg: GeneratorConfig, target: int) -> list[Rows]:
+                       cfg: ScenarioConfig, target: int) -> list[Rows]:
     events: list[Rows] = []
     left = target
     while left > 0:
@@ -197,7 +212,7 @@ def _account_takeovers(rng: np.random.Generator, cards: Cards, merchants: Mercha
     return events
 
 
-def inject(rng: np.random.Generator, base: Rows, cards: Cards, merchants: Merchants, cfg: GeneratorConfig) -> Rows:
+def inject(rng: np.random.Generator, base: Rows, cards: Cards, merchants: Merchants, cfg: ScenarioConfig) -> Rows:
     """``base`` (legitimate, time-sorted) with every scenario's fraud written in, sorted by time again."""
     targets = {s: cfg.fraud_targets().get(s, 0) for s in SCENARIOS}
     index = Index.of(base, cfg.n_cards, cfg.n_merchants)
