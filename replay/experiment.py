@@ -1,20 +1,25 @@
-"""The model comparison: online learner, sequence model, their fusion, and a batch baseline.
+"""The model comparison on generated data: the engine's scores against offline baselines, per fraud scenario.
 
-``fraudstream experiment`` generates a labelled history, splits it by time,
-trains the sequence model on the training period, and streams the *whole*
-history through two engines at once (one with the sequence model, fused with
-the online learner; one with the online learner alone) with every label
-arriving on the feedback topic seven days after its transaction. Both engines
-therefore learn online exactly as in production. Then, on the test period
-only, it compares ROC AUC, average precision and card precision@100 of
+``fraudstream experiment`` generates a labelled history (60 days by default,
+every fraud scenario, breached terminals making most of the fraud), splits it
+by time (the last ``test_days`` are the test period) and labels arrive
+``label_delay_days`` after their transaction, as chargebacks do. Everything
+trained offline uses only the labels known at the split: the training rows
+are those whose ``labelled_at`` is at or before it.
 
-1. the online learner alone (engine B),
-2. the sequence model alone (engine A's ``sequence`` component),
-3. the fusion (engine A's score),
-4. a logistic-regression baseline on the same engineered features, trained
-   once on the training period (:mod:`replay.baseline`),
+1. Offline baselines, trained once: the card's engineered features plus
+   per-terminal window features known in event time (:mod:`replay.baseline`),
+   a logistic regression (``baseline_lr``) and LightGBM trees (``baseline_gbt``).
+2. With ``--engines`` (the default) the sequence model is trained on the same
+   rows, and the *whole* history streams through two engines at once through
+   an embedded broker, every label arriving on the feedback topic after its
+   delay, so both learn online as in production: engine A fuses the sequence
+   model with the online learner (``fused``, its component ``sequence``),
+   engine B is the online learner alone (``online``).
 
-and writes ``results.json`` and ``results.md`` (the README table).
+On the test period it prints, per scenario and overall, ROC AUC, average
+precision and card precision@k of every model (:mod:`replay.scoreboard`),
+issue 32's bars, and writes ``results.json`` and ``results.md``.
 """
 
 from __future__ import annotations
@@ -27,36 +32,121 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
+import pyarrow as pa
 
-__all__ = ["ExperimentConfig", "cli", "run_experiment"]
+from replay.generate import GeneratorConfig
+from replay.metrics import BoolArray, FloatArray
+from replay.scoreboard import MODELS, Rows, bars, format_scoreboard, scoreboard
+
+__all__ = ["ExperimentConfig", "Split", "baseline_scores", "cli", "engine_scores", "run_experiment", "split"]
 
 _DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    rows: int = 60_000
-    cards: int = 1_500
-    days: int = 30
-    test_days: int = 8
+    """What to generate and compare. Every field is a command-line option (``--test-days`` ...)."""
+
+    rows: int = 100_000
+    cards: int = 2_000
+    merchants: int = 2_000  # terminals; as many as cards keeps each terminal's traffic everyday-sized
+    days: int = 60
+    test_days: int = 14
+    fraud_rate: float = 0.01
     seed: int = 11
     label_delay_days: float = 7.0
     replay_rate: float = 1600.0  # events/s (transactions + labels); keep it below what both engines sustain
     epochs: int = 4
+    gbt_rounds: int = 300
+    engines: bool = True  # False: the offline baselines only (no broker, no sequence model): a quick look
     out_dir: str = "experiment"
     k: int = 100
 
+    def __post_init__(self) -> None:
+        if not 0 < self.test_days < self.days:
+            raise ValueError(f"test_days must be within (0, days), got {self.test_days} of {self.days}")
+        if self.label_delay_days < 0 or self.days - self.test_days <= self.label_delay_days:
+            raise ValueError(f"no label would be known when the test period starts: label_delay_days "
+                             f"{self.label_delay_days:g} must be in [0, days - test_days = {self.days - self.test_days})")
+
+    @property
+    def label_delay_ms(self) -> int:
+        return int(self.label_delay_days * _DAY_MS)
+
+    def generator(self) -> GeneratorConfig:
+        return GeneratorConfig(seed=self.seed, n_transactions=self.rows, n_cards=self.cards,
+                               n_merchants=self.merchants, days=self.days, fraud_rate=self.fraud_rate)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Rows of the training and test periods, as masks over the table."""
+
+    cutoff_ms: int
+    train: BoolArray  # labelled by the cutoff: timestamp + label delay <= cutoff
+    test: BoolArray  # timestamp >= cutoff
+
+
+def split(table: pa.Table, cfg: ExperimentConfig) -> Split:
+    """The last ``test_days`` are the test period; training takes the rows whose label is known by then.
+
+    >>> cfg = ExperimentConfig(days=14, test_days=4, label_delay_days=5)
+    >>> start = cfg.generator().start_ms
+    >>> s = split(pa.table({"timestamp": [start + d * _DAY_MS for d in (0, 5, 9, 10)]}), cfg)
+    >>> s.cutoff_ms == start + 10 * _DAY_MS, s.train.tolist(), s.test.tolist()
+    (True, [True, True, False, False], [False, False, False, True])
+    """
+    ts = np.asarray(table["timestamp"].to_numpy(zero_copy_only=False), dtype=np.int64)
+    cutoff = cfg.generator().start_ms + (cfg.days - cfg.test_days) * _DAY_MS
+    return Split(cutoff, ts + cfg.label_delay_ms <= cutoff, ts >= cutoff)
+
+
+def baseline_scores(table: pa.Table, rows: Split, label_delay_ms: int, seed: int = 0, rounds: int = 300,
+                    threads: int = 0) -> dict[str, FloatArray]:
+    """``baseline_lr`` and ``baseline_gbt`` scores of the test rows, trained once on the training rows."""
+    from replay.baseline import feature_matrix, fit_predict, fit_predict_gbt, terminal_features
+
+    x = np.hstack([feature_matrix(table), terminal_features(table, label_delay_ms)])
+    y = np.asarray(table["is_fraud"].to_numpy(zero_copy_only=False), dtype=np.int64)
+    return {
+        "baseline_lr": fit_predict(x[rows.train], y[rows.train], x[rows.test], seed=seed),
+        "baseline_gbt": fit_predict_gbt(x[rows.train], y[rows.train], x[rows.test], seed=seed, rounds=rounds,
+                                        threads=threads),
+    }
+
+
+def engine_scores(records: Iterable[Mapping[str, Any]], ids: Iterable[str], component: str | None = None) -> FloatArray:
+    """The engine's score (or one ``component`` of it) of each of ``ids``; NaN where none was recorded.
+
+    Delivery is at least once: the first record of a transaction wins.
+
+    >>> recs = [{"transaction_id": "a", "score": 0.2, "components": {"sequence": 0.3}},
+    ...         {"transaction_id": "a", "score": 0.9}, {"transaction_id": "b", "score": 0.5}]
+    >>> engine_scores(recs, ["a", "b", "c"]).tolist(), engine_scores(recs, ["a", "b"], "sequence").tolist()
+    ([0.2, 0.5, nan], [0.3, nan])
+    """
+    first: dict[str, Mapping[str, Any]] = {}
+    for record in records:
+        first.setdefault(str(record["transaction_id"]), record)
+    out = []
+    for tid in ids:
+        found = first.get(tid)
+        value = None if found is None else (
+            found.get("score") if component is None else (found.get("components") or {}).get(component))
+        out.append(np.nan if value is None else float(value))
+    return np.asarray(out, dtype=np.float64)
+
 
 def _engine(name: str, bootstrap: str, out: Path, checkpoint: str, topics: dict[str, Any]) -> tuple[Any, Any]:
-    from stream.broker import free_port
-    from stream.settings import Settings
-    from stream.topics import ensure_topics
+    from stream.contracts.settings import Settings
+    from stream.kafka.topics import ensure_topics
+    from stream.tools.broker import free_port
 
     settings = Settings(
         app_id=f"experiment-{name}", bootstrap_servers=bootstrap, topic_partitions=4,
@@ -70,7 +160,7 @@ def _engine(name: str, bootstrap: str, out: Path, checkpoint: str, topics: dict[
     )
     ensure_topics(settings)
     log = open(out / f"worker-{name}.log", "wb")  # noqa: SIM115 - the worker's output for its life
-    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker"], env={**os.environ, **settings.to_env()},
+    proc = subprocess.Popen([sys.executable, "-m", "stream.tools.cli", "worker"], env={**os.environ, **settings.to_env()},
                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -84,37 +174,20 @@ def _engine(name: str, bootstrap: str, out: Path, checkpoint: str, topics: dict[
     raise RuntimeError(f"engine {name} not ready; see {out}/worker-{name}.log")
 
 
-def _metrics(result: dict[str, Any]) -> dict[str, float | None]:
-    overall = result["overall"]
-    return {"roc_auc": overall["roc_auc"], "average_precision": overall["average_precision"],
-            "card_precision_at_k": overall["card_precision_at_k"]}
-
-
-def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
+def _stream(cfg: ExperimentConfig, table: pa.Table, rows: Split, history: Path, out: Path,
+            test_ids: list[str]) -> dict[str, Any]:
+    """Train the sequence model, stream the history through both engines, return their test-period scores."""
     from models.train import TrainConfig, train
-    from replay.baseline import feature_matrix, fit_predict
-    from replay.evaluate import Label, consume_scores, evaluate
-    from replay.generate import GeneratorConfig, generate, write
+    from replay.evaluate import consume_scores
     from replay.plan import LabelPolicy
     from replay.progress import Pace
     from replay.replay import ReplayConfig, run_replay
-    from stream.broker import EmbeddedBroker
+    from stream.tools.broker import EmbeddedBroker
 
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    began = time.monotonic()
-    gen = GeneratorConfig(seed=cfg.seed, n_transactions=cfg.rows, n_cards=cfg.cards,
-                          n_merchants=max(cfg.cards // 4, 100), days=cfg.days)
-    table = generate(gen)
-    cutoff = gen.start_ms + (cfg.days - cfg.test_days) * _DAY_MS
-    is_train = pc.less(table["timestamp"], cutoff)
-    train_table = table.filter(is_train)
-    history = write(table, out / "history.parquet")
-    print(f"generated {table.num_rows:,} rows; training period {train_table.num_rows:,} rows", flush=True)
-
-    trained = train(TrainConfig(table=train_table, out=out / "sequence-model", epochs=cfg.epochs, seed=cfg.seed))
-    print(f"sequence model {trained.version}: validation AP {trained.val_ap:.3f} in {trained.seconds:.0f} s", flush=True)
-
+    trained = train(TrainConfig(table=table.filter(pa.array(rows.train)), out=out / "sequence-model",
+                                epochs=cfg.epochs, seed=cfg.seed))
+    print(f"sequence model {trained.version}: validation AP {trained.val_ap:.3f} in {trained.seconds:.0f} s",
+          flush=True)
     topics = {"topic_transactions": "transactions", "topic_feedback": "feedback"}
     with EmbeddedBroker(log_path=out / "broker.log") as broker:
         engines = {name: _engine(name, broker.bootstrap_servers, out, ckpt, topics)
@@ -122,84 +195,86 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         replay_settings = engines["online"][0].replace(app_id="experiment-replay")
         summary = run_replay(ReplayConfig(
             input=history, settings=replay_settings, quiet=True, restart=True,
-            checkpoint=out / "replay-checkpoint.json",
-            labels=LabelPolicy(delay_ms=int(cfg.label_delay_days * _DAY_MS)),
+            checkpoint=out / "replay-checkpoint.json", labels=LabelPolicy(delay_ms=cfg.label_delay_ms),
             pace=Pace(mode="rate", value=cfg.replay_rate)))
         print(summary.line(), flush=True)
-        scores = {name: consume_scores(broker.bootstrap_servers, s.topic_scores, timeout_s=120, expected=cfg.rows)
-                  for name, (s, _) in engines.items()}
+        records = {name: consume_scores(broker.bootstrap_servers, s.topic_scores, timeout_s=120, expected=cfg.rows)
+                   for name, (s, _) in engines.items()}
         for _, proc in engines.values():
             proc.terminate()
             proc.wait(timeout=60)
+    scores = {"fused": engine_scores(records["fusion"], test_ids),
+              "sequence": engine_scores(records["fusion"], test_ids, component="sequence"),
+              "online": engine_scores(records["online"], test_ids)}
+    for name, engine in (("fused", "fusion"), ("online", "online")):
+        scored = int(np.isfinite(scores[name]).sum())
+        if scored < 0.99 * len(test_ids):
+            raise RuntimeError(f"engine {engine} scored only {scored:,} of the {len(test_ids):,} test transactions; "
+                               f"see {out}/worker-{engine}.log")
+    return {"scores": scores, "replay": summary.line(),
+            "sequence_model": {"version": trained.version, "val_ap": trained.val_ap, "train_seconds": trained.seconds}}
 
-    ids = table["transaction_id"].to_pylist()
-    fraud = table["is_fraud"].to_pylist()
-    scenario = table["scenario"].to_pylist()
-    test_mask = np.asarray(pc.invert(is_train).to_numpy(zero_copy_only=False), dtype=bool)
-    labels = {ids[i]: Label(int(fraud[i]), scenario[i]) for i in np.flatnonzero(test_mask)}
-    fusion = evaluate(scores["fusion"], labels, k=cfg.k)
-    online = evaluate(scores["online"], labels, k=cfg.k)
 
-    x = feature_matrix(table)
-    y = np.asarray(fraud, dtype=np.int64)
-    p = fit_predict(x[~test_mask], y[~test_mask], x[test_mask])
-    times = table["timestamp"].to_pylist()
-    cards = table["card_id"].to_pylist()
-    baseline_scores = [{"transaction_id": ids[i], "card_id": cards[i], "event_time": times[i], "score": float(s)}
-                       for i, s in zip(np.flatnonzero(test_mask).tolist(), p.tolist(), strict=True)]
-    baseline = evaluate(baseline_scores, labels, k=cfg.k)
+def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Generate, train, stream and score as the module says; returns (and writes) the results."""
+    from replay.generate import generate, write
 
-    for name, result in (("fusion", fusion), ("online", online)):
-        joined = result["coverage"]["joined"]
-        if joined < 0.99 * len(labels):
-            raise RuntimeError(f"engine {name} scored only {joined:,} of the {len(labels):,} test transactions; "
-                               f"see {out}/worker-{name}.log")
-    seq = fusion["components"]["sequence"]["overall"]
-    rows = {
-        "online learner alone": _metrics(online),
-        "sequence model alone": {"roc_auc": seq["roc_auc"], "average_precision": seq["average_precision"],
-                                 "card_precision_at_k": seq["card_precision_at_k"]},
-        "fusion (engine score)": _metrics(fusion),
-        "logistic regression baseline": _metrics(baseline),
-    }
-    results = {
-        "config": asdict(cfg),
-        "test_period": {"from_ms": cutoff, "rows": int(test_mask.sum()), "frauds": int(y[test_mask].sum())},
-        "sequence_model": {"version": trained.version, "val_ap": trained.val_ap, "train_seconds": trained.seconds},
-        "replay": summary.line(),
-        "coverage": {"fusion": fusion["coverage"], "online": online["coverage"]},
-        "models": rows,
-        "fusion_beats_all_on_ap": all(
-            (rows["fusion (engine score)"]["average_precision"] or 0) > (r["average_precision"] or 0)
-            for name, r in rows.items() if name != "fusion (engine score)"),
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    table = generate(cfg.generator())
+    rows = split(table, cfg)
+    history = write(table, out / "history.parquet")
+    print(f"generated {table.num_rows:,} rows: {int(rows.train.sum()):,} labelled by the split, "
+          f"{int(rows.test.sum()):,} in the test period", flush=True)
+    test = {name: table[name].to_numpy(zero_copy_only=False)[rows.test]
+            for name in ("transaction_id", "card_id", "timestamp", "is_fraud", "scenario")}
+    scores = baseline_scores(table, rows, cfg.label_delay_ms, seed=cfg.seed, rounds=cfg.gbt_rounds)
+    print(f"baselines trained and scored after {time.monotonic() - began:.0f} s", flush=True)
+    results: dict[str, Any] = {"config": asdict(cfg)}
+    if cfg.engines:
+        streamed = _stream(cfg, table, rows, history, out, [str(t) for t in test["transaction_id"]])
+        scores.update(streamed.pop("scores"))
+        results.update(streamed)
+    board = scoreboard(Rows(y=test["is_fraud"], scenario=test["scenario"], card=test["card_id"],
+                            day=np.asarray(test["timestamp"], dtype=np.int64) // _DAY_MS),
+                       {name: scores[name] for name in MODELS if name in scores}, k=cfg.k)
+    results.update({
+        "test_period": {"from_ms": rows.cutoff_ms, "rows": int(rows.test.sum()),
+                        "frauds": int(np.asarray(test["is_fraud"]).sum()), "train_rows": int(rows.train.sum())},
+        "scoreboard": board,
+        "bars": bars(board),
         "seconds": round(time.monotonic() - began, 1),
-    }
+    })
+    text = _markdown(results)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(_table(results))
-    print(_table(results), flush=True)
+    (out / "results.md").write_text(text)
+    print(text, flush=True)
     return results
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _table(results: dict[str, Any]) -> str:
-    test = results["test_period"]
-    lines = [(f"Test period: last {results['config']['test_days']} days, {test['rows']:,} transactions, "
-             f"{test['frauds']:,} frauds; labels 7 days late."), "",
-             "| model | ROC AUC | average precision | card precision@100 |", "|---|---|---|---|"]
-    for name, m in results["models"].items():
-        lines.append(f"| {name} | {_fmt(m['roc_auc'])} | {_fmt(m['average_precision'])} | "
-                     f"{_fmt(m['card_precision_at_k'])} |")
+def _markdown(results: Mapping[str, Any]) -> str:
+    cfg, test = results["config"], results["test_period"]
+    lines = [(f"Generated: {cfg['rows']:,} transactions over {cfg['days']} days, {cfg['cards']:,} cards, "
+             f"{cfg['merchants']:,} terminals, seed {cfg['seed']}. Test period: the last {cfg['test_days']} days, "
+             f"{test['rows']:,} transactions, {test['frauds']:,} frauds; labels {cfg['label_delay_days']:g} days "
+             f"late; offline models trained on the {test['train_rows']:,} rows labelled by then."), "",
+             format_scoreboard(results["scoreboard"], k=cfg["k"]), ""]
+    verdict = {True: "met", False: "NOT met", None: "not measured"}
+    lines += [f"- bar {name}: {verdict[ok]}" for name, ok in results["bars"].items()]
     return "\n".join(lines) + "\n"
 
 
 def cli(argv: list[str] | None = None) -> int:
+    """``fraudstream experiment``: every field of :class:`ExperimentConfig` is an option."""
     parser = argparse.ArgumentParser(prog="fraudstream experiment", description=__doc__.split("\n\n")[0])
     defaults = ExperimentConfig()
-    for name, value in asdict(defaults).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
-    args = parser.parse_args(argv)
-    results = run_experiment(ExperimentConfig(**vars(args)))
-    return 0 if results["models"] else 1
+    for f in fields(ExperimentConfig):
+        value = getattr(defaults, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        else:
+            parser.add_argument(flag, type=type(value), default=value)
+    results = run_experiment(ExperimentConfig(**vars(parser.parse_args(argv))))
+    return 0 if results["scoreboard"] else 1

@@ -13,12 +13,15 @@ from models.history import append, new_history, prior_history
 from replay import baseline
 from replay.generate import GeneratorConfig, generate
 from replay.metrics import roc_auc
-from stream.records import Transaction
+from stream.contracts.records import Transaction
+
+CARD_VISIBLE = {"large_amount": 1.0, "compromised_card": 1.0, "card_testing": 1.0, "account_takeover": 1.0}
 
 
 def table() -> pa.Table:
+    """Fraud the card's own features can see (breached terminals are left to the terminal features)."""
     return generate(GeneratorConfig(seed=4, n_transactions=3_000, n_cards=80, n_merchants=60, days=6,
-                                    fraud_rate=0.04, fraud_rate_bounds=(0.0, 0.1)))
+                                    fraud_rate=0.04, fraud_rate_bounds=(0.0, 0.1), scenario_mix=CARD_VISIBLE))
 
 
 HOUR = 3_600_000
@@ -117,3 +120,97 @@ def test_class_weights_balance_the_two_classes() -> None:
     assert 0.2 < p[y == 0].mean() < 0.5
     low, mid, high = baseline.fit_predict(x, y, np.array([[-3.0, -3.0], [0.0, 0.0], [3.0, 3.0]]))
     assert low < mid < high and low < 0.05 and high > 0.95
+
+
+DAY = 86_400_000
+DELAY = 7 * DAY
+T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
+
+
+def terminal_table(rows: list[tuple[str, str, int, int]]) -> pa.Table:
+    return pa.table({"transaction_id": [r[0] for r in rows], "merchant_id": [r[1] for r in rows],
+                     "timestamp": [r[2] for r in rows], "is_fraud": [r[3] for r in rows]})
+
+
+def by_name(x: np.ndarray, windows: tuple[int, ...] = (1, 7, 30)) -> list[dict[str, float]]:
+    return [dict(zip(baseline.terminal_feature_names(windows), row, strict=True)) for row in x.tolist()]
+
+
+def test_terminal_features_of_a_tiny_table_by_hand() -> None:
+    """Terminal m1 with a fraud (a) and a legit (b) at the same millisecond, labels seven days later."""
+    rows = [  # out of time order on purpose: results come back in table order
+        ("f", "m1", T0 + DELAY + DAY, 0),
+        ("a", "m1", T0, 1),
+        ("e", "m2", T0 + DELAY, 0),
+        ("d", "m1", T0 + DELAY, 0),
+        ("b", "m1", T0, 0),
+        ("c", "m1", T0 + DELAY - 1, 0),
+    ]
+    got = dict(zip([r[0] for r in rows], by_name(baseline.terminal_features(terminal_table(rows), DELAY)),
+                   strict=True))
+    nothing = dict.fromkeys(baseline.TERMINAL_FEATURE_NAMES, 0.0)
+    # a and b: nothing earlier (a transaction at the same millisecond is not earlier); e: another terminal.
+    assert got["a"] == got["b"] == got["e"] == nothing
+    # c, a millisecond before a's and b's labels arrive: both seen in the 7- and 30-day counts, no label known.
+    assert got["c"] == {**nothing, "terminal_n_7d": 2, "terminal_n_30d": 2}
+    # d, exactly when the labels arrive: one fraud of two labelled. a and b are exactly 7 days old: outside
+    # the open 7-day window of counts (t - 7 d, t), inside the 30-day one.
+    assert got["d"] == {
+        "terminal_n_1d": 1, "terminal_known_fraud_1d": 1, "terminal_known_risk_1d": 0.5,  # c, a day old at most
+        "terminal_n_7d": 1, "terminal_known_fraud_7d": 1, "terminal_known_risk_7d": 0.5,
+        "terminal_n_30d": 3, "terminal_known_fraud_30d": 1, "terminal_known_risk_30d": 0.5,
+    }
+    # f, a day later: the labels are exactly a day old, so out of the 1-day window; c's label is not in yet.
+    assert got["f"] == {
+        "terminal_n_1d": 0, "terminal_known_fraud_1d": 0, "terminal_known_risk_1d": 0.0,  # d is a day old
+        "terminal_n_7d": 2, "terminal_known_fraud_7d": 1, "terminal_known_risk_7d": 0.5,  # c, d
+        "terminal_n_30d": 4, "terminal_known_fraud_30d": 1, "terminal_known_risk_30d": 0.5,
+    }
+
+
+@pytest.mark.parametrize(("before", "known"), [(1, 0.0), (0, 1.0)])
+def test_a_label_counts_from_its_labelled_at_never_a_millisecond_earlier(before: int, known: float) -> None:
+    rows = [("a", "m1", T0, 1), ("x", "m1", T0 + DELAY - before, 0)]
+    x = by_name(baseline.terminal_features(terminal_table(rows), DELAY))[1]
+    assert [x[f"terminal_known_fraud_{d}d"] for d in (1, 7, 30)] == [known] * 3
+    assert [x[f"terminal_known_risk_{d}d"] for d in (1, 7, 30)] == [known] * 3
+
+
+def test_without_delay_no_row_sees_its_own_label_or_a_simultaneous_one() -> None:
+    rows = [("a", "m1", T0, 1), ("b", "m1", T0, 1), ("c", "m1", T0 + 1, 0)]
+    a, b, c = by_name(baseline.terminal_features(terminal_table(rows), 0, windows_days=[1]), (1,))
+    assert a == b == {"terminal_n_1d": 0, "terminal_known_fraud_1d": 0, "terminal_known_risk_1d": 0.0}
+    assert c == {"terminal_n_1d": 2, "terminal_known_fraud_1d": 2, "terminal_known_risk_1d": 1.0}
+
+
+def test_terminal_features_refuse_a_negative_delay() -> None:
+    with pytest.raises(ValueError, match="label_delay_ms must be >= 0"):
+        baseline.terminal_features(terminal_table([("a", "m1", T0, 0)]), -1)
+
+
+def test_gbt_ranks_a_simple_signal_and_is_deterministic() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2_000, 4))
+    y = (x[:, 0] + 0.3 * rng.normal(size=2_000) > 1.5).astype(np.int64)
+    p = baseline.fit_predict_gbt(x[:1_000], y[:1_000], x[1_000:], rounds=50, threads=1)
+    assert ((p >= 0) & (p <= 1)).all()
+    assert roc_auc(y[1_000:], p) > 0.9
+    assert np.array_equal(p, baseline.fit_predict_gbt(x[:1_000], y[:1_000], x[1_000:], rounds=50, threads=1))
+
+
+def test_gbt_finds_breached_terminals_that_the_card_features_cannot() -> None:
+    """Only compromised-terminal fraud, labels a day late: the terminal's known risk gives the later frauds away."""
+    config = GeneratorConfig(seed=4, n_transactions=6_000, n_cards=300, n_merchants=200, days=20, fraud_rate=0.05,
+                             fraud_rate_bounds=(0.0, 0.1), scenario_mix={"compromised_terminal": 1.0})
+    data = generate(config)
+    y = np.asarray(data["is_fraud"].to_pylist(), dtype=np.int64)
+    train = np.asarray(data["timestamp"].to_pylist()) < config.start_ms + 12 * DAY
+    assert y[train].sum() > 20 and y[~train].sum() > 20
+    cards = baseline.feature_matrix(data)
+    both = np.hstack([cards, baseline.terminal_features(data, DAY)])
+    with_terminal = roc_auc(y[~train], baseline.fit_predict_gbt(both[train], y[train], both[~train],
+                                                                rounds=100, threads=1))
+    card_only = roc_auc(y[~train], baseline.fit_predict_gbt(cards[train], y[train], cards[~train],
+                                                            rounds=100, threads=1))
+    assert with_terminal > 0.85
+    assert card_only < with_terminal - 0.15
