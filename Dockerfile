@@ -55,7 +55,7 @@ RUN groupadd --system --gid 10001 fraudstream \
 
 COPY --from=build /opt/venv /opt/venv
 
-# Container defaults (each is a setting; see stream/settings.py):
+# Container defaults (each is a setting; see stream/contracts/settings.py):
 # - the web server must listen beyond loopback to be reached from outside the
 #   container (health checks from other containers, Prometheus). Only /healthz,
 #   /ready, /metrics and /stats/ answer without FRAUDSTREAM_WEB_TOKEN (card

@@ -36,10 +36,10 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy stream models replay
 
 # A benchmark, not part of `make test`: mutation score per module and the surviving mutants
-# (docs/mutation.md). MODULES="stream/caps.py models/fusion.py" picks the modules.
+# (docs/mutation.md). MODULES="stream/core/caps.py models/fusion.py" picks the modules.
 mutation: $(STAMP)
 	$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install --quiet -e '.[test,mutation]'
-	$(PY) -m stream.bench.mutation --nice 10 $(if $(MODULES),--modules $(MODULES))
+	$(PY) -m stream.tools.bench.mutation --nice 10 $(if $(MODULES),--modules $(MODULES))
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache fraudstream-data

@@ -5,7 +5,7 @@ window's steps (:func:`models.steps.window_features`,
 :func:`models.features.engineered_batch`): as whole-array NumPy they made
 ``[B, n, n]`` temporaries, compiled they do the same arithmetic in place.
 A third is Kafka's murmur2 over a micro-batch's output keys
-(:mod:`stream.partitioner`).
+(:mod:`stream.kafka.partitioner`).
 
 Numba compiles a function once per combination of argument types, and an
 array's type includes its layout and whether it is writable, so each

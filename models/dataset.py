@@ -50,7 +50,7 @@ CONTRACT_COLUMNS: tuple[str, ...] = (
     "transaction_id", "card_id", "timestamp", "amount", "currency", "merchant_id", "mcc", "country", "channel",
 )
 LABEL = "is_fraud"
-# Same defaults as stream.records.parse_transaction for optional fields.
+# Same defaults as stream.contracts.records.parse_transaction for optional fields.
 _DEFAULTS = {"currency": "XXX", "merchant_id": "", "mcc": "0000", "country": "ZZ", "channel": "unknown"}
 _REQUIRED = ("transaction_id", "card_id", "timestamp", "amount")
 
@@ -108,7 +108,7 @@ def _epoch_ms(col: pa.ChunkedArray) -> pa.ChunkedArray:
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         try:
             col = pc.cast(col, pa.timestamp("ms", tz="UTC"))
-        except pa.ArrowInvalid:  # no offset in the text: naive means UTC, as in stream.records
+        except pa.ArrowInvalid:  # no offset in the text: naive means UTC, as in stream.contracts.records
             col = pc.cast(col, pa.timestamp("ms"))
     if pa.types.is_timestamp(col.type):
         return col.cast(pa.timestamp("ms", tz=col.type.tz)).cast(pa.int64())

@@ -19,7 +19,7 @@ live traffic got whatever the batching.
 
 Example:
     >>> from models.history import append, new_history
-    >>> from stream.records import Transaction
+    >>> from stream.contracts.records import Transaction
     >>> day = 86_400_000
     >>> t1 = Transaction("t1", "c1", 10 * day, 20.0, "EUR", "m1", "5411", "FR", "pos")
     >>> t2 = Transaction("t2", "c1", 10 * day + 60_000, 900.0, "EUR", "m2", "5732", "BR", "ecom")
@@ -42,7 +42,7 @@ import numpy.typing as npt
 
 from models.compiled import compiled, frozen
 from models.history import HASHED, Columns, History, check_windows, scored_windows
-from stream.records import Transaction
+from stream.contracts.records import Transaction
 
 __all__ = [
     "FEATURE_NAMES",

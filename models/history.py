@@ -28,7 +28,7 @@ Every time-based rule uses event time, never the wall clock, and a
 redelivered transaction sees exactly the history it saw the first time.
 
 Example:
-    >>> from stream.records import Transaction
+    >>> from stream.contracts.records import Transaction
     >>> t1 = Transaction("t1", "c1", 1_000, 20.0, "EUR", "m1", "5411", "FR", "pos")
     >>> t2 = Transaction("t2", "c1", 2_000, 35.0, "EUR", "m2", "5411", "FR", "ecom")
     >>> h = append(append(new_history(), t1, limit=32), t2, limit=32)
@@ -52,7 +52,8 @@ import numpy.typing as npt
 import orjson
 
 from models.hashing import category_hash, stable_hash, txid_hash
-from stream.records import Transaction
+from stream.contracts.records import Transaction
+from stream.contracts.settings import MAX_HISTORY_ENTRIES
 
 __all__ = [
     "AMOUNT",
@@ -115,7 +116,7 @@ _LABELS: dict[Labels, tuple[Labels, tuple[int, int, int]]] = {}
 _FORMAT, _COLUMNS_FORMAT = 2, 1  # first byte of an encoded history: rows (now), columns (format 1)
 _HEADER = struct.Struct("<BH")  # format, number of entries
 #: Most entries an encoded history holds (its count is 16 bits; ``FRAUDSTREAM_HISTORY_LENGTH`` is held to it).
-MAX_ENTRIES = 0xFFFF
+MAX_ENTRIES = MAX_HISTORY_ENTRIES
 #: Category hashes kept per entry, in this order (the sequence model's STEP_CATEGORICAL order).
 HASHED = ("merchant", "mcc", "country", "channel")
 _WIDTH = len(HASHED)
@@ -201,7 +202,7 @@ class History:
     def hashed(self, field: str) -> array[int]:
         """One of the :data:`HASHED` columns (a new array).
 
-        >>> from stream.records import Transaction
+        >>> from stream.contracts.records import Transaction
         >>> h = append(new_history(), Transaction("t1", "c1", 1, 2.0, "EUR", "m1", "5411", "FR", "pos"), 32)
         >>> from models.hashing import category_hash
         >>> list(h.hashed("country")) == [category_hash("FR")]
@@ -287,7 +288,7 @@ def gather(histories: Sequence[History], width: int | None, trailing: int = 0) -
     One ``bytes.join`` of the rows (and one of the category hashes) for the
     whole batch (a Python loop over entries cost ~25 µs per transaction).
 
-    >>> from stream.records import Transaction
+    >>> from stream.contracts.records import Transaction
     >>> h = append(new_history(), Transaction("t1", "c1", 1_000, 20.0, "EUR", "m1", "5411", "FR", "pos"), 32)
     >>> c = gather([h, new_history()], width=2, trailing=1)
     >>> c.ts.tolist(), c.valid.tolist(), c.lengths.tolist()
@@ -341,7 +342,7 @@ def scored_windows(histories: Sequence[History], transactions: Sequence[Transact
     columns and the transaction column, the sequence model the last ``n``
     columns (:func:`models.features.engineered_batch`, :func:`models.steps.step_tensors`).
 
-    >>> from stream.records import Transaction
+    >>> from stream.contracts.records import Transaction
     >>> t1 = Transaction("t1", "c1", 1_000, 20.0, "EUR", "m1", "5411", "FR", "pos")
     >>> t2 = Transaction("t2", "c1", 2_000, 35.0, "EUR", "m2", "5411", "FR", "pos")
     >>> w = scored_windows([append(new_history(), t1, 32), new_history()], [t2, t1])
@@ -438,7 +439,7 @@ def advance(history: History, t: Transaction, limit: int) -> tuple[History, Hist
     scored against, and the history kept after it. Ties in event time keep
     arrival order.
 
-    >>> from stream.records import Transaction
+    >>> from stream.contracts.records import Transaction
     >>> t1 = Transaction("t1", "c1", 1_000, 20.0, "EUR", "m1", "5411", "FR", "pos")
     >>> t2 = Transaction("t2", "c1", 2_000, 35.0, "EUR", "m2", "5411", "FR", "pos")
     >>> prior, kept = advance(append(new_history(), t2, 32), t1, 32)  # t1 arrives late

@@ -4,7 +4,7 @@ A reason is an input whose contribution pushed the score up; the text is
 written from the transaction and the feature's value, not the model's jargon.
 
 Example:
-    >>> from stream.records import Transaction
+    >>> from stream.contracts.records import Transaction
     >>> t = Transaction("t1", "c1", 1_740_830_400_000, 950.0, "EUR", "m", "5732", "BR", "ecom")
     >>> f = {"n_1h": 4.0, "is_new_country": 1.0, "amount_ratio_max": 2.3}
     >>> top_reasons(t, f, {"n_1h": 0.2, "is_new_country": 1.4, "amount_ratio_max": 0.9}, limit=2)
@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from stream.records import Transaction
+from stream.contracts.records import Transaction
 
 __all__ = ["describe_feature", "top_reasons"]
 

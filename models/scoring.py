@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.history import Columns, History
-from stream.records import Transaction
+from stream.contracts.records import Transaction
 
 __all__ = ["Scorer", "ScoringItem"]
 

@@ -19,7 +19,7 @@ Example:
     >>> from models.features import engineered_batch
     >>> from models.history import append, new_history
     >>> from models.scoring import ScoringItem
-    >>> from stream.records import Transaction
+    >>> from stream.contracts.records import Transaction
     >>> _ = torch.manual_seed(0)
     >>> scorer = SequenceScorer(SequenceModel(StepSpec(n=8)), version="seq-demo")
     >>> t1 = Transaction("t1", "c1", 1_740_830_400_000, 20.0, "EUR", "m1", "5411", "FR", "pos")

@@ -17,7 +17,7 @@ Example:
     >>> from models.features import engineered_batch
     >>> from models.history import append, new_history
     >>> from models.scoring import ScoringItem
-    >>> from stream.records import Transaction
+    >>> from stream.contracts.records import Transaction
     >>> t1 = Transaction("t1", "c1", 1_740_830_400_000, 20.0, "EUR", "m1", "5411", "FR", "pos")
     >>> t2 = Transaction("t2", "c1", 1_740_830_460_000, 900.0, "EUR", "m2", "5732", "BR", "ecom")
     >>> prior = append(new_history(), t1, limit=32)

@@ -56,7 +56,7 @@ from replay.metrics import (
     roc_auc,
 )
 from replay.report import format_headline, write_report
-from stream.settings import Settings, SettingsError
+from stream.contracts.settings import Settings, SettingsError
 
 __all__ = [
     "Label",
@@ -122,7 +122,7 @@ def consume_scores(
     """
     from kafka import TopicPartition  # imported here: the offline paths never need kafka
 
-    from stream import clients
+    from stream.kafka import clients
 
     settings = (settings or Settings()).replace(bootstrap_servers=bootstrap_servers)
     consumer = clients.consumer(settings, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",

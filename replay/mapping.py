@@ -9,7 +9,7 @@ leaves it out (``label=`` replays without labels). A mapping comes from
 lines with ``#`` comments); flags win.
 
 :func:`map_rows` converts column-wise (numpy and Arrow, so a million rows take
-seconds) and applies the rules of :func:`stream.records.parse_transaction`:
+seconds) and applies the rules of :func:`stream.contracts.records.parse_transaction`:
 ids of 1-128 characters, amount finite, > 0 and <= 1e9, event time within the
 engine's ``Limits``, optional strings of at most 128 characters. A row that
 breaks one is a :class:`~replay.source.Reject` with its row number, the field
@@ -51,7 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replay.source import Reject, SourceData
-from stream.records import Limits, format_rfc3339, parse_rfc3339_ms
+from stream.contracts.records import Limits, format_rfc3339, parse_rfc3339_ms
 
 __all__ = [
     "FIELDS", "OPTIONAL", "REQUIRED", "MappingError", "Rows",
@@ -63,7 +63,7 @@ OPTIONAL = ("currency", "merchant_id", "mcc", "country", "channel")
 #: Every field a mapping may name, in the order rows are checked.
 FIELDS = (*REQUIRED, *OPTIONAL, "label", "scenario")
 _DEFAULT_COLUMN = {"label": "is_fraud"}
-# The contract's bounds (stream.records keeps them private; tests check parity).
+# The contract's bounds (stream.contracts.records keeps them private; tests check parity).
 _MAX_LEN = 128
 _MAX_AMOUNT = 1e9
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")

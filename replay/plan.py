@@ -69,9 +69,9 @@ class Event(NamedTuple):
 
 
 def rfc3339_array(ms: npt.NDArray[np.int64]) -> list[str]:
-    """:func:`stream.records.format_rfc3339` for a whole array at once (3x faster).
+    """:func:`stream.contracts.records.format_rfc3339` for a whole array at once (3x faster).
 
-    >>> from stream.records import format_rfc3339
+    >>> from stream.contracts.records import format_rfc3339
     >>> rfc3339_array(np.array([1735686001500])) == [format_rfc3339(1735686001500)]
     True
     """

@@ -50,9 +50,9 @@ from replay.plan import LabelPolicy, Plan, plan
 from replay.progress import Pace, Schedule, make_bar, parse_duration_ms
 from replay.resume import RUN_HEADER, SEQ_HEADER, Checkpoint, ReplayError, replay_fingerprint, scan_tails
 from replay.source import Reject, SourceError, open_source
-from stream import clients
-from stream.records import InvalidRecord, Limits, parse_feedback, parse_transaction
-from stream.settings import Settings, SettingsError
+from stream.contracts.records import InvalidRecord, Limits, parse_feedback, parse_transaction
+from stream.contracts.settings import Settings, SettingsError
+from stream.kafka import clients
 
 __all__ = ["PACED_TICK_S", "ReplayConfig", "ReplayError", "ReplaySummary", "cli", "run_replay"]
 
@@ -162,7 +162,7 @@ def run_replay(config: ReplayConfig, *, stop: threading.Event | None = None,
     if ckpt.position >= len(stream):
         return ReplaySummary(n_rows, rejects, 0, 0, 0,
                              ckpt.position, len(stream), 0.0, ckpt.run_id, None, already_complete=len(stream) > 0)
-    from stream.topics import ensure_topics
+    from stream.kafka.topics import ensure_topics
 
     ensure_topics(settings)
     sender = _Sender(config, stream, ckpt, limits, stop or threading.Event(), after_send)

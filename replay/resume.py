@@ -31,9 +31,9 @@ from typing import Any
 
 from replay.plan import LabelPolicy
 from replay.source import file_digest
-from stream import clients
-from stream.records import Limits
-from stream.settings import Settings
+from stream.contracts.records import Limits
+from stream.contracts.settings import Settings
+from stream.kafka import clients
 
 __all__ = ["RUN_HEADER", "SEQ_HEADER", "Checkpoint", "ReplayError", "replay_fingerprint", "scan_tails"]
 

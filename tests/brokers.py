@@ -4,7 +4,7 @@
 Kafka (``apache/kafka``, KRaft, one node) in a container started through
 testcontainers. Without a reachable Docker engine those tests are skipped
 with the reason, or fail when ``REQUIRE_DOCKER=1``. The default is the
-embedded broker (``stream/broker.py``). testcontainers' ``KafkaContainer``
+embedded broker (``stream/tools/broker.py``). testcontainers' ``KafkaContainer``
 expects ``confluentinc/cp-kafka``, so ``apache/kafka`` runs as a generic
 container with its listeners set for the mapped port.
 """
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stream.broker import EmbeddedBroker, free_port
+from stream.tools.broker import EmbeddedBroker, free_port
 
 __all__ = ["KAFKA_IMAGE", "backend", "docker_unavailable", "running_broker"]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.settings import Settings
-from stream.topics import ensure_topics
+from stream.contracts.settings import Settings
+from stream.kafka.topics import ensure_topics
 from tests import brokers
 from tests.support import WorkerProcess, fast_settings
 

@@ -20,7 +20,7 @@ from typing import Any, Self
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from stream.settings import Settings
+from stream.contracts.settings import Settings
 from tests.brokers import backend
 
 __all__ = [
@@ -98,7 +98,7 @@ class WorkerProcess:
         env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab")  # noqa: SIM115 - the worker's output for its life
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker"], cwd=REPO, env=env,
+            [sys.executable, "-m", "stream.tools.cli", "worker"], cwd=REPO, env=env,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         log.close()

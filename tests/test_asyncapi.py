@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft7Validator, Draft202012Validator
 
-from stream.settings import Settings
-from stream.topics import topic_names
+from stream.contracts.settings import Settings
+from stream.kafka.topics import topic_names
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 ASYNCAPI = SCHEMAS / "asyncapi.yaml"

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from stream.settings import Settings, describe
-from stream.topics import topic_names
+from stream.contracts.settings import Settings, describe
+from stream.kafka.topics import topic_names
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -161,7 +161,7 @@ def test_every_fraudstream_variable_is_a_setting() -> None:
         for name in ENV_NAME.findall(path.read_text()):
             seen.setdefault(name, set()).add(path.name)
     unknown = {name: sorted(where) for name, where in seen.items() if name not in SETTING_VARS}
-    assert not unknown, f"FRAUDSTREAM_* names that stream/settings.py does not define: {unknown}"
+    assert not unknown, f"FRAUDSTREAM_* names that stream/contracts/settings.py does not define: {unknown}"
     assert "FRAUDSTREAM_TOPIC_PARTITIONS" in seen  # the scan itself works
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from stream import cli
-from stream.outputs import alert_id
-from stream.settings import ENV_PREFIX, Settings
+from stream.contracts.settings import ENV_PREFIX, Settings
+from stream.core.outputs import alert_id
+from stream.tools import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -46,7 +46,7 @@ def _shell_text(text: str) -> str:
 
 
 def _cli_subcommands() -> set[str]:
-    """The subcommands of the ``fraudstream`` parser, read from the parser ``stream.cli.main`` builds."""
+    """The subcommands of the ``fraudstream`` parser, read from the parser ``stream.tools.cli.main`` builds."""
     captured: list[argparse.ArgumentParser] = []
 
     class Captured(Exception):
@@ -64,7 +64,7 @@ def _cli_subcommands() -> set[str]:
         pass  # the parser is built and captured; nothing is parsed or run
     finally:
         mp.undo()
-    assert captured, "stream.cli.main no longer parses its arguments with argparse"
+    assert captured, "stream.tools.cli.main no longer parses its arguments with argparse"
     actions = [a for a in captured[0]._actions if isinstance(a, argparse._SubParsersAction)]
     assert len(actions) == 1, "the fraudstream parser should have one set of subcommands"
     return set(actions[0].choices)
@@ -79,7 +79,7 @@ def test_every_fraudstream_command_in_the_readme_exists():
     named = set(COMMAND.findall(_shell_text(_readme())))
     assert {"topics", "worker", "bench"} <= named, "the command pattern no longer finds the README's commands"
     missing = sorted(named - _cli_subcommands())
-    assert not missing, f"README shows `fraudstream {missing[0]}`, which stream/cli.py does not define: {missing}"
+    assert not missing, f"README shows `fraudstream {missing[0]}`, which stream/tools/cli.py does not define: {missing}"
 
 
 def test_every_python_module_the_readme_runs_exists():
@@ -112,7 +112,7 @@ def test_every_variable_the_readme_names_is_a_setting():
     named = set(VARIABLE.findall(_readme()))
     assert "FRAUDSTREAM_BOOTSTRAP_SERVERS" in named
     unknown = sorted(named - settings - NOT_SETTINGS)
-    assert not unknown, f"README names variables that are not fields of stream.settings.Settings: {unknown}"
+    assert not unknown, f"README names variables that are not fields of stream.contracts.settings.Settings: {unknown}"
 
 
 def test_the_variables_that_are_not_settings_are_read_somewhere():

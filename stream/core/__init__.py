@@ -3,7 +3,7 @@
 Scoring a batch (:mod:`stream.core.scoring`), joining a label with what was
 scored (:mod:`stream.core.labels`) and the trainer's step
 (:mod:`stream.core.training`) are plain objects over plain values; the Faust
-agents (:mod:`stream.agents`) only move records between Kafka and them.
+agents (:mod:`stream.runtime.agents`) only move records between Kafka and them.
 The records the engine keeps in its own tables and topics are defined once,
 in :mod:`stream.core.stored`.
 """

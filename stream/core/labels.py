@@ -22,7 +22,7 @@ Example:
     >>> import orjson
     >>> from stream.core.source import InMemoryRecord
     >>> from stream.core.stored import FeatureEntry
-    >>> from stream.records import Limits
+    >>> from stream.contracts.records import Limits
     >>> join = LabelJoin(Limits(1_000_000, 0, 86_400_000), feature_retention_ms=86_400_000)
     >>> label = InMemoryRecord(b"c1", orjson.dumps({"transaction_id": "t1", "card_id": "c1", "label": "fraud"}),
     ...                        topic="feedback")
@@ -42,10 +42,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final, NamedTuple
 
+from stream.contracts.records import Feedback, InvalidRecord, Limits, parse_feedback
+from stream.core.packing import unpack_inputs
 from stream.core.source import SourceRecord
 from stream.core.stored import FeatureEntry, LabelledExample, ParkedLabel, SourceMessage, StoredRecordError
-from stream.records import Feedback, InvalidRecord, Limits, parse_feedback
-from stream.state import unpack_inputs
 
 __all__ = ["DUPLICATE", "Joined", "LabelJoin", "Outcome", "Park", "Rejected"]
 

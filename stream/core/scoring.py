@@ -3,7 +3,7 @@
 :class:`BatchScoring` is what the score agent does to a micro-batch, as a
 plain object over plain values, so it is tested with in-memory lists in
 milliseconds (``tests/stream/core/test_scoring.py``) and the agent
-(:mod:`stream.agents.score`) only moves records between Kafka and it:
+(:mod:`stream.runtime.agents.score`) only moves records between Kafka and it:
 
 1. decode and validate every record; a bad one becomes a dead letter with its
    reason (the contract's codes, and ``key_mismatch``: per-card state needs
@@ -24,7 +24,7 @@ Example:
     >>> from models.fusion import Fusion
     >>> from models.online import OnlineLearner
     >>> from stream.core.source import InMemoryRecord
-    >>> from stream.records import Limits
+    >>> from stream.contracts.records import Limits
     >>> scoring = BatchScoring(Fusion(OnlineLearner()), Limits(1_000_000, 0, 86_400_000), history_length=32,
     ...                        threshold=0.5)
     >>> good = orjson.dumps({"transaction_id": "t1", "card_id": "c1", "timestamp": "2026-03-01T10:00:00Z",
@@ -53,14 +53,14 @@ from models.history import History, advance, new_history, scored_windows
 from models.online import ONLINE_INPUTS
 from models.reasons import top_reasons
 from models.scoring import ScoringItem
-from stream.codec import dumps
+from stream.contracts.codec import dumps
+from stream.contracts.dlq import DeadLetter
+from stream.contracts.records import InvalidRecord, Limits, Transaction, parse_transaction
+from stream.core.outputs import alert_record, score_records
+from stream.core.packing import pack_rows
 from stream.core.source import SourceRecord
 from stream.core.stored import feature_entries
-from stream.dlq import DeadLetter
-from stream.outputs import alert_record, score_records
-from stream.records import InvalidRecord, Limits, Transaction, parse_transaction
-from stream.state import pack_rows
-from stream.timing import StageClock
+from stream.core.timing import StageClock
 
 __all__ = ["BatchScoring", "ScoredBatch"]
 

@@ -116,7 +116,7 @@ class SourceMessage(NamedTuple):
 class FeatureEntry(NamedTuple):
     """What the online learner saw when it scored one transaction (the ``features`` table's value).
 
-    ``inputs`` is :func:`stream.state.pack_inputs`' packed vector (or, from
+    ``inputs`` is :func:`stream.kafka.state.pack_inputs`' packed vector (or, from
     old changelogs, a list of floats). ``label`` and ``source`` are set once
     a label was learned, so the same label again is not learned twice.
     """

@@ -1,7 +1,7 @@
 """The trainer's step: labelled examples in, a learned model, a signed snapshot and reports out.
 
 Each worker's learn agent forwards joined labels to a one-partition topic, so
-exactly one worker at a time owns the learner (:mod:`stream.agents.train`
+exactly one worker at a time owns the learner (:mod:`stream.runtime.agents.train`
 drives this class from that partition). Per example, in offset order:
 
 * an example at or before the offset the learner's snapshot already includes
@@ -9,7 +9,7 @@ drives this class from that partition). Per example, in offset order:
   twice or lost across a crash);
 * an unreadable example is reported (``bad_labelled_example`` on the ops
   topic) and skipped: only the engine's own learn agents write that topic;
-* the per-source cap (:class:`~stream.caps.SourceCap`) may refuse it: a
+* the per-source cap (:class:`~stream.core.caps.SourceCap`) may refuse it: a
   ``source_rate_limited`` dead letter, and ``label_source_capped`` on the ops
   topic at the 1st, 100th and 10,000th refusal of a source;
 * otherwise the learner predicts it first (the prequential test the quality
@@ -44,10 +44,10 @@ from typing import Any
 from models.guard import QualityGuard
 from models.online import OnlineLearner
 from models.snapshot import seal, unseal
-from stream.caps import SourceCap
+from stream.contracts.dlq import DeadLetter
+from stream.core.caps import SourceCap
+from stream.core.packing import unpack_inputs
 from stream.core.stored import LabelledExample, StoredRecordError
-from stream.dlq import DeadLetter
-from stream.state import unpack_inputs
 
 __all__ = ["OnlineTraining", "TrainingStep"]
 

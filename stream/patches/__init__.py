@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
+from stream.contracts.settings import Settings
 from stream.patches import (
     aiokafka_accumulator,
     aiokafka_poll_timeout_rejoin,
@@ -47,8 +48,6 @@ from stream.patches.faust_fetch_max_wait import set_fetch_max_wait
 from stream.patches.faust_paused_partitions import fetch_only_active_partitions
 from stream.patches.faust_producer_buffer import raise_producer_buffer_limit
 from stream.patches.faust_recovery_seek import seek_before_resuming_streams
-from stream.security import client_kwargs
-from stream.settings import Settings
 
 __all__ = [
     "MODULES",
@@ -59,6 +58,12 @@ __all__ = [
     "check_versions",
     "deliver_directly",
     "enable_embedded_broker_compat",
+    "fetch_only_active_partitions",
+    "rejoin_after_poll_timeout",
+    "resume_fetching_promptly",
+    "seek_before_resuming_streams",
+    "set_fetch_max_wait",
+    "wait_longer_when_the_broker_is_slow",
 ]
 
 log = logging.getLogger("fraudstream.patches")
@@ -167,16 +172,19 @@ def enable_embedded_broker_compat(bootstrap_servers: str, client: Mapping[str, A
     log.info("embedded-broker compatibility on: end offsets corrected from the last record batch")
 
 
-def apply(settings: Settings, app: Any = None) -> None:
+def apply(settings: Settings, app: Any = None, client: Mapping[str, Any] | None = None) -> None:
     """Check the Faust/aiokafka versions, then install every patch ``settings`` asks for (idempotent).
 
     Class-level patches go in at once; with ``app`` (a Faust app not started
-    yet) its direct delivery too (``FRAUDSTREAM_DIRECT_DELIVERY``).
+    yet) its direct delivery too (``FRAUDSTREAM_DIRECT_DELIVERY``). ``client``:
+    the security options of the embedded-broker patches' own admin client
+    (:func:`stream.kafka.security.client_kwargs`; passed in, as this package sits
+    below the Kafka layer).
     """
     check_versions(allow_untested=settings.allow_untested_dependencies)
     apply_consumer_fixes(settings.fetch_max_wait_ms)
     if settings.embedded_broker_compat:
-        enable_embedded_broker_compat(settings.bootstrap_servers, client_kwargs(settings))
+        enable_embedded_broker_compat(settings.bootstrap_servers, client)
     # A micro-batch makes hundreds of table writes at once: let the buffer hold a few batches.
     raise_producer_buffer_limit(8 * settings.batch_size)
     if app is not None and settings.direct_delivery:

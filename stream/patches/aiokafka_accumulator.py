@@ -26,10 +26,10 @@ Upstream:
     aio-libs/aiokafka#1142 ("Use linger_ms to delay batches").
 
 Test:
-    tests/stream/test_outbox.py::test_the_last_send_of_a_micro_batch_does_not_wait_out_the_producers_linger
-    tests/stream/test_outbox.py::test_records_appended_straight_to_aiokafkas_batches_arrive_in_order_with_their_offsets
-    tests/stream/test_outbox.py::test_a_run_that_fills_its_batch_goes_on_through_send_and_back_to_direct_appends
-    tests/stream/test_outbox.py::test_a_failed_aiokafka_batch_fails_the_micro_batch_delivery
+    tests/stream/kafka/test_outbox.py::test_the_last_send_of_a_micro_batch_does_not_wait_out_the_producers_linger
+    tests/stream/kafka/test_outbox.py::test_records_appended_straight_to_aiokafkas_batches_arrive_in_order_with_their_offsets
+    tests/stream/kafka/test_outbox.py::test_a_run_that_fills_its_batch_goes_on_through_send_and_back_to_direct_appends
+    tests/stream/kafka/test_outbox.py::test_a_failed_aiokafka_batch_fails_the_micro_batch_delivery
 
 Versions:
     Written for aiokafka 0.14.0 (``AIOKafkaProducer._message_accumulator``,

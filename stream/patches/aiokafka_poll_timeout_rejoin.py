@@ -20,7 +20,7 @@ Upstream:
     by ``getone``/``getmany``. aio-libs/aiokafka#625 reports the symptom.
 
 Test:
-    tests/stream/test_poll_timeout.py::test_worker_evicted_for_a_poll_timeout_rejoins_and_processes_everything
+    tests/stream/patches/test_poll_timeout.py::test_worker_evicted_for_a_poll_timeout_rejoins_and_processes_everything
 
 Versions:
     Written for faust-streaming 0.15.3 (``ConsumerRebalanceListener.on_partitions_revoked``)

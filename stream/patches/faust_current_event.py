@@ -4,7 +4,7 @@ Symptom:
     Faust decides a table write's changelog partition from "the current
     event", which it only sets while iterating a stream one event at a time.
     A table write inside ``take()``/``take_events()`` (the micro-batches of
-    :mod:`stream.batches`) raises ``TypeError: Cannot modify table key from
+    :mod:`stream.kafka.batches`) raises ``TypeError: Cannot modify table key from
     outside of stream iteration``. :func:`writing_for` sets the current event
     for the write, so its changelog record goes to that event's partition and on
     recovery the value comes back to whichever worker owns that partition.
@@ -15,7 +15,7 @@ Upstream:
     current event.
 
 Test:
-    tests/stream/test_outbox.py::test_each_store_write_sees_its_own_partition_and_keys_keep_their_order
+    tests/stream/kafka/test_outbox.py::test_each_store_write_sees_its_own_partition_and_keys_keep_their_order
 
 Versions:
     Written for faust-streaming 0.15.3 (``faust.streams._current_event``, a

@@ -50,9 +50,9 @@ Upstream:
     slow") reports the per-record cost it removes.
 
 Test:
-    tests/stream/test_drain.py::test_records_reach_the_agent_without_a_task_pair_each
-    tests/stream/test_drain.py::test_a_full_agent_buffer_falls_back_to_faust_and_loses_nothing
-    tests/stream/test_drain.py::test_room_is_the_least_free_space_of_any_channel_queue_and_none_while_faust_would_wait
+    tests/stream/patches/test_drain.py::test_records_reach_the_agent_without_a_task_pair_each
+    tests/stream/patches/test_drain.py::test_a_full_agent_buffer_falls_back_to_faust_and_loses_nothing
+    tests/stream/patches/test_drain.py::test_room_is_the_least_free_space_of_any_channel_queue_and_none_while_faust_would_wait
 
 Versions:
     Written for faust-streaming 0.15.3: ``_drain_messages_direct`` is

@@ -14,7 +14,7 @@ Upstream:
     setting exists in 0.15.3.
 
 Test:
-    tests/stream/test_patches.py::test_the_fetch_wait_setting_reaches_fausts_consumer
+    tests/stream/patches/test_patches.py::test_the_fetch_wait_setting_reaches_fausts_consumer
 
 Versions:
     Written for faust-streaming 0.15.3 with aiokafka 0.14.0 (``AIOKafkaConsumer``

@@ -24,8 +24,8 @@ Upstream:
     open issue for the regression found.
 
 Test:
-    tests/stream/test_rebalance_offsets.py::test_fetch_hands_over_nothing_once_every_partition_is_paused
-    tests/stream/test_scaleout.py::test_kill_9_mid_stream_loses_nothing
+    tests/stream/patches/test_rebalance_offsets.py::test_fetch_hands_over_nothing_once_every_partition_is_paused
+    tests/stream/runtime/test_scaleout.py::test_kill_9_mid_stream_loses_nothing
 
 Versions:
     Written for faust-streaming 0.15.3 (``AIOKafkaConsumerThread._fetch_records``)

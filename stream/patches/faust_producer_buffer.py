@@ -12,7 +12,7 @@ Upstream:
     workaround given there is the same, ``max_messages`` raised by hand.
 
 Test:
-    tests/stream/test_patches.py::test_the_producer_buffer_holds_a_few_micro_batches
+    tests/stream/patches/test_patches.py::test_the_producer_buffer_holds_a_few_micro_batches
 
 Versions:
     Written for faust-streaming 0.15.3 (``faust.transport.producer.ProducerBuffer.max_messages``).

@@ -23,8 +23,8 @@ Upstream:
     tables (``on_recovery_completed``) keeps the order in 0.15.3.
 
 Test:
-    tests/stream/test_rebalance_offsets.py::test_recovery_seeks_stream_partitions_before_anything_can_fetch_them
-    tests/stream/test_scaleout.py::test_worker_added_then_removed_mid_stream
+    tests/stream/patches/test_rebalance_offsets.py::test_recovery_seeks_stream_partitions_before_anything_can_fetch_them
+    tests/stream/runtime/test_scaleout.py::test_worker_added_then_removed_mid_stream
 
 Versions:
     Written for faust-streaming 0.15.3 (``faust.tables.recovery.Recovery.on_recovery_completed``

@@ -17,7 +17,7 @@ Upstream:
     (``faust/transport/producer.py``) and ``App.create_event`` (``faust/app/base.py``).
 
 Test:
-    tests/stream/test_drain.py::test_each_record_reads_no_faust_setting
+    tests/stream/patches/test_drain.py::test_each_record_reads_no_faust_setting
 
 Versions:
     Written for faust-streaming 0.15.3 (``ProducerBuffer.size`` reading

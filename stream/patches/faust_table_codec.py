@@ -15,7 +15,7 @@ Upstream:
     open), with faust-streaming/faust#659 (open) proposing the argument.
 
 Test:
-    tests/stream/test_patches.py::test_a_tables_own_codec_reaches_its_changelog_topic
+    tests/stream/patches/test_patches.py::test_a_tables_own_codec_reaches_its_changelog_topic
 
 Versions:
     Written for faust-streaming 0.15.3 (``Collection._new_changelog_topic``,

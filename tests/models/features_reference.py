@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from models.features import _CHANNEL, _COUNTRY, _DAY, _HOUR, _MCC, _MERCHANT, _NO_GAP_S, _SMALL_AMOUNT, FEATURE_NAMES
 from models.history import History, scored_windows
-from stream.records import Transaction
+from stream.contracts.records import Transaction
 
 
 def _most_common(values: Sequence[int]) -> int | None:

@@ -10,7 +10,7 @@ import pytest
 
 from models.features import FEATURE_NAMES, engineered, engineered_batch
 from models.history import append, new_history, prior_history, scored_windows
-from stream.records import Transaction
+from stream.contracts.records import Transaction
 
 H = 3_600_000
 T0 = 1_740_830_400_000

@@ -13,7 +13,7 @@ from models.fusion import Fusion
 from models.history import new_history
 from models.online import SEQUENCE_INPUT, OnlineLearner
 from models.scoring import Scorer, ScoringItem
-from stream.records import Transaction
+from stream.contracts.records import Transaction
 
 MIN_LABELS = 3
 

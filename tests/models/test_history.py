@@ -12,8 +12,8 @@ import pytest
 
 from models.hashing import category_hash, stable_hash, txid_hash
 from models.history import History, advance, append, decode, encode, new_history, position_of, prior_history
-from stream.records import Transaction
-from stream.state import HistoryCodec
+from stream.contracts.records import Transaction
+from stream.kafka.state import HistoryCodec
 
 T0 = 1_740_830_400_000
 

@@ -19,7 +19,7 @@ from models.online import OnlineLearner
 from models.scoring import Scorer, ScoringItem
 from models.sequence import Architecture, SequenceModel, SequenceScorer, bfloat16_supported
 from models.steps import STEP_CATEGORICAL, STEP_NUMERIC, StepSpec, step_tensors
-from stream.records import Transaction
+from stream.contracts.records import Transaction
 
 BASE = 1_740_830_400_000
 

@@ -16,7 +16,7 @@ from models.features import FEATURE_NAMES
 from models.history import History, append, new_history, prior_history, scored_windows
 from models.scoring import ScoringItem
 from models.steps import STEP_NUMERIC, StepSpec, step_tensors, window_features
-from stream.records import Transaction
+from stream.contracts.records import Transaction
 from tests.models.test_train import synthetic_table
 
 NO_FEATURES = np.zeros(len(FEATURE_NAMES))  # the sequence model reads none of them

@@ -12,8 +12,8 @@ import pytest
 from replay.mapping import MappingError, load_mapping, map_rows, parse_pairs, resolve_mapping, write_rejects
 from replay.plan import LabelPolicy, plan
 from replay.source import SourceData, open_source
-from stream.records import InvalidRecord, Limits, parse_transaction
-from stream.settings import Settings
+from stream.contracts.records import InvalidRecord, Limits, parse_transaction
+from stream.contracts.settings import Settings
 
 LIMITS = Limits.from_settings(Settings())
 T0_S = 1_740_830_400  # 2025-03-01T12:00:00Z
@@ -96,7 +96,7 @@ def test_future_and_duplicate_and_too_long_values_are_rejected() -> None:
 
 
 def test_what_replay_sends_is_what_the_engine_accepts_and_limits_agree() -> None:
-    """Values at the contract's bounds: mapping and stream.records.parse_transaction decide alike."""
+    """Values at the contract's bounds: mapping and stream.contracts.records.parse_transaction decide alike."""
     ids = ["x" * 128, "y" * 129, "z1", "z2", "z3", "z4"]
     amounts = [1e9, 1.0, 1e9 + 1, 0.01, 5.0, 5.0]
     stamps = [T0_S * 1000, T0_S * 1000, T0_S * 1000, T0_S * 1000, 946_684_800_000 - 1, 946_684_800_000]

@@ -27,8 +27,8 @@ from replay.mapping import Rows
 from replay.plan import LabelPolicy, plan
 from replay.progress import Pace, Schedule
 from replay.replay import PACED_TICK_S, ReplayConfig, ReplayError, ReplaySummary, cli, run_replay
-from stream.records import Limits, parse_feedback, parse_rfc3339_ms, parse_transaction
-from stream.settings import Settings
+from stream.contracts.records import Limits, parse_feedback, parse_rfc3339_ms, parse_transaction
+from stream.contracts.settings import Settings
 from tests.support import REPO, wait_for
 
 T0 = 1_740_830_400_000  # 2025-03-01T12:00:00Z

@@ -15,8 +15,8 @@ import pytest
 from replay.generate import GeneratorConfig, generate
 from replay.mapping import map_rows, resolve_mapping
 from replay.source import SourceError, open_source
-from stream.records import Limits
-from stream.settings import Settings
+from stream.contracts.records import Limits
+from stream.contracts.settings import Settings
 
 LIMITS = Limits.from_settings(Settings())
 

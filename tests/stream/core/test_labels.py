@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import orjson
 
+from stream.contracts.records import Limits
 from stream.core.labels import DUPLICATE, Joined, LabelJoin, Park, Rejected
+from stream.core.packing import pack_inputs, unpack_inputs
 from stream.core.source import InMemoryRecord
 from stream.core.stored import FeatureEntry
-from stream.records import Limits
-from stream.state import pack_inputs, unpack_inputs
 
 LIMITS = Limits(max_bytes=100_000, min_time_ms=0, max_future_skew_ms=10 * 365 * 86_400_000)
 DAY = 86_400_000

@@ -10,12 +10,12 @@ from models.features import engineered
 from models.fusion import Fusion
 from models.history import History, append, new_history
 from models.online import ONLINE_INPUTS, SEQUENCE_INPUT, OnlineLearner
+from stream.contracts.records import Limits, Transaction
+from stream.core.outputs import alert_id
+from stream.core.packing import unpack_inputs
 from stream.core.scoring import BatchScoring
 from stream.core.source import InMemoryRecord
 from stream.core.stored import FeatureEntry
-from stream.outputs import alert_id
-from stream.records import Limits, Transaction
-from stream.state import unpack_inputs
 
 LIMITS = Limits(max_bytes=100_000, min_time_ms=0, max_future_skew_ms=10 * 365 * 86_400_000)
 HOUR = 3_600_000

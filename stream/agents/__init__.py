@@ -1,3 +1,0 @@
-"""Faust agents: ``score`` (transactions -> scores, alerts) and ``learn`` (feedback -> online learner)."""
-
-__all__: list[str] = []

@@ -1,0 +1,122 @@
+"""Every worker follows the model topic and installs each verified snapshot.
+
+The single online learner (``stream/runtime/agents/train.py``) publishes signed
+snapshots to a one-partition, compacted topic. Each worker reads it with its
+own group-less consumer: at start, the whole topic (on a compacted topic that
+is about one record), keeping the newest snapshot whose signature verifies;
+then every new one. A snapshot that fails verification is refused, logged,
+counted (``snapshots_rejected``) and reported on the ops topic; the worker
+keeps the model it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from models.snapshot import SnapshotError, peek_header, unseal, verify
+from stream.kafka import clients
+from stream.kafka.security import client_kwargs
+from stream.patches.embedded_end_offsets import true_end_offsets
+
+if TYPE_CHECKING:
+    from stream.runtime.engine import Engine
+
+__all__ = ["ModelSync"]
+
+log = logging.getLogger("fraudstream.modelsync")
+
+
+class ModelSync:
+    """Follows ``settings.models_topic``; ``ready`` is set once the backlog is read."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.ready = asyncio.Event()
+        self.seq = 0
+        self.latest_blob: bytes | None = None
+        self.latest_meta: dict[str, Any] = {}
+
+    def install(self, blob: bytes, offset: int) -> bool:
+        """Verify and install ``blob`` if it is newer; False when refused or stale."""
+        engine = self.engine
+        try:
+            learner, meta = unseal(blob, engine.settings.signing_key())
+        except SnapshotError as exc:
+            engine.stats.snapshots_rejected += 1
+            try:
+                claimed = peek_header(blob)
+            except SnapshotError:
+                claimed = {}
+            log.error("REFUSED model snapshot at %s offset %d: %s (claimed header %s)",
+                      engine.settings.models_topic, offset, exc, claimed)
+            self._ops({"type": "snapshot_refused", "offset": offset, "reason": str(exc)})
+            return False
+        seq = int(meta.get("seq", 0))
+        if seq <= self.seq:
+            return False
+        self.seq = seq
+        self.latest_blob, self.latest_meta = blob, meta
+        learner.snapshot_seq = seq
+        engine.fusion.online = learner
+        engine.stats.snapshots_installed += 1
+        log.info("installed online model snapshot seq %d (%d labels)", seq, learner.n_labels)
+        return True
+
+    def _ops(self, record: dict[str, Any]) -> None:
+        asyncio.ensure_future(self.engine.send_ops("modelsync", record))  # install() is not async
+
+    async def run(self) -> None:
+        """The worker task: read the backlog, set ``ready``, then follow."""
+        from aiokafka import TopicPartition
+
+        settings = self.engine.settings
+        consumer = clients.aio_consumer(settings, enable_auto_commit=False, group_id=None)
+        await consumer.start()
+        try:
+            tp = TopicPartition(settings.models_topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            if settings.embedded_broker_compat:
+                end = (await true_end_offsets(settings.bootstrap_servers, {tp: end},
+                                              client=client_kwargs(settings)))[tp]
+            newest: tuple[bytes, int] | None = None
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for msg in batch.get(tp, []):
+                    if msg.value is not None and msg.offset < end:
+                        newest = self._newer_valid(newest, msg.value, msg.offset)
+            if newest is not None:
+                self.install(*newest)
+            self.ready.set()
+            while True:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for msg in batch.get(tp, []):
+                    if msg.value is not None:
+                        self.install(msg.value, msg.offset)
+        finally:
+            self.ready.set()
+            await consumer.stop()
+
+    def _newer_valid(self, current: tuple[bytes, int] | None, blob: bytes, offset: int) -> tuple[bytes, int] | None:
+        """Keep the valid snapshot with the highest seq without unpickling the others."""
+        try:
+            header, _ = verify(blob, self.engine.settings.signing_key())
+        except SnapshotError as exc:
+            self.engine.stats.snapshots_rejected += 1
+            log.error("REFUSED model snapshot at offset %d: %s", offset, exc)
+            self._ops({"type": "snapshot_refused", "offset": offset, "reason": str(exc)})
+            return current
+        if current is not None and int(peek_header(current[0]).get("seq", 0)) >= int(header.get("seq", 0)):
+            return current
+        return blob, offset
+
+    async def wait_ready(self) -> None:
+        """Wait (bounded) for the initial snapshot, so a new worker starts from it."""
+        timeout = self.engine.settings.model_sync_timeout_s
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout=timeout)
+        except TimeoutError:
+            log.warning("no model snapshot read within %.0f s; scoring with the model at hand", timeout)
