@@ -41,7 +41,8 @@ import numpy as np
 import numpy.typing as npt
 
 from models.compiled import compiled, frozen
-from models.history import HASHED, Columns, History, check_windows, scored_windows
+from models.history import HASHED, History
+from models.history_windows import Columns, check_windows, scored_windows
 from stream.contracts.records import Transaction
 
 __all__ = [
@@ -92,10 +93,10 @@ def engineered_batch(histories: Sequence[History], transactions: Sequence[Transa
     such as two MCCs or two country codes, never collide; any other pair
     collides once in about four billion).
 
-    ``windows``: :func:`~models.history.scored_windows` of the same histories
+    ``windows``: :func:`~models.history_windows.scored_windows` of the same histories
     and transactions (every entry), when the caller has gathered them already
     (the score agent shares them with the sequence model); gathered here
-    otherwise. :func:`~models.history.check_windows` refuses windows whose
+    otherwise. :func:`~models.history_windows.check_windows` refuses windows whose
     entry counts or transaction times differ.
 
     What needs every entry of a history (counts in time windows, novelty, the

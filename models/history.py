@@ -11,18 +11,16 @@ model compare and embed. Each entry also points at one shared
 explanations, the worker's history endpoint).
 
 Why rows of bytes: appending a transaction is one concatenation of each
-(the score agent does it for every transaction; the four ``array`` columns
-of the previous release took four copies and four appends), a redelivery
-is one ``bytes`` search, the changelog record *is* ``rows`` plus the labels
-(:func:`encode`), and the sequence model's inputs are gathered with two
-``bytes.join`` per micro-batch and NumPy views (:func:`gather`). With 4,000
-cards of 27 entries a card's history takes 1.7 kB of Python heap (2.1 kB as
-columns, 5.4 kB as the list of entries earlier releases kept; ``tracemalloc``).
+(the score agent does it for every transaction), a redelivery is one
+``bytes`` search, the changelog record *is* ``rows`` plus the labels, and a
+micro-batch's model inputs are gathered with two ``bytes.join`` and NumPy
+views. They also take less Python heap per card than columns or a list of
+entries did (docs/benchmark-history.md has the measurements).
 
-:func:`decode` also reads what earlier releases wrote (format 1: the same
-values as columns; before it, a JSON list of entries), so an upgraded worker
-recovers an old changelog. An older release cannot read the new records:
-roll back with the changelog of that release, or rebuild it by replaying.
+Two neighbours read the same rows: :mod:`models.history_codec` turns a
+history into its changelog record and back (old formats included), and
+:mod:`models.history_windows` lays a batch of histories out as arrays for
+the features and the sequence model.
 
 Every time-based rule uses event time, never the wall clock, and a
 redelivered transaction sees exactly the history it saw the first time.
@@ -34,7 +32,7 @@ Example:
     >>> h = append(append(new_history(), t1, limit=32), t2, limit=32)
     >>> len(h), list(h.amount), h[-1].channel
     (2, [20.0, 35.0], 'ecom')
-    >>> decode(encode(h)) == h
+    >>> prior_history(h, t2) == h[:1]  # t2 redelivered: scored against what it saw the first time
     True
 """
 
@@ -45,39 +43,30 @@ import struct
 import sys
 from array import array
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple, overload
+from typing import NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from models.hashing import category_hash, stable_hash, txid_hash
 from stream.contracts.records import Transaction
-from stream.contracts.settings import MAX_HISTORY_ENTRIES
 
 __all__ = [
     "AMOUNT",
     "CHANNEL",
     "COUNTRY",
     "HASHED",
-    "MAX_ENTRIES",
     "MCC",
     "MERCHANT",
     "TS",
     "TXID",
-    "Columns",
     "Entry",
     "History",
     "advance",
     "append",
-    "check_windows",
-    "decode",
-    "encode",
-    "gather",
     "new_history",
     "position_of",
     "prior_history",
-    "scored_windows",
 ]
 
 
@@ -102,21 +91,17 @@ _ROW = struct.Struct("<qdQI")  # event time, amount, transaction hash, merchant 
 # category hashes: decode recomputes them), and gather scatters whole rows of the second.
 _HASHES = struct.Struct("<IIII")
 _ROW_BYTES, _HASH_BYTES = _ROW.size, _HASHES.size
-_HASH_UNIT = np.dtype(f"V{_HASH_BYTES}")  # a hash row as one opaque unit (copied, never read)
 _TXID_AT = struct.calcsize("<qd")  # offset of the transaction hash in a row
 _TS = struct.Struct("<q")
 _TXID = struct.Struct("<Q")
-# The same rows as a NumPy record (packed, like the struct): what gather and the old format convert through.
+# The same rows as a NumPy record (packed, like the struct): what models.history_windows and the codec's old
+# format convert through. The row layout is shared with those two modules (they import these names).
 _ROW_DTYPE = np.dtype([("ts", "<i8"), ("amount", "<f8"), ("txid", "<u8"), ("merchant", "<u4")])
 if _ROW_DTYPE.itemsize != _ROW_BYTES:
     raise ImportError("models.history: the row record and the row struct disagree")
 # (mcc, country, channel) triples are few: every entry points at one shared tuple, and their hashes
 # are computed once per triple.
 _LABELS: dict[Labels, tuple[Labels, tuple[int, int, int]]] = {}
-_FORMAT, _COLUMNS_FORMAT = 2, 1  # first byte of an encoded history: rows (now), columns (format 1)
-_HEADER = struct.Struct("<BH")  # format, number of entries
-#: Most entries an encoded history holds (its count is 16 bits; ``FRAUDSTREAM_HISTORY_LENGTH`` is held to it).
-MAX_ENTRIES = MAX_HISTORY_ENTRIES
 #: Category hashes kept per entry, in this order (the sequence model's STEP_CATEGORICAL order).
 HASHED = ("merchant", "mcc", "country", "channel")
 _WIDTH = len(HASHED)
@@ -263,135 +248,13 @@ def new_history() -> History:
     return _EMPTY
 
 
-class Columns(NamedTuple):
-    """A batch of histories as arrays: row ``r`` is history ``r``'s last entries, right-aligned.
-
-    ``ts``, ``amount`` and ``valid`` are ``[B, width + trailing]``, ``hashes``
-    is ``[B, width + trailing, 4]`` (:data:`HASHED` order); entries fill the
-    last ``lengths[r]`` of the first ``width`` columns, everything else is
-    zero and not ``valid``. The ``trailing`` columns are for the caller (the
-    sequence model puts the scored transaction there).
-    """
-
-    ts: npt.NDArray[np.int64]
-    amount: npt.NDArray[np.float64]
-    hashes: npt.NDArray[np.uint32]
-    valid: npt.NDArray[np.bool_]
-    lengths: npt.NDArray[np.int64]
-
-
-def gather(histories: Sequence[History], width: int | None, trailing: int = 0) -> Columns:
-    """The last ``width`` entries of each history as :class:`Columns`: what batch features are computed on.
-
-    ``width`` None: every entry (the longest history's length).
-
-    One ``bytes.join`` of the rows (and one of the category hashes) for the
-    whole batch (a Python loop over entries cost ~25 µs per transaction).
-
-    >>> from stream.contracts.records import Transaction
-    >>> h = append(new_history(), Transaction("t1", "c1", 1_000, 20.0, "EUR", "m1", "5411", "FR", "pos"), 32)
-    >>> c = gather([h, new_history()], width=2, trailing=1)
-    >>> c.ts.tolist(), c.valid.tolist(), c.lengths.tolist()
-    ([[0, 1000, 0], [0, 0, 0]], [[False, True, False], [False, False, False]], [1, 0])
-    """
-    sizes = [len(h.labels) for h in histories]  # once, and not through History.__len__ (a Python call)
-    if width is None:
-        width = max(sizes, default=0)
-    b, span = len(histories), width + trailing
-    lengths = np.minimum(np.array(sizes, dtype=np.int64), width)
-    row_parts: list[bytes] = []
-    hash_parts: list[bytes] = []
-    for h, k, size in zip(histories, lengths.tolist(), sizes, strict=True):
-        if k == size:
-            row_parts.append(h.rows)
-            hash_parts.append(h.hash_rows)
-        elif k:
-            row_parts.append(h.rows[-_ROW_BYTES * k:])
-            hash_parts.append(h.hash_rows[-_HASH_BYTES * k:])
-    total = int(lengths.sum())
-    # Flat positions of the entries: row r's k entries end at column width - 1.
-    first = np.arange(b, dtype=np.int64) * span + width - lengths
-    idx = np.repeat(first - (np.cumsum(lengths) - lengths), lengths) + np.arange(total, dtype=np.int64)
-    ts = np.zeros(b * span, dtype=np.int64)
-    amount = np.zeros(b * span, dtype=np.float64)
-    # uint32, as the history keeps them: the sequence model's window features compare them over
-    # [B, n, n] step pairs, in half the memory of int64.
-    hashes = np.zeros((b * span, _WIDTH), dtype="<u4")  # (native on little-endian machines)
-    valid = np.zeros(b * span, dtype=bool)
-    if total:
-        rows = np.frombuffer(b"".join(row_parts), dtype=_ROW_DTYPE)
-        # Each field copied out of the packed (unaligned) rows first, then scattered: twice as fast as
-        # scattering straight from the rows.
-        ts[idx] = rows["ts"].copy()
-        amount[idx] = rows["amount"].copy()
-        # Scattered as 16-byte units: a scatter of [total, 4] uint32 rows took ten times as long.
-        hashes.view(_HASH_UNIT).reshape(-1)[idx] = np.frombuffer(b"".join(hash_parts), dtype=_HASH_UNIT)
-        valid[idx] = True
-    return Columns(ts.reshape(b, span), amount.reshape(b, span), hashes.reshape(b, span, _WIDTH),
-                   valid.reshape(b, span), lengths)
-
-
-def scored_windows(histories: Sequence[History], transactions: Sequence[Transaction],
-                   width: int | None = None) -> Columns:
-    """Each history, then its scored transaction: the columns a micro-batch's models share.
-
-    :func:`gather` of the last ``width`` entries (None: every entry, ``width``
-    the longest history) with ``trailing=1``, that column holding
-    ``transactions[r]`` (valid). The score
-    agent gathers a batch once: the engineered features read the history
-    columns and the transaction column, the sequence model the last ``n``
-    columns (:func:`models.features.engineered_batch`, :func:`models.steps.step_tensors`).
-
-    >>> from stream.contracts.records import Transaction
-    >>> t1 = Transaction("t1", "c1", 1_000, 20.0, "EUR", "m1", "5411", "FR", "pos")
-    >>> t2 = Transaction("t2", "c1", 2_000, 35.0, "EUR", "m2", "5411", "FR", "pos")
-    >>> w = scored_windows([append(new_history(), t1, 32), new_history()], [t2, t1])
-    >>> w.ts.tolist(), w.valid.tolist(), w.lengths.tolist()
-    ([[1000, 2000], [0, 1000]], [[True, True], [False, True]], [1, 0])
-    """
-    b = len(transactions)
-    if len(histories) != b:
-        raise ValueError(f"{len(histories)} histories for {b} transactions")
-    cols = gather(histories, width, trailing=1)
-    cols.ts[:, -1] = [t.event_time_ms for t in transactions]
-    cols.amount[:, -1] = [t.amount for t in transactions]
-    cols.hashes[:, -1] = np.frombuffer(b"".join([_hash_row(t) for t in transactions]), dtype="<u4").reshape(b, _WIDTH)
-    cols.valid[:, -1] = True
-    for column in cols:  # shared by every item of the batch, as views: nobody may write to them
-        column.flags.writeable = False
-    return cols
-
-
-def check_windows(windows: Columns, histories: Sequence[History], transactions: Sequence[Transaction],
-                  rows: Sequence[int] | None = None) -> None:
-    """Raise ``ValueError`` unless ``windows`` belong to these histories and transactions.
-
-    Rows ``rows`` of ``windows`` (default: all, in order) must hold these
-    histories' entry counts and these transactions' event times. A cheap guard (two Python passes over the batch) against a window handle
-    that belongs to another batch, or to other rows of this one, not a full
-    comparison: the windows must be :func:`scored_windows` of these histories
-    and transactions, every entry (``width`` None).
-    """
-    pick: slice | list[int] = slice(None) if rows is None else list(rows)
-    lengths, times = windows.lengths[pick].tolist(), windows.ts[pick, -1].tolist()
-    if (len(lengths) != len(histories) or lengths != [len(h) for h in histories]
-            or times != [t.event_time_ms for t in transactions]):
-        raise ValueError("windows are not scored_windows(histories, transactions) of these items: "
-                         "their entry counts or transaction times differ")
-
-
-def _hash_row(t: Transaction) -> bytes:
-    """The :data:`HASHED` fields of ``t``, as a history's ``hash_rows`` keep its entry."""
-    return _HASHES.pack(stable_hash(t.merchant_id), *_label(t.mcc, t.country, t.channel)[1])
-
-
 def position_of(history: History, t: Transaction) -> int | None:
     """Index of ``t`` in ``history`` if it is already there (a redelivery); the last one if twice."""
     return _position(history.rows, txid_hash(t.transaction_id))
 
 
 def _position(rows: bytes, h: int) -> int | None:
-    # One search of the rows' bytes from the end (~0.1 µs for 32 entries); a match counts only where a
+    # One search of the rows' bytes from the end (in C, no Python loop per entry); a match counts only where a
     # row keeps its transaction hash (the bytes may also turn up across other fields).
     needle = _TXID.pack(h)
     at = rows.rfind(needle)
@@ -469,73 +332,3 @@ def advance(history: History, t: Transaction, limit: int) -> tuple[History, Hist
     hash_rows = hash_rows[:_HASH_BYTES * cut] + hash_row + hash_rows[_HASH_BYTES * cut:]
     return prior, History._of(rows[_ROW_BYTES * drop:], hash_rows[_HASH_BYTES * drop:],
                               (*labels[:cut], label, *labels[cut:])[drop:])
-
-
-def encode(history: History) -> bytes:
-    """The changelog record of ``history``.
-
-    A format byte (2), the entry count (uint16), the rows (28 bytes each,
-    little-endian: event time int64, amount float64, transaction hash uint64,
-    merchant hash uint32), then the labels as JSON
-    (``[["5411","FR","pos"], ...]``). The category hashes are not stored:
-    :func:`decode` recomputes them from the labels. About 50 bytes an entry.
-    """
-    k = len(history.labels)
-    if k > MAX_ENTRIES:
-        raise ValueError(f"a history record holds at most {MAX_ENTRIES} entries, got {k}")
-    return b"".join((_HEADER.pack(_FORMAT, k), history.rows, orjson.dumps(history.labels)))
-
-
-def decode(raw: bytes) -> History:
-    """Inverse of :func:`encode`; also reads what earlier releases wrote (columns, format 1; a JSON list of entries).
-
-    Raises ``ValueError`` with what is wrong for anything else.
-
-    >>> decode(b'[[1000, 20.0, 7, "5411", "FR", "pos", 9]]')[0]
-    Entry(ts=1000, amount=20.0, merchant=7, mcc='5411', country='FR', channel='pos', txid=9)
-    >>> decode(b"\\x02\\x05\\x00")
-    Traceback (most recent call last):
-    ...
-    ValueError: history record of 3 bytes is shorter than its 5 entries need (145 bytes)
-    """
-    if raw[:1] == b"[":
-        return _from_entries(orjson.loads(raw))
-    if len(raw) < _HEADER.size or raw[0] not in (_FORMAT, _COLUMNS_FORMAT):
-        raise ValueError(f"not a history record: starts with {bytes(raw[:3])!r}")
-    fmt, k = _HEADER.unpack_from(raw)
-    end = _HEADER.size + _ROW_BYTES * k
-    if len(raw) < end + 2:
-        raise ValueError(f"history record of {len(raw)} bytes is shorter than its {k} entries need ({end + 2} bytes)")
-    if fmt == _FORMAT:
-        rows = bytes(raw[_HEADER.size:end])
-    else:  # format 1: the same values, column after column
-        columns = []
-        offset = _HEADER.size
-        for code, size in (("<i8", 8), ("<f8", 8), ("<u8", 8), ("<u4", 4)):
-            columns.append(np.frombuffer(raw, dtype=code, count=k, offset=offset))
-            offset += size * k
-        rows = _rows_of(*columns)
-    labels = orjson.loads(raw[end:])
-    if not isinstance(labels, list) or len(labels) != k or not all(
-            isinstance(x, list) and len(x) == 3 and all(isinstance(s, str) for s in x) for x in labels):
-        raise ValueError(f"history record's labels are not {k} [mcc, country, channel] string triples")
-    return _build(rows, labels)
-
-
-def _build(rows: bytes, labels: Sequence[Sequence[str]]) -> History:
-    """A history from its stored parts: the category hashes come from the labels."""
-    shared = [_label(*x) for x in labels]
-    merchants = np.frombuffer(rows, dtype=_ROW_DTYPE)["merchant"].tolist()
-    hash_rows = b"".join([_HASHES.pack(m, *hashes) for m, (_, hashes) in zip(merchants, shared, strict=True)])
-    return History._of(rows, hash_rows, tuple([label for label, _ in shared]))
-
-
-def _from_entries(entries: Any) -> History:
-    """A history from earlier releases' JSON: ``[[ts, amount, merchant_hash, mcc, country, channel, txid], ...]``."""
-    if not isinstance(entries, list) or not all(isinstance(e, list) and len(e) == 7 for e in entries):
-        raise ValueError("history JSON is not a list of 7-field entries")
-    try:
-        rows = b"".join([_ROW.pack(int(e[TS]), float(e[AMOUNT]), int(e[TXID]), int(e[MERCHANT])) for e in entries])
-        return _build(rows, [(str(e[MCC]), str(e[COUNTRY]), str(e[CHANNEL])) for e in entries])
-    except (TypeError, OverflowError, struct.error) as exc:
-        raise ValueError(f"history JSON has an entry of the wrong types: {exc}") from exc

@@ -25,7 +25,8 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from models.history import Columns, History
+from models.history import History
+from models.history_windows import Columns
 from stream.contracts.records import Transaction
 
 __all__ = ["Scorer", "ScoringItem"]
@@ -38,7 +39,7 @@ class ScoringItem(NamedTuple):
     history: History  # the card's entries before this transaction, oldest first
     features: npt.NDArray[np.float64]  # engineered features, models.features.FEATURE_NAMES order
     #: Where this transaction's window already sits: row ``row`` of the batch's
-    #: :func:`~models.history.scored_windows` (every entry), gathered once for the engineered
+    #: :func:`~models.history_windows.scored_windows` (every entry), gathered once for the engineered
     #: features and reused by the sequence model (:func:`models.steps.step_tensors`, which
     #: refuses a row that does not match). None: gathered again.
     windows: Columns | None = None

@@ -41,7 +41,7 @@ import numpy.typing as npt
 import torch
 
 from models.compiled import compiled, frozen
-from models.history import Columns, check_windows, scored_windows
+from models.history_windows import Columns, check_windows, scored_windows
 from models.scoring import ScoringItem
 
 __all__ = [
@@ -309,9 +309,9 @@ def step_tensors(items: Sequence[ScoringItem], n: int, spec: StepSpec | None = N
 
 
 def _windows(items: Sequence[ScoringItem], width: int) -> Columns:
-    """The items' last ``width`` history entries and their transaction, as :class:`~models.history.Columns`.
+    """The items' last ``width`` history entries and their transaction, as :class:`~models.history_windows.Columns`.
 
-    Taken from the batch's :func:`~models.history.scored_windows` when every
+    Taken from the batch's :func:`~models.history_windows.scored_windows` when every
     item points into the same one (the score agent's batches), else gathered
     here. The same arrays either way: a history right-aligned in wider columns
     has its last ``width`` entries in the last ``width`` of them, and narrower

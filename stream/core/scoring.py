@@ -49,7 +49,8 @@ import numpy.typing as npt
 
 from models.features import engineered_batch
 from models.fusion import Fusion
-from models.history import History, advance, new_history, scored_windows
+from models.history import History, advance, new_history
+from models.history_windows import scored_windows
 from models.online import ONLINE_INPUTS
 from models.reasons import top_reasons
 from models.scoring import ScoringItem

@@ -4,7 +4,7 @@ Two tables, both partitioned like the input topics (co-partitioned by card):
 
 * ``history``: card id -> the card's last N transactions as columns
   (:class:`models.history.History`; its changelog records are
-  :func:`models.history.encode`'s bytes, through :class:`HistoryCodec`).
+  :func:`models.history_codec.encode`'s bytes, through :class:`HistoryCodec`).
   Keys are the raw card-id bytes, exactly the transactions' Kafka key, so
   Faust's table router sends a web lookup to the worker that owns the card.
 * ``features``: transaction id -> what the online learner saw when it scored
@@ -32,7 +32,8 @@ import faust
 from faust.serializers.codecs import Codec
 from faust.stores.memory import Store as MemoryStore
 
-from models.history import History, decode, encode
+from models.history import History
+from models.history_codec import decode, encode
 from stream.contracts.settings import Settings
 from stream.patches.faust_current_event import writing_for
 from stream.patches.faust_table_codec import use_value_codec
@@ -41,7 +42,7 @@ __all__ = ["HistoryCodec", "define_tables", "store_mapping", "writing_for"]
 
 
 class HistoryCodec(Codec):
-    """Faust codec of the ``history`` table's values: :func:`models.history.encode` / :func:`~models.history.decode`.
+    """Faust codec of the ``history`` table's values: :func:`models.history_codec.encode` / :func:`~models.history_codec.decode`.
 
     Faust uses it for the table's changelog (recovery, standbys, the
     exactly-once path's writes) and for a RocksDB store's values. Old JSON

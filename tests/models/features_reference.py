@@ -15,7 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from models.features import _CHANNEL, _COUNTRY, _DAY, _HOUR, _MCC, _MERCHANT, _NO_GAP_S, _SMALL_AMOUNT, FEATURE_NAMES
-from models.history import History, scored_windows
+from models.history import History
+from models.history_windows import scored_windows
 from stream.contracts.records import Transaction
 
 

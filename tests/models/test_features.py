@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from models.features import FEATURE_NAMES, engineered, engineered_batch
-from models.history import append, new_history, prior_history, scored_windows
+from models.history import append, new_history, prior_history
+from models.history_windows import scored_windows
 from stream.contracts.records import Transaction
 
 H = 3_600_000

@@ -13,7 +13,8 @@ import torch
 
 from models.dataset import StepDataset, normalise
 from models.features import FEATURE_NAMES
-from models.history import History, append, new_history, prior_history, scored_windows
+from models.history import History, append, new_history, prior_history
+from models.history_windows import scored_windows
 from models.scoring import ScoringItem
 from models.steps import STEP_NUMERIC, StepSpec, step_tensors, window_features
 from stream.contracts.records import Transaction

@@ -93,7 +93,8 @@ def test_each_store_write_sees_its_own_partition_and_keys_keep_their_order():
 
 def test_changelog_values_are_in_the_tables_codec():
     """JSON for the plain tables; the history table's own bytes for the history (what Faust's recovery decodes)."""
-    from models.history import append, decode, new_history
+    from models.history import append, new_history
+    from models.history_codec import decode
     from stream.contracts.records import Transaction
     from stream.kafka.state import HistoryCodec
 
