@@ -54,8 +54,9 @@ def worker_factory(tmp_path: Path) -> Iterator[type]:
     """Start workers with ``worker_factory(settings)``; all are stopped after the test."""
     started: list[WorkerProcess] = []
 
-    def start(settings: Settings, name: str = "worker") -> WorkerProcess:
-        w = WorkerProcess(settings, tmp_path / f"{name}-{len(started)}.log").start()
+    def start(settings: Settings, name: str = "worker",
+              command: tuple[str, ...] = ("stream.tools.cli", "worker")) -> WorkerProcess:
+        w = WorkerProcess(settings, tmp_path / f"{name}-{len(started)}.log", command).start()
         started.append(w)
         return w
 

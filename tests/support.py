@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -89,16 +89,17 @@ def stop_child(proc: subprocess.Popen[Any], timeout: float = 30.0) -> int | None
 class WorkerProcess:
     """``fraudstream worker`` as a child process with ``settings`` in its environment."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, command: Sequence[str] = ("stream.tools.cli", "worker")) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.command = list(command)  # what ``python -m`` runs: the real worker, or a test's variant of it
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab")  # noqa: SIM115 - the worker's output for its life
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.tools.cli", "worker"], cwd=REPO, env=env,
+            [sys.executable, "-m", *self.command], cwd=REPO, env=env,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         log.close()

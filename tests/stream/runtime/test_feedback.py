@@ -190,3 +190,46 @@ def test_the_same_label_twice_is_learned_once(settings, worker_factory, broker):
     assert wait_for(lambda: worker.get_json("/stats/")["model_versions"]["online"].startswith(f"online-{n + 1}@s"),
                     timeout=30), "the installed model holds each label once, and the correction"
     assert stats()["labels_learned"] == n + 1 and worker.alive()
+
+
+def test_the_retention_and_the_join_grace_are_the_settings(settings, worker_factory, broker):
+    """FRAUDSTREAM_FEATURE_RETENTION_S bounds how late a label may come; FRAUDSTREAM_FEEDBACK_JOIN_GRACE_S how long
+    a label waits for a transaction that never comes (both in event time)."""
+    settings = settings.replace(feature_retention_s=3600.0, feedback_join_grace_s=600.0, web_enabled=True,
+                                web_port=free_port())
+    worker = worker_factory(settings)
+    from stream.contracts.records import format_rfc3339
+
+    t0 = make_traffic(n_cards=1, per_card=1, seed=30)[0]["timestamp"]
+    card = "card-ret"
+
+    def tx(tx_id: str, at_ms: int) -> dict:
+        return {"transaction_id": tx_id, "card_id": card, "timestamp": t0 + at_ms, "amount": 25.0, "is_fraud": 0}
+
+    scored = [tx("late-labelled", 0), tx("in-time", 60_000)]
+    produce(broker, settings.topic_transactions, as_records(scored))
+    _scores(broker, settings, scored)
+    labels = [
+        _label(scored[0], "fraud", labelled_at=format_rfc3339(t0 + 3_600_001)),  # 1 ms past the retention
+        _label(scored[1], "fraud", labelled_at=format_rfc3339(t0 + 60_000 + 3_600_000)),  # at it exactly
+        _label(tx("never-scored", 120_000), "fraud", labelled_at=format_rfc3339(t0 + 120_000)),
+    ]
+    produce(broker, settings.topic_feedback, labels)
+
+    dead = consume_all(broker, settings.topic_feedback_dlq, lambda r: len(r) >= 1, timeout=60, decode=False)
+    assert [(json.loads(d.value)["transaction_id"], header(d, "dlq.reason")) for d in dead] == [
+        ("late-labelled", "expired_transaction")]
+    assert wait_for(lambda: worker.get_json("/stats/")["stats"]["labels_forwarded"] == 1, timeout=30)
+
+    # The unknown label waits while its partition's transactions stay within the grace past its time...
+    within = [tx("within-grace", 120_000 + 590_000)]
+    produce(broker, settings.topic_transactions, as_records(within))
+    _scores(broker, settings, within)
+    assert worker.get_json("/stats/")["stats"]["labels_pending"] == 1
+    # ...and is dead-lettered once they pass it.
+    past = [tx("past-grace", 120_000 + 610_000)]
+    produce(broker, settings.topic_transactions, as_records(past))
+    dead = consume_all(broker, settings.topic_feedback_dlq, lambda r: len(r) >= 2, timeout=60, decode=False)
+    assert [(json.loads(d.value)["transaction_id"], header(d, "dlq.reason")) for d in dead][1:] == [
+        ("never-scored", "unknown_transaction")]
+    assert worker.get_json("/stats/")["stats"]["labels_pending"] == 0
