@@ -11,7 +11,8 @@ padding does not change the output.
 uses: one forward pass per micro-batch under ``torch.inference_mode()``, in
 float32 or, where the CPU has native bfloat16 (AMX, AVX512-BF16), optionally
 with the encoder's matrix products in bfloat16 (``precision="bfloat16"``:
-about twice as fast here, logits within a few thousandths of float32's).
+faster, logits within a few thousandths of float32's; docs/benchmark-history.md,
+*bfloat16*).
 :meth:`SequenceScorer.explain` attributes the logit to steps and features by
 gradient x input.
 
@@ -47,8 +48,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.attention import encoder_layer
 from models.scoring import ScoringItem
-from models.steps import STEP_CATEGORICAL, STEP_NUMERIC, StepSpec, compile_step_features, step_tensors
+from models.sequence_reasons import reasons
+from models.steps import STEP_NUMERIC, StepSpec, compile_step_features, step_tensors
 
 __all__ = ["BF16_BATCH_QUANTUM", "PRECISIONS", "Architecture", "SequenceModel", "SequenceScorer", "bfloat16_supported"]
 
@@ -57,18 +60,15 @@ log = logging.getLogger("fraudstream.sequence")
 #: Arithmetic the forward pass may use; the weights stay float32 either way.
 PRECISIONS = ("float32", "bfloat16")
 
-_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-
-
 @dataclass(frozen=True)
 class Architecture:
     """Transformer hyper-parameters (recorded in the checkpoint).
 
     One layer by default: only the scored step's output reaches the head, so
     the one layer needs a single query per window, into which the keys and
-    values fold (:func:`_last_step_inference`); a second layer would need
+    values fold (:func:`models.attention.last_step_inference`); a second layer would need
     every step's output, keys and values included. Validation AP on generated data stayed within 0.01
-    of two layers' (lower in two of three runs; README, *The sequence model*).
+    of two layers' (docs/benchmark-history.md, *One encoder layer*).
     Checkpoints record their own layer count.
     """
 
@@ -164,11 +164,9 @@ class SequenceModel(nn.Module):
         categorical ones: one ``embedding_bag`` sums a step's four category rows
         and its recency row, and one ``addmm`` adds the numeric layer's product
         in place. Two passes over the ``[B,N,d]`` steps where :meth:`encode`
-        makes five tensors of that size (at 512 windows: 1.9 µs a window
-        against 3.1 for the linear layer, the recency rows and the bag added in
-        turn; the whole forward pass 7.0 against 8.0). Equal to :meth:`encode`'s
-        steps up to float rounding
-        (padded steps differ, and are never attended to). Under bfloat16
+        makes five tensors of that size (docs/benchmark-history.md, *Fewer
+        passes over memory*). Equal to :meth:`encode`'s steps up to float
+        rounding (padded steps differ, and are never attended to). Under bfloat16
         autocast the numeric product is bfloat16 and is added to the float32
         sums in a separate step, as :meth:`encode` adds it.
         """
@@ -210,8 +208,8 @@ class SequenceModel(nn.Module):
         attend = ~mask[:, None, None, :]  # [B,1,1,N], True = key takes part (SDPA's convention)
         layers = self.encoder.layers
         for layer in layers[:-1]:
-            h = _encoder_layer(layer, h, attend)
-        last = _encoder_layer(layers[-1], h, attend, last_only=True)[:, 0]
+            h = encoder_layer(layer, h, attend)
+        last = encoder_layer(layers[-1], h, attend, last_only=True)[:, 0]
         # The head stays float32 under bfloat16 autocast: a bfloat16 logit near 5 is only
         # good to 0.03, ten times the encoder's own rounding. (No-ops in float32.)
         with torch.autocast("cpu", enabled=False):
@@ -222,146 +220,19 @@ def _pad_to_power_of_two(x: torch.Tensor) -> torch.Tensor:
     """``x`` ``[B,d]`` with zero rows added up to the next power of two (rows do not interact in the head).
 
     The head's GELU runs in oneDNN, which compiles and caches a kernel for every
-    input shape it meets (~0.3 MB each, up to 1,024 of them): a worker scoring
-    micro-batches of every size from 1 to 512 grew its RSS by ~150 MB over 2,000
-    batches, in float32 too. Padded, the head meets at most 10 shapes up to 512.
+    input shape it meets: a worker scoring micro-batches of every size from 1
+    to 512 kept growing, in float32 too (a test in tests/models/test_sequence.py
+    holds it flat). Padded, the head meets at most 10 shapes up to 512.
     """
     rows = x.shape[0]
     padded = 1 << max(rows - 1, 0).bit_length()
     return x if padded == rows else F.pad(x, (0, 0, 0, padded - rows))
 
 
-def _encoder_layer(
-    layer: nn.TransformerEncoderLayer, h: torch.Tensor, attend: torch.Tensor, last_only: bool = False
-) -> torch.Tensor:
-    """A pre-norm ``layer`` applied to ``h`` ``[B,N,d]``: ``[B,N,d]``, or ``[B,1,d]`` with ``last_only``.
-
-    The same arithmetic as ``layer(h, src_key_padding_mask=~attend)`` (dropout
-    included in training; a test holds them equal), written out because
-    PyTorch's inference fast path for the layer spends most of its time in a
-    masked softmax: with :func:`~torch.nn.functional.scaled_dot_product_attention`
-    the sequence model's forward pass costs about a third less on CPU.
-
-    ``last_only``: only the scored step's output reaches the head, so the last
-    layer needs one query per window, not N. In training every position still
-    serves as key and value; in inference (:func:`_last_step_inference`) the
-    keys and values fold into that one query.
-    """
-    if last_only and not (layer.training or torch.is_grad_enabled()):
-        return _last_step_inference(layer, h, attend)
-    mha = layer.self_attn
-    b, _, d = h.shape
-    heads = mha.num_heads
-    y = layer.norm1(h)
-    w, bias = mha.in_proj_weight, mha.in_proj_bias
-    if last_only:
-        h = h[:, -1:]
-        q = F.linear(y[:, -1:], w[:d], None if bias is None else bias[:d])
-        k, v = F.linear(y, w[d:], None if bias is None else bias[d:]).split(d, -1)
-    else:
-        q, k, v = F.linear(y, w, bias).split(d, -1)
-    q, k, v = (t.view(b, -1, heads, d // heads).transpose(1, 2) for t in (q, k, v))
-    attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attend,
-                                              dropout_p=mha.dropout if mha.training else 0.0)
-    out = mha.out_proj(attended.transpose(1, 2).reshape(b, -1, d))
-    if layer.training or torch.is_grad_enabled() or out.dtype != h.dtype:
-        x = h + layer.dropout1(out)
-        return x + layer._ff_block(layer.norm2(x))
-    # Inference in one dtype (under bfloat16 autocast `out` is bfloat16 and `h` float32, so
-    # that takes the branch above): the same sums, bit for bit, in place, so the residuals
-    # and the ReLU make no new [B,N,d] / [B,N,ff] tensors.
-    x = out.add_(h)
-    ff = layer.linear1(layer.norm2(x))
-    ff = ff.relu_() if layer.activation_relu_or_gelu == 1 else layer.activation(ff)
-    return layer.linear2(ff).add_(x)
-
-
-def _last_step_inference(layer: nn.TransformerEncoderLayer, h: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
-    """:func:`_encoder_layer`'s ``last_only`` output ``[B,1,d]`` in inference, without keys and values.
-
-    With a single query per window the key and value projections can move
-    to the query's side. Per head, with ``y_j`` the normalised steps:
-
-    - ``q . (Wk y_j + bk) = (Wk^T q) . y_j + q . bk``, and ``q . bk`` is the
-      same for every step, so softmax drops it: the scores are ``(Wk^T q) . y_j``;
-    - ``sum_j a_j (Wv y_j + bv) = Wv (sum_j a_j y_j) + bv``, the weights summing to 1.
-
-    Projecting the 32 steps of a window to keys and values took most of the
-    layer's arithmetic (2 x 32 x 64 x 64 multiply-adds per window); this takes
-    about a tenth of it. The one-layer model's whole forward pass went from
-    ~19 to ~9 µs per transaction (batches of 463 windows, a quiet machine).
-    Equal to the key-and-value form up to float rounding (tests hold both
-    within 1e-5 of PyTorch's own encoder). Training and explanations keep that
-    form. A window must have at least one step to attend to (the scored step
-    always is); one with none would come out NaN.
-    """
-    mha = layer.self_attn
-    b, _, d = h.shape
-    heads = mha.num_heads
-    head_dim = d // heads
-    y = layer.norm1(h)  # [B,N,d]
-    w, bias = mha.in_proj_weight, mha.in_proj_bias
-    q = F.linear(y[:, -1], w[:d], None if bias is None else bias[:d]).view(b, heads, head_dim)
-    # The query in the steps' own space, scaled as scaled_dot_product_attention scales it.
-    query = torch.einsum("bhe,hed->bhd", q, w[d:2 * d].view(heads, head_dim, d)) * head_dim ** -0.5
-    # Scores and softmax in float32 under bfloat16 autocast too, as scaled_dot_product_attention
-    # keeps them (a few multiply-adds per step; in bfloat16 the logits moved ~25 % further).
-    with torch.autocast("cpu", enabled=False):
-        scores = torch.bmm(query.float(), y.float().transpose(1, 2)).masked_fill(~attend[:, 0], float("-inf"))
-        weights = torch.softmax(scores, -1)  # [B,H,N]
-    mixed = torch.bmm(weights, y)  # [B,H,d]: each head's weighted sum of steps
-    attended = torch.einsum("bhd,hed->bhe", mixed, w[2 * d:].view(heads, head_dim, d))
-    if bias is not None:
-        attended = attended + bias[2 * d:].view(heads, head_dim)
-    x = mha.out_proj(attended.reshape(b, d)) + h[:, -1]  # float32 under bfloat16 autocast too, as `h` is
-    ff = layer.linear1(layer.norm2(x))
-    ff = ff.relu_() if layer.activation_relu_or_gelu == 1 else layer.activation(ff)
-    # Not linear2(ff).add_(x): in place, a bfloat16 product would keep the residual sum in bfloat16.
-    return (x + layer.linear2(ff))[:, None]
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86_400:.1f} days"
-
-
-def _feature_text(name: str, item: ScoringItem) -> str:
-    t = item.transaction
-    hour = (t.event_time_ms // 3_600_000) % 24
-    texts = {
-        "log_amount": f"amounts in the card's recent sequence (this one {t.amount:.2f} {t.currency})",
-        "amount_vs_mean": f"amount {t.amount:.2f} {t.currency} against the card's usual amounts",
-        "amount_vs_max": f"amount {t.amount:.2f} {t.currency} against the card's largest recent amount",
-        "log_gap_prev": "timing between the card's recent transactions",
-        "log_gap_to_scored": "how recently the card's earlier transactions happened",
-        "hour_sin": f"time of day ({hour:02d}:00 UTC)",
-        "hour_cos": f"time of day ({hour:02d}:00 UTC)",
-        "weekday_sin": f"day of week ({_WEEKDAYS[(t.event_time_ms // 86_400_000 + 3) % 7]})",
-        "weekday_cos": f"day of week ({_WEEKDAYS[(t.event_time_ms // 86_400_000 + 3) % 7]})",
-        "is_new_merchant": "merchants new to the card in its recent sequence",
-        "is_new_country": "countries new to the card in its recent sequence",
-        "is_new_channel": "channels new to the card in its recent sequence",
-        "country_share": f"how often the card was used in {t.country} recently",
-        "channel_share": f"how often the card was used for {t.channel} recently",
-        "log_n_1h": "number of transactions on the card in the hour before",
-        "log_n_24h": "number of transactions on the card in the 24 h before",
-        "merchant": f"merchant {t.merchant_id or '(unknown)'} and the card's recent merchants",
-        "mcc": f"merchant category MCC {t.mcc} and the card's recent categories",
-        "country": f"country {t.country} and the card's recent countries",
-        "channel": f"channel {t.channel} and the card's recent channels",
-    }
-    return "sequence: " + texts[name]
-
-
 #: bfloat16 batches are padded to a multiple of this many rows. oneDNN compiles a bfloat16
-#: kernel per input shape and keeps it with its scratch memory (about 3.6 MB a shape here):
-#: unpadded, one process that met every batch size from 1 to 512 grew from 235 MB to 2.1 GB;
-#: padded, to 352 MB. The padding repeats a real row and is cut off again.
+#: kernel per input shape and keeps it with its scratch memory, several MB a shape: unpadded,
+#: a process that met every batch size from 1 to 512 grew several-fold (docs/benchmark-history.md,
+#: *Memory is flat*). The padding repeats a real row and is cut off again.
 BF16_BATCH_QUANTUM = 32
 
 
@@ -466,31 +337,4 @@ class SequenceScorer:
         if not items:
             return []
         numeric, categorical, mask = self.attributions(items)
-        n = self.spec.n
-        out: list[list[dict[str, Any]]] = []
-        for b, item in enumerate(items):
-            reasons: list[dict[str, Any]] = []
-            per_step = numeric[b].sum(-1) + categorical[b].sum(-1)
-            window = item.history[-(n - 1):] if n > 1 else item.history[:0]
-            first = n - 1 - len(window)
-            now = item.transaction.event_time_ms
-            past = sorted(((float(per_step[j]), j) for j in range(first, n - 1) if not mask[b, j]), reverse=True)
-            for w, j in past[:steps]:
-                if w <= 0:
-                    break
-                e = window[j - first]
-                text = (f"sequence: transaction {_ago(max(now - e.ts, 0) / 1000)} before, "
-                        f"amount {e.amount:.2f}, {e.channel} in {e.country} (MCC {e.mcc})")
-                reasons.append({"kind": "step", "code": f"sequence_step_{n - 1 - j}", "text": text, "weight": round(w, 4)})
-            per_feature = dict(zip(STEP_NUMERIC, numeric[b].sum(0).tolist(), strict=True))
-            per_feature.update(zip(STEP_CATEGORICAL, categorical[b].sum(0).tolist(), strict=True))
-            seen: set[str] = set()
-            ranked = sorted(((w, k) for k, w in per_feature.items() if w > 0), reverse=True)
-            for w, k in ranked:
-                text = _feature_text(k, item)
-                if len(seen) >= features or text in seen:  # sin and cos say the same thing
-                    continue
-                seen.add(text)
-                reasons.append({"kind": "feature", "code": f"sequence_{k}", "text": text, "weight": round(w, 4)})
-            out.append(reasons)
-        return out
+        return reasons(items, numeric, categorical, mask, self.spec.n, steps, features)

@@ -166,10 +166,10 @@ def test_explain_names_past_transactions_and_features() -> None:
 
 
 def test_every_feature_has_an_explanation() -> None:
-    from models.sequence import _feature_text
+    from models.sequence_reasons import feature_text
 
     item = card_items((1,))[0]
-    texts = {name: _feature_text(name, item) for name in (*STEP_NUMERIC, *STEP_CATEGORICAL)}
+    texts = {name: feature_text(name, item) for name in (*STEP_NUMERIC, *STEP_CATEGORICAL)}
     assert all(text.startswith("sequence: ") for text in texts.values())
 
 
@@ -206,10 +206,10 @@ def test_last_step_without_keys_and_values_equals_pytorchs_encoder(
         layers: int, monkeypatch: pytest.MonkeyPatch) -> None:
     # Inference moves the last layer's key and value projections onto the query (no keys or
     # values per step); with grad enabled the key-and-value form runs: compare all three.
-    from models import sequence
+    from models import attention
     folded = []
-    fold = sequence._last_step_inference
-    monkeypatch.setattr(sequence, "_last_step_inference", lambda *a: folded.append(1) or fold(*a))
+    fold = attention.last_step_inference
+    monkeypatch.setattr(attention, "last_step_inference", lambda *a: folded.append(1) or fold(*a))
     torch.manual_seed(layers)
     model = SequenceModel(StepSpec(n=16), Architecture(d_model=32, n_layers=layers, dim_feedforward=64)).eval()
     with torch.no_grad():  # PyTorch starts the projection biases at 0; trained ones are not
