@@ -1,10 +1,10 @@
 """Detection quality: the engine's score records joined with the true labels.
 
 Scores come from the ``scores`` topic (or a JSONL dump of it), labels from the
-file :mod:`replay.generate` wrote. Delivery is at least once, so scores are
-deduplicated by ``transaction_id`` (the first record wins) before anything is
-counted. Joined rows are put in ``(event_time, transaction_id)`` order, so the
-figures do not depend on the order in which partitions were consumed.
+file :mod:`replay.generate` wrote (:mod:`replay.inputs` reads both and drops
+redelivered scores); :mod:`replay.joined` lines them up in event-time order.
+This module computes the figures on those rows and is the ``fraudstream
+evaluate`` command; :mod:`replay.curves` computes the report's plots.
 
 The figures come from :mod:`replay.metrics` (ROC AUC, average precision,
 card precision@k as in the Fraud-Detection-Handbook, recall at an alert
@@ -29,230 +29,29 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from replay.generate import read
+from replay.curves import compute_curves
+from replay.inputs import Label, consume_scores, load_labels, load_scores_jsonl
+from replay.joined import LEGIT, Joined, join
 from replay.metrics import (
-    BoolArray,
     FloatArray,
-    IntArray,
     average_precision,
     card_precision_at_k,
     known_compromised,
     latency_percentiles,
-    precision_recall_curve,
     recall_at_alert_rate,
     roc_auc,
 )
 from replay.report import format_headline, write_report
 from stream.contracts.settings import Settings, SettingsError
 
-__all__ = [
-    "Label",
-    "cli",
-    "compute_curves",
-    "consume_scores",
-    "dedupe",
-    "evaluate",
-    "load_labels",
-    "load_scores_jsonl",
-]
-
-_DAY_MS = 86_400_000
-LEGIT = "legit"  # per-scenario key of rows without fraud
-UNNAMED_FRAUD = "fraud"  # per-scenario key of fraud rows whose label names no scenario
-
-
-class Label(NamedTuple):
-    """The truth about one transaction."""
-
-    is_fraud: int
-    scenario: str = ""
-
-
-# --------------------------------------------------------------------------
-# Loading
-# --------------------------------------------------------------------------
-
-
-def dedupe(scores: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Keep the first score record of each ``transaction_id``, in input order.
-
-    >>> [r["score"] for r in dedupe([{"transaction_id": "a", "score": 1},
-    ...                              {"transaction_id": "a", "score": 2},
-    ...                              {"transaction_id": "b", "score": 3}])]
-    [1, 3]
-    """
-    seen: dict[str, dict[str, Any]] = {}
-    for record in scores:
-        # Records are kept, not copied: a million score dicts are costly to copy.
-        seen.setdefault(str(record["transaction_id"]), record if isinstance(record, dict) else dict(record))
-    return list(seen.values())
-
-
-def load_scores_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Score records from a file of one JSON object per line, deduplicated."""
-    with Path(path).open(encoding="utf-8") as lines:
-        return dedupe(json.loads(line) for line in lines if line.strip())
-
-
-def consume_scores(
-    bootstrap_servers: str, topic: str, timeout_s: float = 30.0, expected: int | None = None,
-    settings: Settings | None = None,
-) -> list[dict[str, Any]]:
-    """Read every score record on ``topic`` from the beginning, deduplicated.
-
-    Stops once ``expected`` distinct transactions have been read, or after
-    ``timeout_s`` seconds without a new record. No consumer group is joined
-    (nothing is committed, nothing else's offsets move): all partitions are
-    assigned to this consumer directly. The consumer uses the TLS / SASL
-    options of ``settings`` (default: none), with ``bootstrap_servers`` in
-    place of the settings' own.
-    """
-    from kafka import TopicPartition  # imported here: the offline paths never need kafka
-
-    from stream.kafka import clients
-
-    settings = (settings or Settings()).replace(bootstrap_servers=bootstrap_servers)
-    consumer = clients.consumer(settings, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-                                client_id="fraudstream-evaluate")
-    seen: dict[str, dict[str, Any]] = {}
-    try:
-        # The topic may not exist yet when evaluation starts alongside the engine.
-        partitions = clients.wait_for_partitions(consumer, topic, timeout_s)
-        if not partitions:
-            return []
-        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
-        consumer.seek_to_beginning()
-        last_new = time.monotonic()
-        while expected is None or len(seen) < expected:
-            batch = consumer.poll(timeout_ms=200)
-            count = len(seen)
-            for records in batch.values():
-                for message in records:
-                    if message.value is None:  # a tombstone carries no score
-                        continue
-                    record = json.loads(message.value)
-                    seen.setdefault(str(record["transaction_id"]), record)
-            if len(seen) > count:
-                last_new = time.monotonic()
-            elif time.monotonic() - last_new > timeout_s:
-                break
-    finally:
-        consumer.close()
-    return list(seen.values())
-
-
-def load_labels(path: str | Path) -> dict[str, Label]:
-    """``transaction_id -> Label`` from a CSV or Parquet file.
-
-    Needs columns ``transaction_id`` and ``is_fraud``; ``scenario`` is used
-    when present.
-    """
-    table = read(path)
-    missing = {"transaction_id", "is_fraud"} - set(table.column_names)
-    if missing:
-        raise ValueError(f"{path}: label file lacks columns {sorted(missing)}")
-    ids = table["transaction_id"].to_pylist()
-    fraud = table["is_fraud"].to_numpy(zero_copy_only=False).astype(np.int64).tolist()
-    has_scenario = "scenario" in table.column_names
-    scenario = [s or "" for s in table["scenario"].to_pylist()] if has_scenario else [""] * len(ids)
-    return {str(t): Label(f, s) for t, f, s in zip(ids, fraud, scenario, strict=True)}
-
-
-# --------------------------------------------------------------------------
-# Joining scores with labels
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Joined:
-    """Scored, labelled transactions as parallel arrays in event-time order."""
-
-    card: npt.NDArray[np.str_]
-    day: IntArray
-    y: BoolArray
-    s: FloatArray
-    alert: BoolArray
-    latency: FloatArray
-    threshold: FloatArray
-    scenario: npt.NDArray[np.str_]
-    components: dict[str, FloatArray]
-    coverage: dict[str, int]
-
-    def take(self, mask: BoolArray) -> _Joined:
-        return _Joined(self.card[mask], self.day[mask], self.y[mask], self.s[mask], self.alert[mask],
-                       self.latency[mask], self.threshold[mask], self.scenario[mask],
-                       {name: v[mask] for name, v in self.components.items()}, self.coverage)
-
-
-def _label(value: Label | tuple[int, str] | int) -> Label:
-    if isinstance(value, Label):
-        return value
-    if isinstance(value, tuple):
-        return Label(int(value[0]), str(value[1]) if len(value) > 1 else "")
-    return Label(int(value))
-
-
-def _is_alert(record: Mapping[str, Any]) -> bool:
-    if "decision" in record:
-        return bool(record["decision"] == "alert")
-    threshold = record.get("threshold")
-    return threshold is not None and float(record["score"]) >= float(threshold)
-
-
-def _float(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
-def _join(scores: Iterable[Mapping[str, Any]], labels: Mapping[str, Label | tuple[int, str] | int]) -> _Joined:
-    unique = dedupe(scores)
-    rows = [r for r in unique if str(r["transaction_id"]) in labels]
-    truth = [_label(labels[str(r["transaction_id"])]) for r in rows]
-    event_time = np.array([int(r["event_time"]) for r in rows], dtype=np.int64)
-    order = np.lexsort((np.array([str(r["transaction_id"]) for r in rows], dtype=str), event_time))
-    no_components: dict[str, Any] = {}
-    parts = [r.get("components") or no_components for r in rows]
-    names = sorted({name for part in parts for name in part})
-    components = {
-        name: np.array([_float(part.get(name)) for part in parts], dtype=np.float64)[order] for name in names
-    }
-    coverage = {
-        "scores": len(unique),
-        "labels": len(labels),
-        "joined": len(rows),
-        "unlabelled_scores": len(unique) - len(rows),
-        "unscored_labels": len(labels) - len(rows),
-    }
-    return _Joined(
-        card=np.array([str(r.get("card_id", "")) for r in rows], dtype=str)[order],
-        day=(event_time // _DAY_MS)[order],
-        y=np.array([t.is_fraud == 1 for t in truth], dtype=bool)[order],
-        s=np.array([float(r["score"]) for r in rows], dtype=np.float64)[order],
-        alert=np.array([_is_alert(r) for r in rows], dtype=bool)[order],
-        latency=np.array([_float(r.get("latency_ms")) for r in rows], dtype=np.float64)[order],
-        threshold=np.array([_float(r.get("threshold")) for r in rows], dtype=np.float64)[order],
-        scenario=np.array([_scenario_key(t) for t in truth], dtype=str)[order],
-        components=components,
-        coverage=coverage,
-    )
-
-
-def _scenario_key(label: Label) -> str:
-    if not label.is_fraud:
-        return LEGIT
-    return label.scenario or UNNAMED_FRAUD
+__all__ = ["cli", "evaluate"]
 
 
 # --------------------------------------------------------------------------
@@ -277,7 +76,7 @@ def _share(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def _figures(j: _Joined, s: FloatArray, k: int, alert_rate: float, with_engine: bool,
+def _figures(j: Joined, s: FloatArray, k: int, alert_rate: float, with_engine: bool,
              per_card: bool = True) -> dict[str, Any]:
     """Ranking metrics of scores ``s`` on rows ``j``; engine figures if asked."""
     n_fraud = int(j.y.sum())
@@ -300,7 +99,7 @@ def _figures(j: _Joined, s: FloatArray, k: int, alert_rate: float, with_engine: 
     return out
 
 
-def _by_day(j: _Joined, s: FloatArray, k: int, alert_rate: float, with_engine: bool) -> dict[str, Any]:
+def _by_day(j: Joined, s: FloatArray, k: int, alert_rate: float, with_engine: bool) -> dict[str, Any]:
     per_day = []
     for day in np.unique(j.day):
         mask = j.day == day
@@ -313,7 +112,7 @@ def _by_day(j: _Joined, s: FloatArray, k: int, alert_rate: float, with_engine: b
     return {"overall": overall, "per_day": per_day}
 
 
-def _per_scenario(j: _Joined) -> dict[str, dict[str, Any]]:
+def _per_scenario(j: Joined) -> dict[str, dict[str, Any]]:
     names = sorted(set(j.scenario.tolist()), key=lambda name: (name != LEGIT, name))
     out = {}
     for name in names:
@@ -347,7 +146,7 @@ def evaluate(
     In ``per_scenario``, ``detected_share_at_threshold`` is the share the
     engine alerted on; for ``legit`` that is the false-positive rate.
     """
-    joined = _join(scores, labels)
+    joined = join(scores, labels)
     excluded = known_compromised(joined.card, joined.day, joined.y)
     rows = joined.take(~excluded) if exclude_known_compromised else joined
     names = [component] if component is not None else sorted(joined.components)
@@ -368,62 +167,6 @@ def evaluate(
         **_by_day(rows, rows.s, k, alert_rate, with_engine=True),
         "per_scenario": _per_scenario(rows),
         "components": components,
-    }
-
-
-def _downsample(*series: FloatArray, points: int) -> list[list[float]]:
-    if series[0].size <= points:
-        return [a.tolist() for a in series]
-    keep = np.unique(np.linspace(0, series[0].size - 1, points).round().astype(np.int64))
-    return [a[keep].tolist() for a in series]
-
-
-def _histogram(values: FloatArray, edges: FloatArray) -> list[int]:
-    # Values past the last edge land in the last bin so nothing is hidden.
-    counts, _ = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)
-    return [int(c) for c in counts]
-
-
-def compute_curves(
-    scores: Iterable[Mapping[str, Any]],
-    labels: Mapping[str, Label | tuple[int, str] | int],
-    exclude_known_compromised: bool = False,
-    bins: int = 20,
-    points: int = 400,
-) -> dict[str, Any]:
-    """The data behind the report's plots, JSON-serialisable.
-
-    ``pr`` and ``components_pr``: precision/recall points (at most
-    ``points``); ``score_hist``: score counts per scenario on ``bins`` equal
-    bins over [0, 1]; ``latency_hist``: latency counts on 40 bins from 0 to
-    the maximum p99.9 (slower records are counted in the last bin).
-    """
-    joined = _join(scores, labels)
-    if exclude_known_compromised:
-        joined = joined.take(~known_compromised(joined.card, joined.day, joined.y))
-    precision, recall, _ = precision_recall_curve(joined.y, joined.s)
-    pr = dict(zip(("precision", "recall"), _downsample(precision, recall, points=points), strict=True))
-    components_pr = {}
-    for name, values in joined.components.items():
-        present = np.isfinite(values)
-        p, r, _ = precision_recall_curve(joined.y[present], values[present])
-        components_pr[name] = dict(zip(("precision", "recall"), _downsample(p, r, points=points), strict=True))
-    score_edges = np.linspace(0.0, 1.0, bins + 1)
-    score_hist = {
-        name: _histogram(joined.s[joined.scenario == name], score_edges)
-        for name in sorted(set(joined.scenario.tolist()), key=lambda n: (n != LEGIT, n))
-    }
-    latency = joined.latency[np.isfinite(joined.latency)]
-    latency_hist: dict[str, Any] = {"edges": [], "counts": []}
-    if latency.size:
-        top = float(np.percentile(latency, 99.9)) or 1.0
-        latency_edges = np.linspace(0.0, top, 41)
-        latency_hist = {"edges": latency_edges.tolist(), "counts": _histogram(latency, latency_edges)}
-    return {
-        "pr": pr,
-        "components_pr": components_pr,
-        "score_hist": {"edges": score_edges.tolist(), "counts": score_hist},
-        "latency_hist": latency_hist,
     }
 
 

@@ -178,7 +178,7 @@ def _stream(cfg: ExperimentConfig, table: pa.Table, rows: Split, history: Path, 
             test_ids: list[str]) -> dict[str, Any]:
     """Train the sequence model, stream the history through both engines, return their test-period scores."""
     from models.train import TrainConfig, train
-    from replay.evaluate import consume_scores
+    from replay.inputs import consume_scores
     from replay.plan import LabelPolicy
     from replay.progress import Pace
     from replay.replay import ReplayConfig, run_replay

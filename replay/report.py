@@ -6,7 +6,7 @@ figures, the precision-recall curve, the daily metrics, the score
 distribution of each fraud scenario, and the scoring latency.
 
 ``result`` is what :func:`replay.evaluate.evaluate` returns; ``curves`` what
-:func:`replay.evaluate.compute_curves` returns (keys ``pr``,
+:func:`replay.curves.compute_curves` returns (keys ``pr``,
 ``components_pr``, ``score_hist``, ``latency_hist``; any may be missing, and
 that plot is then left out).
 

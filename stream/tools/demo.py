@@ -92,8 +92,10 @@ def run_demo(rows: int = 30_000, cards: int = 1500, days: int = 12, train_days: 
              out_dir: str = "demo-output") -> int:
     """Run the demo; returns a process exit code."""
     from models.train import TrainConfig, train
-    from replay.evaluate import Label, compute_curves, evaluate
+    from replay.curves import compute_curves
+    from replay.evaluate import evaluate
     from replay.generate import GeneratorConfig, generate, write
+    from replay.inputs import Label
     from replay.plan import LabelPolicy
     from replay.progress import Pace
     from replay.replay import ReplayConfig, run_replay

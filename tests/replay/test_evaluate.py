@@ -11,16 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replay.evaluate import (
-    Label,
-    cli,
-    compute_curves,
-    dedupe,
-    evaluate,
-    load_labels,
-    load_scores_jsonl,
-)
+from replay.curves import compute_curves
+from replay.evaluate import cli, evaluate
 from replay.generate import write
+from replay.inputs import Label, dedupe, load_labels, load_scores_jsonl
 
 DAY = 86_400_000
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from replay.evaluate import compute_curves, evaluate
+from replay.curves import compute_curves
+from replay.evaluate import evaluate
 from replay.report import format_headline, write_report
 
 T0 = 1_735_689_600_000

@@ -57,7 +57,7 @@ def _latencies(bootstrap: str, scores_topic: str, prefix: str, expected: int,
     The rest (latency minus processing) is the wait before the batch started:
     producer linger, broker, fetch, and the batches queued ahead.
     """
-    from replay.evaluate import consume_scores
+    from replay.inputs import consume_scores
 
     scores = [s for s in consume_scores(bootstrap, scores_topic, timeout_s=timeout_s, expected=None)
               if s["transaction_id"].startswith(prefix)][:expected]
