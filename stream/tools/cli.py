@@ -146,7 +146,7 @@ def _generate(argv: list[str]) -> int:
 
 
 def _replay(argv: list[str]) -> int:
-    from replay.replay import cli
+    from replay.replay_cli import cli
 
     return cli(argv)
 

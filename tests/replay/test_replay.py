@@ -26,7 +26,8 @@ from replay.generate import GeneratorConfig, generate, write
 from replay.mapping import Rows
 from replay.plan import LabelPolicy, plan
 from replay.progress import Pace, Schedule
-from replay.replay import PACED_TICK_S, ReplayConfig, ReplayError, ReplaySummary, cli, run_replay
+from replay.replay import PACED_TICK_S, ReplayConfig, ReplayError, ReplaySummary, run_replay
+from replay.replay_cli import cli
 from stream.contracts.records import Limits, parse_feedback, parse_rfc3339_ms, parse_transaction
 from stream.contracts.settings import Settings
 from tests.support import REPO, wait_for
@@ -337,7 +338,7 @@ def test_resume_after_a_crash_with_the_checkpoint_behind_what_was_written(settin
 @pytest.mark.broker
 def test_sigterm_stops_cleanly_and_the_same_command_resumes(settings: Settings, data_file: Path) -> None:
     env = {**os.environ, **settings.to_env()}
-    cmd = [sys.executable, "-m", "replay.replay", str(data_file), "--rate", "400", "--quiet", "--checkpoint-every", "50"]
+    cmd = [sys.executable, "-m", "replay.replay_cli", str(data_file), "--rate", "400", "--quiet", "--checkpoint-every", "50"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     checkpoint = config(settings, data_file).checkpoint_path
 

@@ -122,7 +122,7 @@ def test_evaluate_uses_the_security_settings(secure_env: Settings, built: Built,
 @pytest.mark.broker
 def test_replay_uses_the_security_settings(secure_env: Settings, built: Built, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    from replay.replay import cli
+    from replay.replay_cli import cli
 
     data = tmp_path / "tx.csv"
     data.write_text("transaction_id,card_id,timestamp,amount,is_fraud\n"
