@@ -4,8 +4,8 @@ No Docker engine is needed. ``docker compose config`` validates the file when
 a Compose v2 client is installed (it needs no daemon); otherwise that test is
 skipped. The structural checks parse the YAML with PyYAML and are skipped
 without it; the checks on plain text, on the Dockerfile, on the dashboard
-JSON and on deploy/create-topics.sh (run against a stub kafka-topics.sh)
-always run.
+JSON always run. The image (Dockerfile) is tested in tests/test_dockerfile.py,
+deploy/create-topics.sh in tests/test_create_topics.py.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import json
 import os
 import re
 import shutil
-import stat
 import subprocess
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,6 @@ from typing import Any
 import pytest
 
 from stream.contracts.settings import Settings, describe
-from stream.kafka.topics import topic_names
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -165,40 +162,6 @@ def test_every_fraudstream_variable_is_a_setting() -> None:
     assert "FRAUDSTREAM_TOPIC_PARTITIONS" in seen  # the scan itself works
 
 
-def test_dockerfile() -> None:
-    text = DOCKERFILE.read_text()
-    froms = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
-    assert len(froms) >= 2, "multi-stage build expected"
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, flags=re.MULTILINE)
-    assert all(f == "${PYTHON_IMAGE}" for f in froms)
-    users = re.findall(r"^USER\s+(\S+)", text, flags=re.MULTILINE)
-    assert users and users[-1].split(":")[0] not in ("root", "0"), "the image must run as a non-root user"
-    assert re.search(r'^ENTRYPOINT \["fraudstream"\]$', text, flags=re.MULTILINE)
-    assert re.search(r'^CMD \["worker"\]$', text, flags=re.MULTILINE)
-    assert re.search(r"^HEALTHCHECK ", text, flags=re.MULTILINE)
-    # The CPU wheel must be the version the package pins, or `pip install .` replaces it (with CUDA).
-    pins = [d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-            if d.startswith("torch")]
-    assert len(pins) == 1 and "==" in pins[0], pins
-    version = pins[0].split("==", 1)[1]
-    assert f"--index-url https://download.pytorch.org/whl/cpu torch=={version}" in text
-    assert not re.search(r"pip install[^\n]*\.\[", text), "no extras (test tools) in the image"
-
-
-def test_image_contains_every_package() -> None:
-    """Each package setuptools finds is copied into the build, and .dockerignore lets it through."""
-    includes = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = {p.rstrip("*").rstrip(".") for p in includes}
-    text = DOCKERFILE.read_text()
-    ignore = (ROOT / ".dockerignore").read_text().splitlines()
-    for package in packages:
-        assert re.search(rf"^COPY {package} \./{package}$", text, flags=re.MULTILINE), f"{package}/ is not copied"
-        assert f"!{package}/" in ignore, f".dockerignore keeps {package}/ out of the build context"
-    assert "!pyproject.toml" in ignore
-    for excluded in (".venv", "data", "**/__pycache__", "**/.pytest_cache"):
-        assert excluded in ignore
-
-
 def test_dashboard_uses_the_worker_metrics() -> None:
     dash = json.loads(DASHBOARD.read_text())
     panels = dash["panels"]
@@ -217,105 +180,6 @@ def test_dashboard_uses_the_worker_metrics() -> None:
     titles = " ".join(p["title"].lower() for p in panels)
     for topic in ("dead letters", "latency", "lag", "batch", "alert", "model", "auc"):
         assert topic in titles
-
-
-# --------------------------------------------------------------------------- create-topics.sh
-
-STUB = r"""#!/bin/sh
-# Stand-in for kafka-topics.sh: records its arguments, answers --describe.
-printf '%s\037' "$@" >> "$STUB_LOG"
-printf '\n' >> "$STUB_LOG"
-for arg in "$@"; do
-    if [ "$arg" = "--describe" ]; then
-        printf 'Topic: x\tTopicId: AAAA\tPartitionCount: %s\tReplicationFactor: 1\tConfigs: \n' "$STUB_PARTITIONS"
-    fi
-done
-exit 0
-"""
-
-
-def _run_create_topics(tmp_path: Path, env: dict[str, str], existing_partitions: str | None = None
-                       ) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    stub = bin_dir / "kafka-topics.sh"
-    stub.write_text(STUB)
-    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
-    log = tmp_path / "calls.log"
-    log.write_text("")
-    partitions = env.get("FRAUDSTREAM_TOPIC_PARTITIONS", "8")
-    run_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KAFKA_BIN_DIR": str(bin_dir),
-               "STUB_LOG": str(log), "STUB_PARTITIONS": existing_partitions or partitions, **env}
-    result = subprocess.run(["sh", str(CREATE_TOPICS)], env=run_env,
-                            check=False, capture_output=True, text=True, timeout=60)
-    calls = [line.split("\x1f")[:-1] for line in log.read_text().splitlines()]
-    return result, calls
-
-
-def _created(calls: list[list[str]]) -> dict[str, list[str]]:
-    """``{topic: argv}`` of every --create call."""
-    return {c[c.index("--topic") + 1]: c for c in calls if "--create" in c}
-
-
-def _opt(argv: list[str], flag: str) -> list[str]:
-    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
-
-
-def test_create_topics_creates_every_engine_topic(tmp_path: Path) -> None:
-    result, calls = _run_create_topics(tmp_path, {})
-    assert result.returncode == 0, result.stderr
-    created = _created(calls)
-    defaults = Settings()
-    assert set(topic_names(defaults)) <= set(created), f"missing: {set(topic_names(defaults)) - set(created)}"
-    for name in topic_names(defaults):
-        argv = created[name]
-        assert "--if-not-exists" in argv, "creation must be idempotent"
-        assert _opt(argv, "--partitions") == [str(defaults.topic_partitions)]
-        assert _opt(argv, "--replication-factor") == [str(defaults.replication_factor)]
-        assert _opt(argv, "--bootstrap-server") == ["kafka:19092"]
-    for dlq in (defaults.topic_transactions_dlq, defaults.topic_feedback_dlq):
-        retention = [c for c in _opt(created[dlq], "--config") if c.startswith("retention.ms=")]
-        assert retention and int(retention[0].split("=")[1]) > 7 * 86_400_000, "DLQs outlive Kafka's 7-day default"
-    models = created["fraudstream-models"]
-    assert "cleanup.policy=compact" in _opt(models, "--config")
-
-
-def test_create_topics_is_parameterised(tmp_path: Path) -> None:
-    names = {f"FRAUDSTREAM_TOPIC_{t}": f"t-{t.lower()}" for t in
-             ("TRANSACTIONS", "FEEDBACK", "SCORES", "ALERTS", "TRANSACTIONS_DLQ", "FEEDBACK_DLQ")}
-    env = {"FRAUDSTREAM_TOPIC_PARTITIONS": "3", "FRAUDSTREAM_REPLICATION_FACTOR": "3",
-           "TOPIC_MIN_INSYNC_REPLICAS": "2", "BOOTSTRAP_SERVERS": "k1:1,k2:2", **names}
-    result, calls = _run_create_topics(tmp_path, env)
-    assert result.returncode == 0, result.stderr
-    created = _created(calls)
-    custom = Settings.from_env(env)
-    assert set(topic_names(custom)) <= set(created)
-    for name in topic_names(custom):
-        argv = created[name]
-        assert _opt(argv, "--partitions") == ["3"]
-        assert _opt(argv, "--replication-factor") == ["3"]
-        assert "min.insync.replicas=2" in _opt(argv, "--config")
-        assert _opt(argv, "--bootstrap-server") == ["k1:1,k2:2"]
-
-
-def test_create_topics_refuses_a_partition_mismatch(tmp_path: Path) -> None:
-    # The topics exist already with 4 partitions; --if-not-exists leaves them so.
-    result, _ = _run_create_topics(tmp_path, {"FRAUDSTREAM_TOPIC_PARTITIONS": "8"}, existing_partitions="4")
-    assert result.returncode != 0
-    assert "4 partitions" in result.stderr and "FRAUDSTREAM_TOPIC_PARTITIONS=8" in result.stderr
-
-
-def test_create_topics_gives_up_without_a_broker(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    failing = bin_dir / "kafka-topics.sh"
-    failing.write_text("#!/bin/sh\nexit 1\n")
-    failing.chmod(0o755)
-    result = subprocess.run(["sh", str(CREATE_TOPICS)], check=False, capture_output=True, text=True, timeout=60,
-                            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KAFKA_BIN_DIR": str(bin_dir),
-                                 "WAIT_SECONDS": "0"})
-    assert result.returncode == 1
-    assert "no broker answered" in result.stderr
 
 
 # --------------------------------------------------------------------------- structure (PyYAML)
