@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.online import ONLINE_INPUTS, SEQUENCE_INPUT, OnlineLearner, inputs_of
-from models.scoring import Scorer, ScoringItem
+from models.scoring import Scorer, ScoringItem, logit
 
 __all__ = ["FusedBatch", "Fusion"]
 
@@ -42,12 +42,6 @@ class FusedBatch:
     #: What the online learner saw, ``[B, len(ONLINE_INPUTS)]`` in :data:`~models.online.ONLINE_INPUTS`
     #: order, kept for the feedback join.
     inputs: npt.NDArray[np.float64]
-
-
-def _logits(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Log-odds, the probabilities held within [1e-6, 1 - 1e-6] so a certain model does not give infinities."""
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
 
 
 class Fusion:
@@ -76,7 +70,7 @@ class Fusion:
             seq = np.asarray(self.sequence.score_batch(items), dtype=np.float64)
             seconds["sequence"] = time.perf_counter() - t0
             components["sequence"] = seq
-            inputs[:, ONLINE_INPUTS.index(SEQUENCE_INPUT)] = _logits(seq)
+            inputs[:, ONLINE_INPUTS.index(SEQUENCE_INPUT)] = logit(seq)
         t0 = time.perf_counter()
         online = self.online.predict_matrix(self.online.select(inputs))
         seconds["online"] = time.perf_counter() - t0

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
 import tempfile
@@ -35,7 +34,7 @@ import numpy as np
 from river import compose, linear_model, optim, preprocessing
 
 from models.features import FEATURE_NAMES
-from models.scoring import ScoringItem
+from models.scoring import ScoringItem, logit
 
 __all__ = ["ONLINE_INPUTS", "SEQUENCE_INPUT", "OnlineLearner", "inputs_of"]
 
@@ -44,11 +43,6 @@ SEQUENCE_INPUT = "sequence_logit"
 
 #: Default inputs of the online learner, in stored-vector order.
 ONLINE_INPUTS: tuple[str, ...] = (*FEATURE_NAMES, SEQUENCE_INPUT)
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))
 
 
 def inputs_of(items: Sequence[ScoringItem]) -> np.ndarray:
@@ -97,7 +91,7 @@ class OnlineLearner:
                 # AdaGrad(0.1) against 0.035-0.046 with SGD (0.01-0.05).
                 optimizer=optim.AdaGrad(learning_rate),
                 l2=l2,
-                intercept_init=_logit(prior),
+                intercept_init=float(logit(prior)),
                 intercept_lr=0.01,
             ),
         )

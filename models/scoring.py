@@ -5,7 +5,7 @@ card's history before it, and its engineered features as a row of
 :func:`~models.features.engineered_batch`) and returns one
 fraud probability per item as a NumPy array. The online learner and the
 sequence model both implement :class:`Scorer`; :mod:`models.fusion` combines
-whatever scorers are present.
+whatever scorers are present, on the log-odds scale (:func:`logit`).
 
 Example:
     >>> import numpy as np
@@ -29,7 +29,7 @@ from models.history import History
 from models.history_windows import Columns
 from stream.contracts.records import Transaction
 
-__all__ = ["Scorer", "ScoringItem"]
+__all__ = ["LOGIT_CLIP", "Scorer", "ScoringItem", "logit"]
 
 
 class ScoringItem(NamedTuple):
@@ -56,3 +56,22 @@ class Scorer(Protocol):
     def version(self) -> str: ...
 
     def score_batch(self, items: Sequence[ScoringItem]) -> np.ndarray: ...
+
+
+#: Probabilities are held within [LOGIT_CLIP, 1 - LOGIT_CLIP] before :func:`logit`.
+LOGIT_CLIP = 1e-6
+
+
+def logit(p: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Log-odds of probability ``p`` (a number or an array), how scores are combined and how priors start.
+
+    ``p`` is held within [1e-6, 1 - 1e-6] first, so a model that is certain
+    gives a large finite value, not an infinity that would swamp a sum.
+
+    >>> logit(0.5), round(float(logit(1.0)), 2)
+    (np.float64(0.0), 13.82)
+    >>> logit(np.array([0.0, 0.25])).round(2).tolist()
+    [-13.82, -1.1]
+    """
+    q = np.clip(np.asarray(p, dtype=np.float64), LOGIT_CLIP, 1 - LOGIT_CLIP)
+    return np.log(q / (1 - q))
