@@ -131,8 +131,12 @@ class EntityProfile:
             return True
         self.labels.append(event)
         if len(self.labels) > MAX_LABELS + MAX_LABELS // 4:  # in steps, as the cards
-            self.labels.sort(key=lambda e: (e.transaction_time_ms, e.labelled_at_ms))
-            del self.labels[: len(self.labels) - MAX_LABELS]
+            # A legitimate label only matters as a correction of a fraud one: the others go first.
+            fraud = {e.transaction for e in self.labels if e.fraud}
+            self.labels = [e for e in self.labels if e.transaction in fraud]
+            if len(self.labels) > MAX_LABELS:
+                self.labels.sort(key=lambda e: (e.transaction_time_ms, e.labelled_at_ms))
+                del self.labels[: len(self.labels) - MAX_LABELS]
         return True
 
     def _prune(self) -> None:
