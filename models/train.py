@@ -6,12 +6,13 @@ earlier transactions, as the worker would), and trains on every fraud plus
 ``legit_per_epoch`` freshly drawn legitimate rows each epoch. Keeping a share
 ``q`` of legitimate rows multiplies the odds by ``1/q``, so the saved model
 adds ``log(q)`` to its logit and its probabilities match the real base rate.
-Early stopping keeps the epoch with the best validation average precision.
+Early stopping keeps the epoch with the best validation average precision
+(:func:`models.ranking.average_precision`, the definition evaluation reports).
 Seeded and single-process, so the same data and config give the same model.
 
-Example:
+Example (the figure early stopping compares):
     >>> y = np.array([1, 0, 1, 0, 0])
-    >>> round(average_precision(y, np.array([0.9, 0.8, 0.7, 0.2, 0.1])), 4)  # (1 + 2/3) / 2
+    >>> round(_validation_ap(y, np.array([0.9, 0.8, 0.7, 0.2, 0.1])), 4)  # (1 + 2/3) / 2
     0.8333
 """
 
@@ -36,31 +37,19 @@ from tqdm import tqdm
 
 from models.checkpoint import save_checkpoint
 from models.dataset import StepDataset, file_sha256, normalise, read_table, table_sha256
+from models.ranking import average_precision
 from models.sequence import Architecture, SequenceModel
 from models.steps import StepSpec
 
-__all__ = ["TrainConfig", "TrainResult", "average_precision", "cli", "train"]
+__all__ = ["TrainConfig", "TrainResult", "cli", "train"]
 
 
-def average_precision(y: npt.ArrayLike, score: npt.ArrayLike, weight: npt.ArrayLike | None = None) -> float:
-    """``sum_n (R_n - R_{n-1}) P_n`` over distinct score thresholds (scikit-learn's definition).
-
-    ``weight`` counts a row that many times (a subsample of legitimate rows
-    weighted by the inverse sampling rate estimates the full set's AP).
-    """
-    y = np.asarray(y, dtype=np.float64)
-    score = np.asarray(score, dtype=np.float64)
-    w = np.ones_like(y) if weight is None else np.asarray(weight, dtype=np.float64)
-    if (y * w).sum() <= 0:
+def _validation_ap(y: npt.ArrayLike, logits: npt.ArrayLike, weight: npt.ArrayLike | None = None) -> float:
+    """:func:`~models.ranking.average_precision` of validation rows, which :func:`train` made sure hold frauds."""
+    ap = average_precision(y, logits, weight)
+    if ap is None:
         raise ValueError("average precision needs at least one positive")
-    order = np.argsort(-score, kind="stable")
-    y, score, w = y[order], score[order], w[order]
-    last = np.r_[np.flatnonzero(np.diff(score)), len(score) - 1]  # end of each group of tied scores
-    tp = np.cumsum(y * w)[last]
-    fp = np.cumsum((1.0 - y) * w)[last]
-    recall = tp / tp[-1]
-    precision = tp / (tp + fp)
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return ap
 
 
 @dataclass(frozen=True)
@@ -210,7 +199,7 @@ def train(config: TrainConfig) -> TrainResult:
         bar = tqdm(desc=f"epoch {epoch}/{config.epochs}", total=per_epoch, unit="batch", disable=not config.progress)
         with bar:
             _epoch(model, ds, rows[rng.permutation(len(rows))], y, optimiser, schedule, config.batch_size, bar)
-        ap = average_precision(y[check_rows], _logits(model, ds, check_rows), check_weight)
+        ap = _validation_ap(y[check_rows], _logits(model, ds, check_rows), check_weight)
         history.append(ap)
         longest_epoch = max(longest_epoch, time.perf_counter() - epoch_began)
         if config.progress:
@@ -222,7 +211,7 @@ def train(config: TrainConfig) -> TrainResult:
             break
     model.load_state_dict(best_state or model.state_dict())
     if len(check_rows) < len(val_rows):
-        best_ap = average_precision(y[val_rows], _logits(model, ds, val_rows))
+        best_ap = _validation_ap(y[val_rows], _logits(model, ds, val_rows))
     # Undo the legit subsampling in the odds: logit_true = logit_sampled + log(q).
     model.logit_offset.fill_(math.log(n_legit / len(legit)))
     metadata: dict[str, Any] = {

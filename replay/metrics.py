@@ -2,7 +2,9 @@
 
 The metrics are hand-written on numpy arrays and follow the usual
 definitions: ROC AUC is the Mann-Whitney statistic (ties count one half),
-average precision is scikit-learn's step sum ``sum_n (R_n - R_{n-1}) P_n``,
+average precision is scikit-learn's step sum ``sum_n (R_n - R_{n-1}) P_n``
+(:func:`models.ranking.average_precision`, re-exported here: training selects
+models on the same definition),
 and card precision@k follows the Fraud-Detection-Handbook (per day, rank
 cards by their highest score, count those with any fraud among the top k,
 divide by k). A metric that is undefined on the data (no fraud, or no
@@ -22,6 +24,9 @@ import math
 
 import numpy as np
 import numpy.typing as npt
+
+from models.ranking import average_precision
+from stream.core.latency import percentile
 
 __all__ = [
     "ArrayLike",
@@ -106,20 +111,6 @@ def precision_recall_curve(y: ArrayLike, s: ArrayLike) -> tuple[FloatArray, Floa
     return tp / alerted, recall, ordered[last_of_value]
 
 
-def average_precision(y: ArrayLike, s: ArrayLike) -> float | None:
-    """Average precision, ``sum_n (R_n - R_{n-1}) P_n``; ``None`` without fraud.
-
-    >>> round(average_precision([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]), 6)
-    0.833333
-    >>> average_precision([1, 0, 1], [0.5, 0.5, 0.5])  # one threshold: P = 2/3
-    0.6666666666666666
-    """
-    precision, recall, _ = precision_recall_curve(y, s)
-    if recall.size == 0 or recall[-1] == 0:
-        return None
-    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
-
-
 def card_precision_at_k(card_ids: ArrayLike, y: ArrayLike, s: ArrayLike, k: int = 100) -> float | None:
     """Share of fraud cards among the ``k`` cards with the highest score.
 
@@ -189,17 +180,19 @@ def recall_at_alert_rate(y: ArrayLike, s: ArrayLike, rate: float = 0.01) -> floa
 
 
 def latency_percentiles(latency_ms: ArrayLike) -> dict[str, float | None]:
-    """p50, p95 and p99 of the finite latencies; ``None`` when there are none.
+    """p50, p95 and p99 of the finite latencies, nearest rank (:func:`stream.core.latency.percentile`, as the
+    benchmark reports them); ``None`` when there are none.
 
     >>> latency_percentiles(list(range(1, 101)))
-    {'p50': 50.5, 'p95': 95.05, 'p99': 99.01}
+    {'p50': 51.0, 'p95': 95.0, 'p99': 99.0}
     """
     values = np.asarray(latency_ms, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return {"p50": None, "p95": None, "p99": None}
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "p99": round(float(p99), 3)}
+    finite = values[np.isfinite(values)].tolist()
+    return {f"p{q}": _rounded(percentile(finite, q / 100)) for q in (50, 95, 99)}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def known_compromised(card: ArrayLike, day: ArrayLike, y: ArrayLike) -> BoolArray:

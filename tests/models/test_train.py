@@ -12,7 +12,7 @@ import pytest
 
 from models.checkpoint import load_checkpoint, read_config
 from models.dataset import read_table, table_sha256
-from models.train import TrainConfig, average_precision, cli, train
+from models.train import TrainConfig, cli, train
 
 DAY = 86_400_000
 START = 1_735_689_600_000  # 2025-01-01
@@ -42,21 +42,6 @@ def synthetic_table(n_cards: int = 160, per_card: int = 25, seed: int = 0, fraud
         "merchant_id": list(merchant), "mcc": list(mcc), "country": list(country), "channel": list(channel),
         "is_fraud": pa.array(fraud, pa.int8()), "scenario": ["burst" if f else "" for f in fraud],
     })
-
-
-def test_average_precision_matches_hand_computation() -> None:
-    y = np.array([1, 0, 1, 0, 0, 1])
-    s = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1])
-    # Recall steps of 1/3 at precisions 1, 2/3, 1/2.
-    assert average_precision(y, s) == pytest.approx((1 + 2 / 3 + 1 / 2) / 3)
-    assert average_precision(y, -s) == pytest.approx((1 + 2 / 4 + 3 / 6) / 3)
-    # Tied scores form one threshold: all tied rows enter together.
-    assert average_precision([1, 0], [0.5, 0.5]) == pytest.approx(0.5)
-    # Integer weights equal repeated rows.
-    w = np.array([1, 2, 1, 3, 1, 1])
-    assert average_precision(y, s, w) == pytest.approx(average_precision(np.repeat(y, w), np.repeat(s, w)))
-    with pytest.raises(ValueError, match="positive"):
-        average_precision([0, 0], [0.1, 0.2])
 
 
 def test_read_table_maps_columns_and_keeps_text(tmp_path: Path) -> None:
