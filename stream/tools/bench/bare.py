@@ -35,7 +35,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bare_loop", "main", "percentile", "tail_by_part"]
+from stream.core.latency import percentile
+
+__all__ = ["bare_loop", "main", "tail_by_part"]
 
 
 async def bare_loop(bootstrap: str, source: str, sink: str, n: int, timeout_s: float = 300.0, *,
@@ -105,18 +107,6 @@ async def bare_loop(bootstrap: str, source: str, sink: str, n: int, timeout_s: f
         result.update({f"p{q}_ms": percentile([lat for _, lat in latencies], q / 100) for q in (50, 95, 99)})
         result["p99_by_third_ms"] = tail_by_part(latencies)
     return result
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The ``q`` quantile of ``values`` (nearest rank); ``None`` for no values.
-
-    >>> percentile([5.0, 1.0, 3.0, 2.0, 4.0], 0.5), percentile([], 0.99)
-    (3.0, None)
-    """
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def tail_by_part(timed: list[tuple[float, float]], parts: int = 3, q: float = 0.99) -> list[float | None]:

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stream.tools.bench.bare import percentile, tail_by_part
+from stream.core.latency import percentile
+from stream.tools.bench.bare import tail_by_part
 from stream.tools.bench.config import BenchConfig, topic, topic_settings
 from stream.tools.bench.engine import Workers
 from stream.tools.bench.proc import CpuSampler, rss_mb
