@@ -1,20 +1,22 @@
 """Orchestrates ``fraudstream bench``: every phase ``--repeat`` times, each from the same conditions.
 
-A repetition runs three phases, each on its own fresh embedded broker (or,
-with ``--bootstrap-servers``, on fresh topics of that broker), preloaded with
-the same generated transactions:
+A repetition runs three phases; every measurement in them runs on its own
+fresh embedded broker (or, with ``--bootstrap-servers``, on fresh topics of
+that broker), preloaded with the same generated transactions, with fresh
+processes:
 
 1. throughput: (a) the bare aiokafka loop, (b) the Faust pass-through agent,
    (b') the engine's plumbing without its work, (c) the engine with every
    model and output, with each ``--workers`` count, and (a) again, which
-   shows how much the machine's speed drifted while (c) ran;
+   shows how much the machine's speed drifted while (c) ran (brokers
+   ``a``, ``b``, ``b2``, ``c<workers>``, ``a2``);
 2. the latency floor: the bare loop in its own process under the offered
    load (:func:`stream.tools.bench.latency.latency_floor`);
 3. the engine's latency: fresh workers score the preload (so the cards'
    histories are full, as in production), then take the same offered load;
    in the last repetition a soak follows, for the memory figure.
 
-A fresh broker per phase because the embedded broker lists every batch a
+A fresh broker per measurement because the embedded broker lists every batch a
 partition holds on each fetch (:mod:`stream.tools.bench.broker_fetch`): on a shared
 broker each phase's tail would depend on how many ran before it. The phases
 are interleaved (throughput, floor, engine, throughput, floor, engine, ...)
@@ -120,40 +122,59 @@ def _print_child(label: str, result: dict[str, Any] | None) -> None:
     print(f"{label:<27}{result['events_per_s']:>9,.0f} events/s{note}", flush=True)
 
 
+@contextmanager
+def _preloaded(cfg: BenchConfig, repetition: int, phase: str, data: list[tuple[bytes, bytes]], workdir: Path,
+               run: dict[str, Any]) -> Iterator[tuple[str, int | None, BenchConfig]]:
+    """:func:`_broker`, its transactions topic preloaded with ``data``; the preload's rate kept in ``run``."""
+    with _broker(cfg, repetition, phase, workdir) as (bootstrap, pid, own):
+        rate = round(preload(bootstrap, own, "tx", data))
+        run.setdefault("preload_events_per_s", {})[phase] = rate
+        yield bootstrap, pid, own
+
+
 def _throughput(cfg: BenchConfig, repetition: int, data: list[tuple[bytes, bytes]], run: dict[str, Any],
                 workdir: Path) -> None:
-    """(a), (b), (b'), (c) for each worker count and (a) again, over the preloaded topic of a fresh broker."""
-    with _broker(cfg, repetition, "t", workdir) as (bootstrap, _, own):
-        run["preload_events_per_s"] = round(preload(bootstrap, own, "tx", data))
-        print(f"preloaded {len(data):,} transactions ({run['preload_events_per_s']:,}/s)", flush=True)
-        tx = topic(own, "tx")
-        bare = run["bare_aiokafka"] = asyncio.run(bare_loop(bootstrap, tx, topic(own, "out-bare"), cfg.events))
-        print(f"(a) bare aiokafka loop     {bare['events_per_s']:>9,.0f} events/s", flush=True)
+    """(a), (b), (b'), (c) for each worker count and (a) again, each over the preload of a fresh broker of its own.
 
+    A broker per measurement, not one for them all: each starts from the same
+    conditions (the same batches in the partition it reads, no other run's
+    topics, groups or changelogs on the broker), as the latency phases do.
+    """
+    with _preloaded(cfg, repetition, "a", data, workdir, run) as (bootstrap, _, own):
+        print(f"preloaded {len(data):,} transactions ({run['preload_events_per_s']['a']:,}/s)", flush=True)
+        bare = run["bare_aiokafka"] = asyncio.run(bare_loop(bootstrap, topic(own, "tx"), topic(own, "out-bare"),
+                                                            cfg.events))
+    print(f"(a) bare aiokafka loop     {bare['events_per_s']:>9,.0f} events/s", flush=True)
+
+    with _preloaded(cfg, repetition, "b", data, workdir, run) as (bootstrap, _, own):
         run["faust_passthrough"] = _child_rate(
-            [sys.executable, "-m", "stream.tools.bench.passthrough", bootstrap, tx, topic(own, "out-faust"),
-             str(cfg.events)], dict(os.environ), cfg, workdir / f"passthrough-{own.run_id}")
-        _print_child("(b) Faust pass-through", run["faust_passthrough"])
+            [sys.executable, "-m", "stream.tools.bench.passthrough", bootstrap, topic(own, "tx"),
+             topic(own, "out-faust"), str(cfg.events)], dict(os.environ), cfg, workdir / f"passthrough-{own.run_id}")
+    _print_child("(b) Faust pass-through", run["faust_passthrough"])
+
+    with _preloaded(cfg, repetition, "b2", data, workdir, run) as (bootstrap, _, own):
         plumbing = worker_settings(bootstrap, own, uuid.uuid4().hex[:6]).replace(
             web_enabled=False, data_dir=str(workdir / f"plumbing-{own.run_id}"))
         run["engine_plumbing"] = _child_rate(
             [sys.executable, "-m", "stream.tools.bench.plumbing", topic(own, "out-plumbing"), str(cfg.events)],
             {**os.environ, **plumbing.to_env()}, cfg, workdir / f"plumbing-{own.run_id}")
-        _print_child("(b') engine plumbing", run["engine_plumbing"])
+    _print_child("(b') engine plumbing", run["engine_plumbing"])
 
-        engine_runs = run["engine"] = []
-        for count in cfg.workers:
+    engine_runs = run["engine"] = []
+    for count in cfg.workers:
+        with _preloaded(cfg, repetition, f"c{count}", data, workdir, run) as (bootstrap, _, own):
             result, workers = engine_rate(bootstrap, own, workdir, count)
             workers.stop()
-            engine_runs.append(result)
-            print(f"(c) engine, {count} worker(s)     {result['events_per_s']:>9,.0f} events/s "
-                  f"(mean history {result['mean_history']:.1f} transactions, mean batch {result['mean_batch']:.0f})",
-                  flush=True)
-        # (a) again after the engine runs: this machine's speed drifts by a quarter within an hour, and the
-        # bare loop's rate at both ends of the engine runs shows how far the run's c/a can be trusted.
+        engine_runs.append(result)
+        print(f"(c) engine, {count} worker(s)     {result['events_per_s']:>9,.0f} events/s "
+              f"(mean history {result['mean_history']:.1f} transactions, mean batch {result['mean_batch']:.0f})",
+              flush=True)
+    # (a) again after the engine runs: this machine's speed drifts by a quarter within an hour, and the
+    # bare loop's rate at both ends of the engine runs shows how far the run's c/a can be trusted.
+    with _preloaded(cfg, repetition, "a2", data, workdir, run) as (bootstrap, _, own):
         after = run["bare_aiokafka_after"] = asyncio.run(
-            bare_loop(bootstrap, tx, topic(own, "out-bare-after"), cfg.events))
-        print(f"(a) bare loop, again after (c) {after['events_per_s']:>6,.0f} events/s", flush=True)
+            bare_loop(bootstrap, topic(own, "tx"), topic(own, "out-bare-after"), cfg.events))
+    print(f"(a) bare loop, again after (c) {after['events_per_s']:>6,.0f} events/s", flush=True)
     _ratios(run)
 
 
@@ -183,8 +204,7 @@ def _ratios(run: dict[str, Any]) -> None:
 def _floor(cfg: BenchConfig, repetition: int, data: list[tuple[bytes, bytes]], load: list[tuple[bytes, bytes]],
            run: dict[str, Any], workdir: Path) -> None:
     """The latency floor on a fresh broker holding the same preload as the engine's latency phase."""
-    with _broker(cfg, repetition, "floor", workdir) as (bootstrap, pid, own):
-        preload(bootstrap, own, "tx", data)
+    with _preloaded(cfg, repetition, "floor", data, workdir, run) as (bootstrap, pid, own):
         floor = run["latency_floor"] = latency_floor(bootstrap, own, load, workdir, pid)
     print(f"latency floor at {cfg.latency_rate:,.0f}/s offered (bare aiokafka loop, own process): p50 "
           f"{ms(floor['p50_ms'])} ms, p95 {ms(floor['p95_ms'])} ms, p99 {ms(floor['p99_ms'])} ms; {drift(floor)}",
@@ -194,8 +214,7 @@ def _floor(cfg: BenchConfig, repetition: int, data: list[tuple[bytes, bytes]], l
 def _engine_latency(cfg: BenchConfig, repetition: int, data: list[tuple[bytes, bytes]],
                     load: list[tuple[bytes, bytes]], run: dict[str, Any], workdir: Path, soak: bool) -> None:
     """Fresh workers on a fresh broker score the preload, then take the offered load (and, with ``soak``, a soak)."""
-    with _broker(cfg, repetition, "lat", workdir) as (bootstrap, pid, own):
-        preload(bootstrap, own, "tx", data)
+    with _preloaded(cfg, repetition, "lat", data, workdir, run) as (bootstrap, pid, own):
         warmup, workers = engine_rate(bootstrap, own, workdir, cfg.latency_workers)
         try:
             run["latency_warmup"] = warmup
@@ -234,12 +253,14 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     results: dict[str, Any] = {"config": {k: v for k, v in asdict(cfg).items() if k != "notes"},
                                "command": cfg.command_line(), "machine": {"cpus": os.cpu_count()},
                                "workdir": str(workdir)}
+    setup_started = time.monotonic()
     if cfg.checkpoint == "auto":
         cfg.checkpoint = results["config"]["checkpoint"] = train_checkpoint(cfg, workdir)
     results["models"] = ["online", "sequence"] if cfg.checkpoint else ["online"]
     data = records(cfg.events, cfg.cards)
     # One offered load for the floor and the engine, continuing the preload's event time.
     load = records(int(cfg.latency_rate * cfg.latency_seconds), cfg.cards, prefix="lat-", seed=6, phase=1)
+    results["setup_seconds"] = round(time.monotonic() - setup_started, 1)  # training and generating the data
     if cfg.bootstrap_servers:
         print(f"on the broker at {cfg.bootstrap_servers}; this run's topics are bench-{cfg.run_id}-*", flush=True)
     runs: list[dict[str, Any]] = []
@@ -249,9 +270,15 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             print(f"-- repetition {repetition} of {cfg.repeat}", flush=True)
         run: dict[str, Any] = {"repetition": repetition}
         runs.append(run)
+        # How long each phase took (not a figure: what sizing a run's --events and --repeat needs).
+        seconds = run["phase_seconds"] = {}
+        started = time.monotonic()
         _throughput(cfg, repetition, data, run, workdir)
+        seconds["throughput"], started = round(time.monotonic() - started, 1), time.monotonic()
         _floor(cfg, repetition, data, load, run, workdir)
+        seconds["floor"], started = round(time.monotonic() - started, 1), time.monotonic()
         _engine_latency(cfg, repetition, data, load, run, workdir, soak=repetition == cfg.repeat)
+        seconds["latency"] = round(time.monotonic() - started, 1)
         results["summary"] = summarise(runs)
         Path(cfg.out).write_text(json.dumps(results, indent=2))  # after each repetition: a cut-short run keeps its own
     print(f"-- every figure over {cfg.repeat} repetition(s): median, min-max, interquartile range (4 or more)",

@@ -171,14 +171,21 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return {key: spread(vals) for key, vals in values.items()}
 
 
-def _row(key: str, s: dict[str, float]) -> tuple[str, str, str, str]:
+def _row(key: str, s: dict[str, float], repetitions: int) -> tuple[str, str, str, str]:
+    """A figure's label, median, min–max and IQR; a figure some repetitions lack says of how many it is.
+
+    >>> _row("c_over_a", {"n": 2, "median": 0.3, "min": 0.2, "max": 0.4}, 3)
+    ('c/a (1 worker) (2 of 3 repetitions)', '0.300', '0.200–0.400', '')
+    """
     iqr = f"{_fmt(key, s['q1'])}–{_fmt(key, s['q3'])}" if "q1" in s else ""
-    return label(key), _fmt(key, s["median"]), f"{_fmt(key, s['min'])}–{_fmt(key, s['max'])}", iqr
+    name = label(key) if s["n"] >= repetitions else f"{label(key)} ({s['n']:.0f} of {repetitions} repetitions)"
+    return name, _fmt(key, s["median"]), f"{_fmt(key, s['min'])}–{_fmt(key, s['max'])}", iqr
 
 
 def summary_lines(summary: dict[str, dict[str, float]]) -> list[str]:
     """Every figure's median, min-max and interquartile range, as ``fraudstream bench`` prints them at the end."""
-    rows = [("", "median", "min–max", "IQR"), *(_row(key, s) for key, s in summary.items())]
+    repetitions = int(max((s["n"] for s in summary.values()), default=0))
+    rows = [("", "median", "min–max", "IQR"), *(_row(key, s, repetitions) for key, s in summary.items())]
     width = max(len(r[0]) for r in rows)
     return [f"{r[0]:<{width}}  {r[1]:>9}  {r[2]:>19}  {r[3]}".rstrip() for r in rows]
 
@@ -208,7 +215,7 @@ def markdown_table(results: dict[str, Any]) -> str:
              "|---|---|---|---|" if quartered else "|---|---|---|"]
     for key, s in summary.items():
         if key not in _README_SKIPS:
-            cells = _row(key, s) if quartered else _row(key, s)[:3]
+            cells = _row(key, s, len(runs)) if quartered else _row(key, s, len(runs))[:3]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -14,7 +14,7 @@ from stream.tools.bench import broker_fetch
 from stream.tools.bench.bare import bare_loop
 from stream.tools.bench.config import BenchConfig, preload, records, topic
 from stream.tools.bench.run import run_bench
-from stream.tools.bench.summary import figures, markdown_table, median, quartiles, spread, summarise
+from stream.tools.bench.summary import figures, markdown_table, median, quartiles, spread, summarise, summary_lines
 from stream.tools.broker import EmbeddedBroker
 from stream.tools.cli import main
 from tests.support import consume_all, produce, wait_for
@@ -87,6 +87,17 @@ def test_the_markdown_table_shows_the_interquartile_range_from_four_repetitions(
     assert not any("inside its micro-batch" in line for line in lines)  # printed, but not the README's
 
 
+def test_a_figure_some_repetitions_lack_says_of_how_many_it_is():
+    """A stalled or failed (b) in one repetition: its median is of two runs, and the table must not hide that."""
+    runs = [{**_latency_run(10.0, 12.0), "faust_passthrough": {"events_per_s": rate}} for rate in (5000.0, 6000.0)]
+    runs.append({**_latency_run(10.0, 12.0), "faust_passthrough": None})
+    lines = markdown_table({"command": "fraudstream bench --repeat 3", "machine": {"cpus": 2}, "runs": runs})
+    assert "| (b) Faust per-event pass-through, events/s (2 of 3 repetitions) | 5,500 | 5,000–6,000 |" in lines
+    assert "| latency floor p99, ms | 10 | 10–10 |" in lines  # every repetition has it: no count
+    printed = summary_lines(summarise(runs))
+    assert any(line.startswith("(b) Faust per-event pass-through, events/s (2 of 3 repetitions)") for line in printed)
+
+
 def test_the_printed_command_is_one_the_cli_accepts_and_the_table_is_reprinted_from_a_saved_run(tmp_path, capsys):
     cfg = BenchConfig(events=100_000, cards=2_000, workers=(1,), latency_seconds=20.0, repeat=5, checkpoint="")
     command = cfg.command_line()
@@ -114,11 +125,15 @@ def test_smoke_bench_repeated_twice_summarises_every_figure(tmp_path, capsys):
     printed = capsys.readouterr().out
     runs = results["runs"]
     assert [run["repetition"] for run in runs] == [1, 2]
-    # Every phase of every repetition ran on a broker of its own (the embedded broker's fetches slow down with
-    # what it holds), in the order throughput, floor, engine, throughput, floor, engine.
+    # Every measurement of every repetition ran on a broker of its own (the embedded broker's fetches slow down
+    # with what it holds), each preloaded alike, in the order throughput, floor, engine, throughput, floor, engine.
     workdir = Path(results["workdir"])
+    phases = ("a", "b", "b2", "c1", "a2", "floor", "lat")
     assert sorted(p.name for p in workdir.glob("broker-*.log")) == sorted(
-        f"broker-{r}{phase}.log" for r in (1, 2) for phase in ("t", "floor", "lat"))
+        f"broker-{r}{phase}.log" for r in (1, 2) for phase in phases)
+    assert [list(run["preload_events_per_s"]) for run in runs] == [list(phases)] * 2
+    started = {p.name: p.stat().st_mtime for p in workdir.glob("broker-*.log")}
+    assert sorted(started, key=started.__getitem__) == [f"broker-{r}{phase}.log" for r in (1, 2) for phase in phases]
     assert printed.index("(a) bare aiokafka loop") < printed.index("latency floor at") < printed.index("latency at")
     assert printed.count("-- repetition") == 2
     for run in runs:
@@ -205,5 +220,5 @@ def test_bench_on_a_broker_it_did_not_start_gives_each_phase_its_own_topics(tmp_
     ours = {t for t in topics if t.startswith(f"bench-{cfg.run_id}-")}
     faust_internal = {t for t in topics if t.startswith("bench-passthrough-")}  # (b)'s own Faust app
     assert ours and topics == ours | faust_internal, topics - ours - faust_internal
-    # Each phase preloaded a transactions topic of its own.
-    assert {f"bench-{cfg.run_id}-1{phase}-tx" for phase in ("t", "floor", "lat")} <= ours
+    # Each measurement preloaded a transactions topic of its own.
+    assert {f"bench-{cfg.run_id}-1{phase}-tx" for phase in ("a", "b", "b2", "c1", "a2", "floor", "lat")} <= ours
