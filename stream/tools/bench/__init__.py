@@ -10,6 +10,7 @@
 * :mod:`stream.tools.bench.engine` — the engine's workers and their rate over the preload.
 * :mod:`stream.tools.bench.latency` — the offered-load phases: latency, its floor, memory.
 * :mod:`stream.tools.bench.summary` — median and spread of every figure, and the README's table.
+* :mod:`stream.tools.bench.ab` — the same bench on two revisions in one run, interleaved, and B/A of the figures.
 * :mod:`stream.tools.bench.proc`, :mod:`stream.tools.bench.broker_fetch` — CPU and memory from ``/proc``; a fetch's cost on the
   embedded broker.
 """
