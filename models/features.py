@@ -55,7 +55,8 @@ __all__ = [
 _HOUR = 3_600_000
 _DAY = 24 * _HOUR
 _NO_GAP_S = 30 * 86_400.0  # "no previous transaction" reads as a month-long gap
-_SMALL_AMOUNT = 5.0  # card testing probes with amounts below this
+_SMALL_AMOUNT = 5.0  # card testing probes with amounts below this (zero-amount checks included)
+_CENT = 0.01  # the smallest amount a ratio of amounts sees
 
 FEATURE_NAMES: tuple[str, ...] = (
     "log_amount",
@@ -128,7 +129,9 @@ def engineered_batch(histories: Sequence[History], transactions: Sequence[Transa
     columns: dict[str, npt.ArrayLike] = {
         "log_amount": log_amount,
         "amount_z": np.where(n >= 2, (log_amount - mean) / np.maximum(spread, 0.25), 0.0),
-        "amount_ratio_max": np.where(has, np.log(amt / np.where(has, summary[:, _S_LARGEST], 1.0)), 0.0),
+        # Amounts floored at a cent: zero-amount authorisations (card checks, card testing) are valid traffic.
+        "amount_ratio_max": np.where(has, np.log(np.maximum(amt, _CENT) / np.maximum(np.where(has, summary[:, _S_LARGEST],
+                                                                                                1.0), _CENT)), 0.0),
         "n_1h": summary[:, _S_N_1H],
         "n_24h": summary[:, _S_N_24H],
         "n_7d": summary[:, _S_N_7D],

@@ -31,7 +31,7 @@ Example:
     (['a1'], [1740830400000], [12.5], [0])
     >>> for r in rejects: print(r)
     row 2 card_id: missing_value: column 'acct' has no value
-    row 3 amount: invalid_amount: amount must be > 0, got '-1'
+    row 3 amount: invalid_amount: amount must be >= 0, got '-1'
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 REQUIRED = ("transaction_id", "card_id", "timestamp", "amount")
-OPTIONAL = ("currency", "merchant_id", "mcc", "country", "channel")
+OPTIONAL = ("currency", "merchant_id", "mcc", "country", "channel", "device_id", "ip", "account_id")
 #: Every field a mapping may name, in the order rows are checked.
 FIELDS = (*REQUIRED, *OPTIONAL, "label", "scenario")
 _DEFAULT_COLUMN = {"label": "is_fraud"}
@@ -298,7 +298,7 @@ class _Checker:
             raise self._type_error(arr, "amount", "numbers or decimal strings")
         raw = lambda i: arr[i].as_py()
         self.add(~np.isfinite(value), "amount", "invalid_amount", lambda i: f"amount {raw(i)!r} is not a finite number")
-        self.add(value <= 0, "amount", "invalid_amount", lambda i: f"amount must be > 0, got {raw(i)!r}")
+        self.add(value < 0, "amount", "invalid_amount", lambda i: f"amount must be >= 0, got {raw(i)!r}")
         self.add(value > _MAX_AMOUNT, "amount", "invalid_amount", lambda i: f"amount {raw(i)!r} exceeds {_MAX_AMOUNT:.0e}")
         return value
 

@@ -14,8 +14,8 @@ Kafka headers, the convention of Kafka Connect's DLQ:
 ==========================  ==============================================
 
 Example:
-    >>> dict(dlq_headers("invalid_amount", "amount must be > 0", "transactions", 3, 42, now_ms=1))
-    {'dlq.reason': b'invalid_amount', 'dlq.detail': b'amount must be > 0', 'dlq.source.topic': b'transactions', 'dlq.source.partition': b'3', 'dlq.source.offset': b'42', 'dlq.failed_at': b'1'}
+    >>> dict(dlq_headers("invalid_amount", "amount must be >= 0", "transactions", 3, 42, now_ms=1))
+    {'dlq.reason': b'invalid_amount', 'dlq.detail': b'amount must be >= 0', 'dlq.source.topic': b'transactions', 'dlq.source.partition': b'3', 'dlq.source.offset': b'42', 'dlq.failed_at': b'1'}
 """
 
 from __future__ import annotations

@@ -6,9 +6,12 @@ is hand-written for speed (a JSON Schema validator costs more than scoring);
 ``tests/stream/contracts/test_records.py`` checks it agrees with ``schemas/*.json``.
 
 Required transaction fields: ``transaction_id``, ``card_id``, ``timestamp``,
-``amount``. Optional, with defaults: ``currency`` ("XXX"), ``merchant_id``
-(""), ``mcc`` ("0000"), ``country`` ("ZZ"), ``channel`` ("unknown").
-Unknown extra fields are ignored.
+``amount`` (>= 0: zero-amount authorisations, such as account verification
+or card testing, are real traffic). Optional, with defaults: ``currency``
+("XXX"), ``merchant_id`` (""), ``mcc`` ("0000"), ``country`` ("ZZ"),
+``channel`` ("unknown"), and the entity ids real card streams carry,
+``device_id``, ``ip``, ``account_id`` ("": absent, so no profile). Unknown
+extra fields are ignored.
 
 Example:
     >>> limits = Limits.from_settings(Settings())
@@ -20,7 +23,7 @@ Example:
     ...     b'"timestamp": 1740830400000, "amount": -3}', limits)
     Traceback (most recent call last):
     ...
-    stream.contracts.records.InvalidRecord: invalid_amount: amount must be > 0, got -3
+    stream.contracts.records.InvalidRecord: invalid_amount: amount must be >= 0, got -3
 """
 
 from __future__ import annotations
@@ -111,6 +114,9 @@ class Transaction(NamedTuple):
     mcc: str = "0000"
     country: str = "ZZ"
     channel: str = "unknown"
+    device_id: str = ""
+    ip: str = ""
+    account_id: str = ""
 
     def to_json_dict(self) -> dict[str, Any]:
         """The contract's field names, timestamp as RFC 3339."""
@@ -124,6 +130,9 @@ class Transaction(NamedTuple):
             "mcc": self.mcc,
             "country": self.country,
             "channel": self.channel,
+            "device_id": self.device_id,
+            "ip": self.ip,
+            "account_id": self.account_id,
         }
 
 
@@ -294,8 +303,8 @@ def _amount(obj: dict[str, Any]) -> float:
     amount = float(value)
     if not math.isfinite(amount):
         raise InvalidRecord("invalid_amount", f"amount must be finite, got {obj['amount']!r}")
-    if amount <= 0:
-        raise InvalidRecord("invalid_amount", f"amount must be > 0, got {obj['amount']!r}")
+    if amount < 0:
+        raise InvalidRecord("invalid_amount", f"amount must be >= 0, got {obj['amount']!r}")
     if amount > _MAX_AMOUNT:
         raise InvalidRecord("invalid_amount", f"amount {amount} exceeds {_MAX_AMOUNT:.0e}")
     return amount
@@ -312,6 +321,7 @@ def parse_transaction(raw: bytes | None, limits: Limits) -> Transaction:
     tid, cid, ms, amount = get("transaction_id"), get("card_id"), get("timestamp"), get("amount")
     currency, merchant, mcc = get("currency", "XXX"), get("merchant_id", ""), get("mcc", "0000")
     country, channel = get("country", "ZZ"), get("channel", "unknown")
+    device, ip, account = get("device_id", ""), get("ip", ""), get("account_id", "")
     if type(ms) is str:
         try:
             ms = parse_rfc3339_ms(ms)
@@ -321,12 +331,14 @@ def parse_transaction(raw: bytes | None, limits: Limits) -> Transaction:
             and (type(amount) is float or type(amount) is int)
             and type(currency) is str and type(merchant) is str and type(mcc) is str
             and type(country) is str and type(channel) is str
+            and type(device) is str and type(ip) is str and type(account) is str
             and 0 < len(tid) <= _MAX_ID_LEN and 0 < len(cid) <= _MAX_ID_LEN
-            and 0 < amount <= _MAX_AMOUNT  # False for NaN, and infinity is over the limit
+            and 0 <= amount <= _MAX_AMOUNT  # False for NaN, and infinity is over the limit
             and len(currency) <= _MAX_ID_LEN and len(merchant) <= _MAX_ID_LEN and len(mcc) <= _MAX_ID_LEN
             and len(country) <= _MAX_ID_LEN and len(channel) <= _MAX_ID_LEN
+            and len(device) <= _MAX_ID_LEN and len(ip) <= _MAX_ID_LEN and len(account) <= _MAX_ID_LEN
             and limits.min_time_ms <= ms <= int(time.time() * 1000) + limits.max_future_skew_ms):
-        return Transaction(tid, cid, ms, float(amount), currency, merchant, mcc, country, channel)
+        return Transaction(tid, cid, ms, float(amount), currency, merchant, mcc, country, channel, device, ip, account)
     return _checked_transaction(obj, limits)
 
 
@@ -343,6 +355,9 @@ def _checked_transaction(obj: dict[str, Any], limits: Limits) -> Transaction:
         mcc=_opt_str(obj, "mcc", "0000"),
         country=_opt_str(obj, "country", "ZZ"),
         channel=_opt_str(obj, "channel", "unknown"),
+        device_id=_opt_str(obj, "device_id", ""),
+        ip=_opt_str(obj, "ip", ""),
+        account_id=_opt_str(obj, "account_id", ""),
     )
 
 

@@ -98,7 +98,7 @@ def _reference_engineered(history, t):
     hour = (now % day) / H
     return {
         "log_amount": log1p(t.amount), "amount_z": z,
-        "amount_ratio_max": log(t.amount / max(e[AMOUNT] for e in history)) if n else 0.0,
+        "amount_ratio_max": log(max(t.amount, 0.01) / max(max(e[AMOUNT] for e in history), 0.01)) if n else 0.0,
         "n_1h": float(sum(a <= H for a in ages)), "n_24h": float(sum(a <= day for a in ages)),
         "n_7d": float(sum(a <= 7 * day for a in ages)), "log_sum_24h": log1p(total_24h),
         "log_gap_prev": log1p(max(now - history[-1][TS], 0) / 1000.0 if n else 30 * 86_400.0),
@@ -189,3 +189,18 @@ def test_engineered_batch_equals_the_earlier_numpy_code_bit_for_bit():
     priors, transactions = [i.history for i in items], [i.transaction for i in items]
     assert max(len(h) for h in priors) == 32
     assert np.array_equal(engineered_batch(priors, transactions), reference_engineered_batch(priors, transactions))
+
+
+def test_zero_amount_checks_are_features_not_errors() -> None:
+    """Zero-amount authorisations (card verification, card testing) give finite features, counted as small."""
+    from models.history import append, new_history
+    from stream.contracts.records import Transaction
+
+    h = new_history()
+    for i in range(3):
+        h = append(h, Transaction(f"z{i}", "c", T0 + i * 60_000, 0.0, "EUR", "m1"), 16)
+    f = engineered(h, Transaction("z9", "c", T0 + 5 * 60_000, 0.0, "EUR", "m1"))
+    assert all(np.isfinite(v) for v in f.values()), f
+    assert f["n_small_1h"] == 3 and f["amount_ratio_max"] == 0.0 and f["log_amount"] == 0.0
+    big = engineered(h, Transaction("z10", "c", T0 + 6 * 60_000, 50.0, "EUR", "m1"))
+    assert big["amount_ratio_max"] == pytest.approx(np.log(50.0 / 0.01))  # against a one-cent floor

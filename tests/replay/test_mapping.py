@@ -52,7 +52,7 @@ def test_bad_rows_are_reported_with_row_number_and_reason_and_good_rows_still_ma
         "pan_token": ["p1", "", "p3", "p4", "p5", "p6", "p7", "p8", "p9"],
         "event_ts": [str(T0_S), str(T0_S), str(T0_S), "yesterday", str(T0_S), str(T0_S), str(T0_S),
                      "2025-03-01T13:00:00+01:00", str(T0_S)],
-        "amt": ["12.50", "1", "abc", "3", "0", "4", "5", " 6 ", "-2"],
+        "amt": ["12.50", "1", "abc", "3", "-0.5", "4", "5", " 6 ", "-2"],
         "ccy": ["EUR"] * 9,
         "category": ["5411"] * 9,
         "fraud_flag": ["fraud", "legit", "1", "0", "TRUE", "maybe", "false", "Legit", "0"],
@@ -72,7 +72,7 @@ def test_bad_rows_are_reported_with_row_number_and_reason_and_good_rows_still_ma
         (9, "amount", "invalid_amount"),
     ]
     by_row = {r.row: r for r in rejects}
-    assert "'abc'" in by_row[3].detail and "> 0" in by_row[5].detail and "'maybe'" in by_row[6].detail
+    assert "'abc'" in by_row[3].detail and ">= 0, got '-0.5'" in by_row[5].detail and "'maybe'" in by_row[6].detail
     assert "'yesterday'" in by_row[4].detail
     assert str(by_row[2]) == "row 2 card_id: missing_value: column 'pan_token' has no value"
 

@@ -33,7 +33,10 @@ CASES = [
     ({k: v for k, v in GOOD.items() if k != "card_id"}, "missing_field"),
     ({k: v for k, v in GOOD.items() if k != "timestamp"}, "missing_field"),
     ({**GOOD, "amount": -1}, "invalid_amount"),
-    ({**GOOD, "amount": 0}, "invalid_amount"),
+    ({**GOOD, "amount": 0}, None),  # zero-amount authorisations (card checks, card testing) are traffic
+    ({**GOOD, "amount": "0.00", "device_id": "d-1", "ip": "2001:db8::1", "account_id": 7}, None),
+    ({**GOOD, "device_id": ["d"]}, "invalid_type"),
+    ({**GOOD, "ip": "1" * 129}, "invalid_value"),
     ({**GOOD, "amount": "1e3"}, "invalid_amount"),
     ({**GOOD, "amount": True}, "invalid_type"),
     ({**GOOD, "amount": [1]}, "invalid_type"),
@@ -251,8 +254,9 @@ MESSAGES = [
     ({**GOOD, "amount": "1e3"}, "invalid_amount: amount '1e3' is not a decimal number"),
     ({**GOOD, "amount": "-3"}, "invalid_amount: amount '-3' is not a decimal number"),
     ({**GOOD, "amount": "9" * 400}, f"invalid_amount: amount must be finite, got '{'9' * 400}'"),
-    ({**GOOD, "amount": -3}, "invalid_amount: amount must be > 0, got -3"),
-    ({**GOOD, "amount": "0.00"}, "invalid_amount: amount must be > 0, got '0.00'"),
+    ({**GOOD, "amount": -3}, "invalid_amount: amount must be >= 0, got -3"),
+    ({**GOOD, "amount": -0.01}, "invalid_amount: amount must be >= 0, got -0.01"),
+    ({**GOOD, "account_id": {"id": 1}}, "invalid_type: account_id must be a string, got dict"),
     ({**GOOD, "amount": 1e9 + 1}, "invalid_amount: amount 1000000001.0 exceeds 1e+09"),
 ]
 
@@ -303,21 +307,27 @@ def test_a_parsed_transaction_has_every_field_and_its_defaults() -> None:
     record = {"transaction_id": 77, "card_id": "c1", "timestamp": "2025-03-01T12:00:00.5Z", "amount": "19.90",
               "currency": "EUR", "merchant_id": 42, "mcc": "5411", "country": "FR", "channel": "ecom"}
     t = parse_transaction(json.dumps(record).encode(), TIGHT)
-    assert tuple(t) == ("77", "c1", 1_740_830_400_500, 19.9, "EUR", "42", "5411", "FR", "ecom")
+    assert tuple(t) == ("77", "c1", 1_740_830_400_500, 19.9, "EUR", "42", "5411", "FR", "ecom", "", "", "")
+    t = parse_transaction(json.dumps({**record, "device_id": "dev-1", "ip": "203.0.113.9", "account_id": 12}).encode(),
+                          TIGHT)
+    assert (t.device_id, t.ip, t.account_id) == ("dev-1", "203.0.113.9", "12")
     bare = {"transaction_id": "t", "card_id": "c", "timestamp": "2025-03-01T12:00:00Z", "amount": "7"}
     t = parse_transaction(json.dumps(bare).encode(), TIGHT)  # (a string amount: the field-by-field path)
-    assert tuple(t) == ("t", "c", 1_740_830_400_000, 7.0, "XXX", "", "0000", "ZZ", "unknown")
+    assert tuple(t) == ("t", "c", 1_740_830_400_000, 7.0, "XXX", "", "0000", "ZZ", "unknown", "", "", "")
     t = parse_transaction(json.dumps({**bare, "amount": 7, "currency": None}).encode(), TIGHT)
-    assert tuple(t) == ("t", "c", 1_740_830_400_000, 7.0, "XXX", "", "0000", "ZZ", "unknown")
+    assert tuple(t) == ("t", "c", 1_740_830_400_000, 7.0, "XXX", "", "0000", "ZZ", "unknown", "", "", "")
+    t = parse_transaction(json.dumps({**bare, "amount": 0}).encode(), TIGHT)  # the fast path takes zero too
+    assert t.amount == 0.0
 
 
 def test_to_json_dict_is_the_contract() -> None:
     from stream.contracts.records import Transaction
 
-    t = Transaction("t1", "c9", 1_740_830_400_500, 19.9, "EUR", "m1", "5411", "FR", "ecom")
+    t = Transaction("t1", "c9", 1_740_830_400_500, 19.9, "EUR", "m1", "5411", "FR", "ecom", "d1", "10.0.0.1", "a1")
     assert t.to_json_dict() == {"transaction_id": "t1", "card_id": "c9", "timestamp": "2025-03-01T12:00:00.500Z",
                                 "amount": 19.9, "currency": "EUR", "merchant_id": "m1", "mcc": "5411",
-                                "country": "FR", "channel": "ecom"}
+                                "country": "FR", "channel": "ecom", "device_id": "d1", "ip": "10.0.0.1",
+                                "account_id": "a1"}
     assert parse_transaction(json.dumps(t.to_json_dict()).encode(), TIGHT) == t
 
 

@@ -43,7 +43,7 @@ def test_score_and_alert_records_match_schemas():
 
 
 def test_dlq_headers_match_schema():
-    headers = {k: v.decode() for k, v in dlq_headers("invalid_amount", "amount must be > 0", "transactions", 1, 7)}
+    headers = {k: v.decode() for k, v in dlq_headers("invalid_amount", "amount must be >= 0", "transactions", 1, 7)}
     _validator("dlq-headers").validate(headers)
     assert (headers["dlq.reason"], headers["dlq.source.partition"], headers["dlq.source.offset"]) == ("invalid_amount", "1", "7")
 

@@ -30,7 +30,7 @@ BAD: list[tuple[str, bytes, bytes | None]] = [
     ("malformed_json", b"card-x", b'{"transaction_id": "i", "card_id": "card-x", "timestamp": 1740830400000, "amount": Infinity}'),
     ("invalid_amount", b"card-x", json.dumps(_tx(12, amount="NaN")).encode()),
     ("invalid_amount", b"card-x", json.dumps(_tx(4, amount=-12.5)).encode()),
-    ("invalid_amount", b"card-x", json.dumps(_tx(5, amount=0)).encode()),
+    ("invalid_amount", b"card-x", json.dumps(_tx(5, amount=-0.01)).encode()),
     ("invalid_amount", b"card-x", json.dumps(_tx(6, amount="12,50")).encode()),
     ("timestamp_out_of_range", b"card-x", json.dumps(_tx(7, timestamp=1_740_830_400)).encode()),  # seconds, not ms
     ("timestamp_out_of_range", b"card-x", json.dumps(_tx(8, timestamp="2999-01-01T00:00:00Z")).encode()),
