@@ -132,8 +132,8 @@ class EntityProfile:
         self.labels.append(event)
         if len(self.labels) > MAX_LABELS + MAX_LABELS // 4:  # in steps, as the cards
             # A legitimate label only matters as a correction of a fraud one: the others go first.
-            fraud = {e.transaction for e in self.labels if e.fraud}
-            self.labels = [e for e in self.labels if e.transaction in fraud]
+            ever_fraud = {e.transaction for e in self.labels if e.fraud}
+            self.labels = [e for e in self.labels if e.transaction in ever_fraud]
             if len(self.labels) > MAX_LABELS:
                 self.labels.sort(key=lambda e: (e.transaction_time_ms, e.labelled_at_ms))
                 del self.labels[: len(self.labels) - MAX_LABELS]

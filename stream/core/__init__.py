@@ -8,12 +8,15 @@ The records the engine keeps in its own tables and topics are defined once,
 in :mod:`stream.core.stored`.
 """
 
+from stream.core.entities import EntityEvent, EntityStage
 from stream.core.scoring import BatchScoring, ScoredBatch
 from stream.core.source import InMemoryRecord, SourceRecord
 from stream.core.stored import FeatureEntry, LabelledExample, ParkedLabel, SourceMessage, StoredRecordError
 
 __all__ = [
     "BatchScoring",
+    "EntityEvent",
+    "EntityStage",
     "FeatureEntry",
     "InMemoryRecord",
     "LabelledExample",
