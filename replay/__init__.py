@@ -1,7 +1,4 @@
-"""Offline replay tooling: generate labelled transactions, evaluate scores, write the report.
+"""Offline tools over history, the top layer beside :mod:`stream.tools`: generate labelled data, replay it through
+the engine with realistic label delays, evaluate its scores, and compare it with offline baselines."""
 
-``replay.generate`` makes the data set, ``replay.evaluate`` joins the engine's
-scores with its labels, ``replay.report`` renders the result.
-"""
-
-__all__: list[str] = []
+__all__ = ["baseline", "evaluate", "experiment", "generate", "mapping", "metrics", "replay", "report", "scoreboard"]
