@@ -110,3 +110,46 @@ def test_without_a_sequence_model_the_score_is_the_online_learners(labels: int) 
     assert batch.inputs[:, -1].tolist() == [0.0] * len(SEQ)
     if labels == 0:
         assert batch.score.tolist() == pytest.approx([0.01] * len(SEQ), abs=1e-9)  # the prior, before any label
+
+
+def test_by_default_the_online_learner_takes_over_at_200_labels() -> None:
+    """FRAUDSTREAM_MIN_LABELS_FOR_ONLINE's default, 200: the sequence score with 199 labels, the online one at 200."""
+    learner = OnlineLearner()
+    fusion = Fusion(learner, sequence=FixedSequence(SEQ))
+    _teach(learner, 199)
+    assert fusion.score_batch(_items()).score.tolist() == SEQ
+    learner.learn(dict.fromkeys(FEATURE_NAMES, 0.0), 0)
+    online = _online_by_hand(learner, _items(), SEQ)
+    assert all(abs(o - s) > 1e-3 for o, s in zip(online, SEQ, strict=True)), "the two must differ for this to show"
+    assert fusion.score_batch(_items()).score.tolist() == pytest.approx(online, abs=1e-12)
+
+
+def test_the_time_each_model_took_is_recorded_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clock that advances one second a reading: each model's time is exactly one second."""
+    import models.fusion
+
+    ticks = iter(range(100))
+    monkeypatch.setattr(models.fusion.time, "perf_counter", lambda: float(next(ticks)))
+    with_sequence = Fusion(OnlineLearner(), sequence=FixedSequence(SEQ), min_labels_for_online=MIN_LABELS)
+    alone = Fusion(OnlineLearner(), sequence=None)
+    assert with_sequence.last_seconds == {} and alone.last_seconds == {}  # nothing before the first batch
+    with_sequence.score_batch(_items())
+    assert with_sequence.last_seconds == {"sequence": 1.0, "online": 1.0}
+    alone.score_batch(_items())
+    assert alone.last_seconds == {"online": 1.0}
+
+
+class LowPrecisionSequence(FixedSequence):
+    """A sequence model answering in float32, and out of range: the fusion must not pass either on."""
+
+    def score_batch(self, items: Sequence[ScoringItem]) -> np.ndarray:
+        return np.array(self.scores[:len(items)], dtype=np.float32)
+
+
+def test_the_sequence_score_is_float64_and_the_fused_score_within_0_and_1() -> None:
+    learner = OnlineLearner()
+    fusion = Fusion(learner, sequence=LowPrecisionSequence([0.1, 1.5, -0.25]), min_labels_for_online=MIN_LABELS)
+    batch = fusion.score_batch(_items())
+    assert batch.components["sequence"].dtype == np.float64 and batch.score.dtype == np.float64
+    assert batch.components["sequence"].tolist() == [float(np.float32(0.1)), 1.5, -0.25]
+    assert batch.score.tolist() == [float(np.float32(0.1)), 1.0, 0.0]  # clipped into [0, 1]
