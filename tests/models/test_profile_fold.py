@@ -64,3 +64,10 @@ def test_the_fold_is_the_entity_stage(seed: int) -> None:
 def test_columns_of_different_lengths_are_refused() -> None:
     with pytest.raises(ValueError, match="columns of different lengths: 2, 1, 2, 2"):
         fold_entity_features(["a", "b"], ["c"], [1, 2], [1.0, 2.0])
+
+
+def test_a_label_stamped_at_a_transactions_instant_is_known_to_it() -> None:
+    x = fold_entity_features(["m", "m"], ["a", "b"], [0, 1_000], [1.0, 1.0], labels=[(0, 1_000, True)])
+    assert x[1, PROFILE_FEATURES.index("fraud_7d")] == np.log1p(1)
+    x = fold_entity_features(["m", "m"], ["a", "b"], [0, 1_000], [1.0, 1.0], labels=[(0, 1_001, True)])
+    assert x[1, PROFILE_FEATURES.index("fraud_7d")] == 0.0
