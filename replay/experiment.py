@@ -183,6 +183,7 @@ def _stream(cfg: ExperimentConfig, table: pa.Table, rows: Split, history: Path, 
     from replay.progress import Pace
     from replay.replay import ReplayConfig, run_replay
     from stream.tools.broker import EmbeddedBroker
+    from stream.tools.children import stop_children
 
     trained = train(TrainConfig(table=table.filter(pa.array(rows.train)), out=out / "sequence-model",
                                 epochs=cfg.epochs, seed=cfg.seed))
@@ -200,9 +201,7 @@ def _stream(cfg: ExperimentConfig, table: pa.Table, rows: Split, history: Path, 
         print(summary.line(), flush=True)
         records = {name: consume_scores(broker.bootstrap_servers, s.topic_scores, timeout_s=120, expected=cfg.rows)
                    for name, (s, _) in engines.items()}
-        for _, proc in engines.values():
-            proc.terminate()
-            proc.wait(timeout=60)
+        stop_children([proc for _, proc in engines.values()], timeout=60)
     scores = {"fused": engine_scores(records["fusion"], test_ids),
               "sequence": engine_scores(records["fusion"], test_ids, component="sequence"),
               "online": engine_scores(records["online"], test_ids)}

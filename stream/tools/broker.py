@@ -36,7 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from stream.tools.children import die_with_parent
+from stream.tools.children import die_with_parent, stop_children
 
 __all__ = ["BrokerError", "EmbeddedBroker", "find_broker_binary", "free_port"]
 
@@ -147,13 +147,8 @@ class EmbeddedBroker:
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after 5 s)."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        if proc is not None:
+            stop_children([proc], timeout=5)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -8,10 +8,19 @@ orphaned brokers skewed a benchmark run. The demo's and the benchmark's
 workers and loops are children too. Linux can signal a child when its parent
 dies (``prctl(PR_SET_PDEATHSIG)``); :func:`die_with_parent` asks for it.
 
+When the parent stops them itself, :func:`stop_children` is the one way:
+SIGTERM to all (so workers commit, the broker closes its files), a bounded
+wait, then SIGKILL for any that did not go, and every child reaped. A child
+left running would load the machine under the runs measured after it; one
+left unreaped stays a zombie.
+
 Example:
     >>> import subprocess, sys
     >>> subprocess.run([sys.executable, "-c", "pass"], preexec_fn=die_with_parent()).returncode
     0
+    >>> child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    >>> stop_children([child], timeout=10)
+    [-15]
 """
 
 from __future__ import annotations
@@ -20,10 +29,12 @@ import ctypes
 import functools
 import os
 import signal
-from collections.abc import Callable
+import subprocess
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["die_with_parent"]
+__all__ = ["die_with_parent", "stop_children"]
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -59,3 +70,23 @@ def _prctl() -> Any:
         return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
+
+
+def stop_children(procs: Iterable[subprocess.Popen[Any]], timeout: float = 30.0) -> list[int]:
+    """SIGTERM every child still running, wait up to ``timeout`` seconds in all, SIGKILL the rest; their exit codes.
+
+    The signal goes to all of them first, so they stop in parallel and the
+    wait is ``timeout`` in all, not per child. Every child is reaped, killed
+    or not; one that has already exited is only reaped.
+    """
+    children = list(procs)
+    for p in children:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + timeout
+    for p in children:
+        try:
+            p.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            p.kill()
+    return [p.wait() for p in children]

@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stream.tools.children import die_with_parent
+from stream.tools.children import die_with_parent, stop_children
 
 __all__ = ["run_demo"]
 
@@ -165,11 +164,7 @@ def run_demo(rows: int = 30_000, cards: int = 1500, days: int = 12, train_days: 
             print("    " + summary[0].line(), flush=True)
     finally:
         progress.stop.set()
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_children([worker], timeout=30)
         broker.stop()
     with progress.lock:
         scores = [s for s in progress.scores if s["event_time"] >= cutoff]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.tools.bench.config import BenchConfig, worker_settings
-from stream.tools.children import die_with_parent
+from stream.tools.children import die_with_parent, stop_children
 
 __all__ = ["Workers", "engine_rate"]
 
@@ -71,13 +71,7 @@ class Workers:
         return {"table_keys": got.get("table_keys", {}), "python_heap_blocks": got.get("python_heap_blocks")}
 
     def stop(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_children(self.procs, timeout=30)
 
 
 def engine_rate(bootstrap: str, cfg: BenchConfig, workdir: Path, count: int) -> tuple[dict[str, Any], Workers]:

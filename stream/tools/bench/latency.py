@@ -24,7 +24,7 @@ from stream.tools.bench.bare import tail_by_part
 from stream.tools.bench.config import BenchConfig, topic, topic_settings
 from stream.tools.bench.engine import Workers
 from stream.tools.bench.proc import CpuSampler, rss_mb
-from stream.tools.children import die_with_parent
+from stream.tools.children import die_with_parent, stop_children
 
 __all__ = ["drift", "latency_floor", "memory_summary", "ms", "offered_phase", "split"]
 
@@ -154,9 +154,7 @@ def latency_floor(bootstrap: str, cfg: BenchConfig, load: list[tuple[bytes, byte
             except subprocess.TimeoutExpired:
                 raise RuntimeError(f"the latency floor's loop did not finish; see {log_path}") from None
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop_children([proc], timeout=5)
     if not out.exists():
         raise RuntimeError(f"the latency floor's loop wrote no figures; see {log_path}")
     floor = json.loads(out.read_text())

@@ -54,7 +54,7 @@ from stream.tools.bench.config import (
 from stream.tools.bench.engine import engine_rate
 from stream.tools.bench.latency import drift, latency_floor, memory_summary, ms, offered_phase, split
 from stream.tools.bench.summary import summarise, summary_lines
-from stream.tools.children import die_with_parent
+from stream.tools.children import die_with_parent, stop_children
 
 __all__ = ["BenchConfig", "run_bench"]
 
@@ -101,12 +101,7 @@ def _child_rate(command: list[str], env: dict[str, str], cfg: BenchConfig, stem:
             if partial.exists() and time.time() - partial.stat().st_mtime > 30:
                 break  # no progress for 30 s: it has stopped consuming
             time.sleep(0.25)
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # never leave it running: it would load the runs measured after it
-            proc.kill()
-            proc.wait()
+        stop_children([proc], timeout=30)  # never leave it running: it would load the runs measured after it
     if out.exists():
         return dict(json.loads(out.read_text()))
     if partial.exists():  # it stopped consuming before N: its rate until then
