@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,12 @@ def _git(repo: Path, *args: str) -> str:
 
 def _fake_cli(layout: str, engine: float, p99: float) -> str:
     return f"LAYOUT, ENGINE, P99 = {layout!r}, {engine}, {p99}\n{_FAKE}"
+
+
+@pytest.fixture(autouse=True)
+def _workdirs_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The A/B keeps its work directory (logs, each run's JSON) for the user: in a test, under tmp_path."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 @pytest.fixture
