@@ -9,9 +9,9 @@ exactly the features live traffic would have had.
 The score agent computes a micro-batch at once (:func:`engineered_batch`: one
 row per transaction, over the batch's histories gathered into arrays, a
 compiled loop per history for what needs every entry and NumPy for the
-rest; 1.0-1.3 µs a transaction in the CPU harness, against 3.4-4.0 for the
-whole-array NumPy before it and 13-17 for a Python function per
-transaction before that); :func:`engineered` is the same code for one
+rest: a fraction of the cost of the whole-array NumPy before it, and of a
+Python function per transaction before that, docs/benchmark-history.md);
+:func:`engineered` is the same code for one
 transaction, as a dict. A row does
 not depend on the rest of its batch (a test holds each row equal, bit for
 bit, to the same transaction computed alone), so a replay gets the features

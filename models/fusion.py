@@ -1,6 +1,6 @@
 """Fusion: one score from the sequence model and the online learner.
 
-The rule (also in README):
+The rule (docs/engine.md describes it for users):
 
 * The online learner always sees the sequence model's score, as the input
   ``sequence_logit``, beside the engineered features; without a sequence

@@ -148,7 +148,7 @@ def window_features(
     The work is one compiled loop over each window (:func:`_step_kernel`,
     Numba, :mod:`models.compiled`): the repeat and velocity features compare every step with every
     earlier one, which as whole-array NumPy meant ``[B, n, n]`` temporaries
-    (10-13 µs a window of 32 steps here, against ~3 compiled). The loop does
+    (several times the compiled loop's cost: docs/benchmark-history.md). The loop does
     the additions, divisions and comparisons of the NumPy code it replaced,
     in the same order; the logarithms stay NumPy's, before and after it
     (NumPy's ``log1p`` is its own, not the C library's that compiled code

@@ -225,7 +225,7 @@ def _parse(name: str, raw: str, type_: Any) -> Any:
 
 
 def describe() -> Iterator[tuple[str, str, str]]:
-    """Yield ``(ENV_VAR, default, doc)`` for every setting (feeds the README table).
+    """Yield ``(ENV_VAR, default, doc)`` for every setting (docs/settings.md is generated from it).
 
     >>> next(describe())[0]
     'FRAUDSTREAM_APP_ID'

@@ -3,7 +3,7 @@
 Whoever can write to the feedback topic can retrain the model: a flood of
 forged "legit" labels on fraud-like transactions would teach the online
 learner to let that fraud through. Two defences, both in the trainer (which
-sees every label): ACLs on the topic (README), and this cap: at most
+sees every label): ACLs on the topic (docs/operating.md), and this cap: at most
 ``max_per_hour`` labels per source per hour of the labelled transactions'
 event time. Event time, not the wall clock, so a replay of history is capped
 exactly as live traffic would have been. Labels over the cap go to the

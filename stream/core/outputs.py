@@ -65,7 +65,7 @@ def score_records(
     shared_versions = dict(versions)
     names = list(components)
     # Rounded by NumPy for the whole batch: Python's round(x, 6) is a correctly rounded decimal
-    # conversion, ~0.6 µs a value (three a record). NumPy rounds x * 1e6 to an integer instead; the two
+    # conversion, slow for three values a record. NumPy rounds x * 1e6 to an integer instead; the two
     # can differ by one in the sixth decimal where x is within a rounding error of a tie.
     rounded = [_round6(components[name]) for name in names]
     rows: Sequence[dict[str, float]] = (

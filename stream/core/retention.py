@@ -4,9 +4,9 @@ Each partition keeps its (event time, key) pairs in event-time order: a
 queue for the usual in-order arrivals (appended, popped from the front, each
 O(1)) and a min-heap for the late ones. After a batch, keys older than the
 partition's watermark (the newest event time seen) minus the retention are
-due for deletion, oldest first. (One heap for all of them cost ~1.7 µs a
-transaction in the score agent: a push and a pop of log n tuple comparisons
-each, n being every transaction of the retention.) The heaps are memory only: after a restart or
+due for deletion, oldest first. (One heap for all of them cost the score
+agent a push and a pop of log n tuple comparisons per transaction, n being
+every transaction of the retention.) The heaps are memory only: after a restart or
 a rebalance the owner rebuilds them from the table (:meth:`rebuild`), so a
 key written by another worker before a rebalance still expires.
 

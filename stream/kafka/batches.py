@@ -1,7 +1,8 @@
 """Micro-batches straight off an agent's channel, acked only once processed.
 
-Faust's ``Stream.take_events`` costs about 20 µs per event on top of Faust's
-consumer (a ``wait_first`` with fresh tasks for every event), and it acks its
+Faust's ``Stream.take_events`` adds a ``wait_first`` with fresh tasks for
+every event on top of Faust's consumer (a cost that dominated the engine's
+per-event plumbing: docs/benchmark-history.md), and it acks its
 batch in a ``finally``, so a batch abandoned by a cancelled agent is marked
 done as if it had been processed. :func:`micro_batches` reads the same
 channel queue that Faust's conductor fills for the agent and takes whatever

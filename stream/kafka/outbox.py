@@ -1,10 +1,11 @@
 """Everything one micro-batch produces, handed to aiokafka together.
 
 Faust sends each output and each table changelog record through its own
-producer buffer and ``FutureMessage`` machinery, about 50 µs a record here; a
+producer buffer and ``FutureMessage`` machinery, costly per record; a
 micro-batch of 256 transactions makes some 800 (a score, a history, a
 feature vector each, and the alerts). :class:`Outbox` collects them and
-appends them straight to aiokafka's producer (a few µs each), whose sender
+appends them straight to aiokafka's producer (an order of magnitude cheaper
+each: docs/benchmark-history.md), whose sender
 ships everything accumulated per partition in one request.
 :meth:`Outbox.send` returns the delivery of the whole micro-batch as one
 future, so the caller acks its source offsets only once everything the batch
@@ -257,7 +258,7 @@ class Outbox:
     async def _delivered(self, sent: list[tuple[str, asyncio.Future[Any]]], appended: list[_Appended]) -> None:
         # Awaited one by one, not gathered: a produce response resolves a whole batch of these
         # futures at once, so this task wakes about once per response, and no future carries a
-        # callback (asyncio.gather adds one to each and runs it when the future resolves: ~1 µs a
+        # callback (asyncio.gather adds one to each and runs it when the future resolves, once per
         # record). The first failure raises, as gather's would.
         last: dict[tuple[str, int], int] = {}
         try:

@@ -67,7 +67,7 @@ def store_mapping(store: Any) -> MutableMapping[Any, Any]:
 
     An in-memory store's own dict: Faust's memory store keeps its values in a
     plain dict and its mapping methods only forward to it, a Python call each
-    (~0.3 µs a read or write; the score agent does about four a transaction).
+    (the score agent does about four reads and writes a transaction).
     Any other store (RocksDB: values encoded, a database per partition, see
     :func:`writing_for`) is returned as it is.
 

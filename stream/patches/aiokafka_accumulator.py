@@ -2,7 +2,7 @@
 
 Symptom:
     aiokafka's ``send`` is a coroutine per record (metadata check, serializer,
-    partitioner, a future per record): a few µs each, for the ~800 records a
+    partitioner, a future per record): paid again for each of the ~800 records a
     256-transaction micro-batch makes, when the partition is already known and
     the values are bytes. :class:`Appender` appends a run of one partition's
     records to the partition's open ``MessageBatch``, the call ``send`` ends in,

@@ -2,12 +2,13 @@
 
 Symptom:
     Tansu's in-memory storage finds a fetch offset by walking the partition's
-    record batches, ~0.7 us each here; when that takes longer than the fetch's
-    max wait it answers with no records (and the right high watermark). A
-    partition of 40,000 single-record batches (what a producer with
-    ``linger_ms=0`` writes at a steady 2,000/s in a few minutes) takes ~29 ms, so
+    record batches; when that takes longer than the fetch's max wait it answers
+    with no records (and the right high watermark). The walk grows with the
+    partition: the single-record batches a producer with ``linger_ms=0`` writes
+    at a steady rate for a few minutes take longer to walk than a 10 ms wait, so
     with ``FRAUDSTREAM_FETCH_MAX_WAIT_MS=10`` every fetch came back empty and the
-    worker stopped for good (the bench's soak stalled this way). After a fetch
+    worker stopped for good (the bench's soak stalled this way;
+    ``python -m stream.tools.bench.broker_fetch`` measures the walk). After a fetch
     that brought nothing for a partition whose high watermark is past the fetch
     offset, the wait doubles (up to :data:`SLOW_BROKER_MAX_WAIT_MS`); after one
     that brought records it halves back towards the configured wait. It settles

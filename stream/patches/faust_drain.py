@@ -19,8 +19,8 @@ Symptom:
     are Faust's.
 
     Whether a delivery can block is worked out once for a run of records, not
-    for each (:func:`_room`; checking every channel's queue per record was ~2 µs
-    of the engine's plumbing): nothing but this loop fills the queues, and
+    for each (:func:`_room`; checking every channel's queue per record was a
+    sizeable share of the engine's plumbing): nothing but this loop fills the queues, and
     nothing else runs until the loop suspends, so the free space found shrinks
     by at most one a record until then. Once it is used up (or some queue is
     full, perhaps another agent's), each record's own channels are checked, as
@@ -29,11 +29,11 @@ Symptom:
     **The partition's handler, straight away.** Faust's conductor hands each
     record to its partition's handler under an asyncio lock (held while it
     resubscribes); when the loop has found that lock free it calls the handler
-    itself, ~1 µs a record less.
+    itself, one lock round trip a record less.
 
     **One high-water mark per partition per fetch.** Faust's ``getmany`` asks
     the consumer for a partition's high-water mark for every record it yields,
-    to keep the monitor's end offsets (consumer lag) current: ~1.3 µs a record
+    to keep the monitor's end offsets (consumer lag) current: a call a record
     through three layers of consumer. The direct loop has the consumer answer
     from the first read of each partition until its next fetch
     (:class:`_PerFetchHighwater`): the lag it reports is at most one fetch

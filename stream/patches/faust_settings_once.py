@@ -4,11 +4,11 @@ Symptom:
     Each delivery asks whether Faust's producer buffer is over its limit
     (``ProducerBuffer.size``, which reads ``app.conf.producer_threaded``) and
     builds the event through ``App.create_event``, which reads
-    ``app.conf.Event``. A Faust setting read costs ~2.5 µs here (the settings
-    object records every attribute access, and the setting itself is a
-    descriptor), ~5 µs a record for the two: both are fixed once the app is
-    configured, so :func:`read_settings_once` has them read once (``size``
-    2.4 → ~0.1 µs, ``create_event`` 3.1 → ~0.8 µs). Installed by
+    ``app.conf.Event``. A Faust setting read is slow (the settings object
+    records every attribute access, and the setting itself is a descriptor),
+    and these two are read for every record although both are fixed once the
+    app is configured, so :func:`read_settings_once` has them read once
+    (docs/benchmark-history.md has the costs before and after). Installed by
     :func:`stream.patches.faust_drain.deliver_directly`.
 
 Upstream:

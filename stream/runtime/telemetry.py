@@ -109,8 +109,8 @@ class Telemetry:
     def observe_latencies(self, seconds: Sequence[float]) -> None:
         """``latency.observe(s)`` for each of a micro-batch's latencies, one increment per bucket.
 
-        prometheus_client's ``observe`` takes a lock and walks the buckets for every value (~1.4 µs
-        a transaction on the score path); here each value costs a bisect. The buckets and count
+        prometheus_client's ``observe`` takes a lock and walks the buckets for every value, a cost
+        paid per transaction on the score path; here each value costs a bisect. The buckets and count
         are exactly observe()'s; the sum is added once per batch (it may differ in its last bit).
         Uses the histogram's bucket and sum values, and falls back to ``observe`` if a release
         renames them.

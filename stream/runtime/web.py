@@ -121,6 +121,6 @@ def register(engine: Engine) -> None:
     async def stats(web: Any, request: Any) -> Any:
         # Python's live objects in blocks (pymalloc's count, cheap): flat while RSS steps up means
         # no Python objects pile up; the growth is elsewhere (native memory kept at its peak, or
-        # fragmented pymalloc arenas, which this count does not see: README, Benchmark).
+        # fragmented pymalloc arenas, which this count does not see: docs/benchmark-history.md, *Memory is flat*).
         return web.json({"stats": engine.stats.snapshot(), "model_versions": engine.fusion.versions(),
                          "table_keys": engine.table_keys(), "python_heap_blocks": sys.getallocatedblocks()})

