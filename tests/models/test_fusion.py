@@ -125,10 +125,10 @@ def test_by_default_the_online_learner_takes_over_at_200_labels() -> None:
 
 
 def test_the_time_each_model_took_is_recorded_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A clock that advances one second a reading: each model's time is exactly one second."""
+    """A clock that advances one second a reading (from 10 s, not 0): each model's time is exactly one second."""
     import models.fusion
 
-    ticks = iter(range(100))
+    ticks = iter(range(10, 100))
     monkeypatch.setattr(models.fusion.time, "perf_counter", lambda: float(next(ticks)))
     with_sequence = Fusion(OnlineLearner(), sequence=FixedSequence(SEQ), min_labels_for_online=MIN_LABELS)
     alone = Fusion(OnlineLearner(), sequence=None)

@@ -407,3 +407,112 @@ def test_limits_come_from_the_settings() -> None:
     limits = Limits.from_settings(Settings(max_message_bytes=123, min_event_time="2001-01-01T00:00:00Z",
                                            max_future_skew_s=2.5))
     assert limits == Limits(max_bytes=123, min_time_ms=978_307_200_000, max_future_skew_ms=2_500)
+
+
+NOW_S = 1_750_000_000.0  # a fixed wall clock for the future-skew bound: 2025-06-15T15:06:40Z
+NOW_MS = 1_750_000_000_000
+
+
+@pytest.fixture
+def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream.contracts import records
+
+    monkeypatch.setattr(records.time, "time", lambda: NOW_S)
+
+
+def test_the_usual_record_is_accepted_in_one_expression(monkeypatch: pytest.MonkeyPatch, fixed_clock: None) -> None:
+    """The fast path's reach (the score agent's decode cost): usual records at every bound never need the field checks.
+
+    The field-by-field path is replaced by one that fails, so a usual record it would have to rescue fails here.
+    """
+    from stream.contracts import records
+
+    def not_the_usual(obj, limits):
+        raise AssertionError(f"took the field-by-field checks: {obj}")
+
+    monkeypatch.setattr(records, "_checked_transaction", not_the_usual)
+    limits = Limits(max_bytes=4000, min_time_ms=Y2K, max_future_skew_ms=5_000)
+
+    def parsed(record: dict) -> tuple:
+        return tuple(parse_transaction(json.dumps(record).encode(), limits))
+
+    bare = {"transaction_id": "t", "card_id": "c", "timestamp": Y2K, "amount": 0}
+    assert parsed(bare) == ("t", "c", Y2K, 0.0, "XXX", "", "0000", "ZZ", "unknown", "", "", "")
+    assert parsed({**bare, "amount": 0.0, "timestamp": NOW_MS + 5_000}) == (
+        "t", "c", NOW_MS + 5_000, 0.0, "XXX", "", "0000", "ZZ", "unknown", "", "", "")  # the last instant allowed
+    assert parsed({**bare, "amount": 12.5, "timestamp": "2025-03-01T12:00:00.5Z"})[2:4] == (1_740_830_400_500, 12.5)
+    longest = {"transaction_id": "t" * 128, "card_id": "c" * 128, "timestamp": Y2K, "amount": 1e9,
+               "currency": "u" * 128, "merchant_id": "m" * 128, "mcc": "9" * 128, "country": "k" * 128,
+               "channel": "h" * 128, "device_id": "d" * 128, "ip": "i" * 128, "account_id": "a" * 128}
+    assert parsed(longest) == tuple(longest[k] for k in ("transaction_id", "card_id", "timestamp", "amount",
+                                                          "currency", "merchant_id", "mcc", "country", "channel",
+                                                          "device_id", "ip", "account_id"))
+    assert parsed({**bare, "amount": 1_000_000_000})[3] == 1e9  # an integer amount at the limit
+
+
+def test_the_future_bound_is_the_wall_clock_plus_the_skew_exactly(fixed_clock: None) -> None:
+    limits = Limits(max_bytes=4000, min_time_ms=Y2K, max_future_skew_ms=5_000)
+    for amount in (12.5, "12.5"):  # the fast path and the field-by-field checks
+        record = {"transaction_id": "t", "card_id": "c", "amount": amount}
+        last = parse_transaction(json.dumps({**record, "timestamp": NOW_MS + 5_000}).encode(), limits)
+        assert last.event_time_ms == NOW_MS + 5_000
+        with pytest.raises(InvalidRecord, match=rf"^timestamp_out_of_range: timestamp {NOW_MS + 5_001} is more "
+                                                r"than 5 s in the future$"):
+            parse_transaction(json.dumps({**record, "timestamp": NOW_MS + 5_001}).encode(), limits)
+
+
+def test_epoch_zero_is_a_timestamp_where_the_limits_allow_it() -> None:
+    limits = Limits(max_bytes=4000, min_time_ms=0, max_future_skew_ms=5_000)
+    for amount in (1, "1.00"):  # the fast path and the field-by-field checks
+        t = parse_transaction(json.dumps({"transaction_id": "t", "card_id": "c", "timestamp": 0,
+                                          "amount": amount}).encode(), limits)
+        assert t.event_time_ms == 0
+
+
+def test_integer_categories_are_read_as_strings() -> None:
+    record = {**GOOD, "currency": 978, "merchant_id": 42, "mcc": 5411, "country": 250, "channel": 7,
+              "device_id": 1, "ip": 2, "account_id": 3}
+    t = parse_transaction(json.dumps(record).encode(), TIGHT)
+    assert tuple(t)[4:] == ("978", "42", "5411", "250", "7", "1", "2", "3")
+
+
+def test_a_one_millisecond_timestamp_is_flagged_as_maybe_seconds() -> None:
+    with pytest.raises(InvalidRecord, match=re.escape("timestamp_out_of_range: timestamp 1 is before "
+                                                      "2000-01-01T00:00:00.000Z (epoch seconds instead of milliseconds?)")):
+        parse_transaction(json.dumps({**GOOD, "timestamp": 1}).encode(), TIGHT)
+
+
+def test_malformed_json_carries_the_decoders_own_message() -> None:
+    from stream.contracts.codec import JSONDecodeError, loads
+
+    raw = b'{"transaction_id": '
+    with pytest.raises(JSONDecodeError) as decoder:
+        loads(raw)
+    with pytest.raises(InvalidRecord, match="^malformed_json: ") as err:
+        parse_transaction(raw, TIGHT)
+    assert err.value.detail == str(decoder.value) and "line 1" in err.value.detail
+
+
+def test_offsets_of_ten_hours_and_more() -> None:
+    from stream.contracts.records import parse_rfc3339_ms
+
+    assert parse_rfc3339_ms("2025-01-01T10:00:00+10:00") == 1_735_689_600_000
+    assert parse_rfc3339_ms("2024-12-31T12:15:00-11:45") == 1_735_689_600_000
+
+
+def test_times_are_utc_whatever_the_machines_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsing and formatting never read the local zone (a worker in New York reads and writes what one in UTC does)."""
+    import time
+
+    from stream.contracts.records import format_rfc3339_many, parse_rfc3339_ms
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert parse_rfc3339_ms("2025-01-01T00:00:00") == 1_735_689_600_000
+        assert format_rfc3339(1_735_689_600_000) == "2025-01-01T00:00:00.000Z"
+        assert format_rfc3339(1_000_000_000_000) == "2001-09-09T01:46:40.000Z"
+        assert format_rfc3339_many([1_000_000_000_000, -1]) == ["2001-09-09T01:46:40.000Z", "1969-12-31T23:59:59.999Z"]
+    finally:
+        monkeypatch.undo()
+        time.tzset()

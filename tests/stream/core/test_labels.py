@@ -8,7 +8,7 @@ from stream.contracts.records import Limits
 from stream.core.labels import DUPLICATE, Joined, LabelJoin, Park, Rejected
 from stream.core.packing import pack_inputs, unpack_inputs
 from stream.core.source import InMemoryRecord
-from stream.core.stored import FeatureEntry
+from stream.core.stored import FeatureEntry, ParkedLabel, SourceMessage
 
 LIMITS = Limits(max_bytes=100_000, min_time_ms=0, max_future_skew_ms=10 * 365 * 86_400_000)
 DAY = 86_400_000
@@ -81,3 +81,42 @@ def test_refusals_name_their_reason() -> None:
 def test_a_damaged_parked_label_is_reported_not_raised() -> None:
     outcome = JOIN.complete({"due": 1, "tp": "feedback"}, STORED.to_json())
     assert isinstance(outcome, Rejected) and outcome.reason == "corrupt_pending" and outcome.origin is None
+
+
+def test_every_refusal_carries_the_label_record_and_a_detail_an_operator_can_act_on() -> None:
+    """The DLQ gets the label as it came (``origin``) and a detail naming the transaction, the cards, the delay."""
+    join = LabelJoin(LIMITS, feature_retention_ms=30 * DAY)  # built here: a join built at import would hide __init__
+    record = label(card="c2")
+    wrong_card = join.receive(record, table(STORED).get, None)
+    assert wrong_card == Rejected("card_mismatch", "transaction 't1' was scored for card 'c1', label says 'c2'",
+                                  SourceMessage.of(record))
+    record = label(labelled_at=T0 + 31 * DAY + 1_499)
+    late = join.receive(record, table(STORED).get, None)
+    # 31 days and 1.499 s after the transaction = 2,678,401 s; the retention, 30 days = 2,592,000 s.
+    assert late == Rejected("expired_transaction", "label for 't1' came 2678401 s after the transaction, beyond the "
+                            "2592000 s retention", SourceMessage.of(record))
+    record = label()
+    broken = join.receive(record, table(STORED._replace(inputs="not-base64!")).get, None)
+    assert isinstance(broken, Rejected) and broken.origin == SourceMessage.of(record)
+    assert broken.detail.startswith("scoring-time inputs of 't1' unreadable: ")
+    missing = join.receive(record, {b"t1": {"c": "c1"}}.get, None)
+    assert isinstance(missing, Rejected) and missing.origin == SourceMessage.of(record)
+    assert missing.detail.startswith("scoring-time inputs of 't1' unreadable: ")
+    bad = InMemoryRecord(b"c1", b'{"transaction_id": "t1", "card_id": "c1"}', topic="feedback")
+    assert join.receive(bad, table(STORED).get, None) == Rejected("missing_field", "label is required",
+                                                                  SourceMessage.of(bad))
+
+
+def test_a_parked_label_completes_with_its_own_record_or_is_refused_with_it() -> None:
+    kept = SourceMessage("feedback", 1, 3, b"c1", label().value)
+    completed = JOIN.complete(ParkedLabel(kept, 0).to_json(), STORED.to_json())
+    assert isinstance(completed, Joined) and completed.example.origin == kept  # the DLQ/commit still find it
+    unreadable = SourceMessage("feedback", 2, 8, b"c1", b'{"transaction_id": "t1", "card_id": "c1"}')
+    assert JOIN.complete(ParkedLabel(unreadable, 0).to_json(), STORED.to_json()) == Rejected(
+        "missing_field", "label is required", unreadable)
+    damaged = JOIN.complete({"due": 1, "tp": "feedback"}, STORED.to_json())
+    assert isinstance(damaged, Rejected) and damaged.detail.startswith("parked label unreadable: ")
+
+
+def test_duplicate_reads_as_its_name() -> None:
+    assert repr(DUPLICATE) == "DUPLICATE"  # how it appears in logs and test failures

@@ -93,3 +93,42 @@ def test_the_alert_decision_is_taken_at_the_threshold_not_only_above_it():
         assert (record["decision"], record["threshold"]) == (decision, threshold), (score, threshold)
     single = score_record(T, 0.5, {"online": 0.5}, {"online": "v1"}, 0.5, 0, 0, 1.0)
     assert single["decision"] == "alert"
+
+
+def test_scores_of_any_float_precision_are_rounded_as_float64():
+    """A model answering in float32 still gets its score rounded to 6 decimals of the float64 value."""
+    import numpy as np
+
+    from stream.core.outputs import score_records
+
+    scores = np.array([0.1, 0.7, 0.123456789], dtype=np.float32)
+    records = score_records([T] * 3, scores, {"sequence": scores}, {"sequence": "s1"}, 0.5, [0] * 3, 0, 1.0)
+    expected = [0.1, 0.7, 0.123457]  # float32(0.1) is 0.10000000149...: 0.1 at 6 decimals
+    assert [r["score"] for r in records] == expected
+    assert [r["components"]["sequence"] for r in records] == expected
+    assert all(type(r["score"]) is float for r in records)
+
+
+def test_processing_time_is_rounded_to_microseconds():
+    from stream.core.outputs import score_records
+
+    records = score_records([T, T], [0.1, 0.2], {}, {}, 0.5, [0, 0], 0, 1.23456)
+    assert [r["processing_ms"] for r in records] == [1.235, 1.235]
+
+
+def test_a_batch_whose_lengths_disagree_is_refused_not_misaligned():
+    """A score or component too many would be written against the wrong transaction: zip(strict=True) refuses it."""
+    import pytest
+
+    from stream.core.outputs import score_records
+
+    def call(scores, components, received):
+        return score_records([T, T], scores, components, {}, 0.5, received, 0, 1.0)
+
+    assert len(call([0.1, 0.2], {"a": [0.1, 0.2], "b": [0.3, 0.4]}, [0, 0])) == 2
+    with pytest.raises(ValueError, match="zip"):
+        call([0.1, 0.2, 0.3], {}, [0, 0])  # a score too many
+    with pytest.raises(ValueError, match="zip"):
+        call([0.1, 0.2], {}, [0, 0, 0])  # a receive time too many
+    with pytest.raises(ValueError, match="zip"):
+        call([0.1, 0.2], {"a": [0.1, 0.2, 0.9], "b": [0.3, 0.4]}, [0, 0])  # one model's score too many
