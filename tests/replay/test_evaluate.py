@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from replay.curves import compute_curves
 from replay.evaluate import cli, evaluate
 from replay.generate import write
-from replay.inputs import Label, dedupe, load_labels, load_scores_jsonl
+from replay.inputs import Label, load_scores_jsonl
 
 DAY = 86_400_000
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
@@ -30,12 +30,7 @@ def score(tx: str, card: str, day: int, s: float, *, alert: bool | None = None,
     }
 
 
-# --- loading and the join ---------------------------------------------------
-
-
-def test_dedupe_keeps_the_first_record() -> None:
-    records = [score("t1", "a", 0, 0.2), score("t1", "a", 0, 0.9), score("t2", "b", 0, 0.4)]
-    assert [r["score"] for r in dedupe(records)] == [0.2, 0.4]
+# --- duplicates count once (reading them: tests/replay/test_inputs.py) -----
 
 
 def test_duplicate_scores_count_once(tmp_path: Path) -> None:
@@ -48,21 +43,6 @@ def test_duplicate_scores_count_once(tmp_path: Path) -> None:
     assert result["overall"]["n"] == 2
     assert result["overall"]["roc_auc"] == 1.0
     assert result["coverage"]["scores"] == 2
-
-
-@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_load_labels_reads_generated_files(tmp_path: Path, suffix: str) -> None:
-    table = pa.table({"transaction_id": ["t1", "t2"], "card_id": ["a", "b"],
-                      "is_fraud": pa.array([0, 1], pa.int8()), "scenario": ["", "card_testing"]})
-    labels = load_labels(write(table, tmp_path / f"labels{suffix}"))
-    assert labels == {"t1": Label(0, ""), "t2": Label(1, "card_testing")}
-
-
-def test_load_labels_without_scenario_column(tmp_path: Path) -> None:
-    path = write(pa.table({"transaction_id": ["t1"], "is_fraud": [1]}), tmp_path / "l.csv")
-    assert load_labels(path) == {"t1": Label(1, "")}
-    with pytest.raises(ValueError, match="is_fraud"):
-        load_labels(write(pa.table({"transaction_id": ["t1"]}), tmp_path / "bad.csv"))
 
 
 # --- evaluate ---------------------------------------------------------------
