@@ -7,7 +7,9 @@ the confirmed fraud on it. A profile keeps, per entity value, what its features
 
 * the entity's transactions of the last hour, one by one (time, amount), at
   most :data:`MAX_RECENT`;
-* hourly buckets of the last :data:`WINDOW_HOURS` hours: transactions, amount,
+* hourly buckets of the last :data:`WINDOW_HOURS` hours: transactions, amount
+  (in whole thousandths, so that sums are exact in any order: a profile
+  rebuilt from its changelog gives the same features as one kept in memory),
   transactions by a card new to the entity;
 * the cards seen, each with the time it was last seen, at most
   :data:`MAX_CARDS` (the least recently seen go first);
@@ -39,6 +41,7 @@ Example:
 from __future__ import annotations
 
 import struct
+from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 
 from models.hashing import stable_hash
@@ -52,6 +55,7 @@ __all__ = [
     "EntityProfile",
     "LabelEvent",
     "ProfileFormatError",
+    "ProfileIndex",
     "decode",
     "encode",
 ]
@@ -59,6 +63,8 @@ __all__ = [
 HOUR_MS = 3_600_000
 #: Hours of hourly buckets kept: the longest window (30 days) and the hour it starts in.
 WINDOW_HOURS = 30 * 24 + 1
+#: Older buckets are dropped a day's worth at a time (the features never read them).
+_PRUNE_SLACK_HOURS = 24
 #: Transactions of the last hour kept one by one (a hot terminal's burst beyond it counts in its bucket only).
 MAX_RECENT = 1024
 #: Distinct cards kept per entity (up to a quarter more between two prunings).
@@ -83,20 +89,79 @@ class LabelEvent:
     fraud: bool
 
 
+class ProfileIndex:
+    """Sorted views of a profile that make its features a few binary searches instead of scans.
+
+    Built from the profile when a feature needs it, kept up to date by the
+    profile's in-order updates (the usual case), dropped and rebuilt after any
+    other change (an out-of-order hour, a pruning). Not part of the state.
+    """
+
+    __slots__ = ("card_seen", "cum_amount", "cum_n", "cum_new", "fraud_times", "hour_keys", "labels_known_from")
+
+    def __init__(self, profile: EntityProfile) -> None:
+        self.hour_keys = sorted(profile.hours)
+        self.cum_n, self.cum_amount, self.cum_new = [0.0], [0.0], [0.0]
+        for h in self.hour_keys:
+            n, amount, new = profile.hours[h]
+            self.cum_n.append(self.cum_n[-1] + n)
+            self.cum_amount.append(self.cum_amount[-1] + amount)
+            self.cum_new.append(self.cum_new[-1] + new)
+        self.card_seen = sorted(profile.cards.values())
+        self.fraud_times: list[int] | None = None  # known fraud, for times at or after labels_known_from
+        self.labels_known_from = 0
+
+    def add_to_last_hour(self, hour: int, amount: float, new_card: bool) -> bool:
+        """Count a transaction of the newest hour (or a newer one); False if it belongs further back."""
+        if self.hour_keys and hour < self.hour_keys[-1]:
+            return False
+        if not self.hour_keys or hour > self.hour_keys[-1]:
+            self.hour_keys.append(hour)
+            self.cum_n.append(self.cum_n[-1])
+            self.cum_amount.append(self.cum_amount[-1])
+            self.cum_new.append(self.cum_new[-1])
+        self.cum_n[-1] += 1
+        self.cum_amount[-1] += amount
+        self.cum_new[-1] += new_card
+        return True
+
+    def move_card(self, before: int | None, after: int) -> None:
+        if before is not None:
+            del self.card_seen[bisect_left(self.card_seen, before)]
+        insort(self.card_seen, after)
+
+    def hours_between(self, first: int, last: int) -> tuple[float, float, float]:
+        """Transactions, amount and new-card transactions of the hours ``first`` to ``last`` inclusive."""
+        lo, hi = bisect_left(self.hour_keys, first), bisect_left(self.hour_keys, last + 1)
+        return (self.cum_n[hi] - self.cum_n[lo], self.cum_amount[hi] - self.cum_amount[lo],
+                self.cum_new[hi] - self.cum_new[lo])
+
+    def cards_seen_between(self, start: int, end: int) -> int:
+        """Cards last seen in ``[start, end)``."""
+        return bisect_left(self.card_seen, end) - bisect_left(self.card_seen, start)
+
+
 @dataclass(slots=True)
 class EntityProfile:
     """The state of one entity value; see the module docstring for what each part is for."""
 
     newest_ms: int = -(2**62)
-    #: (time, amount) of the last hour's transactions, in arrival order.
+    #: (time, amount in milli-units) of the last hour's transactions, in time order.
     recent: list[tuple[int, float]] = field(default_factory=list)
-    #: hour index -> [transactions, amount, transactions by a card new to the entity]
+    #: hour index -> [transactions, amount in milli-units, transactions by a card new to the entity]
     hours: dict[int, list[float]] = field(default_factory=dict)
     #: card hash -> when it was last seen here
     cards: dict[int, int] = field(default_factory=dict)
     labels: list[LabelEvent] = field(default_factory=list)
     #: The last source position applied (see the module docstring).
     position: int = -1
+    _index: ProfileIndex | None = field(default=None, compare=False, repr=False)
+
+    def index(self) -> ProfileIndex:
+        """The sorted views the features read (built on first use after a change they cannot follow)."""
+        if self._index is None:
+            self._index = ProfileIndex(self)
+        return self._index
 
     def observe(self, at_ms: int, amount: float, *, card: str, position: int) -> bool:
         """Count a transaction of this entity; False (and nothing changes) for a position already applied."""
@@ -104,13 +169,26 @@ class EntityProfile:
             return False
         self.position = position
         card_hash = stable_hash(card)
-        new_card = card_hash not in self.cards or self.cards[card_hash] > at_ms
-        bucket = self.hours.setdefault(at_ms // HOUR_MS, [0.0, 0.0, 0.0])
+        seen_before = self.cards.get(card_hash)
+        new_card = seen_before is None or seen_before > at_ms
+        hour = at_ms // HOUR_MS
+        milli = float(round(amount * 1000))  # whole milli-units: sums are exact, whatever order they are added in
+        bucket = self.hours.setdefault(hour, [0.0, 0.0, 0.0])
         bucket[0] += 1
-        bucket[1] += amount
+        bucket[1] += milli
         bucket[2] += new_card
-        self.cards[card_hash] = max(self.cards.get(card_hash, at_ms), at_ms)
-        self.recent.append((at_ms, amount))
+        last_seen = at_ms if seen_before is None else max(seen_before, at_ms)
+        self.cards[card_hash] = last_seen
+        index = self._index
+        if index is not None:
+            if index.add_to_last_hour(hour, milli, new_card):
+                index.move_card(seen_before, last_seen)
+            else:
+                self._index = None
+        if not self.recent or at_ms >= self.recent[-1][0]:
+            self.recent.append((at_ms, milli))
+        else:
+            insort(self.recent, (at_ms, milli))
         self.newest_ms = max(self.newest_ms, at_ms)
         self._prune()
         return True
@@ -130,6 +208,8 @@ class EntityProfile:
         if event in self.labels:
             return True
         self.labels.append(event)
+        if self._index is not None:
+            self._index.fraud_times = None
         if len(self.labels) > MAX_LABELS + MAX_LABELS // 4:  # in steps, as the cards
             # A legitimate label only matters as a correction of a fraud one: the others go first.
             ever_fraud = {e.transaction for e in self.labels if e.fraud}
@@ -142,16 +222,22 @@ class EntityProfile:
     def _prune(self) -> None:
         newest = self.newest_ms
         first_hour = newest // HOUR_MS - WINDOW_HOURS + 1
-        if len(self.hours) > WINDOW_HOURS or min(self.hours) < first_hour:
+        index = self._index
+        oldest_hour = index.hour_keys[0] if index is not None and index.hour_keys else min(self.hours)
+        if oldest_hour < first_hour - _PRUNE_SLACK_HOURS:  # in steps of a day: the index is rebuilt after each
             self.hours = {h: b for h, b in self.hours.items() if h >= first_hour}
+            self._index = None
         if self.recent and (self.recent[0][0] < newest - HOUR_MS or len(self.recent) > MAX_RECENT):
-            kept = [r for r in self.recent if r[0] >= newest - HOUR_MS]
-            self.recent = kept[-MAX_RECENT:]
+            start = bisect_left(self.recent, (newest - HOUR_MS, -float("inf")))
+            self.recent = self.recent[max(start, len(self.recent) - MAX_RECENT):]
         if len(self.cards) > MAX_CARDS + MAX_CARDS // 4:  # in steps: a sort per transaction would cost too much
             newest_cards = sorted(self.cards.items(), key=lambda kv: kv[1])[-MAX_CARDS:]
             self.cards = dict(newest_cards)
+            self._index = None
         if self.labels and self.labels[0].transaction_time_ms < newest - LABEL_HORIZON_MS:
             self.labels = [e for e in self.labels if e.transaction_time_ms >= newest - LABEL_HORIZON_MS]
+            if self._index is not None:
+                self._index.fraud_times = None
 
 
 _VERSION = 1

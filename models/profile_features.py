@@ -33,9 +33,10 @@ Example:
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 
 from models.hashing import stable_hash
-from models.profile import HOUR_MS, EntityProfile
+from models.profile import HOUR_MS, EntityProfile, ProfileIndex
 
 __all__ = ["PROFILE_FEATURES", "profile_features"]
 
@@ -49,62 +50,62 @@ _WINDOWS_H = (24, 168, 720)
 
 def profile_features(profile: EntityProfile, at_ms: int, *, card: str) -> dict[str, float]:
     """The features of a transaction at ``at_ms`` by ``card``, from what ``profile`` knew before it."""
+    index = profile.index()
     hour = at_ms // HOUR_MS
-    counts = [0.0, 0.0, 0.0]
-    amount_7d = 0.0
-    new_1d = 0.0  # over the previous 24 whole hours: the buckets count new cards, the exact list does not
-    for h, (n, amount, new) in profile.hours.items():
-        age = hour - h
-        if age <= 0 or age > _WINDOWS_H[-1]:
-            continue  # the current hour comes from the exact list below; later hours are not known yet
-        for w, width in enumerate(_WINDOWS_H):
-            if age <= width:
-                counts[w] += n
-        if age <= 168:
-            amount_7d += amount
-        if age <= 24:
-            new_1d += new
-    n_1h = 0
-    current = 0
-    for ts, amount in profile.recent:
-        if ts < at_ms:
-            n_1h += ts >= at_ms - HOUR_MS
-            if ts // HOUR_MS == hour:
-                current += 1
-                amount_7d += amount
-    whole_1d = counts[0]
-    # A transaction of the current hour is in the exact list while it is within the newest hour's reach.
-    counts = [c + current for c in counts]
-    card_hash = stable_hash(card)
-    seen_at = profile.cards.get(card_hash)
-    cards_1d = sum(1 for last in profile.cards.values() if at_ms - _DAY_MS <= last < at_ms)
-    known = _known_fraud(profile, at_ms)
-    fraud_7d = sum(1 for ts in known if at_ms - 7 * _DAY_MS <= ts < at_ms)
-    fraud_30d = sum(1 for ts in known if at_ms - 30 * _DAY_MS <= ts < at_ms)
-    newest_fraud = max((ts for ts in known if ts < at_ms), default=None)
-    days = _NO_FRAUD_DAYS if newest_fraud is None else min((at_ms - newest_fraud) / _DAY_MS, _NO_FRAUD_DAYS)
+    # The previous whole hours from the buckets; the current hour so far from the exact list (its later
+    # transactions, already counted in its bucket when the traffic is out of order, are not known yet).
+    n_1d, _, new_1d = index.hours_between(hour - 24, hour - 1)
+    n_7d, amount_7d, _ = index.hours_between(hour - 168, hour - 1)
+    n_30d, _, _ = index.hours_between(hour - 720, hour - 1)
+    recent = profile.recent
+    end = bisect_left(recent, (at_ms, -math.inf))
+    n_1h = end - bisect_left(recent, (at_ms - HOUR_MS, -math.inf))
+    this_hour = recent[bisect_left(recent, (hour * HOUR_MS, -math.inf)):end]
+    current = len(this_hour)
+    amount_7d += sum(amount for _, amount in this_hour)
+    whole_1d = n_1d
+    n_1d, n_7d, n_30d = n_1d + current, n_7d + current, n_30d + current
+    seen_at = profile.cards.get(stable_hash(card))
+    fraud = _known_fraud_times(profile, index, at_ms)
+    end = bisect_left(fraud, at_ms)
+    fraud_7d = end - bisect_left(fraud, at_ms - 7 * _DAY_MS)
+    fraud_30d = end - bisect_left(fraud, at_ms - 30 * _DAY_MS)
+    days = _NO_FRAUD_DAYS if end == 0 else min((at_ms - fraud[end - 1]) / _DAY_MS, _NO_FRAUD_DAYS)
     return {
         "n_1h": math.log1p(n_1h),
-        "n_1d": math.log1p(counts[0]),
-        "n_7d": math.log1p(counts[1]),
-        "n_30d": math.log1p(counts[2]),
-        "log_mean_amount_7d": math.log1p(amount_7d / counts[1]) if counts[1] else 0.0,
-        "cards_1d": math.log1p(cards_1d),
+        "n_1d": math.log1p(n_1d),
+        "n_7d": math.log1p(n_7d),
+        "n_30d": math.log1p(n_30d),
+        "log_mean_amount_7d": math.log1p(amount_7d / 1000 / n_7d) if n_7d else 0.0,  # milli-units to units
+        "cards_1d": math.log1p(index.cards_seen_between(at_ms - _DAY_MS, at_ms)),
         "new_card_share_1d": new_1d / whole_1d if whole_1d else 0.0,
         "is_new_card": 0.0 if seen_at is not None and seen_at < at_ms else 1.0,
         "fraud_7d": math.log1p(fraud_7d),
         "fraud_30d": math.log1p(fraud_30d),
-        "fraud_rate_30d": fraud_30d / counts[2] if counts[2] else 0.0,
+        "fraud_rate_30d": fraud_30d / n_30d if n_30d else 0.0,
         "days_since_fraud": math.log1p(days),
     }
 
 
-def _known_fraud(profile: EntityProfile, at_ms: int) -> list[int]:
-    """Times of the transactions whose latest label known at ``at_ms`` says fraud."""
+def _known_fraud_times(profile: EntityProfile, index: ProfileIndex, at_ms: int) -> list[int]:
+    """Sorted times of the transactions whose latest label known at ``at_ms`` says fraud.
+
+    What is known changes only at a label's ``labelled_at``: the index keeps
+    the answer for every time from the newest ``labelled_at`` on (the usual
+    question: labels arrive as they are made), and anything earlier is worked
+    out afresh.
+    """
+    if index.fraud_times is not None and at_ms >= index.labels_known_from:
+        return index.fraud_times
     latest: dict[int, tuple[int, bool, int]] = {}
+    newest_label = 0
     for e in profile.labels:
         if e.labelled_at_ms <= at_ms:
+            newest_label = max(newest_label, e.labelled_at_ms)
             seen = latest.get(e.transaction)
             if seen is None or e.labelled_at_ms >= seen[0]:
                 latest[e.transaction] = (e.labelled_at_ms, e.fraud, e.transaction_time_ms)
-    return [ts for _, fraud, ts in latest.values() if fraud]
+    times = sorted(ts for _, fraud, ts in latest.values() if fraud)
+    if all(e.labelled_at_ms <= at_ms for e in profile.labels):
+        index.fraud_times, index.labels_known_from = times, newest_label
+    return times

@@ -24,7 +24,7 @@ def reference(txs: list[tuple[int, float, str, bool]], labels: list[tuple[int, i
 
     n = {w: sum(in_window(ts, w) for ts, _, _, _ in txs) for w in (24, 168, 720)}
     whole_day = [(ts, new) for ts, _, _, new in txs if hour - 24 <= ts // HOUR_MS < hour]
-    amount_7d = sum(a for ts, a, _, _ in txs if in_window(ts, 168))
+    amount_7d = sum(round(a * 1000) for ts, a, _, _ in txs if in_window(ts, 168)) / 1000  # kept in thousandths
     last_seen: dict[str, int] = {}
     for ts, _, c, _ in txs:
         last_seen[c] = max(last_seen.get(c, ts), ts)
