@@ -47,10 +47,12 @@ def _watch(bootstrap: str, topics: tuple[str, str], progress: _Progress) -> None
     """Read scores and alerts as a subscriber would (no consumer group)."""
     from kafka import KafkaConsumer, TopicPartition
 
+    from stream.kafka import clients
+
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     tps = []
     for topic in topics:
-        for p in sorted(consumer.partitions_for_topic(topic) or ()):
+        for p in sorted(clients.wait_for_partitions(consumer, topic, 30.0, stop=progress.stop)):
             tps.append(TopicPartition(topic, p))
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.core.latency import percentile
+from stream.kafka import clients
 
 __all__ = ["bare_loop", "main", "tail_by_part"]
 
@@ -61,10 +62,8 @@ async def bare_loop(bootstrap: str, source: str, sink: str, n: int, timeout_s: f
     await producer.start()
     latencies: list[tuple[float, float]] = []  # (record timestamp, latency), both ms
     try:
-        partitions = consumer.partitions_for_topic(source) or set()
-        while not partitions:
-            await asyncio.sleep(0.1)
-            partitions = consumer.partitions_for_topic(source) or set()
+        # In a thread, so the event loop goes on refreshing the metadata it reads.
+        partitions = await asyncio.to_thread(clients.wait_for_partitions, consumer, source, None, interval_s=0.1)
         tps = [TopicPartition(source, p) for p in sorted(partitions)]
         consumer.assign(tps)
         if from_end:
