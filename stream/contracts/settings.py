@@ -104,7 +104,7 @@ class Settings:
     drift_delta: float = _f(0.002, "ADWIN confidence on the learner's error stream (smaller = fewer alarms).")
     drift_max_auc_drop: float = _f(0.1, "Rolling AUC drop below the last good snapshot's that, with an ADWIN alarm, triggers a rollback.")
     drift_min_labels: int = _f(200, "Labels seen before the drift guard may raise an alarm.")
-    feedback_source_cap_per_hour: int = _f(0, "Most labels one source may contribute per hour of event time; 0 = no cap (see poisoning in README).")
+    feedback_source_cap_per_hour: int = _f(0, "Most labels one source may contribute per hour of event time; 0 = no cap (docs/scaling.md, feedback poisoning).")
     sequence_model_path: str = _f("", "Sequence model checkpoint directory (`fraudstream train --out`); empty = online learner only.")
     sequence_reload_interval_s: float = _f(5.0, "How often the worker checks the checkpoint directory for a newer model (switches without restart).")
     torch_threads: int = _f(1, "Threads PyTorch may use for inference in one worker.")
