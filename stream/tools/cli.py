@@ -69,7 +69,7 @@ _SETTINGS_PAGE_HEAD = """\
 # Settings
 
 Every setting of the engine, its environment variable and its default, generated from
-[`stream/contracts/settings.py`](../stream/settings.py) by `fraudstream settings --out docs/settings.md`
+[`stream/contracts/settings.py`](../stream/contracts/settings.py) by `fraudstream settings --out docs/settings.md`
 (a test fails when this page and the code disagree). `fraudstream settings` prints the same table.
 A worker reads nothing else from the environment for its configuration.
 
