@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import random
 import struct
+from array import array
 
 import pytest
 
@@ -132,3 +133,58 @@ def test_a_transaction_hash_in_another_field_is_not_a_redelivery() -> None:
     assert position_of(history, t) is None
     twice = append(append(history, t, 32), t, 32)
     assert len(twice) == 3 and position_of(twice, t) == 2
+
+
+def test_entries_with_the_same_categories_share_one_tuple_of_strings() -> None:
+    """Memory per card: every entry points at one shared (mcc, country, channel), its hashes computed once.
+
+    Categories no other test uses (the module keeps a cache across histories; these miss it).
+    """
+    import uuid
+
+    mcc, country, other = (uuid.uuid4().hex for _ in range(3))
+    h = new_history()
+    for i, c in enumerate([country, other, country]):
+        h = append(h, tx(i, T0 + i, mcc=mcc, country=c, channel=f"ch-{mcc}"), 32)
+    assert h.labels == ((mcc, country, f"ch-{mcc}"), (mcc, other, f"ch-{mcc}"), (mcc, country, f"ch-{mcc}"))
+    assert h.labels[0] is h.labels[2]  # the same tuple, not an equal one
+    assert [h.hashed(f) for f in ("mcc", "country", "channel")] == [
+        array("I", [category_hash(mcc)] * 3), array("I", [category_hash(c) for c in (country, other, country)]),
+        array("I", [category_hash(f"ch-{mcc}")] * 3)]
+
+
+def test_the_last_of_two_entries_with_the_hash_is_the_redelivery_found() -> None:
+    """Entries 0 and 2 carry t's hash, and its bytes also sit unaligned in entry 3's event time: entry 2 is found."""
+    t = tx(9, T0)
+    h = txid_hash(t.transaction_id)
+    (as_int,) = struct.unpack("<q", h.to_bytes(8, "little"))
+    history = History(ts=[T0, T0, T0, as_int], amount=[1.0] * 4, txid=[h, 5, h, 6], hashes=[0] * 16,
+                      labels=[("5411", "FR", "pos")] * 4)
+    assert position_of(history, t) == 2
+    assert [i for i, e in enumerate(history) if e.txid == h] == [0, 2]
+
+
+def test_equality_needs_the_same_rows_hashes_and_labels() -> None:
+    def one(ts: int = 1, hashes: tuple = (4, 5, 6, 7), labels: tuple = ("5411", "FR", "pos")) -> History:
+        return History([ts], [2.0], [3], list(hashes), [labels])
+
+    assert one() == one()
+    assert one(ts=2) != one()  # rows differ
+    assert one(hashes=(4, 5, 6, 8)) != one()  # only the category hashes differ
+    assert one(labels=("5411", "DE", "pos")) != one()  # only the labels differ
+    assert one().__eq__([tuple(one()[0])]) is NotImplemented
+
+
+def test_the_columns_are_kept_as_given() -> None:
+    """Full-range hashes (uint32), event times before 1970, float amounts: read back unchanged, sliced too."""
+    big = [2**32 - 1, 2**31, 0, 1, 7, 8, 9, 10]
+    h = History([-1, 2], [0.5, -0.0], [2**64 - 1, 0], big, [("5411", "FR", "pos"), ("0742", "DE", "ecom")])
+    assert (list(h.ts), list(h.amount), list(h.txid), list(h.hashes)) == ([-1, 2], [0.5, -0.0], [2**64 - 1, 0], big)
+    assert list(h[1:2].hashes) == big[4:] and list(h[0:1].ts) == [-1]
+    assert repr(h[0:1]) == "History([(-1, 0.5, 4294967295, '5411', 'FR', 'pos', 18446744073709551615)])"
+
+
+def test_a_strided_slice_is_refused_word_for_word() -> None:
+    h = append(append(new_history(), tx(1, T0), 32), tx(2, T0 + 1), 32)
+    with pytest.raises(ValueError, match="^a history slices into consecutive entries only$"):
+        h[::2]

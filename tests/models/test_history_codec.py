@@ -84,3 +84,23 @@ def test_a_record_holds_at_most_65535_entries() -> None:
     long = History(*(([0] * 70_000,) * 3), [0] * 280_000, [("5411", "FR", "pos")] * 70_000)
     with pytest.raises(ValueError, match="at most 65535 entries"):
         encode(long)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (b"\x07abc", "not a history record: starts with b'\\x07ab'"),
+    (b"\x02\x01\x00" + bytes(28), "history record of 31 bytes is shorter than its 1 entries need (33 bytes)"),
+    (b"\x02\x01\x00" + bytes(29), "history record of 32 bytes is shorter than its 1 entries need (33 bytes)"),
+    (b'[[1, 2.0, 3, "m", "c"]]', "history JSON is not a list of 7-field entries"),
+])
+def test_a_damaged_record_is_refused_word_for_word(raw: bytes, message: str) -> None:
+    """The whole message: what an operator reads when a changelog record will not load."""
+    import re
+
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        decode(raw)
+
+
+def test_a_record_of_exactly_65535_entries_is_written() -> None:
+    full = History(*(([0] * 65_535,) * 3), [0] * 262_140, [("5411", "FR", "pos")] * 65_535)
+    raw = encode(full)
+    assert raw[:3] == b"\x02\xff\xff" and len(decode(raw)) == 65_535
