@@ -116,3 +116,9 @@ def test_windows_of_another_batch_are_refused() -> None:
         check_windows(w, [a[0], a[0], a[2]], ta)  # another entry count
     with pytest.raises(ValueError, match="^2 histories for 3 transactions$"):
         scored_windows(a[:2], ta)
+
+
+def test_gather_adds_no_trailing_column_unless_asked() -> None:
+    h = append(append(new_history(), tx(1, T0), 32), tx(2, T0 + 7), 32)
+    assert gather([h], None).ts.tolist() == [[T0, T0 + 7]]
+    assert gather([h], 1).valid.tolist() == [[True]]
