@@ -63,11 +63,15 @@ __all__ = ["DEFAULT_MODULES", "main", "mutate_module", "score", "selected_tests"
 ROOT = Path(__file__).resolve().parents[3]
 
 DEFAULT_MODULES = [
-    "stream/contracts/records.py",     # contract validation
-    "models/history.py",     # per-card history, redelivery
-    "models/features.py",    # features, one code path for training and serving
-    "stream/core/retention.py",   # event-time retention of the join's features
-    "stream/core/caps.py",        # per-source label caps against feedback poisoning
+    "stream/contracts/records.py",  # contract validation
+    "models/features.py",           # features, one code path for training and serving
+    "stream/core/outputs.py",       # outputs and decisions (threshold, alert ids)
+    "models/snapshot.py",           # snapshot signing
+    "models/fusion.py",             # sequence model and online learner fused
+    "stream/core/labels.py",        # the label join
+    "stream/core/retention.py",     # event-time retention of the join's features
+    "stream/core/caps.py",          # per-source label caps against feedback poisoning
+    "models/history.py",            # per-card history, redelivery
 ]
 
 # What the copy holds: the packages (tests import across them), the tests, the data the tests read.
