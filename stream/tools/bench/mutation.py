@@ -72,6 +72,8 @@ DEFAULT_MODULES = [
     "stream/core/retention.py",     # event-time retention of the join's features
     "stream/core/caps.py",          # per-source label caps against feedback poisoning
     "models/history.py",            # per-card history, redelivery
+    "models/history_codec.py",      # the history's changelog record (old formats, damaged records)
+    "models/history_windows.py",    # a batch of histories as the arrays the models read
 ]
 
 # What the copy holds: the packages (tests import across them), the tests, the data the tests read.
