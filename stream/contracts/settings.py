@@ -23,9 +23,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ENV_PREFIX", "MAX_HISTORY_ENTRIES", "Settings", "SettingsError", "describe"]
+__all__ = ["ENTITY_FIELDS", "ENV_PREFIX", "MAX_HISTORY_ENTRIES", "Settings", "SettingsError", "describe"]
 
 ENV_PREFIX = "FRAUDSTREAM_"
+#: Transaction fields that can name an entity with a profile (``FRAUDSTREAM_ENTITIES``).
+ENTITY_FIELDS = ("merchant_id", "device_id", "ip", "account_id")
 #: Most entries a card's history record holds: its count is 16 bits (:mod:`models.history`).
 MAX_HISTORY_ENTRIES = 0xFFFF
 
@@ -56,6 +58,7 @@ class Settings:
     topic_ops: str = _f("fraudstream.ops", "Operational alerts (model rollbacks, refused snapshots, capped label sources).")
     topic_models: str = _f("", "Compacted topic of signed online-model snapshots; empty = '<app_id>-models'.")
     topic_labelled: str = _f("", "Internal one-partition topic feeding the single online learner; empty = '<app_id>-labelled'.")
+    entities: str = _f("", "Transaction fields that name an entity with a profile (merchant_id, device_id, ip, account_id), comma-separated; each gets a repartition topic '<app_id>-entity-<field>' keyed by its value, and scoring reads '<app_id>-enriched'. Empty = per-card state only.")
     processing_guarantee: str = _f("at_least_once", "Faust processing guarantee: at_least_once or exactly_once (needs Kafka transactions; not on the embedded broker).")
     auto_offset_reset: str = _f("earliest", "Where a new consumer group starts reading: earliest or latest.")
     # Faust's defaults made a worker take ~30 s to join its group on the embedded
@@ -156,6 +159,9 @@ class Settings:
             raise SettingsError(f"history_length must be <= {MAX_HISTORY_ENTRIES} (the history record's limit), got {self.history_length}")
         if self.gc_threshold < 0:
             raise SettingsError(f"gc_threshold must be >= 0 (0 keeps Python's), got {self.gc_threshold}")
+        unknown = [f for f in self.entity_fields if f not in ENTITY_FIELDS]
+        if unknown or len(set(self.entity_fields)) != len(self.entity_fields):
+            raise SettingsError(f"entities must name distinct fields among {', '.join(ENTITY_FIELDS)}, got {self.entities!r}")
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise SettingsError(f"processing_guarantee must be at_least_once or exactly_once, got {self.processing_guarantee!r}")
         if self.auto_offset_reset not in ("earliest", "latest"):
@@ -183,6 +189,24 @@ class Settings:
     def models_topic(self) -> str:
         """Resolved name of the model snapshot topic."""
         return self.topic_models or f"{self.app_id}-models"
+
+    @property
+    def entity_fields(self) -> tuple[str, ...]:
+        """The entity fields of ``entities``, in order (the order of the hops).
+
+        >>> Settings(entities="merchant_id, ip").entity_fields
+        ('merchant_id', 'ip')
+        """
+        return tuple(f.strip() for f in self.entities.split(",") if f.strip())
+
+    def entity_topic(self, entity_field: str) -> str:
+        """The repartition topic of one entity kind, keyed by the entity's value."""
+        return f"{self.app_id}-entity-{entity_field}"
+
+    @property
+    def enriched_topic(self) -> str:
+        """Transactions with their entities' features, keyed by card, for the score agent."""
+        return f"{self.app_id}-enriched"
 
     @property
     def labelled_topic(self) -> str:

@@ -43,12 +43,11 @@ import orjson
 
 from models.profile import EntityProfile, ProfileFormatError, decode, encode
 from models.profile_features import PROFILE_FEATURES, profile_features
+from stream.contracts.settings import ENTITY_FIELDS
 from stream.core.stored import StoredRecordError
 
 __all__ = ["ENTITY_FIELDS", "EntityBatch", "EntityEvent", "EntityFeatures", "EntityStage", "feature_names"]
 
-#: Transaction fields that can name an entity (``FRAUDSTREAM_ENTITIES``).
-ENTITY_FIELDS = ("merchant_id", "device_id", "ip", "account_id")
 _VERSION = 1
 
 

@@ -59,11 +59,12 @@ from stream.contracts.dlq import DeadLetter
 from stream.contracts.records import InvalidRecord, Limits, Transaction, parse_transaction
 from stream.core.outputs import alert_record, score_records
 from stream.core.packing import pack_rows
+from stream.core.routing import FEATURES_HEADER, EntityRouting, header
 from stream.core.source import SourceRecord
 from stream.core.stored import feature_entries
 from stream.core.timing import StageClock
 
-__all__ = ["BatchScoring", "ScoredBatch"]
+__all__ = ["BatchScoring", "ScoredBatch", "validated"]
 
 log = logging.getLogger("fraudstream.score")
 
@@ -96,6 +97,27 @@ class ScoredBatch:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def validated(record: SourceRecord, limits: Limits) -> Transaction:
+    """The record's transaction, or :class:`InvalidRecord` (with the DLQ reason) for one that is not valid.
+
+    >>> from stream.core.source import InMemoryRecord
+    >>> from stream.contracts.records import Limits
+    >>> validated(InMemoryRecord(b"c2", b'{"transaction_id": "t", "card_id": "c1", "timestamp": 1740830400000,'
+    ...                          b' "amount": 1}'), Limits(65536, 0, 86_400_000))
+    Traceback (most recent call last):
+    ...
+    stream.contracts.records.InvalidRecord: key_mismatch: record key b'c2' is not card_id 'c1'; per-card state needs transactions keyed by card_id
+    """
+    t = parse_transaction(record.value, limits)
+    if record.key is not None and record.key != t.card_id.encode():
+        raise InvalidRecord(
+            "key_mismatch",
+            f"record key {record.key[:64]!r} is not card_id {t.card_id!r}; "
+            "per-card state needs transactions keyed by card_id",
+        )
+    return t
+
+
 class BatchScoring:
     """Scores micro-batches with ``fusion``; holds nothing between batches but the models.
 
@@ -104,11 +126,14 @@ class BatchScoring:
     """
 
     def __init__(self, fusion: Fusion, limits: Limits, history_length: int, threshold: float,
-                 clock_ms: Callable[[], int] | None = None) -> None:
+                 clock_ms: Callable[[], int] | None = None, routing: EntityRouting | None = None) -> None:
         self.fusion = fusion
         self.limits = limits
         self.history_length = history_length
         self.threshold = threshold
+        #: With entities: records carry their entities' features (:mod:`stream.core.routing`), which the score
+        #: records show and whose entity values the features table keeps for the labels.
+        self.routing = routing
         self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
 
     def score(self, records: Sequence[SourceRecord], histories: Mapping[bytes, History]) -> ScoredBatch:
@@ -118,13 +143,7 @@ class BatchScoring:
         valid: list[tuple[int, Transaction]] = []
         for i, record in enumerate(records):
             try:
-                t = parse_transaction(record.value, self.limits)
-                if record.key is not None and record.key != t.card_id.encode():
-                    raise InvalidRecord(
-                        "key_mismatch",
-                        f"record key {record.key[:64]!r} is not card_id {t.card_id!r}; "
-                        "per-card state needs transactions keyed by card_id",
-                    )
+                t = validated(record, self.limits)
             except InvalidRecord as exc:
                 out.dead_letters.append(DeadLetter.from_message(record, exc.reason, exc.detail))
                 continue
@@ -169,7 +188,9 @@ class BatchScoring:
         out.features = list(zip(
             [i for i, _ in scored], [t.transaction_id.encode() for t in kept],
             feature_entries([t.card_id for t in kept], [t.event_time_ms for t in kept],
-                            [records[i].partition for i, _ in scored], pack_rows(self.fusion.online.select(inputs))),
+                            [records[i].partition for i, _ in scored], pack_rows(self.fusion.online.select(inputs)),
+                            None if self.routing is None else
+                            [[getattr(t, f) for f in self.routing.fields] for t in kept]),
             strict=True))
         out.history_entries = int(windows.lengths[rows].sum())
         clock.lap("state")
@@ -181,6 +202,11 @@ class BatchScoring:
         keys = [t.card_id.encode() for t in kept]
         score_rows = score_records(kept, scores, components, versions, self.threshold, received, scored_at,
                                    processing_ms)
+        if self.routing is not None:
+            unpack = self.routing.unpack
+            for row, (i, _) in zip(score_rows, scored, strict=True):
+                features = unpack(header(records[i].headers, FEATURES_HEADER))
+                row["entity_features"] = {name: round(value, 6) for name, value in features.items()}
         out.scores = [(key, dumps(record)) for key, record in zip(keys, score_rows, strict=True)]
         alerted = [j for j, record in enumerate(score_rows) if record["decision"] == "alert"]
         if alerted:

@@ -127,11 +127,16 @@ class FeatureEntry(NamedTuple):
     inputs: str | list[float]
     label: int | None = None
     source: str | None = None
+    #: The transaction's entity values, in ``FRAUDSTREAM_ENTITIES`` order ("" where it named none): where its
+    #: label goes so that the entities' profiles learn it. Empty without entities.
+    entities: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out = {"v": _VERSION, "c": self.card_id, "t": self.event_time_ms, "p": self.partition, "x": self.inputs}
         if self.label is not None:
             out["l"], out["s"] = self.label, self.source
+        if self.entities:
+            out["e"] = list(self.entities)
         return out
 
     @classmethod
@@ -149,7 +154,11 @@ class FeatureEntry(NamedTuple):
             if name not in d:
                 raise StoredRecordError(f"features entry lacks {name!r}")
         label = d.get("l")
-        return cls(str(d["c"]), int(d["t"]), int(d["p"]), d["x"], None if label is None else int(label), d.get("s"))
+        entities = d.get("e") or ()
+        if not isinstance(entities, (list, tuple)):
+            raise StoredRecordError(f"features entry's entities are {type(entities).__name__}, not a list")
+        return cls(str(d["c"]), int(d["t"]), int(d["p"]), d["x"], None if label is None else int(label), d.get("s"),
+                   tuple(str(e) for e in entities))
 
     def labelled(self, label: int, source: str) -> FeatureEntry:
         """The same entry, marked as learned with ``label`` from ``source``."""
@@ -157,15 +166,21 @@ class FeatureEntry(NamedTuple):
 
 
 def feature_entries(card_ids: Sequence[str], times_ms: Sequence[int], partitions: Sequence[int],
-                    packed: Sequence[str]) -> list[dict[str, Any]]:
+                    packed: Sequence[str], entities: Sequence[Sequence[str]] | None = None) -> list[dict[str, Any]]:
     """``[FeatureEntry(...).to_json() ...]`` for a whole micro-batch, without a tuple per transaction.
 
     >>> feature_entries(["c1"], [5], [0], ["AA=="]) == [FeatureEntry("c1", 5, 0, "AA==").to_json()]
     True
+    >>> feature_entries(["c1"], [5], [0], ["AA=="], [["m1"]]) == [FeatureEntry("c1", 5, 0, "AA==", entities=("m1",)).to_json()]
+    True
     """
     v = _VERSION
-    return [{"v": v, "c": c, "t": t, "p": p, "x": x}
-            for c, t, p, x in zip(card_ids, times_ms, partitions, packed, strict=True)]
+    out = [{"v": v, "c": c, "t": t, "p": p, "x": x}
+           for c, t, p, x in zip(card_ids, times_ms, partitions, packed, strict=True)]
+    if entities is not None:
+        for entry, values in zip(out, entities, strict=True):
+            entry["e"] = list(values)
+    return out
 
 
 class ParkedLabel(NamedTuple):

@@ -1,0 +1,103 @@
+"""Where a transaction goes next on its way through the entity stages, and what it carries there.
+
+With ``FRAUDSTREAM_ENTITIES`` set, a transaction is validated once, where it
+arrives (a bad one is dead-lettered there, with its own source record), then
+visits the topic of each entity kind it names, keyed by that entity's value,
+in the order the setting lists them, and finally the enriched topic keyed by
+its card, where the score agent reads it. The record's value stays the
+transaction's own bytes all the way; what the hops add travels in headers:
+
+==================================  ==========================================================
+``fraudstream.entity-features``     the entity kinds' features so far, in hop order, as
+                                    little-endian float64s (:data:`FEATURES_HEADER`)
+``fraudstream.source``              ``topic:partition:offset`` of the transaction as it arrived
+``fraudstream.kind``                ``label`` on an entity topic's label events (transactions
+                                    carry none)
+==================================  ==========================================================
+
+A transaction that names no entity of a kind skips that hop and carries the
+features of an entity never seen for it, so every enriched record carries
+every kind's features, in the same order.
+
+Example:
+    >>> from stream.contracts.records import Transaction
+    >>> routing = EntityRouting(("merchant_id", "device_id"))
+    >>> t = Transaction("t1", "c1", 0, 5.0, merchant_id="", device_id="d9")
+    >>> hop = routing.next_hop(t, after=-1, carried=b"")
+    >>> hop.to, hop.key, len(hop.carried) // 8  # no merchant: straight to the device's topic, with blank features
+    (1, b'd9', 12)
+    >>> routing.next_hop(t, after=1, carried=hop.carried).to is None  # then the enriched topic
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from stream.contracts.records import Transaction
+from stream.core.entities import EntityStage
+
+__all__ = ["FEATURES_HEADER", "KIND_HEADER", "SOURCE_HEADER", "EntityRouting", "Hop", "header"]
+
+FEATURES_HEADER = "fraudstream.entity-features"
+SOURCE_HEADER = "fraudstream.source"
+KIND_HEADER = "fraudstream.kind"
+
+
+class Hop(NamedTuple):
+    """The next topic of a transaction: entity kind ``to`` (an index into the fields), or None for enriched."""
+
+    to: int | None
+    key: bytes
+    carried: bytes
+
+
+def header(headers: Any, name: str) -> bytes | None:
+    """The last value of header ``name`` (Faust gives a list of pairs, or a dict), or None."""
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, dict) else headers
+    found = None
+    for key, value in items:
+        if key == name:
+            found = value
+    return None if found is None else bytes(found)
+
+
+class EntityRouting:
+    """The hops of ``fields`` (``FRAUDSTREAM_ENTITIES``, in order) and the features they carry."""
+
+    def __init__(self, fields: Sequence[str]) -> None:
+        self.fields = tuple(fields)
+        self.stages = [EntityStage(f) for f in self.fields]
+        self.names = [name for stage in self.stages for name in stage.names]
+        self._blank = [np.asarray([stage.absent("", "").features[n] for n in stage.names], dtype="<f8").tobytes()
+                       for stage in self.stages]
+
+    def next_hop(self, t: Transaction, after: int, carried: bytes) -> Hop:
+        """Where ``t`` goes after hop ``after`` (-1: where it arrived), with the features so far."""
+        for j in range(after + 1, len(self.fields)):
+            value = getattr(t, self.fields[j])
+            if value:
+                return Hop(j, value.encode(), carried)
+            carried += self._blank[j]
+        return Hop(None, t.card_id.encode(), carried)
+
+    @staticmethod
+    def pack(features: dict[str, float], names: Sequence[str]) -> bytes:
+        """One hop's features, in ``names`` order, as the header carries them."""
+        return np.asarray([features[n] for n in names], dtype="<f8").tobytes()
+
+    def unpack(self, carried: bytes | None) -> dict[str, float]:
+        """Every kind's features from an enriched record's header; {} when it carries none or the wrong count.
+
+        >>> r = EntityRouting(("ip",))
+        >>> r.unpack(r.next_hop(Transaction("t", "c", 0, 1.0), -1, b"").carried)["ip_is_new_card"]
+        1.0
+        """
+        if not carried or len(carried) != 8 * len(self.names):
+            return {}
+        return dict(zip(self.names, np.frombuffer(carried, dtype="<f8").tolist(), strict=True))
