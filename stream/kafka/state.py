@@ -34,11 +34,14 @@ from faust.stores.memory import Store as MemoryStore
 
 from models.history import History
 from models.history_codec import decode, encode
+from models.profile import EntityProfile
+from models.profile import decode as decode_profile
+from models.profile import encode as encode_profile
 from stream.contracts.settings import Settings
 from stream.patches.faust_current_event import writing_for
 from stream.patches.faust_table_codec import use_value_codec
 
-__all__ = ["HistoryCodec", "define_tables", "store_mapping", "writing_for"]
+__all__ = ["HistoryCodec", "ProfileCodec", "define_profile_tables", "define_tables", "store_mapping", "writing_for"]
 
 
 class HistoryCodec(Codec):
@@ -60,6 +63,34 @@ class HistoryCodec(Codec):
 
     def _loads(self, s: bytes) -> Any:
         return decode(s)
+
+
+class ProfileCodec(Codec):
+    """Faust codec of an entity profile table's values: :func:`models.profile.encode` / :func:`~models.profile.decode`.
+
+    >>> from models.profile import EntityProfile
+    >>> ProfileCodec().loads(ProfileCodec().dumps(EntityProfile())) == EntityProfile()
+    True
+    """
+
+    def _dumps(self, s: Any) -> bytes:
+        if not isinstance(s, EntityProfile):
+            raise TypeError(f"a profile table holds EntityProfile values, not {type(s).__name__}")
+        return encode_profile(s)
+
+    def _loads(self, s: bytes) -> Any:
+        return decode_profile(s)
+
+
+def define_profile_tables(app: faust.App, settings: Settings) -> list[Any]:
+    """One table per entity kind of ``FRAUDSTREAM_ENTITIES``: entity value -> its profile (changelog-backed)."""
+    tables = []
+    for entity_field in settings.entity_fields:
+        table = app.Table(f"profile-{entity_field}", default=None, partitions=settings.topic_partitions,
+                          key_type=bytes, help=f"{entity_field} -> its entity profile")
+        use_value_codec(table, ProfileCodec())
+        tables.append(table)
+    return tables
 
 
 def store_mapping(store: Any) -> MutableMapping[Any, Any]:

@@ -34,6 +34,8 @@ def topic_names(settings: Settings) -> list[str]:
         settings.topic_alerts,
         settings.topic_transactions_dlq,
         settings.topic_feedback_dlq,
+        *[settings.entity_topic(f) for f in settings.entity_fields],
+        *([settings.enriched_topic] if settings.entity_fields else []),
     ]
 
 
@@ -84,7 +86,10 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, int]
                   for name in specs}
     finally:
         consumer.close()
-    for name in (settings.topic_transactions, settings.topic_feedback):
+    copartitioned = [settings.topic_transactions, settings.topic_feedback]
+    if settings.entity_fields:
+        copartitioned.append(settings.enriched_topic)  # scored on the card's partition, beside its labels
+    for name in copartitioned:
         if counts.get(name) != settings.topic_partitions:
             raise RuntimeError(
                 f"topic {name!r} has {counts.get(name)} partitions but FRAUDSTREAM_TOPIC_PARTITIONS="

@@ -4,8 +4,8 @@
 patches the engine needs; :mod:`stream.runtime.worker` wires the agents onto it.
 
 Example:
-    >>> sorted(Topics.__dataclass_fields__)[:3]
-    ['alerts', 'feedback', 'feedback_dlq']
+    >>> sorted(Topics.__dataclass_fields__)[:4]
+    ['alerts', 'enriched', 'entities', 'feedback']
 """
 
 from __future__ import annotations
@@ -51,10 +51,13 @@ class Topics:
     labelled: Any
     models: Any
     ops: Any
+    #: With ``FRAUDSTREAM_ENTITIES``: one repartition topic per entity kind, in hop order, and the enriched one.
+    entities: list[Any] = field(default_factory=list)
+    enriched: Any = None
 
     def outputs(self) -> list[Any]:
         return [self.scores, self.alerts, self.transactions_dlq, self.feedback_dlq, self.labelled, self.models,
-                self.ops]
+                self.ops, *self.entities, *([self.enriched] if self.enriched is not None else [])]
 
 
 class ModelFollower(Protocol):
@@ -84,6 +87,8 @@ class Engine:
     stats: Stats = field(default_factory=Stats)
     model_sync: ModelFollower = field(init=False)  # set by stream.runtime.worker.create_engine
     telemetry: Telemetry = field(init=False)
+    #: One changelog-backed profile table per entity kind, co-partitioned with its topic.
+    profiles: list[Any] = field(default_factory=list)
     trainer: Any = None
     feedback: Any = None  # the learn agent's FeedbackLearner (the score agent completes its pending joins)
     sequence_watcher: CheckpointWatcher | None = None

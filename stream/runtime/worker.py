@@ -31,9 +31,9 @@ from stream.contracts.records import Limits
 from stream.contracts.settings import Settings
 from stream.core.retention import RetentionIndex
 from stream.kafka.partitioner import compile_partitioner
-from stream.kafka.state import define_tables
+from stream.kafka.state import define_profile_tables, define_tables
 from stream.runtime import web
-from stream.runtime.agents import learn, score, train
+from stream.runtime.agents import entities, learn, score, train
 from stream.runtime.engine import Engine, Topics, build_fusion, worker_app, worker_topic
 from stream.runtime.heap import collect_less_often
 from stream.runtime.logs import service_worker
@@ -62,8 +62,11 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
         labelled=raw_topic(settings.labelled_topic, partitions=1),
         models=raw_topic(settings.models_topic, partitions=1, compacting=True),
         ops=raw_topic(settings.topic_ops, partitions=1),
+        entities=[raw_topic(settings.entity_topic(f)) for f in settings.entity_fields],
+        enriched=raw_topic(settings.enriched_topic) if settings.entity_fields else None,
     )
     history, features, pending = define_tables(app, settings)
+    profiles = define_profile_tables(app, settings)
     fusion = fusion or build_fusion(settings)  # a sequence model compiles its step features' loop as it loads
     compile_engineered()  # here, not in the first micro-batch (models/compiled.py)
     compile_partitioner()  # the outbox's keyed outputs
@@ -85,6 +88,8 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
             current_version=(fusion.sequence.checkpoint_version if isinstance(fusion.sequence, SequenceScorer)
                              else None),
             precision=settings.sequence_precision)
+    engine.profiles = profiles
+    entities.register(engine)
     score.register(engine)
     engine.feedback = learn.register(engine)
     engine.trainer = train.register(engine)

@@ -22,6 +22,7 @@ from faust.exceptions import PartitionsMismatch
 from faust.types import EventT
 
 from stream.contracts.dlq import DeadLetter, send_dead_letter
+from stream.core.routing import EntityRouting
 from stream.core.scoring import BatchScoring
 from stream.kafka.batches import InFlight, ack, micro_batches
 from stream.kafka.outbox import Outbox
@@ -41,8 +42,9 @@ class BatchScorer:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.settings = engine.settings
+        routing = EntityRouting(self.settings.entity_fields) if self.settings.entity_fields else None
         self.core = BatchScoring(engine.fusion, engine.limits, self.settings.history_length,
-                                 self.settings.alert_threshold)
+                                 self.settings.alert_threshold, routing=routing)
         self._outbox: Outbox | None = None
 
     async def process(self, events: Sequence[EventT]) -> asyncio.Future[Any]:
@@ -182,4 +184,6 @@ def register(engine: Engine) -> None:
         await in_flight.drain()
 
     score.__module__ = __name__
-    engine.app.agent(engine.topics.transactions, name=f"{__name__}.score")(score)
+    # With entities the transactions come through their entity hops (stream/runtime/agents/entities.py).
+    source = engine.topics.enriched if settings.entity_fields else engine.topics.transactions
+    engine.app.agent(source, name=f"{__name__}.score")(score)

@@ -1,0 +1,153 @@
+"""The entity hops (``FRAUDSTREAM_ENTITIES``): the route agent and one agent per entity kind, thin adapters.
+
+``route`` reads ``transactions``, dead-letters what is not a valid transaction
+(the same checks and reasons as scoring, on the record as it arrived) and
+sends each valid one to its first entity topic; each entity agent reads its
+topic, runs :class:`stream.core.entities.EntityStage` against its profile table
+and sends each transaction on, with its features added, to the next entity
+topic or to the enriched topic the score agent reads (:mod:`stream.core.routing`
+says where and how). A batch is acked once the broker has everything it
+produced, so a crash re-delivers it; a profile counts a redelivered event
+once (by its offset).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from faust.types import EventT
+
+from stream.contracts.dlq import DeadLetter
+from stream.contracts.records import InvalidRecord, Transaction, parse_transaction
+from stream.core.entities import EntityEvent
+from stream.core.routing import FEATURES_HEADER, KIND_HEADER, SOURCE_HEADER, EntityRouting, header
+from stream.core.scoring import validated
+from stream.core.stored import StoredRecordError
+from stream.kafka.batches import ack, micro_batches
+from stream.kafka.outbox import Outbox
+from stream.kafka.state import store_mapping
+from stream.runtime.agents.score import dead_letter_batch
+
+if TYPE_CHECKING:
+    from stream.runtime.engine import Engine
+
+__all__ = ["register"]
+
+log = logging.getLogger("fraudstream.entities")
+
+
+class Hops:
+    """Moves transactions between the entity topics through one outbox."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.routing = EntityRouting(self.settings.entity_fields)
+        self._outboxes: dict[str, Outbox] = {}  # one per agent: an outbox holds one micro-batch at a time
+
+    async def outbox(self, agent: str) -> Outbox:
+        if agent not in self._outboxes:
+            self._outboxes[agent] = await self.engine.outbox()
+        return self._outboxes[agent]
+
+    def discard(self, agent: str) -> None:
+        """Forget what a failed batch of ``agent`` had queued."""
+        if agent in self._outboxes:
+            self._outboxes[agent].discard()
+
+    def forward(self, outbox: Outbox, t: Transaction, after: int, carried: bytes, value: bytes | None,
+                source: bytes) -> None:
+        hop = self.routing.next_hop(t, after, carried)
+        topic = self.settings.enriched_topic if hop.to is None else self.settings.entity_topic(
+            self.routing.fields[hop.to])
+        outbox.add(topic, None, hop.key, value, [(FEATURES_HEADER, hop.carried), (SOURCE_HEADER, source)])
+
+    async def route(self, events: Sequence[EventT]) -> None:
+        """Validate transactions where they arrive and send each to its first hop."""
+        engine, outbox = self.engine, await self.outbox("route")
+        dlq = self.settings.topic_transactions_dlq
+        for event in events:
+            message = event.message
+            try:
+                t = validated(message, engine.limits)
+            except InvalidRecord as exc:
+                engine.stats.dead_letter(dlq, exc.reason)
+                DeadLetter.from_message(message, exc.reason, exc.detail).queue(outbox, dlq)
+                continue
+            source = f"{message.topic}:{message.partition}:{message.offset}".encode()
+            self.forward(outbox, t, -1, b"", message.value, source)
+        await (await outbox.send(last=True))
+
+    async def hop(self, j: int, events: Sequence[EventT]) -> None:
+        """Entity kind ``j``: features from its profiles, the profiles updated, the transactions sent on."""
+        engine, outbox = self.engine, await self.outbox(f"entity-{j}")
+        table = engine.profiles[j]
+        stage = self.routing.stages[j]
+        items: list[tuple[bytes, EntityEvent, int]] = []
+        kept: list[tuple[EventT, Transaction | None]] = []
+        for event in events:
+            message = event.message
+            try:
+                if header(message.headers, KIND_HEADER) == b"label":
+                    entity_event = EntityEvent.decode(message.value)
+                    transaction = None
+                else:
+                    transaction = parse_transaction(message.value, engine.limits)
+                    entity_event = EntityEvent.transaction(transaction.transaction_id, transaction.card_id,
+                                                           transaction.event_time_ms, transaction.amount)
+            except (InvalidRecord, StoredRecordError) as exc:  # written by us: not bad input, a bug or damage
+                engine.stats.dead_letter(self.settings.topic_transactions_dlq, "internal_error")
+                DeadLetter.from_message(message, "internal_error", f"entity record unreadable: {exc}").queue(
+                    outbox, self.settings.topic_transactions_dlq)
+                continue
+            items.append((message.key or b"", entity_event, message.offset))
+            kept.append((event, transaction))
+        batch = stage.process(items, store_mapping(table.data))
+        for i, reason in batch.unreadable:
+            log.error("entity profile %r unreadable, started afresh: %s", items[i][0], reason)
+        last_event: dict[bytes, EventT] = {}
+        for (key, _, _), (event, _) in zip(items, kept, strict=True):
+            last_event[key] = event
+        outbox.put_all(table, [(last_event[key], key, profile) for key, profile in batch.profiles.items()])
+        features = iter(batch.features)
+        for event, transaction in kept:
+            if transaction is None:
+                continue
+            f = next(features)
+            message = event.message
+            carried = (header(message.headers, FEATURES_HEADER) or b"") + self.routing.pack(f.features, stage.names)
+            self.forward(outbox, transaction, j, carried, message.value,
+                         header(message.headers, SOURCE_HEADER) or b"")
+        await (await outbox.send(last=True))
+
+
+def register(engine: Engine) -> None:
+    """Attach the route agent and one agent per entity kind to ``engine.app`` (only with entities)."""
+    settings = engine.settings
+    if not settings.entity_fields:
+        return
+    hops = Hops(engine)
+
+    def agent(topic: Any, name: str, outbox: str, work: Any, dlq: str) -> None:
+        async def run(stream: Any) -> None:
+            await engine.declare_outputs()
+            async for events in micro_batches(stream, settings.batch_size, within_s=settings.batch_timeout_s):
+                try:
+                    await work(events)
+                except Exception as exc:  # never let a bug kill the agent or drop records silently
+                    hops.discard(outbox)
+                    log.exception("%s batch failed; dead-lettering its %d records", name, len(events))
+                    await dead_letter_batch(engine, events, dlq, exc)
+                ack(events)
+
+        run.__module__ = __name__
+        engine.app.agent(topic, name=f"{__name__}.{name}")(run)
+
+    agent(engine.topics.transactions, "route", "route", hops.route, settings.topic_transactions_dlq)
+    for j, entity_field in enumerate(settings.entity_fields):
+        async def work(events: Sequence[EventT], j: int = j) -> None:
+            await hops.hop(j, events)
+
+        agent(engine.topics.entities[j], f"entity_{entity_field}", f"entity-{j}", work, settings.topic_transactions_dlq)
