@@ -25,7 +25,7 @@ agent's writes go through :class:`~stream.kafka.outbox.Outbox`, which does the s
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import faust
@@ -44,42 +44,51 @@ from stream.patches.faust_table_codec import use_value_codec
 __all__ = ["HistoryCodec", "ProfileCodec", "define_profile_tables", "define_tables", "store_mapping", "writing_for"]
 
 
-class HistoryCodec(Codec):
-    """Faust codec of the ``history`` table's values: :func:`models.history_codec.encode` / :func:`~models.history_codec.decode`.
+class _ValueCodec(Codec):
+    """A Faust codec of one table's values through the model's own encoding (``kind`` values only).
 
     Faust uses it for the table's changelog (recovery, standbys, the
-    exactly-once path's writes) and for a RocksDB store's values. Old JSON
-    changelog records decode too.
+    exactly-once path's writes) and for a RocksDB store's values.
+    """
+
+    kind: type
+    encode: Callable[[Any], bytes]
+    decode: Callable[[bytes], Any]
+
+    def _dumps(self, s: Any) -> bytes:
+        if not isinstance(s, self.kind):
+            raise TypeError(f"this table holds {self.kind.__name__} values, not {type(s).__name__}")
+        return type(self).encode(s)
+
+    def _loads(self, s: bytes) -> Any:
+        return type(self).decode(s)
+
+
+class HistoryCodec(_ValueCodec):
+    """The ``history`` table's values: :func:`models.history_codec.encode` / :func:`~models.history_codec.decode`
+    (old JSON changelog records decode too).
 
     >>> from models.history import new_history
     >>> HistoryCodec().loads(HistoryCodec().dumps(new_history())) == new_history()
     True
     """
 
-    def _dumps(self, s: Any) -> bytes:
-        if not isinstance(s, History):
-            raise TypeError(f"the history table holds History values, not {type(s).__name__}")
-        return encode(s)
-
-    def _loads(self, s: bytes) -> Any:
-        return decode(s)
+    kind, encode, decode = History, staticmethod(encode), staticmethod(decode)
 
 
-class ProfileCodec(Codec):
-    """Faust codec of an entity profile table's values: :func:`models.profile.encode` / :func:`~models.profile.decode`.
+class ProfileCodec(_ValueCodec):
+    """An entity profile table's values: :func:`models.profile.encode` / :func:`~models.profile.decode`.
 
     >>> from models.profile import EntityProfile
     >>> ProfileCodec().loads(ProfileCodec().dumps(EntityProfile())) == EntityProfile()
     True
+    >>> ProfileCodec().dumps(b"not a profile")
+    Traceback (most recent call last):
+    ...
+    TypeError: this table holds EntityProfile values, not bytes
     """
 
-    def _dumps(self, s: Any) -> bytes:
-        if not isinstance(s, EntityProfile):
-            raise TypeError(f"a profile table holds EntityProfile values, not {type(s).__name__}")
-        return encode_profile(s)
-
-    def _loads(self, s: bytes) -> Any:
-        return decode_profile(s)
+    kind, encode, decode = EntityProfile, staticmethod(encode_profile), staticmethod(decode_profile)
 
 
 def define_profile_tables(app: faust.App, settings: Settings) -> list[Any]:

@@ -30,12 +30,18 @@ def _scored(broker: str, settings, ids: set[str], timeout: float = 90) -> set[st
     return {s["transaction_id"] for s in scores}
 
 
-def test_a_bug_dead_letters_its_batch_as_internal_error_and_scoring_goes_on(settings, worker_factory, broker):
+def _faulty_worker_scoring(settings, worker_factory, broker, seed: int):
+    """A faulty worker, seen scoring ordinary traffic before anything is planted."""
     worker = worker_factory(settings, name="faulty", command=FAULTY)
-    before = make_traffic(n_cards=10, per_card=5, seed=21)
+    before = make_traffic(n_cards=10, per_card=5, seed=seed)
     produce(broker, settings.topic_transactions, as_records(before))
     ids = {r["transaction_id"] for r in before}
     assert _scored(broker, settings, ids, timeout=180) >= ids, worker.log_tail()
+    return worker
+
+
+def test_a_bug_dead_letters_its_batch_as_internal_error_and_scoring_goes_on(settings, worker_factory, broker):
+    worker = _faulty_worker_scoring(settings, worker_factory, broker, seed=21)
 
     produce(broker, settings.topic_transactions, [_planted("boom-bug-1")])
     dead = consume_all(broker, settings.topic_transactions_dlq, lambda r: len(r) >= 1, timeout=60, decode=False)
@@ -55,11 +61,7 @@ def test_a_bug_dead_letters_its_batch_as_internal_error_and_scoring_goes_on(sett
 
 
 def test_partitions_mismatch_stops_the_worker_before_it_acks_its_batch(settings, worker_factory, broker):
-    faulty = worker_factory(settings, name="faulty", command=FAULTY)
-    before = make_traffic(n_cards=10, per_card=5, seed=23)
-    produce(broker, settings.topic_transactions, as_records(before))
-    ids = {r["transaction_id"] for r in before}
-    assert _scored(broker, settings, ids, timeout=180) >= ids, faulty.log_tail()
+    faulty = _faulty_worker_scoring(settings, worker_factory, broker, seed=23)
 
     produce(broker, settings.topic_transactions, [_planted("boom-mismatch-1")])
     assert wait_for(lambda: not faulty.alive(), timeout=90), "the worker went on after PartitionsMismatch"
