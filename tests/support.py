@@ -183,6 +183,34 @@ def consume_all(
     return records
 
 
+def read_to_end(bootstrap: str, topic: str, timeout: float = 60.0, decode: bool = True) -> list[Any]:
+    """Every record of ``topic`` up to its end offsets as they are now (so duplicates show).
+
+    The end offsets are the true ones: the embedded broker answers ListOffsets
+    with the first offset of a partition's last batch plus one
+    (docs/embedded-broker.md), which would stop the read short of that batch.
+    """
+    import asyncio
+
+    from stream.patches.embedded_end_offsets import true_end_offsets
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        end = asyncio.run(true_end_offsets(bootstrap, consumer.end_offsets(tps)))
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"{topic} not read to its end offsets {end} in {timeout} s"
+            for messages in consumer.poll(timeout_ms=300).values():
+                out.extend(json.loads(m.value) if decode else m for m in messages)
+        return out
+    finally:
+        consumer.close()
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

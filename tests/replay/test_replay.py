@@ -20,7 +20,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from replay.generate import GeneratorConfig, generate, write
 from replay.mapping import Rows
@@ -30,7 +29,7 @@ from replay.replay import PACED_TICK_S, ReplayConfig, ReplayError, ReplaySummary
 from replay.replay_cli import cli
 from stream.contracts.records import Limits, parse_feedback, parse_rfc3339_ms, parse_transaction
 from stream.contracts.settings import Settings
-from tests.support import REPO, wait_for
+from tests.support import REPO, read_to_end, wait_for
 
 T0 = 1_740_830_400_000  # 2025-03-01T12:00:00Z
 MIN = 60_000
@@ -122,25 +121,6 @@ def test_schedule_is_anchored_and_caps_catch_up_bursts() -> None:
 
 # --------------------------------------------------------------------------- through the broker
 
-def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
-    """Every record of ``topic``, read to the end offsets (so duplicates would show)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        out: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            assert time.monotonic() < deadline, "topic not read in time"
-            for messages in consumer.poll(timeout_ms=300).values():
-                out.extend(messages)
-        return out
-    finally:
-        consumer.close()
-
-
 def headers(record: Any) -> dict[str, str]:
     return {k: v.decode() for k, v in record.headers}
 
@@ -161,7 +141,7 @@ def assert_exactly_once(settings: Settings, path: Path, labels: bool = True) -> 
     topics = [settings.topic_transactions] + ([settings.topic_feedback] if labels else [])
     everything = []
     for topic in topics:
-        records = read_topic(settings.bootstrap_servers, topic)
+        records = read_to_end(settings.bootstrap_servers, topic, decode=False)
         counts = Counter(json.loads(r.value)["transaction_id"] for r in records)
         assert [tid for tid, n in counts.items() if n > 1] == [], f"duplicates on {topic}"
         assert sorted(counts) == sorted(ids), f"gap on {topic}"
@@ -179,8 +159,8 @@ def test_end_to_end_transactions_and_labels(settings: Settings, data_file: Path)
     summary = run_replay(config(settings, data_file, labels=policy, verify=True))
     assert summary.complete and summary.rejects == []
     assert (summary.transactions_sent, summary.labels_sent) == (1000, 1000)
-    tx = read_topic(settings.bootstrap_servers, settings.topic_transactions)
-    fb = read_topic(settings.bootstrap_servers, settings.topic_feedback)
+    tx = read_to_end(settings.bootstrap_servers, settings.topic_transactions, decode=False)
+    fb = read_to_end(settings.bootstrap_servers, settings.topic_feedback, decode=False)
     assert len(tx) == 1000 and len(fb) == 1000
     limits = Limits.from_settings(settings)
     times = {}
@@ -397,6 +377,6 @@ def test_cli_maps_columns_reports_rejects_and_sends_the_rest(
     assert (tmp_path / "rejects.csv").read_text().splitlines()[1:] == [
         "1,label,invalid_label,\"'no' is not 1/0, true/false or fraud/legit\"",
         "3,amount,invalid_amount,amount 'abc' is not a finite number"]
-    fb = read_topic(settings.bootstrap_servers, settings.topic_feedback)
+    fb = read_to_end(settings.bootstrap_servers, settings.topic_feedback, decode=False)
     assert sorted((json.loads(r.value)["transaction_id"], json.loads(r.value)["labelled_at"]) for r in fb) == [
         ("r2", "2025-03-01T12:01:30.000Z"), ("r4", "2025-03-01T12:03:30.000Z")]

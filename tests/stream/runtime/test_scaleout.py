@@ -13,7 +13,7 @@ from stream.contracts.records import Limits, parse_transaction
 from stream.contracts.settings import Settings
 from stream.core.outputs import alert_id
 from stream.tools.broker import free_port
-from tests.support import Trickle, as_records, consume_all, make_traffic, produce, wait_for
+from tests.support import Trickle, as_records, consume_all, make_traffic, produce, read_to_end, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -90,21 +90,6 @@ def pretrained_model(path, seed=1):
         histories[t.card_id] = append(h, t, 16)
     learner.save(path)
     return path
-
-
-def read_to_end(broker, topic):
-    """Every record of ``topic`` up to its end offsets as they are now."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=broker)
-    try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        total = sum(consumer.end_offsets(tps).values())
-    finally:
-        consumer.close()
-    records = consume_all(broker, topic, lambda r: len(r) >= total, timeout=60)
-    assert len(records) >= total, f"read {len(records)} of {total} records of {topic}"
-    return records
 
 
 def test_kill_9_mid_stream_loses_nothing(settings4, worker_factory, broker, tmp_path, monkeypatch):
