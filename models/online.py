@@ -34,28 +34,53 @@ import numpy as np
 from river import compose, linear_model, optim, preprocessing
 
 from models.features import FEATURE_NAMES
+from models.profile_features import ENTITY_INPUTS, entity_feature_names
 from models.scoring import ScoringItem, logit
 
-__all__ = ["ONLINE_INPUTS", "SEQUENCE_INPUT", "OnlineLearner", "inputs_of"]
+__all__ = ["ONLINE_INPUTS", "SEQUENCE_INPUT", "OnlineLearner", "inputs_of", "online_inputs"]
 
 #: Name of the input that carries the sequence model's score (as a logit).
 SEQUENCE_INPUT = "sequence_logit"
 
-#: Default inputs of the online learner, in stored-vector order.
-ONLINE_INPUTS: tuple[str, ...] = (*FEATURE_NAMES, SEQUENCE_INPUT)
+#: Every input a learner can read, in the column order of :func:`inputs_of`: the card's engineered
+#: features, every entity kind's features (:data:`~models.profile_features.ENTITY_INPUTS`), the sequence logit.
+ONLINE_INPUTS: tuple[str, ...] = (*FEATURE_NAMES, *ENTITY_INPUTS, SEQUENCE_INPUT)
+
+_ENTITY_START = len(FEATURE_NAMES)
+
+
+def online_inputs(entity_fields: Sequence[str] = ()) -> tuple[str, ...]:
+    """A learner's inputs where ``entity_fields`` are profiled (``FRAUDSTREAM_ENTITIES``), in stored-vector order.
+
+    Without entities these are the inputs learners always had, so a learner
+    saved before entity profiles existed, and the vectors its engine stored,
+    stay valid.
+
+    >>> online_inputs() == (*FEATURE_NAMES, SEQUENCE_INPUT)
+    True
+    >>> online_inputs(["merchant_id"])[len(FEATURE_NAMES):][:2]
+    ('merchant_n_1h', 'merchant_n_1d')
+    """
+    entity = tuple(name for f in entity_fields for name in entity_feature_names(f))
+    return (*FEATURE_NAMES, *entity, SEQUENCE_INPUT)
 
 
 def inputs_of(items: Sequence[ScoringItem]) -> np.ndarray:
-    """The online learner's inputs for ``items``, ``[B, len(ONLINE_INPUTS)]``: the engineered features, and 0 as ``sequence_logit``.
+    """Every input for ``items``, ``[B, len(ONLINE_INPUTS)]``: engineered features, entity features, 0 as ``sequence_logit``.
 
+    An item without entity features (``item.entity`` None) has 0 there.
     (:class:`~models.fusion.Fusion` fills in the sequence model's logit.)
 
-    >>> inputs_of([]).shape
-    (0, 19)
+    >>> inputs_of([]).shape == (0, len(ONLINE_INPUTS))
+    True
     """
     inputs = np.zeros((len(items), len(ONLINE_INPUTS)))
     if items:
-        inputs[:, :len(FEATURE_NAMES)] = [item.features for item in items]
+        inputs[:, :_ENTITY_START] = [item.features for item in items]
+        with_entities = [j for j, item in enumerate(items) if item.entity is not None]
+        if with_entities:
+            inputs[with_entities, _ENTITY_START:_ENTITY_START + len(ENTITY_INPUTS)] = [
+                items[j].entity for j in with_entities]
     return inputs
 
 
@@ -80,7 +105,7 @@ class OnlineLearner:
         fraud_weight: float = 10.0,
         l2: float = 1e-4,
     ) -> None:
-        self.feature_names = tuple(feature_names) if feature_names is not None else ONLINE_INPUTS
+        self.feature_names = tuple(feature_names) if feature_names is not None else online_inputs()
         self.fraud_weight = fraud_weight
         self.pipeline = compose.Pipeline(
             preprocessing.StandardScaler(),
@@ -136,23 +161,39 @@ class OnlineLearner:
         mean, inv_std, w, b = self._parameters()
         return ((matrix - mean) * inv_std) @ w + b
 
+    def reading(self, names: Sequence[str]) -> OnlineLearner:
+        """This learner, reading ``names`` too (appended to :attr:`feature_names`; their weights start at 0).
+
+        For a learner saved before a deployment profiled an entity kind: it
+        keeps what it learned and learns the new inputs' weights from the next
+        labels. (River's scaler and regression take new inputs as they come.)
+
+        >>> OnlineLearner(feature_names=("a",)).reading(["b", "a"]).feature_names
+        ('a', 'b')
+        """
+        extra = tuple(n for n in names if n not in self.feature_names)
+        if extra:
+            self.feature_names = (*self.feature_names, *extra)
+            self.__dict__.pop("_columns", None)
+        return self
+
     def select(self, inputs: np.ndarray) -> np.ndarray:
         """Rows of ``inputs`` (columns in :data:`ONLINE_INPUTS` order) as this learner's vectors.
 
-        The same matrix when :attr:`feature_names` is :data:`ONLINE_INPUTS`
-        (the engine's learner); otherwise its columns in :attr:`feature_names`
-        order, 0.0 for a name that is not an input (as :meth:`vector`).
+        Its columns in :attr:`feature_names` order, 0.0 for a name that is not
+        an input (as :meth:`vector`).
 
-        >>> OnlineLearner(feature_names=("is_ecom", "x")).select(np.arange(2.0 * len(ONLINE_INPUTS)).reshape(2, -1))
-        array([[17.,  0.],
-               [36.,  0.]])
+        >>> OnlineLearner(feature_names=("is_ecom", "x")).select(np.arange(2.0 * len(ONLINE_INPUTS)).reshape(2, -1))[:, 1]
+        array([0., 0.])
         """
-        if self.feature_names == ONLINE_INPUTS:
-            return inputs
-        out = np.zeros((inputs.shape[0], len(self.feature_names)))
-        for j, name in enumerate(self.feature_names):
-            if name in ONLINE_INPUTS:
-                out[:, j] = inputs[:, ONLINE_INPUTS.index(name)]
+        columns = self.__dict__.get("_columns")
+        if columns is None or columns[0] != self.feature_names:
+            index = {name: j for j, name in enumerate(ONLINE_INPUTS)}
+            columns = self._columns = (self.feature_names, [index.get(n, -1) for n in self.feature_names])
+        picked = np.asarray(columns[1])
+        out = inputs[:, np.maximum(picked, 0)]
+        if (picked < 0).any():
+            out[:, picked < 0] = 0.0
         return out
 
     def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:

@@ -37,11 +37,28 @@ from bisect import bisect_left
 
 from models.hashing import stable_hash
 from models.profile import HOUR_MS, EntityProfile, ProfileIndex
+from stream.contracts.settings import ENTITY_FIELDS
 
-__all__ = ["PROFILE_FEATURES", "profile_features"]
+__all__ = ["ENTITY_INPUTS", "PROFILE_FEATURES", "entity_feature_names", "profile_features"]
 
 PROFILE_FEATURES = ("n_1h", "n_1d", "n_7d", "n_30d", "log_mean_amount_7d", "cards_1d", "new_card_share_1d",
                     "is_new_card", "fraud_7d", "fraud_30d", "fraud_rate_30d", "days_since_fraud")
+
+
+def entity_feature_names(entity_field: str) -> tuple[str, ...]:
+    """The names an entity kind's features take in the models' inputs and on score records.
+
+    >>> entity_feature_names("device_id")[:2]
+    ('device_n_1h', 'device_n_1d')
+    """
+    prefix = entity_field.removesuffix("_id")
+    return tuple(f"{prefix}_{name}" for name in PROFILE_FEATURES)
+
+
+#: Every entity feature the models can take, kind by kind in :data:`~stream.contracts.settings.ENTITY_FIELDS`
+#: order. A deployment that does not profile a kind leaves its inputs at 0: a constant input the online
+#: learner's scaler maps to 0, so it carries no weight, and a learner moves between deployments unchanged.
+ENTITY_INPUTS: tuple[str, ...] = tuple(name for field in ENTITY_FIELDS for name in entity_feature_names(field))
 
 _DAY_MS = 24 * HOUR_MS
 _NO_FRAUD_DAYS = 365.0

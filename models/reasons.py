@@ -17,7 +17,9 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from models.profile_features import PROFILE_FEATURES, entity_feature_names
 from stream.contracts.records import Transaction
+from stream.contracts.settings import ENTITY_FIELDS
 
 __all__ = ["describe_feature", "top_reasons"]
 
@@ -69,6 +71,47 @@ _LOW_TEMPLATES: dict[str, _Text] = {
     "log_history_len": lambda t, v: f"card has little history ({math.expm1(v):.0f} earlier transactions)",
     "sequence_logit": lambda t, v: f"sequence model: this card's recent pattern (p={1 / (1 + math.exp(-v)):.2f})",
 }
+
+
+def _entity_templates() -> tuple[dict[str, _Text], dict[str, _Text]]:
+    """Reasons for every entity kind's features (:mod:`models.profile_features`), naming the entity.
+
+    Counts are ``log1p``-ed in the inputs, so the text shows ``expm1`` of the value.
+    """
+    high: dict[str, _Text] = {}
+    low: dict[str, _Text] = {}
+    words = {"merchant_id": "terminal", "device_id": "device", "ip": "IP", "account_id": "account"}
+    for field in ENTITY_FIELDS:
+        def who(t: Transaction, field: str = field) -> str:
+            return f"{words[field]} {getattr(t, field) or '(none)'}"
+
+        names = dict(zip(PROFILE_FEATURES, entity_feature_names(field), strict=True))
+        high.update({
+            names["n_1h"]: lambda t, v, w=who: f"{math.expm1(v):.0f} transactions at {w(t)} in the hour before",
+            names["n_1d"]: lambda t, v, w=who: f"{math.expm1(v):.0f} transactions at {w(t)} in the 24 h before",
+            names["cards_1d"]: lambda t, v, w=who: f"{math.expm1(v):.0f} different cards at {w(t)} in the 24 h before",
+            names["new_card_share_1d"]: lambda t, v, w=who: (
+                f"{v:.0%} of the transactions at {w(t)} in the 24 h before came from cards new to it"),
+            names["is_new_card"]: lambda t, v, w=who: f"first transaction of this card at {w(t)}",
+            names["fraud_7d"]: lambda t, v, w=who: (
+                f"{math.expm1(v):.0f} transactions at {w(t)} in the 7 days before already confirmed fraud"),
+            names["fraud_30d"]: lambda t, v, w=who: (
+                f"{math.expm1(v):.0f} transactions at {w(t)} in the 30 days before already confirmed fraud"),
+            names["fraud_rate_30d"]: lambda t, v, w=who: (
+                f"{v:.1%} of the transactions at {w(t)} in the 30 days before are confirmed fraud"),
+        })
+        low.update({
+            names["days_since_fraud"]: lambda t, v, w=who: (
+                f"confirmed fraud at {w(t)} only {math.expm1(v):.1f} days before"),
+            names["n_30d"]: lambda t, v, w=who: f"{w(t)} had little traffic in the 30 days before "
+                                                f"({math.expm1(v):.0f} transactions)",
+        })
+    return high, low
+
+
+_ENTITY_HIGH, _ENTITY_LOW = _entity_templates()
+_TEMPLATES.update(_ENTITY_HIGH)
+_LOW_TEMPLATES.update(_ENTITY_LOW)
 
 
 def describe_feature(name: str, transaction: Transaction, value: float, low: bool = False) -> str:

@@ -44,6 +44,9 @@ class ScoringItem(NamedTuple):
     #: refuses a row that does not match). None: gathered again.
     windows: Columns | None = None
     row: int | None = None
+    #: The transaction's entity features (:mod:`models.profile_features`) in
+    #: :data:`~models.profile_features.ENTITY_INPUTS` order, 0 for a kind not profiled; None without entity profiles.
+    entity: npt.NDArray[np.float64] | None = None
 
 
 @runtime_checkable

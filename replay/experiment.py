@@ -65,6 +65,7 @@ class ExperimentConfig:
     epochs: int = 4
     gbt_rounds: int = 300
     engines: bool = True  # False: the offline baselines only (no broker, no sequence model): a quick look
+    entities: str = "merchant_id"  # FRAUDSTREAM_ENTITIES of both engines ("" : the card's state only)
     out_dir: str = "experiment"
     k: int = 100
 
@@ -143,7 +144,8 @@ def engine_scores(records: Iterable[Mapping[str, Any]], ids: Iterable[str], comp
     return np.asarray(out, dtype=np.float64)
 
 
-def _engine(name: str, bootstrap: str, out: Path, checkpoint: str, topics: dict[str, Any]) -> tuple[Any, Any]:
+def _engine(name: str, bootstrap: str, out: Path, checkpoint: str, topics: dict[str, Any],
+            entities: str = "") -> tuple[Any, Any]:
     from stream.contracts.settings import Settings
     from stream.kafka.topics import ensure_topics
     from stream.tools.broker import free_port
@@ -156,7 +158,7 @@ def _engine(name: str, bootstrap: str, out: Path, checkpoint: str, topics: dict[
         # Faust's default fetch wait: two engines polling every 10 ms overload the embedded broker.
         broker_max_poll_interval_s=60.0, embedded_broker_compat=True,
         model_signing_key=secrets.token_hex(16), web_enabled=True, web_port=free_port(),
-        sequence_model_path=checkpoint, data_dir=str(out / f"data-{name}"), log_level="warn",
+        sequence_model_path=checkpoint, data_dir=str(out / f"data-{name}"), log_level="warn", entities=entities,
     )
     ensure_topics(settings)
     log = open(out / f"worker-{name}.log", "wb")  # noqa: SIM115 - the worker's output for its life
@@ -191,7 +193,7 @@ def _stream(cfg: ExperimentConfig, table: pa.Table, rows: Split, history: Path, 
           flush=True)
     topics = {"topic_transactions": "transactions", "topic_feedback": "feedback"}
     with EmbeddedBroker(log_path=out / "broker.log") as broker:
-        engines = {name: _engine(name, broker.bootstrap_servers, out, ckpt, topics)
+        engines = {name: _engine(name, broker.bootstrap_servers, out, ckpt, topics, cfg.entities)
                    for name, ckpt in (("fusion", str(trained.path)), ("online", ""))}
         replay_settings = engines["online"][0].replace(app_id="experiment-replay")
         summary = run_replay(ReplayConfig(

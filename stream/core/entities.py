@@ -42,23 +42,13 @@ from typing import Any, NamedTuple
 import orjson
 
 from models.profile import EntityProfile, ProfileFormatError, decode, encode
-from models.profile_features import PROFILE_FEATURES, profile_features
+from models.profile_features import PROFILE_FEATURES, entity_feature_names, profile_features
 from stream.contracts.settings import ENTITY_FIELDS
 from stream.core.stored import StoredRecordError
 
-__all__ = ["ENTITY_FIELDS", "EntityBatch", "EntityEvent", "EntityFeatures", "EntityStage", "feature_names"]
+__all__ = ["ENTITY_FIELDS", "EntityBatch", "EntityEvent", "EntityFeatures", "EntityStage"]
 
 _VERSION = 1
-
-
-def feature_names(entity_field: str) -> tuple[str, ...]:
-    """The names an entity kind's features take in the models' inputs.
-
-    >>> feature_names("device_id")[:2]
-    ('device_n_1h', 'device_n_1d')
-    """
-    prefix = entity_field.removesuffix("_id")
-    return tuple(f"{prefix}_{name}" for name in PROFILE_FEATURES)
 
 
 class EntityEvent(NamedTuple):
@@ -150,7 +140,7 @@ class EntityStage:
         if entity_field not in ENTITY_FIELDS:
             raise ValueError(f"unknown entity field {entity_field!r}: one of {', '.join(ENTITY_FIELDS)}")
         self.entity_field = entity_field
-        self.names = feature_names(entity_field)
+        self.names = entity_feature_names(entity_field)
 
     def process(self, events: Sequence[tuple[bytes, EntityEvent, int]],
                 stored: Mapping[bytes, Any]) -> EntityBatch:

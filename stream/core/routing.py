@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from stream.contracts.records import Transaction
 from stream.core.entities import EntityStage
@@ -90,6 +91,24 @@ class EntityRouting:
     def pack(features: dict[str, float], names: Sequence[str]) -> bytes:
         """One hop's features, in ``names`` order, as the header carries them."""
         return np.asarray([features[n] for n in names], dtype="<f8").tobytes()
+
+    @property
+    def blank(self) -> npt.NDArray[np.float64]:
+        """Every kind's features, in :attr:`names` order, of a transaction that names none of the entities."""
+        return np.frombuffer(b"".join(self._blank), dtype="<f8")
+
+    def values(self, carried: bytes | None) -> npt.NDArray[np.float64] | None:
+        """Every kind's features from an enriched record's header, in :attr:`names` order; None when it carries none or the wrong count.
+
+        >>> r = EntityRouting(("ip",))
+        >>> r.values(r.next_hop(Transaction("t", "c", 0, 1.0), -1, b"").carried).tolist() == r.blank.tolist()
+        True
+        >>> r.values(b"") is None
+        True
+        """
+        if not carried or len(carried) != 8 * len(self.names):
+            return None
+        return np.frombuffer(carried, dtype="<f8")
 
     def unpack(self, carried: bytes | None) -> dict[str, float]:
         """Every kind's features from an enriched record's header; {} when it carries none or the wrong count.

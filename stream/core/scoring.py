@@ -52,6 +52,7 @@ from models.fusion import Fusion
 from models.history import History, advance, new_history
 from models.history_windows import scored_windows
 from models.online import ONLINE_INPUTS
+from models.profile_features import ENTITY_INPUTS
 from models.reasons import top_reasons
 from models.scoring import ScoringItem
 from stream.contracts.codec import dumps
@@ -134,6 +135,9 @@ class BatchScoring:
         #: With entities: records carry their entities' features (:mod:`stream.core.routing`), which the score
         #: records show and whose entity values the features table keeps for the labels.
         self.routing = routing
+        #: Where each of the routing's features sits in ENTITY_INPUTS.
+        self._entity_columns = ([] if routing is None else
+                                [ENTITY_INPUTS.index(name) for name in routing.names])
         self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
 
     def score(self, records: Sequence[SourceRecord], histories: Mapping[bytes, History]) -> ScoredBatch:
@@ -170,7 +174,8 @@ class BatchScoring:
         transactions = [t for _, t in valid]
         windows = scored_windows(priors, transactions)  # gathered once: engineered features and sequence model
         x = engineered_batch(priors, transactions, windows)
-        items = [ScoringItem(t, prior, row_x, windows, row)
+        entity = self._entity_inputs([records[i] for i, _ in valid])
+        items = [ScoringItem(t, prior, row_x, windows, row, None if entity is None else entity[row])
                  for row, (t, prior, row_x) in enumerate(zip(transactions, priors, x, strict=True))]
         clock.lap("features")
 
@@ -202,11 +207,11 @@ class BatchScoring:
         keys = [t.card_id.encode() for t in kept]
         score_rows = score_records(kept, scores, components, versions, self.threshold, received, scored_at,
                                    processing_ms)
-        if self.routing is not None:
-            unpack = self.routing.unpack
-            for row, (i, _) in zip(score_rows, scored, strict=True):
-                features = unpack(header(records[i].headers, FEATURES_HEADER))
-                row["entity_features"] = {name: round(value, 6) for name, value in features.items()}
+        if entity is not None:
+            names = self.routing.names
+            at = self._entity_columns
+            for record, row in zip(score_rows, rows, strict=True):
+                record["entity_features"] = dict(zip(names, entity[row, at].round(6).tolist(), strict=True))
         out.scores = [(key, dumps(record)) for key, record in zip(keys, score_rows, strict=True)]
         alerted = [j for j, record in enumerate(score_rows) if record["decision"] == "alert"]
         if alerted:
@@ -220,6 +225,25 @@ class BatchScoring:
                 out.alerts.append((keys[j], dumps(alert_record(score_rows[j], t, reasons))))
         clock.lap("encode_produce")
         out.seconds = clock.seconds
+        return out
+
+    def _entity_inputs(self, records: Sequence[SourceRecord]) -> npt.NDArray[np.float64] | None:
+        """The records' entity features in :data:`~models.profile_features.ENTITY_INPUTS` order (None without entities).
+
+        A record whose header is missing or holds the wrong count (a record
+        that reached the enriched topic some other way) gets each kind's
+        features of a transaction that names no such entity, as a hop would
+        have given it.
+        """
+        if self.routing is None:
+            return None
+        out = np.zeros((len(records), len(ENTITY_INPUTS)))
+        at = self._entity_columns
+        blank = self.routing.blank
+        for j, record in enumerate(records):
+            carried = header(record.headers, FEATURES_HEADER)
+            values = self.routing.values(carried)
+            out[j, at] = blank if values is None else values
         return out
 
     def _sequence_reasons(self, items: list[ScoringItem]) -> list[list[dict[str, Any]]]:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.guard import QualityGuard
-from models.online import OnlineLearner
+from models.online import OnlineLearner, online_inputs
 from models.snapshot import seal, unseal
 from stream.contracts.dlq import DeadLetter
 from stream.core.caps import SourceCap
@@ -119,7 +119,8 @@ class OnlineTraining:
                 ex = LabelledExample.decode(value)
                 # unpack_inputs: a learn agent on another build (rolling upgrade, rollback) may forward an
                 # entry packed or as a list.
-                x = dict(zip(self.learner.feature_names, unpack_inputs(ex.inputs), strict=True))
+                x = dict(zip(_stored_names(self.learner.feature_names, len(vector := unpack_inputs(ex.inputs))),
+                             vector, strict=True))
             except (StoredRecordError, ValueError, TypeError) as exc:
                 # Only our own learn agents write this topic; a bad record is a bug or a foreign writer.
                 log.error("unusable labelled example at offset %d: %r", offset, exc)
@@ -176,3 +177,20 @@ class OnlineTraining:
         rejected = self.cap.rejected[ex.source]
         if rejected in _CAP_REPORTS:
             out.ops.append({"type": "label_source_capped", "source": ex.source, "rejected_so_far": rejected})
+
+
+def _stored_names(names: tuple[str, ...], n: int) -> tuple[str, ...]:
+    """The names of a stored vector of ``n`` inputs: the learner's, or those of a learner without entity inputs.
+
+    A vector scored before the deployment profiled entities (or by a worker
+    still on such a learner) has the inputs every learner has; its entity
+    inputs are learned as 0. Any other count raises, as a foreign record.
+
+    >>> from models.online import online_inputs
+    >>> _stored_names(online_inputs(["ip"]), len(online_inputs())) == online_inputs()
+    True
+    """
+    if n != len(names) and n == len(base := online_inputs()):
+        return base
+    return names
+

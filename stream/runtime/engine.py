@@ -22,7 +22,7 @@ import faust
 
 from models.checkpoint import CheckpointWatcher, load_checkpoint
 from models.fusion import Fusion
-from models.online import OnlineLearner
+from models.online import OnlineLearner, online_inputs
 from stream import patches
 from stream.contracts.records import Limits
 from stream.contracts.settings import Settings, SettingsError
@@ -177,11 +177,14 @@ class Engine:
 
 def build_fusion(settings: Settings) -> Fusion:
     """Models from settings: the online learner (and later the sequence model)."""
+    inputs = online_inputs(settings.entity_fields)
     if settings.online_model_path and os.path.exists(settings.online_model_path):
-        online = OnlineLearner.load(settings.online_model_path)
+        # A learner saved without this deployment's entity kinds learns their weights from the next labels.
+        online = OnlineLearner.load(settings.online_model_path).reading(inputs)
         log.info("online learner loaded from %s (%s)", settings.online_model_path, online.version)
     else:
         online = OnlineLearner(
+            feature_names=inputs,
             learning_rate=settings.online_learning_rate,
             prior=settings.online_prior,
             fraud_weight=settings.fraud_label_weight,

@@ -110,6 +110,7 @@ def _bench(args: argparse.Namespace) -> int:
         cfg = BenchConfig.smoke(args.out)
         cfg.checkpoint = args.checkpoint
         cfg.sequence_precision = args.sequence_precision
+        cfg.entities = args.entities
         cfg.bootstrap_servers = args.bootstrap_servers
         cfg.repeat = args.repeat
     else:
@@ -118,7 +119,7 @@ def _bench(args: argparse.Namespace) -> int:
                           latency_rate=args.latency_rate,
                           latency_seconds=args.latency_seconds, soak_seconds=args.soak_seconds, soak_rate=args.soak_rate,
                           batch_size=args.batch_size, checkpoint=args.checkpoint,
-                          sequence_precision=args.sequence_precision, out=args.out,
+                          sequence_precision=args.sequence_precision, entities=args.entities, out=args.out,
                           bootstrap_servers=args.bootstrap_servers, repeat=args.repeat)
     try:
         cfg.validate()
@@ -216,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "online learner only")
     p.add_argument("--sequence-precision", default="float32", choices=("float32", "bfloat16"),
                    help="the workers' FRAUDSTREAM_SEQUENCE_PRECISION")
+    p.add_argument("--entities", default=None,
+                   help="the workers' FRAUDSTREAM_ENTITIES (default: the setting's default; '' for per-card state only)")
     p.add_argument("--smoke", action="store_true", help="a few seconds, to check the benchmark works")
     p.add_argument("--repeat", type=int, default=1,
                    help="run every phase this many times, interleaved, each on a fresh broker; print each figure's "

@@ -39,6 +39,7 @@ class BenchConfig:
     batch_size: int = 512
     checkpoint: str = "auto"  # "auto": train a small sequence model first; "": online learner only
     sequence_precision: str = "float32"  # the workers' FRAUDSTREAM_SEQUENCE_PRECISION
+    entities: str | None = None  # the workers' FRAUDSTREAM_ENTITIES; None: the setting's default
     repeat: int = 1  # every phase this many times, interleaved; figures summarised as median and spread
     out: str = "bench-results.json"
     # An existing broker (Apache Kafka, say) instead of the embedded one; "" starts an embedded broker per phase.
@@ -80,7 +81,7 @@ class BenchConfig:
                        "latency_rate": "--latency-rate", "latency_seconds": "--latency-seconds",
                        "soak_seconds": "--soak-seconds", "soak_rate": "--soak-rate", "repeat": "--repeat",
                        "bootstrap_servers": "--bootstrap-servers"}
-        options |= {"checkpoint": "--checkpoint", "sequence_precision": "--sequence-precision"}
+        options |= {"checkpoint": "--checkpoint", "sequence_precision": "--sequence-precision", "entities": "--entities"}
         defaults = {f.name: f.default for f in fields(BenchConfig) if f.name in options}
         for name, option in options.items():
             value = getattr(self, name)
@@ -220,4 +221,5 @@ def worker_settings(bootstrap: str, cfg: BenchConfig, tag: str) -> Any:
         # 30 days of event time, so a soak reaches the retention's steady state and the
         # memory figure tells a leak from the retention filling up.
         feature_retention_s=86_400.0,
+        **({} if cfg.entities is None else {"entities": cfg.entities}),
     )

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from models.profile import HOUR_MS, EntityProfile, encode
-from stream.core.entities import EntityEvent, EntityStage, feature_names
+from models.profile_features import entity_feature_names
+from stream.core.entities import EntityEvent, EntityStage
 from stream.core.stored import StoredRecordError
 
 DAY = 24 * HOUR_MS
@@ -65,8 +66,8 @@ def test_stored_profiles_are_read_not_changed_and_an_unreadable_one_starts_afres
 
 
 def test_feature_names_follow_the_entity_and_an_unknown_entity_is_refused() -> None:
-    assert feature_names("merchant_id")[0] == "merchant_n_1h" and feature_names("ip")[0] == "ip_n_1h"
-    assert len(set(feature_names("account_id"))) == len(feature_names("account_id"))
+    assert entity_feature_names("merchant_id")[0] == "merchant_n_1h" and entity_feature_names("ip")[0] == "ip_n_1h"
+    assert len(set(entity_feature_names("account_id"))) == len(entity_feature_names("account_id"))
     with pytest.raises(ValueError, match="unknown entity field 'terminal': one of merchant_id, device_id, ip"):
         EntityStage("terminal")
     absent = EntityStage("device_id").absent("t9", "c9")

@@ -9,7 +9,7 @@ import pytest
 from models.features import engineered
 from models.fusion import Fusion
 from models.history import History, append, new_history
-from models.online import ONLINE_INPUTS, SEQUENCE_INPUT, OnlineLearner
+from models.online import SEQUENCE_INPUT, OnlineLearner, online_inputs
 from stream.contracts.records import Limits, Transaction
 from stream.core.outputs import alert_id
 from stream.core.packing import unpack_inputs
@@ -151,7 +151,7 @@ def test_the_learner_keeps_what_it_saw_including_the_sequence_models_logit() -> 
     assert [scores[t]["components"]["sequence"] for t in ("k1", "k2")] == [0.25, 0.25]
     logit = np.log(0.25 / 0.75)
     for _, _, entry in batch.features:
-        x = dict(zip(ONLINE_INPUTS, unpack_inputs(entry["x"]), strict=True))
+        x = dict(zip(online_inputs(), unpack_inputs(entry["x"]), strict=True))  # the learner's inputs, in its order
         assert x[SEQUENCE_INPUT] == pytest.approx(logit)
         assert x["log_amount"] == pytest.approx(np.log1p(10.0))
 
@@ -161,3 +161,35 @@ def test_a_batch_the_model_fails_on_entirely_is_dead_lettered_entirely_and_keeps
     batch = scoring(Fixed({}, fail_on="n1")).score(records[:1], {})
     assert [d.reason for d in batch.dead_letters] == ["scoring_error"]
     assert batch.scored == [] and batch.histories == [] and batch.features == [] and batch.scores == []
+
+
+def test_entity_features_from_the_enriched_header_are_inputs_of_the_learner_and_shown_on_the_score() -> None:
+    """With entity profiles the learner reads the features the hops carried: scored, stored for the label join, shown."""
+    from stream.core.routing import FEATURES_HEADER, EntityRouting
+
+    routing = EntityRouting(["merchant_id"])
+    names = routing.names
+    learner = OnlineLearner(feature_names=online_inputs(["merchant_id"]))
+    base = engineered(new_history(), Transaction("x", "X", T0, 10.0, merchant_id="m1", mcc="5411", country="FR",
+                                                 channel="pos"))
+    for i in range(200):  # labels teach it that fraud known at the terminal means fraud
+        x = dict(base, **dict(zip(names, routing.blank.tolist(), strict=True)))
+        x["merchant_fraud_7d"] = float(i % 2) * 3.0
+        learner.learn(x, i % 2)
+    core = BatchScoring(Fusion(learner), LIMITS, history_length=8, threshold=0.5, clock_ms=lambda: T0 + 5_000,
+                        routing=routing)
+    breached = routing.blank.copy()
+    breached[names.index("merchant_fraud_7d")] = 3.0
+    with_header = tx("e1", "E", T0, 10.0)._replace(headers=[(FEATURES_HEADER, breached.tobytes())])
+    without = tx("e2", "F", T0, 10.0)  # reached the enriched topic without the hops' header
+    batch = core.score([with_header, without], {})
+    scores = scores_of(batch)
+    assert scores["e1"]["entity_features"]["merchant_fraud_7d"] == 3.0
+    assert scores["e2"]["entity_features"] == dict(zip(names, routing.blank.round(6).tolist(), strict=True))
+    stored = {tid.decode(): dict(zip(learner.feature_names, unpack_inputs(entry["x"]), strict=True))
+              for _, tid, entry in batch.features}
+    assert [stored["e1"][n] for n in names] == breached.tolist()
+    assert [stored["e2"][n] for n in names] == routing.blank.tolist()
+    # Same card features, same amount: only the terminal's known fraud tells them apart.
+    assert scores["e1"]["score"] == pytest.approx(float(learner.predict_many([stored["e1"]])[0]), abs=1e-6)
+    assert scores["e1"]["score"] > 0.5 > scores["e2"]["score"]

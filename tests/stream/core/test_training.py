@@ -68,3 +68,18 @@ def test_the_source_cap_dead_letters_the_excess_and_reports_the_first_refusal() 
 def test_stepping_without_owning_the_learner_is_refused() -> None:
     with pytest.raises(RuntimeError, match="take_over"):
         OnlineTraining(KEY, cap_per_hour=10).step([(0, example(0))])
+
+
+def test_a_vector_stored_before_entity_profiles_is_learned_with_its_entity_inputs_at_zero() -> None:
+    """A rolling upgrade to FRAUDSTREAM_ENTITIES: labels of transactions scored without entity inputs still teach."""
+    from models.online import online_inputs
+
+    training = OnlineTraining(KEY, cap_per_hour=1000)
+    training.take_over(None, OnlineLearner(feature_names=online_inputs(["merchant_id"])))
+    old = LabelledExample([1.0] * len(online_inputs()), 1, "analyst", 0, ORIGIN).encode()
+    foreign = LabelledExample([1.0] * 3, 1, "analyst", 0, ORIGIN._replace(offset=1)).encode()
+    step = training.step([(0, old), (1, foreign)])
+    assert step.learned == 1
+    assert [r["type"] for r in step.ops] == ["bad_labelled_example"] and "zip()" in step.ops[0]["error"]
+    means = training.learner.scaler.means  # what the learner saw: the stored values, and 0 for the entity inputs
+    assert (means["log_amount"], means["sequence_logit"], means["merchant_fraud_7d"]) == (1.0, 1.0, 0.0)
