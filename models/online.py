@@ -25,19 +25,22 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 from river import compose, linear_model, optim, preprocessing
 
 from models.features import FEATURE_NAMES
 from models.profile_features import ENTITY_INPUTS, entity_feature_names
 from models.scoring import ScoringItem, logit
+from models.trees import TreeModel
 
-__all__ = ["ONLINE_INPUTS", "SEQUENCE_INPUT", "OnlineLearner", "inputs_of", "online_inputs"]
+__all__ = ["ONLINE_INPUTS", "SEQUENCE_INPUT", "OnlineLearner", "columns", "inputs_of", "online_inputs"]
 
 #: Name of the input that carries the sequence model's score (as a logit).
 SEQUENCE_INPUT = "sequence_logit"
@@ -63,6 +66,27 @@ def online_inputs(entity_fields: Sequence[str] = ()) -> tuple[str, ...]:
     """
     entity = tuple(name for f in entity_fields for name in entity_feature_names(f))
     return (*FEATURE_NAMES, *entity, SEQUENCE_INPUT)
+
+
+@functools.lru_cache(maxsize=16)
+def _positions(names: tuple[str, ...]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+    index = {name: j for j, name in enumerate(ONLINE_INPUTS)}
+    picked = np.array([index.get(n, -1) for n in names], dtype=np.intp)
+    return np.maximum(picked, 0), picked < 0
+
+
+def columns(inputs: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """Rows of ``inputs`` (columns in :data:`ONLINE_INPUTS` order) as vectors of ``names``; 0.0 for a name that is none.
+
+    >>> columns(np.arange(2.0 * len(ONLINE_INPUTS)).reshape(2, -1), ("is_ecom", "x"))
+    array([[17.,  0.],
+           [96.,  0.]])
+    """
+    picked, missing = _positions(names)
+    out = inputs[:, picked]
+    if missing.any():
+        out[:, missing] = 0.0
+    return out
 
 
 def inputs_of(items: Sequence[ScoringItem]) -> np.ndarray:
@@ -133,6 +157,8 @@ class OnlineLearner:
 
     #: Sequence number of the published snapshot this learner came from (0: none).
     snapshot_seq = 0
+    #: The fused score's trees (:mod:`models.trees`), fitted by the trainer and carried in its snapshots.
+    trees: TreeModel | None = None
 
     @property
     def version(self) -> str:
@@ -174,7 +200,6 @@ class OnlineLearner:
         extra = tuple(n for n in names if n not in self.feature_names)
         if extra:
             self.feature_names = (*self.feature_names, *extra)
-            self.__dict__.pop("_columns", None)
         return self
 
     def select(self, inputs: np.ndarray) -> np.ndarray:
@@ -186,15 +211,7 @@ class OnlineLearner:
         >>> OnlineLearner(feature_names=("is_ecom", "x")).select(np.arange(2.0 * len(ONLINE_INPUTS)).reshape(2, -1))[:, 1]
         array([0., 0.])
         """
-        columns = self.__dict__.get("_columns")
-        if columns is None or columns[0] != self.feature_names:
-            index = {name: j for j, name in enumerate(ONLINE_INPUTS)}
-            columns = self._columns = (self.feature_names, [index.get(n, -1) for n in self.feature_names])
-        picked = np.asarray(columns[1])
-        out = inputs[:, np.maximum(picked, 0)]
-        if (picked < 0).any():
-            out[:, picked < 0] = 0.0
-        return out
+        return columns(inputs, self.feature_names)
 
     def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """P(fraud) for each row of ``matrix`` (columns in :attr:`feature_names` order)."""

@@ -80,32 +80,40 @@ def _entity_templates() -> tuple[dict[str, _Text], dict[str, _Text]]:
     """
     high: dict[str, _Text] = {}
     low: dict[str, _Text] = {}
-    words = {"merchant_id": "terminal", "device_id": "device", "ip": "IP", "account_id": "account"}
     for field in ENTITY_FIELDS:
-        def who(t: Transaction, field: str = field) -> str:
-            return f"{words[field]} {getattr(t, field) or '(none)'}"
+        kind_high, kind_low = _kind_templates(field)
+        high.update(kind_high)
+        low.update(kind_low)
+    return high, low
 
-        names = dict(zip(PROFILE_FEATURES, entity_feature_names(field), strict=True))
-        high.update({
-            names["n_1h"]: lambda t, v, w=who: f"{math.expm1(v):.0f} transactions at {w(t)} in the hour before",
-            names["n_1d"]: lambda t, v, w=who: f"{math.expm1(v):.0f} transactions at {w(t)} in the 24 h before",
-            names["cards_1d"]: lambda t, v, w=who: f"{math.expm1(v):.0f} different cards at {w(t)} in the 24 h before",
-            names["new_card_share_1d"]: lambda t, v, w=who: (
-                f"{v:.0%} of the transactions at {w(t)} in the 24 h before came from cards new to it"),
-            names["is_new_card"]: lambda t, v, w=who: f"first transaction of this card at {w(t)}",
-            names["fraud_7d"]: lambda t, v, w=who: (
-                f"{math.expm1(v):.0f} transactions at {w(t)} in the 7 days before already confirmed fraud"),
-            names["fraud_30d"]: lambda t, v, w=who: (
-                f"{math.expm1(v):.0f} transactions at {w(t)} in the 30 days before already confirmed fraud"),
-            names["fraud_rate_30d"]: lambda t, v, w=who: (
-                f"{v:.1%} of the transactions at {w(t)} in the 30 days before are confirmed fraud"),
-        })
-        low.update({
-            names["days_since_fraud"]: lambda t, v, w=who: (
-                f"confirmed fraud at {w(t)} only {math.expm1(v):.1f} days before"),
-            names["n_30d"]: lambda t, v, w=who: f"{w(t)} had little traffic in the 30 days before "
-                                                f"({math.expm1(v):.0f} transactions)",
-        })
+
+def _kind_templates(field: str) -> tuple[dict[str, _Text], dict[str, _Text]]:
+    word = {"merchant_id": "terminal", "device_id": "device", "ip": "IP", "account_id": "account",
+            "card_id": "card"}[field]
+
+    def who(t: Transaction) -> str:
+        return f"{word} {getattr(t, field) or '(none)'}"
+
+    names = dict(zip(PROFILE_FEATURES, entity_feature_names(field), strict=True))
+    high: dict[str, _Text] = {
+        names["n_1h"]: lambda t, v: f"{math.expm1(v):.0f} transactions at {who(t)} in the hour before",
+        names["n_1d"]: lambda t, v: f"{math.expm1(v):.0f} transactions at {who(t)} in the 24 h before",
+        names["cards_1d"]: lambda t, v: f"{math.expm1(v):.0f} different cards at {who(t)} in the 24 h before",
+        names["new_card_share_1d"]: lambda t, v: (
+            f"{v:.0%} of the transactions at {who(t)} in the 24 h before came from cards new to it"),
+        names["is_new_card"]: lambda t, v: f"first transaction of this card at {who(t)}",
+        names["fraud_7d"]: lambda t, v: (
+            f"{math.expm1(v):.0f} transactions at {who(t)} in the 7 days before already confirmed fraud"),
+        names["fraud_30d"]: lambda t, v: (
+            f"{math.expm1(v):.0f} transactions at {who(t)} in the 30 days before already confirmed fraud"),
+        names["fraud_rate_30d"]: lambda t, v: (
+            f"{v:.1%} of the transactions at {who(t)} in the 30 days before are confirmed fraud"),
+    }
+    low: dict[str, _Text] = {
+        names["days_since_fraud"]: lambda t, v: f"confirmed fraud at {who(t)} only {math.expm1(v):.1f} days before",
+        names["n_30d"]: lambda t, v: (
+            f"{who(t)} had little traffic in the 30 days before ({math.expm1(v):.0f} transactions)"),
+    }
     return high, low
 
 

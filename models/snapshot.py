@@ -33,8 +33,9 @@ import time
 from typing import Any
 
 from models.online import OnlineLearner
+from models.trees import TreeModel
 
-__all__ = ["MAGIC", "SnapshotError", "peek_header", "seal", "unseal", "verify"]
+__all__ = ["MAGIC", "SnapshotError", "peek_header", "seal", "seal_trees", "unseal", "unseal_trees", "verify"]
 
 MAGIC = b"FSNAP1"
 _SIG = 32
@@ -45,14 +46,43 @@ class SnapshotError(ValueError):
 
 
 def seal(learner: OnlineLearner, key: bytes, meta: dict[str, Any]) -> bytes:
-    """Pickle ``learner`` and sign it with ``key``; ``meta`` goes in the header."""
+    """Pickle ``learner`` and sign it with ``key``; ``meta`` goes in the header.
+
+    The learner's trees (:mod:`models.trees`) are not in it: they change once a
+    day and weigh a few hundred kilobytes, the learner with every label. They
+    travel on their own (:func:`seal_trees`); the header names their version
+    (``trees``) and whoever installs the learner attaches them.
+    """
+    trees = learner.trees
+    learner.trees = None
+    try:
+        payload = pickle.dumps(learner, protocol=pickle.HIGHEST_PROTOCOL)
+    finally:
+        learner.trees = trees
+    return _signed(payload, key, {**meta, "kind": "online", "trees": None if trees is None else trees.version,
+                                  "n_labels": learner.n_labels, "n_fraud": learner.n_fraud})
+
+
+def seal_trees(trees: TreeModel, key: bytes) -> bytes:
+    """Pickle ``trees`` and sign them (header: ``kind`` trees, their ``version``).
+
+    >>> from models.trees import ExampleWindow
+    >>> w = ExampleWindow(("a",), window_ms=10, max_examples=100)
+    >>> for i in range(100):
+    ...     w.add([i % 2], i % 2, event_time_ms=0)
+    >>> trees, meta = unseal_trees(seal_trees(TreeModel.fit(w, rounds=2), b"k" * 32), b"k" * 32)
+    >>> meta["kind"], meta["version"] == trees.version
+    ('trees', True)
+    """
+    return _signed(pickle.dumps(trees, protocol=pickle.HIGHEST_PROTOCOL), key,
+                   {"kind": "trees", "version": trees.version, "examples": trees.examples})
+
+
+def _signed(payload: bytes, key: bytes, meta: dict[str, Any]) -> bytes:
     if len(key) < 16:
         raise SnapshotError("signing key must be at least 16 bytes")
-    payload = pickle.dumps(learner, protocol=pickle.HIGHEST_PROTOCOL)
     header = {
         **meta,
-        "n_labels": learner.n_labels,
-        "n_fraud": learner.n_fraud,
         "created_at": int(time.time() * 1000),
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
     }
@@ -95,3 +125,14 @@ def unseal(blob: bytes, key: bytes) -> tuple[OnlineLearner, dict[str, Any]]:
     if not isinstance(learner, OnlineLearner):
         raise SnapshotError(f"signed snapshot holds a {type(learner).__name__}")
     return learner, header
+
+
+def unseal_trees(blob: bytes, key: bytes) -> tuple[TreeModel, dict[str, Any]]:
+    """Verify, then unpickle trees sealed by :func:`seal_trees`. Raises :class:`SnapshotError` for anything else."""
+    header, payload = verify(blob, key)
+    if header.get("kind") != "trees":
+        raise SnapshotError(f"signed snapshot is not trees (kind {header.get('kind')!r})")
+    trees = pickle.loads(payload)
+    if not isinstance(trees, TreeModel):
+        raise SnapshotError(f"signed snapshot holds a {type(trees).__name__}")
+    return trees, header

@@ -25,6 +25,7 @@ issue 32's bars, and writes ``results.json`` and ``results.md``.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import secrets
@@ -66,6 +67,7 @@ class ExperimentConfig:
     gbt_rounds: int = 300
     engines: bool = True  # False: the offline baselines only (no broker, no sequence model): a quick look
     entities: str = "merchant_id"  # FRAUDSTREAM_ENTITIES of both engines ("" : the card's state only)
+    trees_refit_days: float = 1.0  # FRAUDSTREAM_TREES_REFIT_S of both engines, in days (0: no trees)
     out_dir: str = "experiment"
     k: int = 100
 
@@ -145,7 +147,7 @@ def engine_scores(records: Iterable[Mapping[str, Any]], ids: Iterable[str], comp
 
 
 def _engine(name: str, bootstrap: str, out: Path, checkpoint: str, topics: dict[str, Any],
-            entities: str = "") -> tuple[Any, Any]:
+            entities: str = "", trees_refit_days: float = 1.0) -> tuple[Any, Any]:
     from stream.contracts.settings import Settings
     from stream.kafka.topics import ensure_topics
     from stream.tools.broker import free_port
@@ -159,6 +161,7 @@ def _engine(name: str, bootstrap: str, out: Path, checkpoint: str, topics: dict[
         broker_max_poll_interval_s=60.0, embedded_broker_compat=True,
         model_signing_key=secrets.token_hex(16), web_enabled=True, web_port=free_port(),
         sequence_model_path=checkpoint, data_dir=str(out / f"data-{name}"), log_level="warn", entities=entities,
+        trees_refit_s=trees_refit_days * 86_400.0,
     )
     ensure_topics(settings)
     log = open(out / f"worker-{name}.log", "wb")  # noqa: SIM115 - the worker's output for its life
@@ -193,7 +196,8 @@ def _stream(cfg: ExperimentConfig, table: pa.Table, rows: Split, history: Path, 
           flush=True)
     topics = {"topic_transactions": "transactions", "topic_feedback": "feedback"}
     with EmbeddedBroker(log_path=out / "broker.log") as broker:
-        engines = {name: _engine(name, broker.bootstrap_servers, out, ckpt, topics, cfg.entities)
+        engines = {name: _engine(name, broker.bootstrap_servers, out, ckpt, topics, cfg.entities,
+                                       cfg.trees_refit_days)
                    for name, ckpt in (("fusion", str(trained.path)), ("online", ""))}
         replay_settings = engines["online"][0].replace(app_id="experiment-replay")
         summary = run_replay(ReplayConfig(
@@ -203,7 +207,18 @@ def _stream(cfg: ExperimentConfig, table: pa.Table, rows: Split, history: Path, 
         print(summary.line(), flush=True)
         records = {name: consume_scores(broker.bootstrap_servers, s.topic_scores, timeout_s=120, expected=cfg.rows)
                    for name, (s, _) in engines.items()}
+        for name, (s, _) in engines.items():  # how far each engine's learning got, for a reader of the run
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{s.web_port}/stats/", timeout=5) as resp:
+                    stats = json.loads(resp.read())["stats"]
+                print(f"engine {name}: {stats.get('labels_learned', 0):,} labels learned, "
+                      f"{stats.get('trees_refits', 0)} tree refits, {stats.get('scored', 0):,} scored", flush=True)
+            except OSError as exc:
+                print(f"engine {name}: no stats ({exc})", flush=True)
         stop_children([proc for _, proc in engines.values()], timeout=60)
+    for name, recs in records.items():  # every score record, for a closer look (entity features, components)
+        with gzip.open(out / f"scores-{name}.jsonl.gz", "wt") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in recs)
     scores = {"fused": engine_scores(records["fusion"], test_ids),
               "sequence": engine_scores(records["fusion"], test_ids, component="sequence"),
               "online": engine_scores(records["online"], test_ids)}

@@ -26,8 +26,9 @@ from typing import Any
 __all__ = ["ENTITY_FIELDS", "ENV_PREFIX", "MAX_HISTORY_ENTRIES", "Settings", "SettingsError", "describe"]
 
 ENV_PREFIX = "FRAUDSTREAM_"
-#: Transaction fields that can name an entity with a profile (``FRAUDSTREAM_ENTITIES``).
-ENTITY_FIELDS = ("merchant_id", "device_id", "ip", "account_id")
+#: Transaction fields that can name an entity with a profile (``FRAUDSTREAM_ENTITIES``). ``card_id`` gives the
+#: card its label-aware features (fraud confirmed on it, known from each label's ``labelled_at``).
+ENTITY_FIELDS = ("merchant_id", "device_id", "ip", "account_id", "card_id")
 #: Most entries a card's history record holds: its count is 16 bits (:mod:`models.history`).
 MAX_HISTORY_ENTRIES = 0xFFFF
 
@@ -58,7 +59,7 @@ class Settings:
     topic_ops: str = _f("fraudstream.ops", "Operational alerts (model rollbacks, refused snapshots, capped label sources).")
     topic_models: str = _f("", "Compacted topic of signed online-model snapshots; empty = '<app_id>-models'.")
     topic_labelled: str = _f("", "Internal one-partition topic feeding the single online learner; empty = '<app_id>-labelled'.")
-    entities: str = _f("", "Transaction fields that name an entity with a profile (merchant_id, device_id, ip, account_id), comma-separated; each gets a repartition topic '<app_id>-entity-<field>' keyed by its value, and scoring reads '<app_id>-enriched'. Empty = per-card state only.")
+    entities: str = _f("", "Transaction fields that name an entity with a profile (merchant_id, device_id, ip, account_id, card_id), comma-separated; each gets a repartition topic '<app_id>-entity-<field>' keyed by its value, and scoring reads '<app_id>-enriched'. Empty = per-card state only (no entity topics, one hop less).")
     processing_guarantee: str = _f("at_least_once", "Faust processing guarantee: at_least_once or exactly_once (needs Kafka transactions; not on the embedded broker).")
     auto_offset_reset: str = _f("earliest", "Where a new consumer group starts reading: earliest or latest.")
     # Faust's defaults made a worker take ~30 s to join its group on the embedded
@@ -100,6 +101,12 @@ class Settings:
     online_learning_rate: float = _f(0.1, "AdaGrad learning rate of the online logistic regression.")
     online_prior: float = _f(0.01, "Fraud probability the online learner starts from before any label.")
     min_labels_for_online: int = _f(200, "Labels the online learner needs before fusion trusts it over the sequence model.")
+    entity_align_ms: float = _f(50.0, "How long the route agent waits for a quiet source partition before passing later transactions to the entity hops (event-time alignment, stream/core/alignment.py); 0 = no waiting, each micro-batch merged in event time only.")
+    trees_refit_s: float = _f(86_400.0, "Event time between two refits of the fused score's gradient-boosted trees on the recent labelled examples; 0 = no trees (the fused score is the online learner's, or the sequence model's before enough labels).")
+    trees_window_s: float = _f(30 * 86_400.0, "Event time of labelled examples the trees are fitted on (the transactions of the last ... seconds before the newest).")
+    trees_max_examples: int = _f(100_000, "Most labelled examples the trainer keeps for the trees (oldest out first; ~120 bytes each).")
+    trees_cpu_share: float = _f(0.2, "Most of one core the trees' refits may take: after a refit of s seconds the next waits s * (1/share - 1) of wall-clock time (binds only when event time runs fast, as in a replay).")
+    trees_min_frauds: int = _f(20, "Fraud labels among the kept examples before the first trees are fitted.")
     model_signing_key: str = field(default="", repr=False, metadata={"doc": "Secret (>= 16 bytes) signing online-model snapshots with HMAC-SHA256; required by the worker. Never logged."})
     snapshot_interval_s: float = _f(1.0, "Longest time the single learner waits to publish a snapshot after learning.")
     model_sync_timeout_s: float = _f(15.0, "How long a starting worker waits for the latest model snapshot before scoring.")
@@ -155,6 +162,14 @@ class Settings:
         if self.producer_batch_bytes < 16_384:
             raise SettingsError(f"producer_batch_bytes must be >= 16384 (aiokafka's default), got {self.producer_batch_bytes}")
 
+        if self.entity_align_ms < 0:
+            raise SettingsError(f"entity_align_ms must be >= 0, got {self.entity_align_ms}")
+        if not 0 < self.trees_cpu_share <= 1:
+            raise SettingsError(f"trees_cpu_share must be in (0, 1], got {self.trees_cpu_share}")
+        if self.trees_refit_s < 0 or self.trees_window_s <= 0 or self.trees_max_examples < 1 or self.trees_min_frauds < 1:
+            raise SettingsError(f"trees_refit_s must be >= 0 and trees_window_s, trees_max_examples, trees_min_frauds "
+                                f"positive, got {self.trees_refit_s}, {self.trees_window_s}, {self.trees_max_examples}, "
+                                f"{self.trees_min_frauds}")
         if self.history_length > MAX_HISTORY_ENTRIES:
             raise SettingsError(f"history_length must be <= {MAX_HISTORY_ENTRIES} (the history record's limit), got {self.history_length}")
         if self.gc_threshold < 0:

@@ -33,7 +33,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -41,7 +41,9 @@ import numpy.typing as npt
 from stream.contracts.records import Transaction
 from stream.core.entities import EntityStage
 
-__all__ = ["FEATURES_HEADER", "KIND_HEADER", "SOURCE_HEADER", "EntityRouting", "Hop", "header"]
+__all__ = ["FEATURES_HEADER", "KIND_HEADER", "SOURCE_HEADER", "EntityRouting", "Hop", "header", "in_event_time_order"]
+
+_T = TypeVar("_T")
 
 FEATURES_HEADER = "fraudstream.entity-features"
 SOURCE_HEADER = "fraudstream.source"
@@ -120,3 +122,23 @@ class EntityRouting:
         if not carried or len(carried) != 8 * len(self.names):
             return {}
         return dict(zip(self.names, np.frombuffer(carried, dtype="<f8").tolist(), strict=True))
+
+
+def in_event_time_order(rows: Sequence[tuple[Transaction, _T]]) -> list[tuple[Transaction, _T]]:
+    """A micro-batch's transactions in event-time order (ties in arrival order), as they go on to the next hop.
+
+    A micro-batch holds what the worker fetched from several source
+    partitions, each in order but interleaved by fetch timing, not by time;
+    the next entity partition applies them in the order they are sent. Sent
+    in event time, a replay's features (which count only earlier
+    transactions) no longer depend on how the fetches happened to fall, up to
+    the skew between micro-batches. A card's own transactions keep their order
+    when they arrive in event-time order, as the engine requires of them.
+
+    >>> rows = [(Transaction("b", "c2", 20, 1.0), 0), (Transaction("a", "c1", 10, 1.0), 1),
+    ...         (Transaction("c", "c3", 10, 1.0), 2)]
+    >>> [t.transaction_id for t, _ in in_event_time_order(rows)]
+    ['a', 'c', 'b']
+    """
+    return sorted(rows, key=lambda row: row[0].event_time_ms)
+

@@ -207,11 +207,11 @@ class BatchScoring:
         keys = [t.card_id.encode() for t in kept]
         score_rows = score_records(kept, scores, components, versions, self.threshold, received, scored_at,
                                    processing_ms)
-        if entity is not None:
+        if entity is not None and self.routing is not None:
             names = self.routing.names
             at = self._entity_columns
-            for record, row in zip(score_rows, rows, strict=True):
-                record["entity_features"] = dict(zip(names, entity[row, at].round(6).tolist(), strict=True))
+            for score_row, row in zip(score_rows, rows, strict=True):
+                score_row["entity_features"] = dict(zip(names, entity[row, at].round(6).tolist(), strict=True))
         out.scores = [(key, dumps(record)) for key, record in zip(keys, score_rows, strict=True)]
         alerted = [j for j, record in enumerate(score_rows) if record["decision"] == "alert"]
         if alerted:

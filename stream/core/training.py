@@ -19,6 +19,16 @@ drives this class from that partition). Per example, in offset order:
 After a step that consumed anything it seals a snapshot (``seq``, the offset
 of the last example it includes, whether the guard judged it good).
 
+With a :class:`TreeSchedule` it also keeps each learned example in an
+:class:`~models.trees.ExampleWindow` and says when the fused score's trees
+are due for a refit (``refit_due``): every ``refit_ms`` of event time, once
+the window holds ``min_frauds`` frauds, and after a takeover only once it
+holds at least half the examples the current trees were fitted on (a new
+owner's window starts empty; trees fitted on a few hours would be worse than
+the ones it has). The caller fits (:meth:`OnlineTraining.fit_trees`, in a
+thread: it reads a copy) and installs them (:meth:`OnlineTraining.install_trees`,
+which seals the snapshot that carries them).
+
 Example:
     >>> from models.online import OnlineLearner
     >>> from stream.core.stored import LabelledExample, SourceMessage
@@ -43,13 +53,14 @@ from typing import Any
 
 from models.guard import QualityGuard
 from models.online import OnlineLearner, online_inputs
-from models.snapshot import seal, unseal
+from models.snapshot import seal, seal_trees, unseal
+from models.trees import ExampleWindow, TreeModel
 from stream.contracts.dlq import DeadLetter
 from stream.core.caps import SourceCap
 from stream.core.packing import unpack_inputs
 from stream.core.stored import LabelledExample, StoredRecordError
 
-__all__ = ["OnlineTraining", "TrainingStep"]
+__all__ = ["OnlineTraining", "TrainingStep", "TreeSchedule"]
 
 log = logging.getLogger("fraudstream.train")
 
@@ -71,14 +82,31 @@ class TrainingStep:
     learned: int = 0
     capped: int = 0
     rollbacks: int = 0
+    #: The fused score's trees are due for a refit (:meth:`OnlineTraining.fit_trees`).
+    refit_due: bool = False
+
+
+@dataclass(frozen=True)
+class TreeSchedule:
+    """When the trees are refit and on what (``FRAUDSTREAM_TREES_*``)."""
+
+    refit_ms: int
+    window_ms: int
+    max_examples: int
+    min_frauds: int
 
 
 class OnlineTraining:
     """Owns the single online learner while this worker holds the labelled partition."""
 
     def __init__(self, key: bytes, cap_per_hour: int, window: int = 1000, delta: float = 0.002,
-                 min_labels: int = 200, max_auc_drop: float = 0.05) -> None:
+                 min_labels: int = 200, max_auc_drop: float = 0.05, trees: TreeSchedule | None = None) -> None:
         self.key = key
+        self.trees = trees
+        #: The examples the trees are fitted on (while this worker owns the learner).
+        self.examples: ExampleWindow | None = None
+        #: Examples kept since the last snapshot the guard judged good (dropped again on a rollback).
+        self._since_good = 0
         self.guard = QualityGuard(window=window, delta=delta, min_labels=min_labels, max_auc_drop=max_auc_drop)
         self.cap = SourceCap(cap_per_hour)
         self.learner: OnlineLearner | None = None
@@ -87,9 +115,16 @@ class OnlineTraining:
         self.last_good: bytes | None = None
 
     def take_over(self, latest_blob: bytes | None, fallback: OnlineLearner) -> None:
-        """Start from the newest verified snapshot, or from a copy of ``fallback`` (the scoring model)."""
+        """Start from the newest verified snapshot, or from a copy of ``fallback`` (the scoring model).
+
+        The snapshot does not carry its trees (:func:`models.snapshot.seal`):
+        they are ``fallback``'s when they are the version it names (the
+        worker's model sync attached them).
+        """
         if latest_blob is not None:
             self.learner, meta = unseal(latest_blob, self.key)
+            if fallback.trees is not None and fallback.trees.version == meta.get("trees"):
+                self.learner.trees = fallback.trees
             self.seq = int(meta.get("seq", 0))
             self.applied_offset = int(meta.get("offset", -1))
             self.last_good = latest_blob if meta.get("good") else None
@@ -98,12 +133,40 @@ class OnlineTraining:
         else:
             # A copy: the scoring model changes only when a snapshot is installed.
             self.learner = copy.deepcopy(fallback)
+        if self.trees is not None:
+            self.examples = ExampleWindow(self.learner.feature_names, self.trees.window_ms, self.trees.max_examples)
         log.info("trainer owns the online learner: seq %d, %d labels, resuming after offset %d",
                  self.seq, self.learner.n_labels, self.applied_offset)
 
     def release(self) -> None:
         """The partition went elsewhere: whoever owns it next starts from the published snapshot."""
         self.learner = None
+        self.examples = None
+
+    def fit_trees(self) -> TreeModel:
+        """Trees on the kept examples (reads a copy: may run in another thread while the loop goes on)."""
+        if self.examples is None:
+            raise RuntimeError("no example window: take_over() with a TreeSchedule first")
+        return TreeModel.fit(self.examples)
+
+    def install_trees(self, trees: TreeModel) -> tuple[bytes, bytes]:
+        """Score with ``trees`` from now on: the signed trees, then the snapshot that names them, to publish in that order."""
+        if self.learner is None:
+            raise RuntimeError("take_over() first: the trainer does not own a learner")
+        self.learner.trees = trees
+        return seal_trees(trees, self.key), self._seal()
+
+    def _refit_due(self) -> bool:
+        examples, schedule, learner = self.examples, self.trees, self.learner
+        if examples is None or schedule is None or learner is None or schedule.refit_ms <= 0:
+            return False
+        if examples.frauds < schedule.min_frauds:
+            return False
+        current = learner.trees
+        if current is None:
+            return True
+        return (examples.newest_ms - current.fitted_until_ms >= schedule.refit_ms
+                and len(examples) >= current.examples // 2)
 
     def step(self, examples: Sequence[tuple[int, bytes | None]]) -> TrainingStep:
         """Learn ``(offset, record value)`` pairs of the labelled topic, in offset order."""
@@ -134,9 +197,13 @@ class OnlineTraining:
                 self._roll_back(out)
             self.learner.learn(x, ex.label)
             out.learned += 1
+            if self.examples is not None:
+                self.examples.add(self.learner.vector(x), ex.label, ex.event_time_ms)
+                self._since_good += 1
         self.applied_offset = last_offset
         if last_offset > start_offset:
             out.snapshot = self._seal()
+        out.refit_due = self._refit_due()
         return out
 
     def _seal(self) -> bytes:
@@ -152,17 +219,23 @@ class OnlineTraining:
         blob = seal(learner, self.key, meta)
         if healthy:
             self.last_good = blob
+            self._since_good = 0
         return blob
 
     def _roll_back(self, out: TrainingStep) -> None:
         state = self.guard.state()
         before = self.learner.version if self.learner else "?"
         if self.last_good is not None:
+            trees = self.learner.trees if self.learner else None
             self.learner, meta = unseal(self.last_good, self.key)
+            self.learner.trees = trees  # not in the snapshot; the next refit leaves out what was rolled back
             target = f"snapshot seq {meta.get('seq')}"
         else:
             target = "no good snapshot yet: kept learning"
         self.guard.reset()
+        if self.examples is not None:  # the trees must not learn what the learner was rolled back from
+            self.examples.drop_newest(self._since_good)
+            self._since_good = 0
         out.rollbacks += 1
         log.error("online model quality dropped (%s); rolled back from %s to %s", state, before, target)
         out.ops.append({"type": "online_model_rollback", "reason": "rolling AUC dropped and ADWIN detected a rise in "

@@ -40,14 +40,17 @@ from faust.types import EventT
 __all__ = ["InFlight", "ack", "micro_batches"]
 
 
-async def micro_batches(stream: Any, max_events: int, within_s: float = 0.0) -> AsyncIterator[list[EventT]]:
+async def micro_batches(stream: Any, max_events: int, within_s: float = 0.0,
+                        idle_s: float | None = None) -> AsyncIterator[list[EventT]]:
     """Yield lists of at most ``max_events`` events from ``stream``'s channel.
 
     A batch is whatever has queued up when the agent is ready for more: on a
     busy stream events queue while the previous batch is scored, so batches
     fill by themselves and an idle stream's event is scored at once.
     ``within_s > 0`` additionally waits up to that long for a batch to fill
-    (fewer, larger batches at the price of latency).
+    (fewer, larger batches at the price of latency). With ``idle_s`` an empty
+    batch comes after that long without an event, so an agent holding events
+    back (:mod:`stream.core.alignment`) gets to release them.
 
     Each event gets what Faust's own stream iterator gives it: one consumed
     before the latest rebalance (older consumer generation, or flow stopped)
@@ -61,11 +64,16 @@ async def micro_batches(stream: Any, max_events: int, within_s: float = 0.0) -> 
         batch: list[EventT] = []
         while not batch:
             try:
-                event = await queue.get()
+                event = await (queue.get() if idle_s is None else asyncio.wait_for(queue.get(), idle_s))
+            except TimeoutError:
+                break  # idle: an empty batch
             except StopAsyncIteration:  # Faust throws this into the queue to stop the agent
                 return
             if accept(event):
                 batch.append(event)
+        if not batch:
+            yield batch
+            continue
         _drain(queue, batch, max_events, accept)
         if within_s > 0 and len(batch) < max_events:
             deadline = time.monotonic() + within_s

@@ -15,7 +15,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from models.snapshot import SnapshotError, peek_header, unseal, verify
+from models.snapshot import SnapshotError, peek_header, unseal, unseal_trees, verify
+from models.trees import TreeModel
 from stream.kafka import clients
 from stream.kafka.security import client_kwargs
 from stream.patches.embedded_end_offsets import true_end_offsets
@@ -27,6 +28,9 @@ __all__ = ["ModelSync"]
 
 log = logging.getLogger("fraudstream.modelsync")
 
+#: Trees versions a worker keeps: the one in force and the newest, published before the snapshot naming it.
+_TREES_KEPT = 3
+
 
 class ModelSync:
     """Follows ``settings.models_topic``; ``ready`` is set once the backlog is read."""
@@ -37,11 +41,15 @@ class ModelSync:
         self.seq = 0
         self.latest_blob: bytes | None = None
         self.latest_meta: dict[str, Any] = {}
+        #: Trees seen on the topic, by version (the newest few): a learner's snapshot names the ones it scores with.
+        self.trees: dict[str, TreeModel] = {}
 
     def install(self, blob: bytes, offset: int) -> bool:
         """Verify and install ``blob`` if it is newer; False when refused or stale."""
         engine = self.engine
         try:
+            if peek_header(blob).get("kind") == "trees":
+                return self._install_trees(blob)
             learner, meta = unseal(blob, engine.settings.signing_key())
         except SnapshotError as exc:
             engine.stats.snapshots_rejected += 1
@@ -59,9 +67,22 @@ class ModelSync:
         self.seq = seq
         self.latest_blob, self.latest_meta = blob, meta
         learner.snapshot_seq = seq
+        named = meta.get("trees")
+        learner.trees = self.trees.get(named) if named else None
+        if named and learner.trees is None:  # published before the snapshot naming them: should not happen
+            log.error("snapshot seq %d names trees %s this worker has not seen; keeping the current ones", seq, named)
+            learner.trees = engine.fusion.online.trees
         engine.fusion.online = learner
         engine.stats.snapshots_installed += 1
         log.info("installed online model snapshot seq %d (%d labels)", seq, learner.n_labels)
+        return True
+
+    def _install_trees(self, blob: bytes) -> bool:
+        trees, _ = unseal_trees(blob, self.engine.settings.signing_key())
+        self.trees[trees.version] = trees
+        while len(self.trees) > _TREES_KEPT:
+            del self.trees[next(iter(self.trees))]
+        log.info("received trees %s (%d examples)", trees.version, trees.examples)
         return True
 
     def _ops(self, record: dict[str, Any]) -> None:
@@ -83,12 +104,19 @@ class ModelSync:
                 end = (await true_end_offsets(settings.bootstrap_servers, {tp: end},
                                               client=client_kwargs(settings)))[tp]
             newest: tuple[bytes, int] | None = None
+            trees: dict[str, tuple[bytes, int]] = {}  # verified trees blobs of the backlog, by version
             while await consumer.position(tp) < end:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
                 for msg in batch.get(tp, []):
                     if msg.value is not None and msg.offset < end:
-                        newest = self._newer_valid(newest, msg.value, msg.offset)
+                        if _kind(msg.value) == "trees":
+                            self._keep_trees(trees, msg.value, msg.offset)
+                        else:
+                            newest = self._newer_valid(newest, msg.value, msg.offset)
             if newest is not None:
+                named = peek_header(newest[0]).get("trees")
+                if named in trees:
+                    self.install(*trees[named])
                 self.install(*newest)
             self.ready.set()
             while True:
@@ -113,6 +141,17 @@ class ModelSync:
             return current
         return blob, offset
 
+    def _keep_trees(self, kept: dict[str, tuple[bytes, int]], blob: bytes, offset: int) -> None:
+        """Keep a verified trees blob of the backlog by version, unpickled only if the newest snapshot names it."""
+        try:
+            header, _ = verify(blob, self.engine.settings.signing_key())
+        except SnapshotError as exc:
+            self.engine.stats.snapshots_rejected += 1
+            log.error("REFUSED trees at offset %d: %s", offset, exc)
+            self._ops({"type": "snapshot_refused", "offset": offset, "reason": str(exc)})
+            return
+        kept[str(header.get("version"))] = (blob, offset)
+
     async def wait_ready(self) -> None:
         """Wait (bounded) for the initial snapshot, so a new worker starts from it."""
         timeout = self.engine.settings.model_sync_timeout_s
@@ -120,3 +159,12 @@ class ModelSync:
             await asyncio.wait_for(self.ready.wait(), timeout=timeout)
         except TimeoutError:
             log.warning("no model snapshot read within %.0f s; scoring with the model at hand", timeout)
+
+
+def _kind(blob: bytes) -> str | None:
+    """The kind a blob's header claims (``online`` or ``trees``; unverified: it only picks the check that follows)."""
+    try:
+        return peek_header(blob).get("kind")
+    except SnapshotError:
+        return None
+

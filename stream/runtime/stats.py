@@ -35,6 +35,7 @@ class Stats:
     snapshots_installed: int = 0
     snapshots_rejected: int = 0
     rollbacks: int = 0
+    trees_refits: int = 0
     first_scored_at: int = 0  # wall ms of the first and the latest score produced
     last_scored_at: int = 0
     dlq: Counter[str] = field(default_factory=Counter)

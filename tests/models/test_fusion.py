@@ -153,3 +153,25 @@ def test_the_sequence_score_is_float64_and_the_fused_score_within_0_and_1() -> N
     assert batch.components["sequence"].dtype == np.float64 and batch.score.dtype == np.float64
     assert batch.components["sequence"].tolist() == [float(np.float32(0.1)), 1.5, -0.25]
     assert batch.score.tolist() == [float(np.float32(0.1)), 1.0, 0.0]  # clipped into [0, 1]
+
+
+def test_once_the_trainer_has_fitted_trees_the_score_is_theirs_over_the_same_inputs() -> None:
+    """The trees read the learner's inputs, the sequence model's logit among them, whatever the label count."""
+    from models.trees import ExampleWindow, TreeModel
+
+    learner = OnlineLearner()
+    window = ExampleWindow(learner.feature_names, window_ms=10**9, max_examples=10_000)
+    rng = np.random.default_rng(5)
+    seq_at = learner.feature_names.index(SEQUENCE_INPUT)
+    for i in range(2_000):  # the labels say: trust the sequence model's logit, and nothing else
+        x = rng.normal(size=len(learner.feature_names))
+        window.add(x, int(x[seq_at] > 1.0), event_time_ms=i)
+    learner.trees = TreeModel.fit(window, rounds=50)
+    fusion = Fusion(learner, sequence=FixedSequence(SEQ), min_labels_for_online=MIN_LABELS)
+    items = _items()
+    fused = fusion.score_batch(items)
+    x = np.array([[*item.features.tolist(), math.log(p / (1 - p))] for item, p in zip(items, SEQ, strict=True)])
+    assert fused.score.tolist() == pytest.approx(learner.trees.predict_matrix(x).tolist())
+    assert fused.score[0] > 0.5 > fused.score[1]  # sequence 0.9 (logit 2.2) against 0.2 (logit -1.4)
+    assert fused.components["online"].tolist() == pytest.approx(_online_by_hand(learner, items, SEQ))
+    assert fusion.versions()["trees"] == learner.trees.version and "trees" in fusion.last_seconds

@@ -164,7 +164,7 @@ def test_the_header_records_counts_time_and_the_payload_digest(monkeypatch):
     start, end = _payload_span(blob)
     head = blob[len(MAGIC) + 4:start]
     header = json.loads(head)
-    assert header == {"seq": 4, "offset": 9, "n_labels": 50, "n_fraud": 25, "created_at": 1_750_000_000_250,
+    assert header == {"seq": 4, "offset": 9, "kind": "online", "trees": None, "n_labels": 50, "n_fraud": 25, "created_at": 1_750_000_000_250,
                       "payload_sha256": hashlib.sha256(blob[start:end]).hexdigest()}
     assert list(header) == sorted(header)  # written with sorted keys: the same learner and meta, the same bytes
     assert peek_header(blob) == header == unseal(blob, KEY)[1]

@@ -21,8 +21,9 @@ from faust.types import EventT
 
 from stream.contracts.dlq import DeadLetter
 from stream.contracts.records import InvalidRecord, Transaction, parse_transaction
+from stream.core.alignment import EventTimeAlignment
 from stream.core.entities import EntityEvent
-from stream.core.routing import FEATURES_HEADER, KIND_HEADER, SOURCE_HEADER, EntityRouting, header
+from stream.core.routing import FEATURES_HEADER, KIND_HEADER, SOURCE_HEADER, EntityRouting, header, in_event_time_order
 from stream.core.scoring import validated
 from stream.core.stored import StoredRecordError
 from stream.kafka.batches import ack, micro_batches
@@ -46,16 +47,20 @@ class Hops:
         self.settings = engine.settings
         self.routing = EntityRouting(self.settings.entity_fields)
         self._outboxes: dict[str, Outbox] = {}  # one per agent: an outbox holds one micro-batch at a time
+        #: Valid transactions held until their source partitions are in step (stream/core/alignment.py).
+        self.alignment: EventTimeAlignment[tuple[Transaction, EventT]] = EventTimeAlignment(
+            self.settings.entity_align_ms)
 
     async def outbox(self, agent: str) -> Outbox:
         if agent not in self._outboxes:
             self._outboxes[agent] = await self.engine.outbox()
         return self._outboxes[agent]
 
-    def discard(self, agent: str) -> None:
-        """Forget what a failed batch of ``agent`` had queued."""
+    def discard(self, agent: str) -> list[EventT]:
+        """Forget what a failed batch of ``agent`` had queued; returns the events it still held (unacked)."""
         if agent in self._outboxes:
             self._outboxes[agent].discard()
+        return [event for _, event in self.alignment.drain()] if agent == "route" else []
 
     def forward(self, outbox: Outbox, t: Transaction, after: int, carried: bytes, value: bytes | None,
                 source: bytes) -> None:
@@ -64,10 +69,16 @@ class Hops:
             self.routing.fields[hop.to])
         outbox.add(topic, None, hop.key, value, [(FEATURES_HEADER, hop.carried), (SOURCE_HEADER, source)])
 
-    async def route(self, events: Sequence[EventT]) -> None:
-        """Validate transactions where they arrive and send each to its first hop."""
+    async def route(self, events: Sequence[EventT]) -> list[EventT]:
+        """Validate transactions where they arrive and send each to its first hop, in event-time order.
+
+        Returns the events done with (to ack): the invalid ones, dead-lettered,
+        and those the alignment released; the others stay held, unacked.
+        """
         engine, outbox = self.engine, await self.outbox("route")
         dlq = self.settings.topic_transactions_dlq
+        done: list[EventT] = []
+        alignment = self.alignment
         for event in events:
             message = event.message
             try:
@@ -75,10 +86,16 @@ class Hops:
             except InvalidRecord as exc:
                 engine.stats.dead_letter(dlq, exc.reason)
                 DeadLetter.from_message(message, exc.reason, exc.detail).queue(outbox, dlq)
+                done.append(event)
                 continue
+            alignment.add(message.partition, t.event_time_ms, (t, event))
+        for t, event in alignment.release():
+            message = event.message
             source = f"{message.topic}:{message.partition}:{message.offset}".encode()
             self.forward(outbox, t, -1, b"", message.value, source)
+            done.append(event)
         await (await outbox.send(last=True))
+        return done
 
     async def hop(self, j: int, events: Sequence[EventT]) -> None:
         """Entity kind ``j``: features from its profiles, the profiles updated, the transactions sent on."""
@@ -111,14 +128,14 @@ class Hops:
         for (key, _, _), (event, _) in zip(items, kept, strict=True):
             last_event[key] = event
         outbox.put_all(table, [(last_event[key], key, profile) for key, profile in batch.profiles.items()])
-        features = iter(batch.features)
-        for event, transaction in kept:
-            if transaction is None:
-                continue
-            f = next(features)
+        transactions = [(transaction, event) for event, transaction in kept if transaction is not None]
+        carried_by = {}
+        for (transaction, event), f in zip(transactions, batch.features, strict=True):
+            carried_by[id(event)] = ((header(event.message.headers, FEATURES_HEADER) or b"")
+                                     + self.routing.pack(f.features, stage.names))
+        for transaction, event in in_event_time_order(transactions):
             message = event.message
-            carried = (header(message.headers, FEATURES_HEADER) or b"") + self.routing.pack(f.features, stage.names)
-            self.forward(outbox, transaction, j, carried, message.value,
+            self.forward(outbox, transaction, j, carried_by[id(event)], message.value,
                          header(message.headers, SOURCE_HEADER) or b"")
         await (await outbox.send(last=True))
 
@@ -133,14 +150,18 @@ def register(engine: Engine) -> None:
     def agent(topic: Any, name: str, outbox: str, work: Any, dlq: str) -> None:
         async def run(stream: Any) -> None:
             await engine.declare_outputs()
-            async for events in micro_batches(stream, settings.batch_size, within_s=settings.batch_timeout_s):
+            idle_s = settings.entity_align_ms / 1000.0 if name == "route" and settings.entity_align_ms else None
+            async for events in micro_batches(stream, settings.batch_size, within_s=settings.batch_timeout_s,
+                                              idle_s=idle_s):
                 try:
-                    await work(events)
+                    done = await work(events)
                 except Exception as exc:  # never let a bug kill the agent or drop records silently
-                    hops.discard(outbox)
-                    log.exception("%s batch failed; dead-lettering its %d records", name, len(events))
-                    await dead_letter_batch(engine, events, dlq, exc)
-                ack(events)
+                    held = hops.discard(outbox)
+                    failed = list({id(e): e for e in [*events, *held]}.values())
+                    log.exception("%s batch failed; dead-lettering its %d records", name, len(failed))
+                    await dead_letter_batch(engine, failed, dlq, exc)
+                    done = failed
+                ack(events if done is None else done)
 
         run.__module__ = __name__
         engine.app.agent(topic, name=f"{__name__}.{name}")(run)
@@ -148,6 +169,6 @@ def register(engine: Engine) -> None:
     agent(engine.topics.transactions, "route", "route", hops.route, settings.topic_transactions_dlq)
     for j, entity_field in enumerate(settings.entity_fields):
         async def work(events: Sequence[EventT], j: int = j) -> None:
-            await hops.hop(j, events)
+            await hops.hop(j, events)  # acks the whole batch
 
         agent(engine.topics.entities[j], f"entity_{entity_field}", f"entity-{j}", work, settings.topic_transactions_dlq)

@@ -14,14 +14,17 @@ is learned twice or lost across a crash.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from faust.types import EventT
 
+from models.trees import TreeModel
 from stream.contracts.dlq import send_dead_letter
-from stream.core.training import OnlineTraining
+from stream.core.training import OnlineTraining, TreeSchedule
 from stream.kafka.batches import ack, micro_batches
 
 if TYPE_CHECKING:
@@ -37,9 +40,20 @@ class Trainer(OnlineTraining):
 
     def __init__(self, engine: Engine) -> None:
         s = engine.settings
+        trees = None if s.trees_refit_s <= 0 else TreeSchedule(
+            int(s.trees_refit_s * 1000), int(s.trees_window_s * 1000), s.trees_max_examples, s.trees_min_frauds)
         super().__init__(s.signing_key(), s.feedback_source_cap_per_hour, window=s.quality_window,
-                         delta=s.drift_delta, min_labels=s.drift_min_labels, max_auc_drop=s.drift_max_auc_drop)
+                         delta=s.drift_delta, min_labels=s.drift_min_labels, max_auc_drop=s.drift_max_auc_drop,
+                         trees=trees)
         self.engine = engine
+        #: The trees being fitted in a thread, and when the fit started; installed by the first step after it ends.
+        self._fitting: tuple[asyncio.Future[TreeModel], float] | None = None
+        #: No fit starts before this (monotonic seconds): fits take at most FRAUDSTREAM_TREES_CPU_SHARE of a core.
+        self._next_fit_at = 0.0
+
+    def release(self) -> None:
+        super().release()
+        self._fitting = None  # fitted for the old ownership: the next owner fits its own
 
     async def process(self, events: Sequence[EventT]) -> None:
         engine = self.engine
@@ -53,13 +67,52 @@ class Trainer(OnlineTraining):
             await send_dead_letter(producer, settings.topic_feedback_dlq, letter)
         for record in step.ops:
             await engine.send_ops("trainer", record)
-        if step.snapshot is not None:
-            await producer.send(settings.models_topic, b"online", step.snapshot, partition=0, timestamp=None,
+        snapshot = step.snapshot
+        if self._fitting is not None and self._fitting[0].done():
+            snapshot = await self._install() or snapshot
+        if step.refit_due and self._fitting is None and time.perf_counter() >= self._next_fit_at:
+            # In a thread (LightGBM releases the GIL), and not awaited: labels keep being learned meanwhile, so a
+            # replay (a day of event time in seconds) does not leave the learner behind while the trees fit.
+            self._fitting = (asyncio.ensure_future(asyncio.to_thread(self.fit_trees)), time.perf_counter())
+        if snapshot is not None:
+            await producer.send(settings.models_topic, b"online", snapshot, partition=0, timestamp=None,
                                 headers=None)
             engine.stats.snapshots_published += 1
         engine.stats.labels_learned += step.learned
         engine.stats.labels_capped += step.capped
         engine.stats.rollbacks += step.rollbacks
+
+
+    async def _install(self) -> bytes | None:
+        """Seal the trees a finished fit made into the next snapshot (None if it failed: the current ones stay)."""
+        assert self._fitting is not None
+        future, started = self._fitting
+        self._fitting = None
+        try:
+            trees = future.result()
+        except Exception as exc:  # a failed refit keeps the trees in force; the next step tries again
+            log.exception("refitting the trees failed; the current ones stay")
+            await self.engine.send_ops("trainer", {"type": "trees_refit_failed", "error": repr(exc)})
+            return None
+        if self.learner is None:  # the partition was revoked meanwhile: the next owner refits
+            return None
+        now = time.perf_counter()
+        seconds = now - started
+        # Real time refits once a day; a replay of last year would ask every few seconds and starve the label
+        # path of CPU (the learner would fall days of event time behind): the next fit waits its share out.
+        share = self.engine.settings.trees_cpu_share
+        self._next_fit_at = now + seconds * (1.0 / share - 1.0)
+        log.info("trees %s fitted on %d examples (%d fraud) in %.1f s", trees.version, trees.examples, trees.frauds,
+                 seconds)
+        await self.engine.send_ops("trainer", {"type": "trees_refit", "version": trees.version,
+                                               "examples": trees.examples, "frauds": trees.frauds,
+                                               "fitted_until_ms": trees.fitted_until_ms, "seconds": round(seconds, 3)})
+        self.engine.stats.trees_refits += 1
+        trees_blob, snapshot = self.install_trees(trees)
+        producer = await self.engine.producer()  # the trees first: the snapshot that names them follows
+        await producer.send(self.engine.settings.models_topic, b"trees", trees_blob, partition=0, timestamp=None,
+                            headers=None)
+        return snapshot
 
 
 def register(engine: Engine) -> Trainer:
@@ -69,7 +122,9 @@ def register(engine: Engine) -> Trainer:
 
     async def train(stream: Any) -> None:
         await engine.model_sync.wait_ready()
-        async for events in micro_batches(stream, 1000, within_s=settings.snapshot_interval_s):
+        # idle_s: a step without labels now and then, so trees fitted after the last label still get installed.
+        async for events in micro_batches(stream, 1000, within_s=settings.snapshot_interval_s,
+                                          idle_s=max(settings.snapshot_interval_s, 0.1)):
             await trainer.process(events)
             ack(events)
 

@@ -206,7 +206,7 @@ def worker_settings(bootstrap: str, cfg: BenchConfig, tag: str) -> Any:
     """The settings of the bench's workers (and of the plumbing floor, which must run as they do)."""
     from stream.contracts.settings import Settings
 
-    return Settings(
+    settings = Settings(
         app_id=topic(cfg, tag), bootstrap_servers=bootstrap, topic_partitions=cfg.partitions,
         topic_transactions=topic(cfg, "tx"), topic_feedback=topic(cfg, f"fb-{tag}"),
         topic_scores=topic(cfg, f"scores-{tag}"), topic_alerts=topic(cfg, f"alerts-{tag}"),
@@ -221,5 +221,5 @@ def worker_settings(bootstrap: str, cfg: BenchConfig, tag: str) -> Any:
         # 30 days of event time, so a soak reaches the retention's steady state and the
         # memory figure tells a leak from the retention filling up.
         feature_retention_s=86_400.0,
-        **({} if cfg.entities is None else {"entities": cfg.entities}),
     )
+    return settings if cfg.entities is None else settings.replace(entities=cfg.entities)

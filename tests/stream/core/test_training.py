@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.online import OnlineLearner
-from models.snapshot import unseal
+from models.snapshot import unseal, unseal_trees
 from stream.core.stored import LabelledExample, SourceMessage
 from stream.core.training import OnlineTraining
 
@@ -83,3 +83,52 @@ def test_a_vector_stored_before_entity_profiles_is_learned_with_its_entity_input
     assert [r["type"] for r in step.ops] == ["bad_labelled_example"] and "zip()" in step.ops[0]["error"]
     means = training.learner.scaler.means  # what the learner saw: the stored values, and 0 for the entity inputs
     assert (means["log_amount"], means["sequence_logit"], means["merchant_fraud_7d"]) == (1.0, 1.0, 0.0)
+
+
+def test_trees_are_due_once_enough_frauds_are_kept_and_again_after_the_refit_interval() -> None:
+    from stream.core.training import TreeSchedule
+
+    training = OnlineTraining(KEY, cap_per_hour=10_000,
+                              trees=TreeSchedule(refit_ms=HOUR, window_ms=10 * HOUR, max_examples=10_000, min_frauds=20))
+    training.take_over(None, OnlineLearner())
+    width = len(training.learner.feature_names)
+
+    def batch(first: int, n: int, at: int) -> list[tuple[int, bytes]]:  # fraud when the first input is high
+        return [(i, LabelledExample([float(i % 4 == 0)] * width, int(i % 4 == 0), "analyst", at,
+                                    ORIGIN._replace(offset=i)).encode()) for i in range(first, first + n)]
+
+    assert not training.step(batch(0, 40, 0)).refit_due  # 10 frauds: fewer than 20
+    assert training.step(batch(40, 360, 0)).refit_due
+    trees = training.fit_trees()
+    assert (trees.examples, trees.frauds, trees.fitted_until_ms) == (400, 100, 0)
+    trees_blob, snapshot = training.install_trees(trees)
+    learner, meta = unseal(snapshot, KEY)
+    assert learner.trees is None and meta["trees"] == trees.version and meta["offset"] == 399  # named, not carried
+    sent, _ = unseal_trees(trees_blob, KEY)
+    assert sent.version == trees.version
+    p = sent.predict_matrix([[1.0] * width, [0.0] * width])
+    assert p[0] > 0.5 > p[1]
+    assert not training.step(batch(400, 10, HOUR - 1)).refit_due  # within the interval
+    assert training.step(batch(410, 10, HOUR)).refit_due
+
+
+def test_a_new_owner_keeps_the_published_trees_until_its_window_holds_half_their_examples() -> None:
+    from stream.core.training import TreeSchedule
+
+    schedule = TreeSchedule(refit_ms=HOUR, window_ms=100 * HOUR, max_examples=10_000, min_frauds=5)
+    first = OnlineTraining(KEY, cap_per_hour=10_000, trees=schedule)
+    first.take_over(None, OnlineLearner())
+    width = len(first.learner.feature_names)
+    rows = [(i, LabelledExample([float(i % 2)] * width, i % 2, "analyst", 0, ORIGIN._replace(offset=i)).encode())
+            for i in range(200)]
+    first.step(rows[:100])
+    trees_blob, blob = first.install_trees(first.fit_trees())
+    successor = OnlineTraining(KEY, cap_per_hour=10_000, trees=schedule)
+    scoring = OnlineLearner()  # the worker's model, which its model sync gave the trees the snapshot names
+    scoring.trees = unseal_trees(trees_blob, KEY)[0]
+    successor.take_over(blob, scoring)
+    assert successor.learner.trees is scoring.trees
+    later = [(i, LabelledExample([float(i % 2)] * width, i % 2, "analyst", 2 * HOUR, ORIGIN._replace(offset=i)).encode())
+             for i in range(100, 200)]
+    assert not successor.step(later[:49]).refit_due  # 49 kept < half of the 100 the trees were fitted on
+    assert successor.step(later[49:]).refit_due

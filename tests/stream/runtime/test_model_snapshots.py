@@ -43,8 +43,9 @@ def test_forged_snapshot_refused_and_new_worker_starts_from_latest(settings, wor
     produce(broker, settings.topic_transactions, as_records(rows))
     _scored(broker, settings, rows)
     produce(broker, settings.topic_feedback, _labels(rows))
-    assert wait_for(lambda: _stats(first)["model_versions"].get("online", "").startswith(f"online-{len(rows)}@s"),
-                    timeout=60), first.log_tail()
+    # Every label learned, and the trees the trainer fits on them installed (the last legitimate snapshot).
+    assert wait_for(lambda: _stats(first)["model_versions"].get("online", "").startswith(f"online-{len(rows)}@s")
+                    and "trees" in _stats(first)["model_versions"], timeout=60), first.log_tail()
     version = _stats(first)["model_versions"]["online"]
 
     # Someone with write access to the model topic tries to plant a model.

@@ -1,0 +1,172 @@
+"""The fused score: gradient-boosted trees over every input, refit from the labels the engine has received.
+
+A logistic regression learning one label at a time adapts at once but can
+only add up its inputs: it cannot learn that a terminal's known fraud
+matters only where the terminal is busy, or that a card's burst matters more
+on a new merchant. Trees can. So the trainer keeps the recent labelled
+examples (:class:`ExampleWindow`: the very input vectors the engine scored
+with, labels as they arrived, never before their ``labelled_at``) and every
+``FRAUDSTREAM_TREES_REFIT_S`` of event time refits LightGBM trees on them
+(:meth:`TreeModel.fit`); the trees go out with the online learner's next
+snapshot and score every transaction from then on. Their inputs are the
+online learner's: the card's engineered features, the entity features and
+the sequence model's logit, so the trees also decide how far to trust the
+sequence model (stacking). Until the first refit, the score is the older
+rule (:mod:`models.fusion`).
+
+The settings are a conventional, untuned LightGBM setup (shallow trees, a
+modest learning rate, row and feature subsampling, fixed seed,
+deterministic): the same examples give the same trees.
+
+Example:
+    >>> rng = np.random.default_rng(0)
+    >>> window = ExampleWindow(("a", "b"), window_ms=10_000, max_examples=1_000)
+    >>> for i in range(600):
+    ...     x = rng.normal(size=2)
+    ...     window.add(x, int(x[0] * x[1] > 0.5), event_time_ms=i)
+    >>> trees = TreeModel.fit(window, rounds=30)
+    >>> p = trees.predict_matrix(np.array([[2.0, 2.0], [2.0, -2.0]]))
+    >>> bool(p[0] > 0.5 > p[1]), trees.examples, trees.version.startswith("trees-600-")
+    (True, 600, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["ExampleWindow", "TreeModel"]
+
+#: LightGBM parameters: conventional, not tuned on any test period. ``num_threads`` is set per fit.
+PARAMS: dict[str, Any] = {
+    "objective": "binary", "learning_rate": 0.1, "num_leaves": 15, "min_data_in_leaf": 40,
+    "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
+    "seed": 0, "deterministic": True, "force_col_wise": True, "verbosity": -1,
+}
+#: Boosting rounds of a refit (about 0.2 MB of trees: they travel in every snapshot).
+ROUNDS = 100
+
+
+class ExampleWindow:
+    """The recent labelled examples, bounded by event time and by count (oldest out first).
+
+    ``add`` keeps an example whose transaction is within ``window_ms`` of the
+    newest seen; past ``max_examples`` the oldest go. Float32 rows: a
+    hundred thousand examples of ~30 inputs take about 12 MB.
+    """
+
+    def __init__(self, feature_names: Sequence[str], window_ms: int, max_examples: int) -> None:
+        if window_ms <= 0 or max_examples <= 0:
+            raise ValueError(f"window_ms and max_examples must be positive, got {window_ms}, {max_examples}")
+        self.feature_names = tuple(feature_names)
+        self.window_ms = window_ms
+        self.max_examples = max_examples
+        self._x = np.zeros((min(max_examples, 1024), len(self.feature_names)), dtype=np.float32)
+        self._y = np.zeros(len(self._x), dtype=np.int8)
+        self._t = np.zeros(len(self._x), dtype=np.int64)
+        self._n = 0
+        self.newest_ms = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def frauds(self) -> int:
+        return int(self._y[:self._n].sum())
+
+    def add(self, x: npt.ArrayLike, label: int, event_time_ms: int) -> None:
+        """Keep one example (``x`` in :attr:`feature_names` order)."""
+        if self._n == len(self._x):
+            self._make_room()
+        self._x[self._n] = x
+        self._y[self._n] = 1 if label else 0
+        self._t[self._n] = event_time_ms
+        self._n += 1
+        self.newest_ms = max(self.newest_ms, event_time_ms)
+
+    def drop_newest(self, k: int) -> None:
+        """Forget the ``k`` examples added last (labels a rolled-back learner must not learn from either).
+
+        >>> w = ExampleWindow(("a",), window_ms=100, max_examples=10)
+        >>> for i in range(4):
+        ...     w.add([i], i % 2, event_time_ms=i * 10)
+        >>> w.drop_newest(2); len(w), w.newest_ms
+        (2, 10)
+        """
+        self._n = max(0, self._n - max(k, 0))
+        self.newest_ms = int(self._t[:self._n].max()) if self._n else 0
+
+    def _make_room(self) -> None:
+        n = self._n
+        keep = self._t[:n] >= self.newest_ms - self.window_ms
+        if int(keep.sum()) >= self.max_examples:  # over the count: the oldest go, whatever their time
+            keep[:] = False
+            keep[np.argsort(self._t[:n], kind="stable")[n - self.max_examples + 1:]] = True
+        kept = int(keep.sum())
+        size = min(self.max_examples, max(len(self._x), 2 * kept + 1))
+        x, y, t = np.zeros((size, self._x.shape[1]), np.float32), np.zeros(size, np.int8), np.zeros(size, np.int64)
+        x[:kept], y[:kept], t[:kept] = self._x[:n][keep], self._y[:n][keep], self._t[:n][keep]
+        self._x, self._y, self._t, self._n = x, y, t, kept
+
+    def arrays(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int8]]:
+        """The examples in the window now (copies: a fit in another thread may read them)."""
+        n = self._n
+        inside = self._t[:n] >= self.newest_ms - self.window_ms
+        return self._x[:n][inside].copy(), self._y[:n][inside].copy()
+
+
+class TreeModel:
+    """LightGBM trees fitted on an :class:`ExampleWindow`; scores rows in the window's input order."""
+
+    name = "trees"
+
+    def __init__(self, booster: Any, feature_names: Sequence[str], examples: int, frauds: int,
+                 fitted_until_ms: int) -> None:
+        self.booster = booster
+        self.feature_names = tuple(feature_names)
+        self.examples = examples
+        self.frauds = frauds
+        #: The newest transaction time among the examples: the trees know nothing later.
+        self.fitted_until_ms = fitted_until_ms
+        digest = hashlib.sha256(booster.model_to_string().encode()).hexdigest()[:8]
+        self.version = f"trees-{examples}-{digest}"
+
+    @classmethod
+    def fit(cls, window: ExampleWindow, rounds: int = ROUNDS, threads: int = 1) -> TreeModel:
+        """Trees on the window's examples now; ``ValueError`` without both classes among them."""
+        import lightgbm as lgb
+
+        x, y = window.arrays()
+        frauds = int(y.sum())
+        if frauds == 0 or frauds == len(y):
+            raise ValueError(f"need fraud and legitimate examples to fit trees, got {frauds} of {len(y)}")
+        params = {**PARAMS, "num_threads": threads}
+        booster = lgb.train(params, lgb.Dataset(x, label=y, feature_name=list(_safe(window.feature_names)),
+                                                free_raw_data=True), num_boost_round=rounds)
+        return cls(booster, window.feature_names, len(y), frauds, window.newest_ms)
+
+    def predict_matrix(self, matrix: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """P(fraud) of each row (columns in :attr:`feature_names` order)."""
+        rows = np.asarray(matrix, dtype=np.float64)
+        if not len(rows):
+            return np.zeros(0)
+        return np.asarray(self.booster.predict(rows, num_threads=1), dtype=np.float64)
+
+    def contributions(self, matrix: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Each input's additive share of each row's log-odds (TreeSHAP), ``[B, len(feature_names)]``.
+
+        Exact for the trees: the shares and the trees' base value add up to the
+        row's log-odds, so a reason given from them pushed this score up.
+        """
+        rows = np.asarray(matrix, dtype=np.float64)
+        out = np.asarray(self.booster.predict(rows, pred_contrib=True, num_threads=1), dtype=np.float64)
+        return out[:, :len(self.feature_names)]
+
+
+def _safe(names: Sequence[str]) -> list[str]:
+    """Feature names LightGBM accepts (it refuses JSON special characters)."""
+    return ["".join(c if c.isalnum() or c == "_" else "_" for c in name) for name in names]
