@@ -51,7 +51,7 @@ from models.features import engineered_batch
 from models.fusion import Fusion
 from models.history import History, advance, new_history
 from models.history_windows import scored_windows
-from models.online import ONLINE_INPUTS
+from models.online import ONLINE_INPUTS, columns
 from models.profile_features import ENTITY_INPUTS
 from models.reasons import top_reasons
 from models.scoring import ScoringItem
@@ -217,10 +217,16 @@ class BatchScoring:
         if alerted:
             explanations = self._sequence_reasons([items[rows[j]] for j in alerted])
             online = self.fusion.online
-            for j, extra in zip(alerted, explanations, strict=True):
+            # With trees the score is theirs: each input's exact share of their log-odds (TreeSHAP), so a reason
+            # is given only when it pushed this score up. ("below usual" still comes from the learner's running means.)
+            trees = online.trees
+            shares = None if trees is None else trees.contributions(columns(inputs[alerted], trees.feature_names))
+            for k, (j, extra) in enumerate(zip(alerted, explanations, strict=True)):
                 t = kept[j]
                 xj = dict(zip(ONLINE_INPUTS, inputs[j].tolist(), strict=True))
                 contributions, below = online.explain(xj)
+                if trees is not None and shares is not None:
+                    contributions = dict(zip(trees.feature_names, shares[k].tolist(), strict=True))
                 reasons = (top_reasons(t, xj, contributions, below_usual=below) + extra)[:MAX_REASONS]
                 out.alerts.append((keys[j], dumps(alert_record(score_rows[j], t, reasons))))
         clock.lap("encode_produce")

@@ -132,6 +132,7 @@ def run_demo(rows: int = 30_000, cards: int = 1500, days: int = 12, train_days: 
         embedded_broker_compat=True,
         fetch_max_wait_ms=10,
         sequence_model_path=str(workdir / "model"),
+        entities="merchant_id",  # terminal profiles: the breached-terminal fraud is most of the generated fraud
     )
     ensure_topics(settings)
     worker_log = workdir / "worker.log"

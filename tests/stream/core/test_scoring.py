@@ -193,3 +193,26 @@ def test_entity_features_from_the_enriched_header_are_inputs_of_the_learner_and_
     # Same card features, same amount: only the terminal's known fraud tells them apart.
     assert scores["e1"]["score"] == pytest.approx(float(learner.predict_many([stored["e1"]])[0]), abs=1e-6)
     assert scores["e1"]["score"] > 0.5 > scores["e2"]["score"]
+
+
+def test_with_trees_an_alert_gives_the_reasons_that_pushed_the_trees_score_up() -> None:
+    """The trees alone decide (the learner never saw a label): their TreeSHAP shares, not its weights, give the reasons."""
+    from models.trees import ExampleWindow, TreeModel
+
+    learner = OnlineLearner()
+    window = ExampleWindow(learner.feature_names, window_ms=10**9, max_examples=10_000)
+    rng = np.random.default_rng(2)
+    at = learner.feature_names.index("is_new_country")
+    for i in range(3_000):  # the labels say: a new country is fraud
+        x = rng.normal(size=len(learner.feature_names)) * 0.1
+        x[at] = float(i % 3 == 0)
+        window.add(x, int(i % 3 == 0), event_time_ms=i)
+    learner.trees = TreeModel.fit(window, rounds=40)
+    core = BatchScoring(Fusion(learner), LIMITS, history_length=8, threshold=0.5, clock_ms=lambda: T0 + 5_000)
+    history = {b"G": append(new_history(), Transaction("g0", "G", T0 - HOUR, 10.0, merchant_id="m1", mcc="5411",
+                                                       country="FR", channel="pos"), 8)}
+    batch = core.score([tx("g1", "G", T0, 10.0, country="BR")], history)
+    alert = orjson.loads(batch.alerts[0][1])
+    assert alert["score"] > 0.5 and alert["reasons"][0]["code"] == "is_new_country"
+    assert alert["reasons"][0]["text"] == "first transaction in BR for this card"
+    assert all(r["weight"] > 0 for r in alert["reasons"])
