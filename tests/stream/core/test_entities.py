@@ -53,14 +53,15 @@ def test_a_redelivered_batch_counts_nothing_twice_and_is_listed() -> None:
     assert [f.features for f in again.features] == [f.features for f in first.features]  # in-order traffic
 
 
-def test_stored_profiles_are_read_not_changed_and_an_unreadable_one_starts_afresh() -> None:
+def test_stored_profiles_are_updated_in_place_and_an_unreadable_one_starts_afresh() -> None:
     stage = EntityStage("ip")
     profile = EntityProfile()
     profile.observe(0, 1.0, card="a", position=0)
     stored = {b"10.0.0.1": profile, b"10.0.0.2": b"\x01garbage"}
-    before = encode(profile)
     batch = stage.process([(b"10.0.0.1", tx(1, "b", 1_000), 1), (b"10.0.0.2", tx(2, "c", 1_000), 5)], stored)
-    assert encode(profile) == before
+    assert batch.profiles[b"10.0.0.1"] is profile and profile.position == 1 and len(profile.recent) == 2
+    again = stage.process([(b"10.0.0.1", tx(1, "b", 1_000), 1)], stored)  # the same event redelivered
+    assert again.redelivered == [0] and len(profile.recent) == 2
     assert batch.unreadable == [(1, "entity profile of 8 bytes: shorter than its 33-byte header")]
     assert batch.profiles[b"10.0.0.2"].position == 5 and len(batch.profiles[b"10.0.0.2"].recent) == 1
 
