@@ -79,6 +79,8 @@ class EntityRouting:
         self.names = [name for stage in self.stages for name in stage.names]
         self._blank = [np.asarray([stage.absent("", "").features[n] for n in stage.names], dtype="<f8").tobytes()
                        for stage in self.stages]
+        #: Every kind's features, in :attr:`names` order, of a transaction that names none of the entities.
+        self.blank: npt.NDArray[np.float64] = np.frombuffer(b"".join(self._blank), dtype="<f8")
 
     def next_hop(self, t: Transaction, after: int, carried: bytes) -> Hop:
         """Where ``t`` goes after hop ``after`` (-1: where it arrived), with the features so far."""
@@ -94,11 +96,6 @@ class EntityRouting:
         """One hop's features, in ``names`` order, as the header carries them."""
         return np.asarray([features[n] for n in names], dtype="<f8").tobytes()
 
-    @property
-    def blank(self) -> npt.NDArray[np.float64]:
-        """Every kind's features, in :attr:`names` order, of a transaction that names none of the entities."""
-        return np.frombuffer(b"".join(self._blank), dtype="<f8")
-
     def values(self, carried: bytes | None) -> npt.NDArray[np.float64] | None:
         """Every kind's features from an enriched record's header, in :attr:`names` order; None when it carries none or the wrong count.
 
@@ -111,17 +108,6 @@ class EntityRouting:
         if not carried or len(carried) != 8 * len(self.names):
             return None
         return np.frombuffer(carried, dtype="<f8")
-
-    def unpack(self, carried: bytes | None) -> dict[str, float]:
-        """Every kind's features from an enriched record's header; {} when it carries none or the wrong count.
-
-        >>> r = EntityRouting(("ip",))
-        >>> r.unpack(r.next_hop(Transaction("t", "c", 0, 1.0), -1, b"").carried)["ip_is_new_card"]
-        1.0
-        """
-        if not carried or len(carried) != 8 * len(self.names):
-            return {}
-        return dict(zip(self.names, np.frombuffer(carried, dtype="<f8").tolist(), strict=True))
 
 
 def in_event_time_order(rows: Sequence[tuple[Transaction, _T]]) -> list[tuple[Transaction, _T]]:

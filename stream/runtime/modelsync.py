@@ -130,12 +130,8 @@ class ModelSync:
 
     def _newer_valid(self, current: tuple[bytes, int] | None, blob: bytes, offset: int) -> tuple[bytes, int] | None:
         """Keep the valid snapshot with the highest seq without unpickling the others."""
-        try:
-            header, _ = verify(blob, self.engine.settings.signing_key())
-        except SnapshotError as exc:
-            self.engine.stats.snapshots_rejected += 1
-            log.error("REFUSED model snapshot at offset %d: %s", offset, exc)
-            self._ops({"type": "snapshot_refused", "offset": offset, "reason": str(exc)})
+        header = self._verified(blob, offset, "model snapshot")
+        if header is None:
             return current
         if current is not None and int(peek_header(current[0]).get("seq", 0)) >= int(header.get("seq", 0)):
             return current
@@ -143,14 +139,19 @@ class ModelSync:
 
     def _keep_trees(self, kept: dict[str, tuple[bytes, int]], blob: bytes, offset: int) -> None:
         """Keep a verified trees blob of the backlog by version, unpickled only if the newest snapshot names it."""
+        header = self._verified(blob, offset, "trees")
+        if header is not None:
+            kept[str(header.get("version"))] = (blob, offset)
+
+    def _verified(self, blob: bytes, offset: int, what: str) -> dict[str, Any] | None:
+        """``blob``'s header once its signature verifies (nothing unpickled); None, counted and reported, otherwise."""
         try:
-            header, _ = verify(blob, self.engine.settings.signing_key())
+            return verify(blob, self.engine.settings.signing_key())[0]
         except SnapshotError as exc:
             self.engine.stats.snapshots_rejected += 1
-            log.error("REFUSED trees at offset %d: %s", offset, exc)
+            log.error("REFUSED %s at offset %d: %s", what, offset, exc)
             self._ops({"type": "snapshot_refused", "offset": offset, "reason": str(exc)})
-            return
-        kept[str(header.get("version"))] = (blob, offset)
+            return None
 
     async def wait_ready(self) -> None:
         """Wait (bounded) for the initial snapshot, so a new worker starts from it."""
