@@ -32,7 +32,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,16 +74,32 @@ class Fusion:
             out["trees"] = self.online.trees.version
         return out
 
-    def score_batch(self, items: Sequence[ScoringItem]) -> FusedBatch:
+    def score_batch(self, items: Sequence[ScoringItem],
+                    first_inputs: Mapping[int, npt.NDArray[np.float64]] | None = None) -> FusedBatch:
+        """Score ``items``.
+
+        ``first_inputs``: for items scored once already (redelivered after a
+        crash), the inputs they were first scored with, in
+        :data:`~models.online.ONLINE_INPUTS` order, NaN where not known. They
+        replace the inputs computed now (the card's and the entities' state have
+        moved on since), the sequence model's component included, so the
+        score is the first one with the same models.
+        """
         components: dict[str, np.ndarray] = {}
         seconds: dict[str, float] = {}
         inputs = inputs_of(items)  # one matrix for the batch; the sequence model's logit goes in below
+        seq_column = ONLINE_INPUTS.index(SEQUENCE_INPUT)
         if self.sequence is not None:
             t0 = time.perf_counter()
             seq = np.asarray(self.sequence.score_batch(items), dtype=np.float64)
             seconds["sequence"] = time.perf_counter() - t0
             components["sequence"] = seq
-            inputs[:, ONLINE_INPUTS.index(SEQUENCE_INPUT)] = logit(seq)
+            inputs[:, seq_column] = logit(seq)
+        for row, first in (first_inputs or {}).items():
+            known = ~np.isnan(first)
+            inputs[row, known] = first[known]
+            if self.sequence is not None and known[seq_column]:
+                components["sequence"][row] = 1.0 / (1.0 + np.exp(-first[seq_column]))
         t0 = time.perf_counter()
         online = self.online.predict_matrix(self.online.select(inputs))
         seconds["online"] = time.perf_counter() - t0

@@ -11,27 +11,36 @@ the confirmed fraud on it. A profile keeps, per entity value, what its features
   (in whole thousandths, so that sums are exact in any order: a profile
   rebuilt from its changelog gives the same features as one kept in memory),
   transactions by a card new to the entity;
-* the cards seen, each with the time it was last seen, at most
-  :data:`MAX_CARDS` (the least recently seen go first);
+* the cards seen, each with the times it was first and last seen, at most
+  :data:`MAX_CARDS` (the least recently seen go first): a transaction is by
+  a card new to the entity when the card was not seen before it in event
+  time, whatever the order the transactions arrived in;
 * label events: (transaction, its time, the label's ``labelled_at``, fraud or
   not), at most :data:`MAX_LABELS`, so that a feature can ask what was *known*
   at a given time (a label counts from its ``labelled_at``, never earlier, and
   a correction from its own).
 
 Everything is in event time, so a replay of last year gives what live traffic
-got. Each update carries its position in the entity's one ordered source (the
-offset of its record on the entity's partition): an update at or before the
-last position applied is a redelivery after a crash and changes nothing, so
-at-least-once delivery counts every transaction once, without a set of seen ids.
+got. A transaction update carries where it was read from: its ``source`` (the
+partition of the topic the hop before read it from) and its ``offset`` there.
+A profile keeps the last offset applied per source, and every hop passes each
+of its source partitions on in order, so an update at or before that offset
+is a redelivery after a crash (of this hop or of one before it, which sends
+the same records again) and changes nothing: at-least-once delivery counts
+every transaction once, without a set of seen ids. A label is kept once
+however often it arrives (a correction, with its own ``labelled_at``, is a
+new one).
 
 Example:
     >>> p = EntityProfile()
-    >>> p.observe(1_000, 12.5, card="c1", position=0)
+    >>> p.observe(1_000, 12.5, card="c1", source=3, offset=70)
     True
-    >>> p.observe(1_000, 12.5, card="c1", position=0)  # redelivered after a crash
+    >>> p.observe(1_000, 12.5, card="c1", source=3, offset=70)  # redelivered after a crash
     False
-    >>> p.label("t1", 1_000, labelled_at_ms=5_000, fraud=True, position=1)
+    >>> p.label("t1", 1_000, labelled_at_ms=5_000, fraud=True)
     True
+    >>> p.label("t1", 1_000, labelled_at_ms=5_000, fraud=True)  # the same label again
+    False
     >>> [(e.transaction_time_ms, e.labelled_at_ms, e.fraud) for e in p.labels]
     [(1000, 5000, True)]
     >>> decode(encode(p)) == p
@@ -58,6 +67,7 @@ __all__ = [
     "ProfileIndex",
     "decode",
     "encode",
+    "readable",
 ]
 
 HOUR_MS = 3_600_000
@@ -152,9 +162,11 @@ class EntityProfile:
     hours: dict[int, list[float]] = field(default_factory=dict)
     #: card hash -> when it was last seen here
     cards: dict[int, int] = field(default_factory=dict)
+    #: card hash -> its first transaction here (the one counted as by a new card), for the same cards
+    first_seen: dict[int, int] = field(default_factory=dict)
     labels: list[LabelEvent] = field(default_factory=list)
-    #: The last source position applied (see the module docstring).
-    position: int = -1
+    #: Source -> the last offset applied from it (see the module docstring).
+    sources: dict[int, int] = field(default_factory=dict)
     _index: ProfileIndex | None = field(default=None, compare=False, repr=False)
 
     def index(self) -> ProfileIndex:
@@ -163,20 +175,32 @@ class EntityProfile:
             self._index = ProfileIndex(self)
         return self._index
 
-    def observe(self, at_ms: int, amount: float, *, card: str, position: int) -> bool:
-        """Count a transaction of this entity; False (and nothing changes) for a position already applied."""
-        if position <= self.position:
-            return False
-        self.position = position
+    def observe(self, at_ms: int, amount: float, *, card: str, source: int = 0, offset: int | None = None) -> bool:
+        """Count a transaction of this entity; False (and nothing changes) for an offset of ``source`` already applied.
+
+        ``offset`` None: no check (an offline fold, which reads each transaction once).
+        """
+        if offset is not None:
+            if offset <= self.sources.get(source, -1):
+                return False
+            self.sources[source] = offset
         card_hash = stable_hash(card)
         seen_before = self.cards.get(card_hash)
-        new_card = seen_before is None or seen_before > at_ms
+        first = self.first_seen.get(card_hash)
+        new_card = first is None or first > at_ms
         hour = at_ms // HOUR_MS
         milli = float(round(amount * 1000))  # whole milli-units: sums are exact, whatever order they are added in
         bucket = self.hours.setdefault(hour, [0.0, 0.0, 0.0])
         bucket[0] += 1
         bucket[1] += milli
         bucket[2] += new_card
+        if new_card:
+            self.first_seen[card_hash] = at_ms
+            if first is not None and (earlier := self.hours.get(first // HOUR_MS)) is not None:
+                # Arrived after a later transaction of the same card, which was counted as the new card's:
+                # it no longer is, so that the buckets are those of any order of arrival.
+                earlier[2] -= 1
+                self._index = None
         last_seen = at_ms if seen_before is None else max(seen_before, at_ms)
         self.cards[card_hash] = last_seen
         index = self._index
@@ -193,20 +217,16 @@ class EntityProfile:
         self._prune()
         return True
 
-    def label(self, transaction: str, transaction_time_ms: int, *, labelled_at_ms: int, fraud: bool,
-              position: int) -> bool:
+    def label(self, transaction: str, transaction_time_ms: int, *, labelled_at_ms: int, fraud: bool) -> bool:
         """Record a label of one of this entity's transactions; it counts from ``labelled_at_ms`` on.
 
-        The same label twice is kept once; a different one for the same
-        transaction is kept beside it (a correction, known from its own time).
-        False for a position already applied.
+        The same label twice is kept once (False the second time: a
+        redelivery, or the same label sent twice); a different one for the
+        same transaction is kept beside it (a correction, known from its own time).
         """
-        if position <= self.position:
-            return False
-        self.position = position
         event = LabelEvent(stable_hash(transaction), transaction_time_ms, labelled_at_ms, fraud)
         if event in self.labels:
-            return True
+            return False
         self.labels.append(event)
         if self._index is not None:
             self._index.fraud_times = None
@@ -233,6 +253,7 @@ class EntityProfile:
         if len(self.cards) > MAX_CARDS + MAX_CARDS // 4:  # in steps: a sort per transaction would cost too much
             newest_cards = sorted(self.cards.items(), key=lambda kv: kv[1])[-MAX_CARDS:]
             self.cards = dict(newest_cards)
+            self.first_seen = {card: self.first_seen[card] for card in self.cards}
             self._index = None
         if self.labels and self.labels[0].transaction_time_ms < newest - LABEL_HORIZON_MS:
             self.labels = [e for e in self.labels if e.transaction_time_ms >= newest - LABEL_HORIZON_MS]
@@ -240,23 +261,53 @@ class EntityProfile:
                 self._index.fraud_times = None
 
 
-_VERSION = 1
-_HEAD = struct.Struct("<BqqIIII")  # version, newest, position, len(recent), len(hours), len(cards), len(labels)
+_VERSION = 2
+_HEAD = struct.Struct("<BqIIIII")  # version, newest, len(recent), len(hours), len(cards), len(labels), len(sources)
+_HEAD_V1 = struct.Struct("<BqqIIII")  # version 1: version, newest, position (one source), then the same counts
+_SOURCE = struct.Struct("<Iq")
 _RECENT = struct.Struct("<qd")
 _HOUR = struct.Struct("<qddd")
-_CARD = struct.Struct("<Iq")
+_CARD = struct.Struct("<Iqq")  # card hash, last seen, first seen
+_CARD_V1 = struct.Struct("<Iq")  # card hash, last seen
 _LABEL = struct.Struct("<Iqq?")
 
 
 def encode(profile: EntityProfile) -> bytes:
     """The profile as the entity table's changelog keeps it (a version byte, then fixed-size records)."""
-    parts = [_HEAD.pack(_VERSION, profile.newest_ms, profile.position, len(profile.recent), len(profile.hours),
-                        len(profile.cards), len(profile.labels))]
+    parts = [_HEAD.pack(_VERSION, profile.newest_ms, len(profile.recent), len(profile.hours),
+                        len(profile.cards), len(profile.labels), len(profile.sources))]
     parts += [_RECENT.pack(*r) for r in profile.recent]
     parts += [_HOUR.pack(h, *b) for h, b in sorted(profile.hours.items())]
-    parts += [_CARD.pack(c, at) for c, at in profile.cards.items()]
+    first_seen = profile.first_seen
+    parts += [_CARD.pack(c, at, first_seen.get(c, at)) for c, at in profile.cards.items()]
     parts += [_LABEL.pack(e.transaction, e.transaction_time_ms, e.labelled_at_ms, e.fraud) for e in profile.labels]
+    parts += [_SOURCE.pack(source, offset) for source, offset in profile.sources.items()]
     return b"".join(parts)
+
+
+def readable(profile: EntityProfile) -> dict[str, object]:
+    """The profile as plain JSON values, in a canonical order (what the worker's web view shows).
+
+    Two profiles that counted the same transactions and labels, in any order
+    and from any sources, read the same: the order of arrival only shows in
+    ``sources`` (left out) and in buckets pruned at different times (older
+    than the 30-day window, which no feature reads: left out).
+
+    >>> p = EntityProfile()
+    >>> p.observe(7_200_000, 12.5, card="c1", source=1, offset=3)
+    True
+    >>> readable(p)["hours"], readable(p)["cards"]
+    ([[2, 1.0, 12500.0, 1.0]], 1)
+    """
+    first_hour = profile.newest_ms // HOUR_MS - WINDOW_HOURS + 1
+    return {
+        "newest_ms": profile.newest_ms,
+        "recent": [[at, amount] for at, amount in sorted(profile.recent)],
+        "hours": [[h, *profile.hours[h]] for h in sorted(profile.hours) if h >= first_hour],
+        "cards": len(profile.cards),
+        "card_seen": sorted([card, profile.first_seen.get(card, at), at] for card, at in profile.cards.items()),
+        "labels": sorted([e.transaction, e.transaction_time_ms, e.labelled_at_ms, e.fraud] for e in profile.labels),
+    }
 
 
 def decode(data: bytes) -> EntityProfile:
@@ -265,19 +316,34 @@ def decode(data: bytes) -> EntityProfile:
     >>> decode(b"\\x07")
     Traceback (most recent call last):
     ...
-    models.profile.ProfileFormatError: entity profile of 1 bytes: shorter than its 33-byte header
+    models.profile.ProfileFormatError: entity profile format 7; this release reads formats 1 and 2
+    >>> decode(b"\\x02")
+    Traceback (most recent call last):
+    ...
+    models.profile.ProfileFormatError: entity profile of 1 bytes: shorter than its 29-byte header
     """
-    if len(data) < _HEAD.size:
-        raise ProfileFormatError(f"entity profile of {len(data)} bytes: shorter than its {_HEAD.size}-byte header")
-    version, newest, position, n_recent, n_hours, n_cards, n_labels = _HEAD.unpack_from(data)
-    if version != _VERSION:
-        raise ProfileFormatError(f"entity profile format {version}; this release reads format {_VERSION}")
-    size = (_HEAD.size + n_recent * _RECENT.size + n_hours * _HOUR.size + n_cards * _CARD.size
-            + n_labels * _LABEL.size)
+    if not data:
+        raise ProfileFormatError("entity profile of 0 bytes: shorter than its header")
+    version = data[0]
+    if version == 1:  # one source position, which the sources that replace it cannot use: dropped
+        head, card_struct = _HEAD_V1, _CARD_V1
+    elif version == _VERSION:
+        head, card_struct = _HEAD, _CARD
+    else:
+        raise ProfileFormatError(f"entity profile format {version}; this release reads formats 1 and {_VERSION}")
+    if len(data) < head.size:
+        raise ProfileFormatError(f"entity profile of {len(data)} bytes: shorter than its {head.size}-byte header")
+    if version == 1:
+        _, newest, _, n_recent, n_hours, n_cards, n_labels = head.unpack_from(data)
+        n_sources = 0
+    else:
+        _, newest, n_recent, n_hours, n_cards, n_labels, n_sources = head.unpack_from(data)
+    size = (head.size + n_recent * _RECENT.size + n_hours * _HOUR.size + n_cards * card_struct.size
+            + n_labels * _LABEL.size + n_sources * _SOURCE.size)
     if len(data) != size:
         raise ProfileFormatError(f"entity profile of {len(data)} bytes; its header describes {size}")
-    at = _HEAD.size
-    profile = EntityProfile(newest_ms=newest, position=position)
+    at = head.size
+    profile = EntityProfile(newest_ms=newest)
     for _ in range(n_recent):
         profile.recent.append(_RECENT.unpack_from(data, at))
         at += _RECENT.size
@@ -286,10 +352,15 @@ def decode(data: bytes) -> EntityProfile:
         profile.hours[h] = bucket
         at += _HOUR.size
     for _ in range(n_cards):
-        card, seen_at = _CARD.unpack_from(data, at)
+        card, seen_at, *first = card_struct.unpack_from(data, at)
         profile.cards[card] = seen_at
-        at += _CARD.size
+        profile.first_seen[card] = first[0] if first else seen_at  # format 1 kept no first time: the last one
+        at += card_struct.size
     for _ in range(n_labels):
         profile.labels.append(LabelEvent(*_LABEL.unpack_from(data, at)))
         at += _LABEL.size
+    for _ in range(n_sources):
+        source, offset = _SOURCE.unpack_from(data, at)
+        profile.sources[source] = offset
+        at += _SOURCE.size
     return profile

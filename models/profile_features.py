@@ -21,8 +21,8 @@ Example:
     >>> from models.profile import EntityProfile
     >>> p = EntityProfile()
     >>> for i in range(3):
-    ...     _ = p.observe(i * 60_000, 10.0, card=f"c{i}", position=i)
-    >>> _ = p.label("t0", 0, labelled_at_ms=100_000, fraud=True, position=3)
+    ...     _ = p.observe(i * 60_000, 10.0, card=f"c{i}")
+    >>> _ = p.label("t0", 0, labelled_at_ms=100_000, fraud=True)
     >>> f = profile_features(p, 200_000, card="c9")
     >>> round(f["n_1h"], 3) == round(math.log1p(3), 3), f["fraud_30d"] == math.log1p(1), f["is_new_card"]
     (True, True, 1.0)
@@ -82,7 +82,7 @@ def profile_features(profile: EntityProfile, at_ms: int, *, card: str) -> dict[s
     amount_7d += sum(amount for _, amount in this_hour)
     whole_1d = n_1d
     n_1d, n_7d, n_30d = n_1d + current, n_7d + current, n_30d + current
-    seen_at = profile.cards.get(stable_hash(card))
+    first_seen = profile.first_seen.get(stable_hash(card))
     fraud = _known_fraud_times(profile, index, at_ms)
     end = bisect_left(fraud, at_ms)
     fraud_7d = end - bisect_left(fraud, at_ms - 7 * _DAY_MS)
@@ -96,7 +96,7 @@ def profile_features(profile: EntityProfile, at_ms: int, *, card: str) -> dict[s
         "log_mean_amount_7d": math.log1p(amount_7d / 1000 / n_7d) if n_7d else 0.0,  # milli-units to units
         "cards_1d": math.log1p(index.cards_seen_between(at_ms - _DAY_MS, at_ms)),
         "new_card_share_1d": new_1d / whole_1d if whole_1d else 0.0,
-        "is_new_card": 0.0 if seen_at is not None and seen_at < at_ms else 1.0,
+        "is_new_card": 0.0 if first_seen is not None and first_seen < at_ms else 1.0,
         "fraud_7d": math.log1p(fraud_7d),
         "fraud_30d": math.log1p(fraud_30d),
         "fraud_rate_30d": fraud_30d / n_30d if n_30d else 0.0,

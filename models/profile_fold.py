@@ -51,15 +51,13 @@ def fold_entity_features(entities: Sequence[str], cards: Sequence[str], times_ms
     pending = sorted((at, seq, row, fraud) for seq, (row, at, fraud) in enumerate(labels))
     heapq.heapify(pending)
     profiles: dict[str, EntityProfile] = {}
-    position = 0
     for i in order:
         at = times_ms[i]
         while pending and pending[0][0] <= at:
             labelled_at, _, row, fraud = heapq.heappop(pending)
             if entities[row]:
                 profiles.setdefault(entities[row], EntityProfile()).label(
-                    f"row-{row}", times_ms[row], labelled_at_ms=labelled_at, fraud=fraud, position=position)
-                position += 1
+                    f"row-{row}", times_ms[row], labelled_at_ms=labelled_at, fraud=fraud)
         entity = entities[i]
         if not entity:
             out[i] = absent
@@ -67,6 +65,5 @@ def fold_entity_features(entities: Sequence[str], cards: Sequence[str], times_ms
         profile = profiles.setdefault(entity, EntityProfile())
         values = profile_features(profile, at, card=cards[i])
         out[i] = [values[name] for name in PROFILE_FEATURES]
-        profile.observe(at, amounts[i], card=cards[i], position=position)
-        position += 1
+        profile.observe(at, amounts[i], card=cards[i])
     return out

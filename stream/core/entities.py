@@ -11,26 +11,28 @@ logic with no Faust and no Kafka: each transaction gets the features its
 entity had *before* it (:func:`models.profile_features.profile_features`), then
 counts in the profile; each label counts from its ``labelled_at``.
 
-An event's ``position`` is its offset on the entity's partition: a redelivered
-event (at or before the last position a profile applied, after a crash) does
-not count twice; the stage lists the redeliveries so the runtime can count
-them. Its features are computed again from the profile as it is, which counts
-only transactions strictly before it and labels known at its time, so for an
-entity whose transactions arrive in event-time order they are the first
-delivery's, except ``cards_1d`` and ``is_new_card`` for a card that came back
-to the entity within the redelivered span (the profile keeps one last-seen time
-per card). The card's stage keeps the first scoring of a transaction it has
-seen before, so a subscriber still sees one score per transaction.
+A transaction event comes with where the hop before read it (its source:
+:func:`stream.core.routing.upstream`): a redelivered one (at or before the
+last offset its profile applied from that source, after a crash of this hop
+or of one before it) does not count twice; the stage lists the redeliveries
+so the runtime can count them. Its features are computed again from the
+profile as it is, which has moved on (it counted the transaction and what
+came after it), so the score stage does not use them: for a transaction it
+has scored before it reads back the inputs of its first scoring
+(:mod:`stream.core.scoring`), and a redelivered score equals the first. A
+label arrives once per entity however often it is sent.
 
 Example:
     >>> stage = EntityStage("merchant_id")
-    >>> events = [(b"m1", EntityEvent.transaction("t1", "c1", 1_000, 9.5), 0),
-    ...           (b"m1", EntityEvent.transaction("t2", "c2", 2_000, 4.0), 1)]
+    >>> events = [(b"m1", EntityEvent.transaction("t1", "c1", 1_000, 9.5), (0, 40)),
+    ...           (b"m1", EntityEvent.transaction("t2", "c2", 2_000, 4.0), (0, 41))]
     >>> batch = stage.process(events, {})
     >>> [(f.transaction_id, round(f.features["merchant_n_1h"], 3)) for f in batch.features]
     [('t1', 0.0), ('t2', 0.693)]
-    >>> batch.profiles[b"m1"].position
-    1
+    >>> batch.profiles[b"m1"].sources
+    {0: 41}
+    >>> stage.process(events[1:], batch.profiles).redelivered  # after a crash: counted once
+    [0]
 """
 
 from __future__ import annotations
@@ -142,11 +144,15 @@ class EntityStage:
         self.entity_field = entity_field
         self.names = entity_feature_names(entity_field)
 
-    def process(self, events: Sequence[tuple[bytes, EntityEvent, int]],
+    def process(self, events: Sequence[tuple[bytes, EntityEvent, tuple[int, int] | None]],
                 stored: Mapping[bytes, Any]) -> EntityBatch:
-        """``events``: (entity key, event, position) in partition order; ``stored``: key -> encoded profile."""
+        """``events``: (entity key, event, (source, offset) or None) in partition order; ``stored``: key -> profile.
+
+        A transaction event without a source (one that reached the topic
+        some other way) is counted without the redelivery check.
+        """
         out = EntityBatch()
-        for i, (key, event, position) in enumerate(events):
+        for i, (key, event, where) in enumerate(events):
             profile = out.profiles.get(key)
             if profile is None:
                 profile = self._load(i, stored.get(key), out)
@@ -156,10 +162,12 @@ class EntityStage:
                 out.features.append(EntityFeatures(event.transaction_id, event.card_id, key.decode(),
                                                    dict(zip(self.names, (values[n] for n in PROFILE_FEATURES),
                                                             strict=True))))
-                applied = profile.observe(event.event_time_ms, event.amount, card=event.card_id, position=position)
+                source, offset = where if where is not None else (0, None)
+                applied = profile.observe(event.event_time_ms, event.amount, card=event.card_id, source=source,
+                                          offset=offset)
             else:
                 applied = profile.label(event.transaction_id, event.event_time_ms, labelled_at_ms=event.labelled_at_ms,
-                                        fraud=event.fraud, position=position)
+                                        fraud=event.fraud)
             if not applied:
                 out.redelivered.append(i)
         return out

@@ -11,6 +11,8 @@ transaction's own bytes all the way; what the hops add travels in headers:
 ``fraudstream.entity-features``     the entity kinds' features so far, in hop order, as
                                     little-endian float64s (:data:`FEATURES_HEADER`)
 ``fraudstream.source``              ``topic:partition:offset`` of the transaction as it arrived
+``fraudstream.upstream``            where the stage before read it: stage, partition, offset
+                                    (:func:`upstream`), so a profile counts it once
 ``fraudstream.kind``                ``label`` on an entity topic's label events (transactions
                                     carry none)
 ==================================  ==========================================================
@@ -32,6 +34,8 @@ Example:
 
 from __future__ import annotations
 
+import heapq
+import struct
 from collections.abc import Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -41,13 +45,16 @@ import numpy.typing as npt
 from stream.contracts.records import Transaction
 from stream.core.entities import EntityStage
 
-__all__ = ["FEATURES_HEADER", "KIND_HEADER", "SOURCE_HEADER", "EntityRouting", "Hop", "header", "in_event_time_order"]
+__all__ = ["FEATURES_HEADER", "KIND_HEADER", "SOURCE_HEADER", "UPSTREAM_HEADER", "EntityRouting", "Hop", "header",
+           "in_event_time_order", "parse_upstream", "upstream"]
 
 _T = TypeVar("_T")
 
 FEATURES_HEADER = "fraudstream.entity-features"
 SOURCE_HEADER = "fraudstream.source"
 KIND_HEADER = "fraudstream.kind"
+UPSTREAM_HEADER = "fraudstream.upstream"
+_UPSTREAM = struct.Struct("<Iq")
 
 
 class Hop(NamedTuple):
@@ -110,21 +117,52 @@ class EntityRouting:
         return np.frombuffer(carried, dtype="<f8")
 
 
-def in_event_time_order(rows: Sequence[tuple[Transaction, _T]]) -> list[tuple[Transaction, _T]]:
-    """A micro-batch's transactions in event-time order (ties in arrival order), as they go on to the next hop.
+def in_event_time_order(rows: Sequence[tuple[Transaction, int, _T]]) -> list[tuple[Transaction, _T]]:
+    """A micro-batch's transactions ``(transaction, input partition, item)`` merged in event-time order, as they go on.
 
-    A micro-batch holds what the worker fetched from several source
+    A micro-batch holds what the worker fetched from several input
     partitions, each in order but interleaved by fetch timing, not by time;
     the next entity partition applies them in the order they are sent. Sent
     in event time, a replay's features (which count only earlier
     transactions) no longer depend on how the fetches happened to fall, up to
-    the skew between micro-batches. A card's own transactions keep their order
-    when they arrive in event-time order, as the engine requires of them.
+    the skew between micro-batches. Each input partition's records keep their
+    own order (a merge, not a sort): the next hop tells a redelivery by its
+    offset in its input partition (:func:`upstream`), which needs them in order.
 
-    >>> rows = [(Transaction("b", "c2", 20, 1.0), 0), (Transaction("a", "c1", 10, 1.0), 1),
-    ...         (Transaction("c", "c3", 10, 1.0), 2)]
-    >>> [t.transaction_id for t, _ in in_event_time_order(rows)]
-    ['a', 'c', 'b']
+    >>> rows = [(Transaction("b", "c2", 20, 1.0), 0, "b"), (Transaction("a", "c1", 10, 1.0), 1, "a"),
+    ...         (Transaction("d", "c4", 5, 1.0), 0, "d"), (Transaction("c", "c3", 10, 1.0), 2, "c")]
+    >>> [item for _, item in in_event_time_order(rows)]  # partition 0's late "d" stays behind its "b"
+    ['a', 'c', 'b', 'd']
     """
-    return sorted(rows, key=lambda row: row[0].event_time_ms)
+    runs: dict[int, list[tuple[int, int, Transaction, _T]]] = {}
+    for i, (t, partition, item) in enumerate(rows):
+        runs.setdefault(partition, []).append((t.event_time_ms, i, t, item))
+    merged = heapq.merge(*runs.values(), key=lambda row: (row[0], row[1]))
+    return [(t, item) for _, _, t, item in merged]
 
+
+def upstream(stage: int, partition: int, offset: int) -> bytes:
+    """The :data:`UPSTREAM_HEADER` of a record that stage ``stage`` read at ``offset`` of its input ``partition``.
+
+    ``stage`` 0 is the route agent (its input: the transactions topic), ``j +
+    1`` entity kind ``j``'s hop. Each stage passes each input partition's
+    records on in order, so the next entity profile that sees a
+    ``(stage, partition)`` offset at or below the last it applied knows a
+    redelivery (a hop, or the route agent, restarted from its committed offset).
+
+    >>> parse_upstream(upstream(2, 5, 1234))
+    (131077, 1234)
+    >>> parse_upstream(b"junk") is None
+    True
+    """
+    if not 0 <= partition < 1 << 16:
+        raise ValueError(f"partition {partition} out of range")
+    return _UPSTREAM.pack(stage << 16 | partition, offset)
+
+
+def parse_upstream(raw: bytes | None) -> tuple[int, int] | None:
+    """``(source, offset)`` from an :data:`UPSTREAM_HEADER`, or None when absent or not one."""
+    if raw is None or len(raw) != _UPSTREAM.size:
+        return None
+    source, offset = _UPSTREAM.unpack(raw)
+    return source, offset

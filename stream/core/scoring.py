@@ -9,7 +9,9 @@ milliseconds (``tests/stream/core/test_scoring.py``) and the agent
    reason (the contract's codes, and ``key_mismatch``: per-card state needs
    transactions keyed by their card);
 2. chain each card's history through the batch (a card may appear many
-   times; a redelivered transaction sees the history it saw the first time);
+   times); a redelivered transaction (one already in its card's history) is
+   scored with the inputs it was first scored with, read back from the
+   features table, so its score is the first one;
 3. compute the engineered features in event time and score the whole batch
    with every model at once; if a model fails on the batch, score record by
    record and dead-letter only the records that fail (``scoring_error``);
@@ -59,7 +61,7 @@ from stream.contracts.codec import dumps
 from stream.contracts.dlq import DeadLetter
 from stream.contracts.records import InvalidRecord, Limits, Transaction, parse_transaction
 from stream.core.outputs import alert_record, score_records
-from stream.core.packing import pack_rows
+from stream.core.packing import pack_rows, unpack_inputs
 from stream.core.routing import FEATURES_HEADER, EntityRouting, header
 from stream.core.source import SourceRecord
 from stream.core.stored import feature_entries
@@ -68,6 +70,9 @@ from stream.core.timing import StageClock
 __all__ = ["BatchScoring", "ScoredBatch", "validated"]
 
 log = logging.getLogger("fraudstream.score")
+
+#: Where ENTITY_INPUTS sit in ONLINE_INPUTS.
+_ENTITY_AT = np.array([ONLINE_INPUTS.index(name) for name in ENTITY_INPUTS], dtype=np.int64)
 
 #: Most reasons an alert carries (the online learner's first, then the sequence model's).
 MAX_REASONS = 5
@@ -140,8 +145,14 @@ class BatchScoring:
                                 [ENTITY_INPUTS.index(name) for name in routing.names])
         self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
 
-    def score(self, records: Sequence[SourceRecord], histories: Mapping[bytes, History]) -> ScoredBatch:
-        """Score ``records`` against the cards' stored ``histories`` (read only; the new ones are returned)."""
+    def score(self, records: Sequence[SourceRecord], histories: Mapping[bytes, History],
+              stored: Mapping[bytes, Any] | None = None) -> ScoredBatch:
+        """Score ``records`` against the cards' stored ``histories`` (read only; the new ones are returned).
+
+        ``stored``: the features table (transaction id -> FeatureEntry JSON),
+        read for transactions already in their card's history (a redelivery),
+        so that they are scored with the inputs of their first scoring.
+        """
         clock = StageClock()
         out = ScoredBatch()
         valid: list[tuple[int, Transaction]] = []
@@ -161,13 +172,19 @@ class BatchScoring:
         new: dict[bytes, History] = {}
         last: dict[bytes, int] = {}
         priors: list[History] = []
+        # Rows not after everything in their card's history: a redelivery (perhaps of a transaction since pruned
+        # from the history) or a late arrival; the features table tells which (advance shares the history
+        # as the prior only in the usual in-order case, so the test costs nothing there).
+        maybe_seen: list[int] = []
         limit = self.history_length
-        for i, t in valid:
+        for row, (i, t) in enumerate(valid):
             key = t.card_id.encode()
             history = new.get(key)
             if history is None:
                 history = histories.get(key) or new_history()
             prior, new[key] = advance(history, t, limit)
+            if prior is not history:
+                maybe_seen.append(row)
             priors.append(prior)
             last[key] = i
         clock.lap("state")
@@ -175,11 +192,17 @@ class BatchScoring:
         windows = scored_windows(priors, transactions)  # gathered once: engineered features and sequence model
         x = engineered_batch(priors, transactions, windows)
         entity = self._entity_inputs([records[i] for i, _ in valid])
+        first = ({} if not maybe_seen or stored is None else
+                 self._first_inputs([(row, valid[row][1]) for row in maybe_seen], stored))
+        if entity is not None:
+            for row, vector in first.items():  # the score record shows the entity features it was scored with
+                known = ~np.isnan(vector[_ENTITY_AT])
+                entity[row, known] = vector[_ENTITY_AT][known]
         items = [ScoringItem(t, prior, row_x, windows, row, None if entity is None else entity[row])
                  for row, (t, prior, row_x) in enumerate(zip(transactions, priors, x, strict=True))]
         clock.lap("features")
 
-        fused = self._fuse(items, valid, records, out)
+        fused = self._fuse(items, valid, records, out, first)
         clock.add(self.fusion.last_seconds)
         if fused is None:  # every record failed to score: nothing of the batch is kept
             out.seconds = clock.seconds
@@ -252,6 +275,39 @@ class BatchScoring:
             out[j, at] = blank if values is None else values
         return out
 
+    def _first_inputs(self, rows: Sequence[tuple[int, Transaction]],
+                      stored: Mapping[bytes, Any]) -> dict[int, npt.NDArray[np.float64]]:
+        """The inputs redelivered transactions were first scored with (row -> ONLINE_INPUTS order, NaN unknown).
+
+        Read from the vector stored for the label join. The state has moved on
+        since the first scoring: the entity's profile has counted the
+        transaction and what came after it, and with entity hops a card's
+        transactions can reach scoring out of event-time order (each takes
+        its own entity's partition), so the card's history may have gained
+        an earlier one, or lost it to its length limit. A row whose entry is
+        gone (expired, never written), belongs to another card's transaction of
+        the same id, or was stored by a learner of other inputs is scored afresh.
+        """
+        names = self.fusion.online.feature_names
+        where = np.array([ONLINE_INPUTS.index(name) for name in names if name in ONLINE_INPUTS], dtype=np.int64)
+        mine = np.array([k for k, name in enumerate(names) if name in ONLINE_INPUTS], dtype=np.int64)
+        out: dict[int, npt.NDArray[np.float64]] = {}
+        for row, t in rows:
+            entry = stored.get(t.transaction_id.encode())
+            if (not isinstance(entry, Mapping) or "x" not in entry or entry.get("c") != t.card_id
+                    or entry.get("t") != t.event_time_ms):  # not scored before, or another transaction's id
+                continue
+            try:
+                vector = unpack_inputs(entry["x"])
+            except (ValueError, TypeError):
+                continue
+            if len(vector) != len(names):
+                continue
+            first = np.full(len(ONLINE_INPUTS), np.nan)
+            first[where] = np.asarray(vector, dtype=np.float64)[mine]
+            out[row] = first
+        return out
+
     def _sequence_reasons(self, items: list[ScoringItem]) -> list[list[dict[str, Any]]]:
         """What the sequence model saw in the alerted transactions (one batched backward pass); [] each without one."""
         sequence = self.fusion.sequence
@@ -265,12 +321,12 @@ class BatchScoring:
         return [[{k: r[k] for k in ("code", "text", "weight")} for r in reasons] for reasons in explained]
 
     def _fuse(self, items: list[ScoringItem], valid: list[tuple[int, Transaction]], records: Sequence[SourceRecord],
-              out: ScoredBatch) -> tuple[list[float], dict[str, list[float]], npt.NDArray[np.float64],
+              out: ScoredBatch, first: dict[int, npt.NDArray[np.float64]]) -> tuple[list[float], dict[str, list[float]], npt.NDArray[np.float64],
                                          list[tuple[int, Transaction]]] | None:
         """Score the batch; if a model fails on it, isolate the failing records (``keep``: rows of ``valid``)."""
         fusion = self.fusion
         try:
-            batch = fusion.score_batch(items)
+            batch = fusion.score_batch(items, first)
             return (batch.score.tolist(), {k: v.tolist() for k, v in batch.components.items()}, batch.inputs,
                     [(row, t) for row, (_, t) in enumerate(valid)])
         except Exception:
@@ -281,7 +337,7 @@ class BatchScoring:
         keep: list[tuple[int, Transaction]] = []
         for row, (item, (i, t)) in enumerate(zip(items, valid, strict=True)):
             try:
-                one = fusion.score_batch([item])
+                one = fusion.score_batch([item], {0: first[row]} if row in first else None)
             except Exception as exc:  # noqa: BLE001 - any model failure dead-letters only this record
                 out.dead_letters.append(DeadLetter.from_message(records[i], "scoring_error", repr(exc)))
                 continue

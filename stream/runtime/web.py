@@ -16,6 +16,11 @@ another, gets 401; a worker without a token answers 403 (fail closed). Among the
   routed by Faust to whichever worker owns the card's partition (the request
   goes there with its headers, so every worker needs the same token): the first
   thing to look at when a score surprises you.
+* ``GET /entities/{field}/{value}/`` — with ``FRAUDSTREAM_ENTITIES``, the
+  profile of one entity (``/entities/merchant_id/T-17/``), routed the same way:
+  what it counted (hourly buckets of the 30-day window, the last hour one by
+  one, its cards, the labels it knows) and the features a new card's
+  transaction would get from it just after its newest one.
 
 The check is an aiohttp middleware on the whole web app rather than a
 decorator per view, so a route added later (or one of Faust's) is closed unless
@@ -32,12 +37,14 @@ from typing import TYPE_CHECKING, Any, cast
 from aiohttp import web as aiohttp_web
 
 from models.history import Entry, new_history
+from models.profile import EntityProfile, decode, readable
+from models.profile_features import PROFILE_FEATURES, entity_feature_names, profile_features
 from stream.contracts.records import format_rfc3339
 
 if TYPE_CHECKING:
     from stream.runtime.engine import Engine
 
-__all__ = ["OPEN_PATHS", "register", "token_middleware"]
+__all__ = ["OPEN_PATHS", "register", "register_profile_view", "token_middleware"]
 
 #: Paths served without the token: probes and metrics, no card data.
 OPEN_PATHS = frozenset({"/healthz", "/ready", "/metrics", "/stats/"})
@@ -85,6 +92,25 @@ def _readable(entry: Entry) -> dict[str, Any]:
     }
 
 
+def register_profile_view(app: Any, entity_field: str, table: Any) -> None:
+    """``GET /entities/<entity_field>/{value}/``: one entity's profile, from the worker that owns its partition."""
+    names = entity_feature_names(entity_field)
+
+    @app.page(f"/entities/{entity_field}/{{value}}/")
+    @app.table_route(table=table, match_info="value")
+    async def entity_profile(web: Any, request: Any, value: str) -> Any:
+        stored = table.get(value.encode())
+        if stored is None:
+            return web.json({"field": entity_field, "value": value, "error": "no profile: never seen"}, status=404)
+        profile = stored if isinstance(stored, EntityProfile) else decode(stored)
+        features = profile_features(profile, profile.newest_ms + 1, card="")
+        return web.json({"field": entity_field, "value": value, "profile": readable(profile),
+                         "features_after_newest": dict(zip(names, (features[n] for n in PROFILE_FEATURES),
+                                                           strict=True))})
+
+    entity_profile.__name__ = f"entity_profile_{entity_field}"  # Faust names views by function: one each
+
+
 def register(engine: Engine) -> None:
     """Add the views to ``engine.app``, all but :data:`OPEN_PATHS` behind the service token."""
     app = engine.app
@@ -99,6 +125,9 @@ def register(engine: Engine) -> None:
         history = engine.history.get(card_id.encode()) or new_history()
         return web.json({"card_id": card_id, "history": [_readable(e) for e in history],
                          "raw": [list(e) for e in history]})
+
+    for entity_field, table in zip(engine.settings.entity_fields, engine.profiles, strict=True):
+        register_profile_view(app, entity_field, table)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

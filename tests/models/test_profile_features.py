@@ -53,10 +53,10 @@ def reference(txs: list[tuple[int, float, str, bool]], labels: list[tuple[int, i
 def test_a_breached_terminal_by_hand() -> None:
     """Three cards at a terminal; one transaction confirmed fraud a week after it happened."""
     p = EntityProfile()
-    p.observe(0, 20.0, card="a", position=0)
-    p.observe(2 * HOUR_MS, 40.0, card="b", position=1)
-    p.observe(2 * DAY, 60.0, card="a", position=2)
-    p.label("t1", 2 * HOUR_MS, labelled_at_ms=2 * HOUR_MS + 7 * DAY, fraud=True, position=3)
+    p.observe(0, 20.0, card="a")
+    p.observe(2 * HOUR_MS, 40.0, card="b")
+    p.observe(2 * DAY, 60.0, card="a")
+    p.label("t1", 2 * HOUR_MS, labelled_at_ms=2 * HOUR_MS + 7 * DAY, fraud=True)
     at = 2 * DAY + 30 * 60_000  # half an hour after the third
     f = profile_features(p, at, card="c")
     assert f["n_1h"] == math.log1p(1)
@@ -74,9 +74,9 @@ def test_a_breached_terminal_by_hand() -> None:
 
 def test_a_correction_counts_from_its_own_labelled_at() -> None:
     p = EntityProfile()
-    p.observe(0, 1.0, card="a", position=0)
-    p.label("t", 0, labelled_at_ms=DAY, fraud=True, position=1)
-    p.label("t", 0, labelled_at_ms=2 * DAY, fraud=False, position=2)
+    p.observe(0, 1.0, card="a")
+    p.label("t", 0, labelled_at_ms=DAY, fraud=True)
+    p.label("t", 0, labelled_at_ms=2 * DAY, fraud=False)
     assert [profile_features(p, at, card="a")["fraud_30d"] for at in (DAY - 1, DAY, 2 * DAY - 1, 2 * DAY)] == [
         0.0, math.log1p(1), math.log1p(1), 0.0]
 
@@ -93,7 +93,7 @@ def test_features_are_their_definitions_for_in_order_traffic(story) -> None:
     p = EntityProfile()
     txs: list[tuple[int, float, str, bool]] = []
     labels: list[tuple[int, int, int, bool]] = []
-    at, position = 0, 0
+    at = 0
     for gap, amount, card, label_rows in story:
         at += gap
         expected = reference(txs, labels, at, card)
@@ -102,20 +102,18 @@ def test_features_are_their_definitions_for_in_order_traffic(story) -> None:
         for name in PROFILE_FEATURES:
             assert math.isclose(got[name], expected[name], rel_tol=1e-9, abs_tol=1e-12), (name, got, expected)
         new = card not in {c for _, _, c, _ in txs}
-        p.observe(at, amount, card=card, position=position)
+        p.observe(at, amount, card=card)
         txs.append((at, amount, card, new))
-        position += 1
         for which, delay, fraud in label_rows:  # labels of earlier (or this) transactions arrive now
             tx = which % len(txs)
-            p.label(f"t{tx}", txs[tx][0], labelled_at_ms=txs[tx][0] + delay, fraud=fraud, position=position)
+            p.label(f"t{tx}", txs[tx][0], labelled_at_ms=txs[tx][0] + delay, fraud=fraud)
             labels.append((tx, txs[tx][0], txs[tx][0] + delay, fraud))
-            position += 1
-
+    
 
 def test_window_edges_are_inclusive_at_their_start() -> None:
     p = EntityProfile()
-    p.observe(0, 1.0, card="a", position=0)
-    p.label("t", 0, labelled_at_ms=1, fraud=True, position=1)
+    p.observe(0, 1.0, card="a")
+    p.label("t", 0, labelled_at_ms=1, fraud=True)
     for days, name in ((7, "fraud_7d"), (30, "fraud_30d")):
         assert profile_features(p, days * DAY, card="a")[name] == math.log1p(1)
         assert profile_features(p, days * DAY + 1, card="a")[name] == 0.0

@@ -40,7 +40,8 @@ def test_the_fold_is_the_entity_stage(seed: int) -> None:
         if entities[row]:
             stream.append((at, 0, seq, EntityEvent.label(f"row-{row}", cards[row], times[row], at, fraud)))
     stream.sort(key=lambda e: e[:3])
-    events = [(entities[int(e.transaction_id.removeprefix("row-"))].encode(), e, position)
+    events = [(entities[int(e.transaction_id.removeprefix("row-"))].encode(), e,
+               (position % 3, position) if e.kind == "transaction" else None)
               for position, (_, _, _, e) in enumerate(stream)]
 
     stage = EntityStage("merchant_id")

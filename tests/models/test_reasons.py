@@ -20,9 +20,9 @@ def breached_terminal() -> tuple[Transaction, dict[str, float]]:
     """A terminal with 6 earlier transactions of 6 cards, 3 of them confirmed fraud before the scored one."""
     p = EntityProfile()
     for i in range(6):
-        p.observe(i * HOUR, 20.0, card=f"c{i}", position=i)
+        p.observe(i * HOUR, 20.0, card=f"c{i}")
     for i in range(3):
-        p.label(f"t{i}", i * HOUR, labelled_at_ms=DAY, fraud=True, position=10 + i)
+        p.label(f"t{i}", i * HOUR, labelled_at_ms=DAY, fraud=True)
     at = 2 * DAY
     values = profile_features(p, at, card="c-new")
     t = Transaction("t9", "c-new", at, 20.0, "EUR", "T-17", "5411", "FR", "pos")

@@ -7,8 +7,8 @@ topic, runs :class:`stream.core.entities.EntityStage` against its profile table
 and sends each transaction on, with its features added, to the next entity
 topic or to the enriched topic the score agent reads (:mod:`stream.core.routing`
 says where and how). A batch is acked once the broker has everything it
-produced, so a crash re-delivers it; a profile counts a redelivered event
-once (by its offset).
+produced, so a crash re-delivers it; a profile counts a redelivered
+transaction once (by where the stage before read it, :func:`stream.core.routing.upstream`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,17 @@ from stream.contracts.dlq import DeadLetter
 from stream.contracts.records import InvalidRecord, Transaction, parse_transaction
 from stream.core.alignment import EventTimeAlignment
 from stream.core.entities import EntityEvent
-from stream.core.routing import FEATURES_HEADER, KIND_HEADER, SOURCE_HEADER, EntityRouting, header, in_event_time_order
+from stream.core.routing import (
+    FEATURES_HEADER,
+    KIND_HEADER,
+    SOURCE_HEADER,
+    UPSTREAM_HEADER,
+    EntityRouting,
+    header,
+    in_event_time_order,
+    parse_upstream,
+    upstream,
+)
 from stream.core.scoring import validated
 from stream.core.stored import StoredRecordError
 from stream.kafka.batches import ack, micro_batches
@@ -63,11 +73,13 @@ class Hops:
         return [event for _, event in self.alignment.drain()] if agent == "route" else []
 
     def forward(self, outbox: Outbox, t: Transaction, after: int, carried: bytes, value: bytes | None,
-                source: bytes) -> None:
+                source: bytes, read_at: bytes) -> None:
+        """Send ``t`` to the hop after ``after``; ``read_at``: where this stage read it (:func:`upstream`)."""
         hop = self.routing.next_hop(t, after, carried)
         topic = self.settings.enriched_topic if hop.to is None else self.settings.entity_topic(
             self.routing.fields[hop.to])
-        outbox.add(topic, None, hop.key, value, [(FEATURES_HEADER, hop.carried), (SOURCE_HEADER, source)])
+        outbox.add(topic, None, hop.key, value,
+                   [(FEATURES_HEADER, hop.carried), (SOURCE_HEADER, source), (UPSTREAM_HEADER, read_at)])
 
     async def route(self, events: Sequence[EventT]) -> list[EventT]:
         """Validate transactions where they arrive and send each to its first hop, in event-time order.
@@ -92,7 +104,7 @@ class Hops:
         for t, event in alignment.release():
             message = event.message
             source = f"{message.topic}:{message.partition}:{message.offset}".encode()
-            self.forward(outbox, t, -1, b"", message.value, source)
+            self.forward(outbox, t, -1, b"", message.value, source, upstream(0, message.partition, message.offset))
             done.append(event)
         await (await outbox.send(last=True))
         return done
@@ -102,7 +114,7 @@ class Hops:
         engine, outbox = self.engine, await self.outbox(f"entity-{j}")
         table = engine.profiles[j]
         stage = self.routing.stages[j]
-        items: list[tuple[bytes, EntityEvent, int]] = []
+        items: list[tuple[bytes, EntityEvent, tuple[int, int] | None]] = []
         kept: list[tuple[EventT, Transaction | None]] = []
         for event in events:
             message = event.message
@@ -119,7 +131,7 @@ class Hops:
                 DeadLetter.from_message(message, "internal_error", f"entity record unreadable: {exc}").queue(
                     outbox, self.settings.topic_transactions_dlq)
                 continue
-            items.append((message.key or b"", entity_event, message.offset))
+            items.append((message.key or b"", entity_event, parse_upstream(header(message.headers, UPSTREAM_HEADER))))
             kept.append((event, transaction))
         batch = stage.process(items, store_mapping(table.data))
         for i, reason in batch.unreadable:
@@ -133,10 +145,10 @@ class Hops:
         for (transaction, event), f in zip(transactions, batch.features, strict=True):
             carried_by[id(event)] = ((header(event.message.headers, FEATURES_HEADER) or b"")
                                      + self.routing.pack(f.features, stage.names))
-        for transaction, event in in_event_time_order(transactions):
+        for transaction, event in in_event_time_order([(t, e.message.partition, e) for t, e in transactions]):
             message = event.message
             self.forward(outbox, transaction, j, carried_by[id(event)], message.value,
-                         header(message.headers, SOURCE_HEADER) or b"")
+                         header(message.headers, SOURCE_HEADER) or b"", upstream(j + 1, message.partition, message.offset))
         await (await outbox.send(last=True))
 
 

@@ -7,7 +7,8 @@ All records a batch causes (outputs, changelogs, dead letters) leave through
 one :class:`~stream.kafka.outbox.Outbox` and are acknowledged by the broker before
 the batch's source offsets are acked (:mod:`stream.kafka.batches`), so a crash
 re-delivers the batch (at-least-once); a redelivered transaction sees the
-history it saw the first time and gets the same alert id.
+inputs it was first scored with (read back from the features table) and
+gets the same score and alert id.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class BatchScorer:
         outbox = self._outbox
         self.core.fusion = engine.fusion  # a snapshot or a new checkpoint may have replaced it between batches
         # The store (its dict in memory), not the table: Table.get on a miss costs an exception.
-        batch = self.core.score([event.message for event in events], store_mapping(engine.history.data))
+        batch = self.core.score([event.message for event in events], store_mapping(engine.history.data),
+                                store_mapping(engine.features.data))
         dlq_topic = settings.topic_transactions_dlq
         for letter in batch.dead_letters:
             stats.dead_letter(dlq_topic, letter.reason)

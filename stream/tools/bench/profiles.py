@@ -36,11 +36,11 @@ def cost(per_hour: int, hours: int = 24 * 31, cards: int = 3000, seed: int = 1) 
             t0 = time.perf_counter()
             profile_features(profile, at, card=card)
             t1 = time.perf_counter()
-            profile.observe(at, 10.0, card=card, position=position)
+            profile.observe(at, 10.0, card=card, source=position % 16, offset=position)
             t2 = time.perf_counter()
             position += 1
             if rng.random() < 0.01:
-                profile.label(f"x{position}", at, labelled_at_ms=at + 1000, fraud=True, position=position)
+                profile.label(f"x{position}", at, labelled_at_ms=at + 1000, fraud=True)
                 position += 1
             if hour >= hours - 24:
                 features_s, observe_s, n = features_s + t1 - t0, observe_s + t2 - t1, n + 1

@@ -195,6 +195,41 @@ def test_entity_features_from_the_enriched_header_are_inputs_of_the_learner_and_
     assert scores["e1"]["score"] > 0.5 > scores["e2"]["score"]
 
 
+def test_a_redelivered_transaction_keeps_the_entity_features_it_was_first_scored_with() -> None:
+    """After a crash the hop gives a redelivery features from a profile that has moved on; the score does not move."""
+    from stream.core.routing import FEATURES_HEADER, EntityRouting
+
+    routing = EntityRouting(["merchant_id"])
+    names = routing.names
+    learner = OnlineLearner(feature_names=online_inputs(["merchant_id"]))
+    base = engineered(new_history(), Transaction("x", "X", T0, 10.0, merchant_id="m1", mcc="5411", country="FR",
+                                                 channel="pos"))
+    for i in range(200):
+        x = dict(base, **dict(zip(names, routing.blank.tolist(), strict=True)))
+        x["merchant_n_1h"] = float(i % 2) * 4.0
+        learner.learn(x, i % 2)
+    core = BatchScoring(Fusion(learner), LIMITS, history_length=8, threshold=0.5, clock_ms=lambda: T0 + 5_000,
+                        routing=routing)
+
+    def carrying(record, n_1h):
+        values = routing.blank.copy()
+        values[names.index("merchant_n_1h")] = n_1h
+        return record._replace(headers=[(FEATURES_HEADER, values.tobytes())])
+
+    first = core.score([carrying(tx("r1", "R", T0, 10.0), 0.0)], {})
+    histories = {key: h for _, key, h in first.histories}
+    table = {key: entry for _, key, entry in first.features}
+    moved_on = [carrying(tx("r1", "R", T0, 10.0), 4.0), carrying(tx("r2", "R", T0 + HOUR, 10.0), 4.0)]
+    again = core.score(moved_on, histories, table)
+    assert scores_of(again)["r1"]["entity_features"]["merchant_n_1h"] == 0.0  # the first features, not the hop's
+    assert scores_of(again)["r1"]["score"] == scores_of(first)["r1"]["score"]
+    assert scores_of(again)["r2"]["entity_features"]["merchant_n_1h"] == 4.0  # a new transaction: the hop's
+    assert scores_of(again)["r2"]["score"] > 0.5 > scores_of(again)["r1"]["score"]
+    # Without the stored entry (expired, never written) the hop's features are all there is.
+    assert scores_of(core.score(moved_on[:1], histories, {}))["r1"]["entity_features"]["merchant_n_1h"] == 4.0
+    assert scores_of(core.score(moved_on[:1], {}, table))["r1"]["entity_features"]["merchant_n_1h"] == 4.0  # not seen
+
+
 def test_with_trees_an_alert_gives_the_reasons_that_pushed_the_trees_score_up() -> None:
     """The trees alone decide (the learner never saw a label): their TreeSHAP shares, not its weights, give the reasons."""
     from models.trees import ExampleWindow, TreeModel

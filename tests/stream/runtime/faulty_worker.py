@@ -21,14 +21,15 @@ from stream.tools.cli import main
 _score = BatchScoring.score
 
 
-def planted(self: BatchScoring, records: Sequence[Any], histories: Mapping[bytes, Any]) -> ScoredBatch:
+def planted(self: BatchScoring, records: Sequence[Any], histories: Mapping[bytes, Any],
+            stored: Mapping[bytes, Any] | None = None) -> ScoredBatch:
     for record in records:
         value = record.value or b""
         if b'"boom-bug' in value:
             raise RuntimeError("planted bug in the scoring core")
         if b'"boom-mismatch' in value:
             raise PartitionsMismatch("planted: transactions and feedback partition counts differ")
-    return _score(self, records, histories)
+    return _score(self, records, histories, stored)
 
 
 if __name__ == "__main__":

@@ -74,3 +74,27 @@ def test_a_terminal_profile_reaches_every_card_that_uses_it(settings, worker_fac
     dead = consume_all(broker, settings.topic_transactions_dlq, lambda r: len(r) >= 1, timeout=60, decode=False)
     assert [(header(d, "dlq.reason"), header(d, "dlq.source.topic")) for d in dead] == [
         ("invalid_amount", settings.topic_transactions)], "dead-lettered where it arrived, with its own record"
+
+
+def test_an_entitys_profile_is_served_from_the_worker_that_holds_it(settings, worker_factory, broker):
+    """What an analyst reads at 3 a.m.: the terminal's counts, its cards, the labels it knows, the features it gives."""
+    from stream.tools.broker import free_port
+
+    settings = settings.replace(entities="merchant_id", web_enabled=True, web_port=free_port(), web_token="s3cret")
+    ensure_topics(settings)
+    worker = worker_factory(settings)
+    for row in [tx("w1", "card-a", 0, "T-17"), tx("w2", "card-b", 60_000, "T-17")]:
+        send(broker, settings, row)
+    view = worker.get_json("/entities/merchant_id/T-17/")
+    assert view["field"] == "merchant_id" and view["value"] == "T-17", worker.log_tail()
+    profile = view["profile"]
+    assert profile["cards"] == 2 and [r[0] for r in profile["recent"]] == [BASE_MS, BASE_MS + 60_000]
+    assert [h[1:] for h in profile["hours"]] == [[2.0, 40_000.0, 2.0]]  # 2 transactions, 40.000 in thousandths, 2 new cards
+    assert view["features_after_newest"]["merchant_n_1h"] == pytest.approx(math.log1p(2))
+    import urllib.error
+
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        worker.get_json("/entities/merchant_id/never-seen/")
+    with pytest.raises(urllib.error.HTTPError, match="401"):  # card data: behind the service token
+        worker.settings = settings.replace(web_token="wrong")
+        worker.get_json("/entities/merchant_id/T-17/")

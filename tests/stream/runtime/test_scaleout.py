@@ -12,6 +12,7 @@ from models.history import History, append, new_history
 from stream.contracts.records import Limits, parse_transaction
 from stream.contracts.settings import Settings
 from stream.core.outputs import alert_id
+from stream.kafka.topics import ensure_topics
 from stream.tools.broker import free_port
 from tests.support import Trickle, as_records, consume_all, make_traffic, produce, read_to_end, wait_for
 
@@ -54,15 +55,30 @@ def where_missing(missing, rows, chunks, partitions=4):
     return f"{len(missing)} never scored; by partition {dict(where)}; by chunk {dict(Counter(chunk_of[t] for t in missing))}"
 
 
+def view_via(worker, path):
+    for _ in range(50):  # a rebalance may still be settling: the router answers 503 meanwhile
+        try:
+            return worker.get_json(path)
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"no answer from {path}")
+
+
 def histories_via(worker, cards):
-    def fetch(card):
-        for _ in range(50):  # a rebalance may still be settling: the router answers 503 meanwhile
-            try:
-                return worker.get_json(f"/cards/{card}/history/")["raw"]
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"no history for {card}")
-    return {c: fetch(c) for c in cards}
+    return {c: view_via(worker, f"/cards/{c}/history/")["raw"] for c in cards}
+
+
+def expected_profiles(rows, entity_field, labels=()):
+    """What every entity's profile must hold: the offline fold of its transactions (any order, any positions),
+    then of ``labels`` ``(row, labelled_at_ms)`` (fraud), as JSON gives them back."""
+    from models.profile import EntityProfile, readable
+
+    out: dict[str, EntityProfile] = defaultdict(EntityProfile)
+    for r in sorted(rows, key=lambda r: r["timestamp"]):
+        out[r[entity_field]].observe(r["timestamp"], r["amount"], card=r["card_id"])
+    for r, labelled_at in labels:
+        out[r[entity_field]].label(r["transaction_id"], r["timestamp"], labelled_at_ms=labelled_at, fraud=True)
+    return json.loads(json.dumps({value: readable(profile) for value, profile in out.items()}))
 
 
 @pytest.fixture
@@ -92,14 +108,16 @@ def pretrained_model(path, seed=1):
     return path
 
 
-def test_kill_9_mid_stream_loses_nothing(settings4, worker_factory, broker, tmp_path, monkeypatch):
+@pytest.mark.parametrize("entities", ["", "merchant_id"], ids=["cards", "entities"])
+def test_kill_9_mid_stream_loses_nothing(settings4, worker_factory, broker, tmp_path, monkeypatch, entities):
     rows = make_traffic(n_cards=120, per_card=20, fraud_every=5, seed=11)  # 2,400 transactions, 360 fraud
     # Three consecutive stretches of event time: each card's transactions arrive in event-time order. (A
     # transaction redelivered after a late one of its card, earlier in event time, was scored the first time
     # without it: the second score differs. The engine keeps its promise only for in-order cards.)
     chunks = [rows[:800], rows[800:1600], rows[1600:]]
     settings4 = settings4.replace(online_model_path=str(pretrained_model(tmp_path / "online.pkl")),
-                                  alert_threshold=0.5)
+                                  alert_threshold=0.5, entities=entities)
+    ensure_topics(settings4)
     # Worker a never commits on its own (Faust reads BROKER_COMMIT_INTERVAL from the environment; a inherits
     # ours): whatever it scored is uncommitted when it is killed, so its partitions' transactions are all
     # delivered again to the survivors, and the comparison of redeliveries below always has material.
@@ -133,7 +151,7 @@ def test_kill_9_mid_stream_loses_nothing(settings4, worker_factory, broker, tmp_
     for tx, ss in deliveries.items():
         first = {k: ss[0][k] for k in same}
         for again in ss[1:]:
-            assert {k: again[k] for k in same} == first, f"{tx} scored differently when redelivered"
+            assert {k: again[k] for k in same} == first, f"{tx} scored differently when redelivered: {ss}"
             duplicates += 1
     assert duplicates > 0, "no transaction was scored twice: the kill did not land mid-stream, nothing was checked"
     alerted = {tx for tx, ss in deliveries.items() if ss[0]["decision"] == "alert"}
@@ -160,10 +178,17 @@ def test_kill_9_mid_stream_loses_nothing(settings4, worker_factory, broker, tmp_
 
     cards = sorted({r["card_id"] for r in rows})
     assert histories_via(b, cards) == expected_histories(rows, 16)
+    if entities:  # each terminal's profile, recovered and moved between workers, counted each transaction once
+        expected = expected_profiles(rows, "merchant_id")
+        got = {m: view_via(b, f"/entities/merchant_id/{m}/")["profile"] for m in expected}
+        assert got == expected, "an entity's profile differs from the fold of its transactions"
     assert a2.alive() and b.alive()
 
 
-def test_worker_added_then_removed_mid_stream(settings4, worker_factory, broker, tmp_path):
+@pytest.mark.parametrize("entities", ["", "merchant_id"], ids=["cards", "entities"])
+def test_worker_added_then_removed_mid_stream(settings4, worker_factory, broker, tmp_path, entities):
+    settings4 = settings4.replace(entities=entities)
+    ensure_topics(settings4)
     rows = make_traffic(n_cards=100, per_card=18, fraud_every=6, seed=12)
     chunks = [sorted(rows[i::3], key=lambda r: r["timestamp"]) for i in range(3)]
     first = worker_factory(worker_settings(settings4, tmp_path / "first"), name="first")
@@ -179,3 +204,19 @@ def test_worker_added_then_removed_mid_stream(settings4, worker_factory, broker,
     assert not missing, f"{where_missing(missing, rows, chunks)}\n{second.log_tail()}"
     cards = sorted({r["card_id"] for r in rows})
     assert histories_via(second, cards) == expected_histories(rows, 16), "no card's history split between workers"
+    if not entities:
+        return
+    # The fraud is confirmed a day after each transaction: every terminal's profile, moved to the second
+    # worker with its partitions, holds exactly its transactions and the labels of its transactions.
+    labels = [(r, r["timestamp"] + 86_400_000) for r in rows if r["is_fraud"]]
+    produce(broker, settings4.topic_feedback, [(r["card_id"].encode(), json.dumps(
+        {"transaction_id": r["transaction_id"], "card_id": r["card_id"], "label": "fraud",
+         "labelled_at": at}).encode()) for r, at in labels])
+    expected = expected_profiles(rows, "merchant_id", labels)
+    labelled = {m for m, p in expected.items() if p["labels"]}
+
+    def profiles():
+        return {m: view_via(second, f"/entities/merchant_id/{m}/")["profile"] for m in expected}
+
+    assert wait_for(lambda: all(profiles()[m]["labels"] for m in labelled), timeout=90), second.log_tail()
+    assert profiles() == expected, "an entity's profile differs from the fold of its transactions and labels"
