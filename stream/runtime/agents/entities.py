@@ -7,12 +7,14 @@ topic, runs :class:`stream.core.entities.EntityStage` against its profile table
 and sends each transaction on, with its features added, to the next entity
 topic or to the enriched topic the score agent reads (:mod:`stream.core.routing`
 says where and how). A batch is acked once the broker has everything it
-produced, so a crash re-delivers it; a profile counts a redelivered
-transaction once (by where the stage before read it, :func:`stream.core.routing.upstream`).
+produced (several batches may be on the wire at once, as the score agent's),
+so a crash re-delivers it; a profile counts a redelivered transaction once (by
+where the stage before read it, :func:`stream.core.routing.upstream`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -36,10 +38,10 @@ from stream.core.routing import (
 )
 from stream.core.scoring import validated
 from stream.core.stored import StoredRecordError
-from stream.kafka.batches import ack, micro_batches
+from stream.kafka.batches import InFlight, ack, micro_batches
 from stream.kafka.outbox import Outbox
 from stream.kafka.state import store_mapping
-from stream.runtime.agents.score import dead_letter_batch
+from stream.runtime.agents.score import batches_in_flight, dead_letter_batch, stop_on_failed_delivery
 
 if TYPE_CHECKING:
     from stream.runtime.engine import Engine
@@ -81,11 +83,12 @@ class Hops:
         outbox.add(topic, None, hop.key, value,
                    [(FEATURES_HEADER, hop.carried), (SOURCE_HEADER, source), (UPSTREAM_HEADER, read_at)])
 
-    async def route(self, events: Sequence[EventT]) -> list[EventT]:
+    async def route(self, events: Sequence[EventT]) -> tuple[list[EventT], asyncio.Future[Any]]:
         """Validate transactions where they arrive and send each to its first hop, in event-time order.
 
-        Returns the events done with (to ack): the invalid ones, dead-lettered,
-        and those the alignment released; the others stay held, unacked.
+        Returns the events done with (to ack once the delivery lands): the
+        invalid ones, dead-lettered, and those the alignment released; the
+        others stay held, unacked.
         """
         engine, outbox = self.engine, await self.outbox("route")
         dlq = self.settings.topic_transactions_dlq
@@ -106,10 +109,9 @@ class Hops:
             source = f"{message.topic}:{message.partition}:{message.offset}".encode()
             self.forward(outbox, t, -1, b"", message.value, source, upstream(0, message.partition, message.offset))
             done.append(event)
-        await (await outbox.send(last=True))
-        return done
+        return done, await outbox.send(last=True)
 
-    async def hop(self, j: int, events: Sequence[EventT]) -> None:
+    async def hop(self, j: int, events: Sequence[EventT]) -> tuple[list[EventT], asyncio.Future[Any]]:
         """Entity kind ``j``: features from its profiles, the profiles updated, the transactions sent on."""
         engine, outbox = self.engine, await self.outbox(f"entity-{j}")
         table = engine.profiles[j]
@@ -149,7 +151,7 @@ class Hops:
             message = event.message
             self.forward(outbox, transaction, j, carried_by[id(event)], message.value,
                          header(message.headers, SOURCE_HEADER) or b"", upstream(j + 1, message.partition, message.offset))
-        await (await outbox.send(last=True))
+        return list(events), await outbox.send(last=True)
 
 
 def register(engine: Engine) -> None:
@@ -159,28 +161,36 @@ def register(engine: Engine) -> None:
         return
     hops = Hops(engine)
 
+    limit = batches_in_flight(engine)
+    delivery_failed = stop_on_failed_delivery(engine)
+
     def agent(topic: Any, name: str, outbox: str, work: Any, dlq: str) -> None:
         async def run(stream: Any) -> None:
             await engine.declare_outputs()
             idle_s = settings.entity_align_ms / 1000.0 if name == "route" and settings.entity_align_ms else None
+            # As the score agent: the next batch is worked on while the last one's records are on the wire,
+            # each acked once its own delivery lands (stream/kafka/batches.py).
+            in_flight = InFlight(limit, on_failure=delivery_failed)
             async for events in micro_batches(stream, settings.batch_size, within_s=settings.batch_timeout_s,
                                               idle_s=idle_s):
                 try:
-                    done = await work(events)
+                    done, delivery = await work(events)
                 except Exception as exc:  # never let a bug kill the agent or drop records silently
                     held = hops.discard(outbox)
                     failed = list({id(e): e for e in [*events, *held]}.values())
                     log.exception("%s batch failed; dead-lettering its %d records", name, len(failed))
                     await dead_letter_batch(engine, failed, dlq, exc)
-                    done = failed
-                ack(events if done is None else done)
+                    ack(failed)
+                    continue
+                await in_flight.add(done, delivery)  # raises if the delivery waited for failed
+            await in_flight.drain()
 
         run.__module__ = __name__
         engine.app.agent(topic, name=f"{__name__}.{name}")(run)
 
     agent(engine.topics.transactions, "route", "route", hops.route, settings.topic_transactions_dlq)
     for j, entity_field in enumerate(settings.entity_fields):
-        async def work(events: Sequence[EventT], j: int = j) -> None:
-            await hops.hop(j, events)  # acks the whole batch
+        async def work(events: Sequence[EventT], j: int = j) -> tuple[list[EventT], asyncio.Future[Any]]:
+            return await hops.hop(j, events)
 
         agent(engine.topics.entities[j], f"entity_{entity_field}", f"entity-{j}", work, settings.topic_transactions_dlq)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from faust.exceptions import PartitionsMismatch
@@ -32,7 +32,7 @@ from stream.kafka.state import store_mapping
 if TYPE_CHECKING:
     from stream.runtime.engine import Engine
 
-__all__ = ["BatchScorer", "dead_letter_batch", "register"]
+__all__ = ["BatchScorer", "batches_in_flight", "dead_letter_batch", "register", "stop_on_failed_delivery"]
 
 log = logging.getLogger("fraudstream.score")
 
@@ -142,12 +142,8 @@ async def dead_letter_batch(engine: Engine, events: Sequence[EventT], dlq_topic:
                                DeadLetter.from_message(event.message, "internal_error", repr(exc)))
 
 
-def register(engine: Engine) -> None:
-    """Attach the score agent to ``engine.app``."""
-    scorer = BatchScorer(engine)
-    settings = engine.settings
-    # Under exactly_once the outputs join Faust's transactions: one batch at a time, as tested.
-    limit = settings.batches_in_flight if settings.processing_guarantee == "at_least_once" else 1
+def stop_on_failed_delivery(engine: Engine) -> Callable[[BaseException], None]:
+    """What an agent does when a batch's outputs cannot be delivered (:class:`~stream.kafka.batches.InFlight`)."""
 
     def delivery_failed(exc: BaseException) -> None:
         # Not acked, and later batches are not committed past it (Faust commits up to the
@@ -157,6 +153,24 @@ def register(engine: Engine) -> None:
             return
         log.critical("delivering a batch's outputs failed; stopping without acking it: %r", exc)
         asyncio.ensure_future(engine.app.crash(exc))
+
+    return delivery_failed
+
+
+def batches_in_flight(engine: Engine) -> int:
+    """How many micro-batches an agent may have on the wire (one under exactly_once: Faust's transactions)."""
+    settings = engine.settings
+    return settings.batches_in_flight if settings.processing_guarantee == "at_least_once" else 1
+
+
+def register(engine: Engine) -> None:
+    """Attach the score agent to ``engine.app``."""
+    scorer = BatchScorer(engine)
+    settings = engine.settings
+    # Under exactly_once the outputs join Faust's transactions: one batch at a time, as tested.
+    limit = batches_in_flight(engine)
+
+    delivery_failed = stop_on_failed_delivery(engine)
 
     async def score(stream: Any) -> None:
         await engine.declare_outputs()
