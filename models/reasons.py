@@ -97,7 +97,8 @@ def _amount(f: Facts) -> Found | None:
     ratio = amount / max(median, 0.01)
     if ratio >= _FAR:
         return ("amount_above_usual",
-                f"amount {money(amount, t.currency)}, {number(ratio)}x the card's median of {money(median, t.currency)}",
+                (f"amount {money(amount, t.currency)}, {number(ratio)}x the card's median of "
+                f"{money(median, t.currency)}"),
                 {"amount": amount, "card_median_amount": median, "ratio": round(ratio, 2)})
     if ratio <= 1 / _FAR:
         return ("amount_below_usual",
@@ -151,7 +152,8 @@ def _small_amounts(f: Facts) -> Found | None:
     return ("small_amounts_1h",
             (f"{plural(small, 'amount')} under {money(_SMALL_AMOUNT, t.currency)} on the card in the hour before; "
             f"{earlier} of its {n_older} transactions before that"),
-            {"count": small, "small_amount_limit": _SMALL_AMOUNT, "earlier_count": earlier, "earlier_transactions": n_older})
+            {"count": small, "small_amount_limit": _SMALL_AMOUNT, "earlier_count": earlier,
+             "earlier_transactions": n_older})
 
 
 def _new_merchant(f: Facts) -> Found | None:

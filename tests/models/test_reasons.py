@@ -146,7 +146,8 @@ def category_check(field: str) -> Check:
         assert m[1] == v[field] == getattr(t, field) and seen[m[1]] == 0
         assert int(m[2]) == v["history_length"] == len(h)
         usual = m[3].split(", ")
-        assert usual == v["usual_countries" if field == "country" else f"usual_{field}s"] and seen[usual[0]] == max(seen.values())
+        assert usual == v["usual_countries" if field == "country" else f"usual_{field}s"]
+        assert seen[usual[0]] == max(seen.values())
     return check
 
 
@@ -279,8 +280,8 @@ TEXTS: dict[str, tuple[str, Check]] = {
                             check_many_cards),
     "merchant_new_cards": ((r"(\d+)% of the transactions at terminal (\S+) in the 24 hours before came from cards new "
                            r"to it"), check_new_cards),
-    "merchant_new_card": ((r"first transaction of the card at terminal (\S+) \((\d+) transactions? there in the 30 days "
-                          r"before\)"), check_card_new_here),
+    "merchant_new_card": ((r"first transaction of the card at terminal (\S+) \((\d+) transactions? there in the 30 "
+                           r"days before\)"), check_card_new_here),
     "merchant_little_traffic": (r"terminal (\S+) had (\d+) transactions? in the 30 days before, fewer than one a day",
                                 check_little),
 }
@@ -322,7 +323,8 @@ def card(amounts: list[float], every_ms: int = 2 * DAY_MS, country: str = "DE") 
 
 
 def scored(h: History, **fields: Any) -> tuple[Transaction, dict[str, float]]:
-    base = {"transaction_id": "t9", "card_id": "c1", "event_time_ms": (h[-1].ts if len(h) else T0) + 2 * DAY_MS, "amount": 60.0,
+    base = {"transaction_id": "t9", "card_id": "c1", "event_time_ms": (h[-1].ts if len(h) else T0) + 2 * DAY_MS,
+            "amount": 60.0,
             "currency": "EUR", "merchant_id": "m1", "mcc": "5411", "country": "DE", "channel": "pos"}
     t = Transaction(**{**base, **fields})
     return t, {**engineered(h, t), "sequence_logit": 0.0}
