@@ -241,16 +241,16 @@ class BatchScoring:
             explanations = self._sequence_reasons([items[rows[j]] for j in alerted])
             online = self.fusion.online
             # With trees the score is theirs: each input's exact share of their log-odds (TreeSHAP), so a reason
-            # is given only when it pushed this score up. ("below usual" still comes from the learner's running means.)
+            # is given only when it pushed this score up; its text compares with the card's history (models.reasons).
             trees = online.trees
             shares = None if trees is None else trees.contributions(columns(inputs[alerted], trees.feature_names))
             for k, (j, extra) in enumerate(zip(alerted, explanations, strict=True)):
                 t = kept[j]
                 xj = dict(zip(ONLINE_INPUTS, inputs[j].tolist(), strict=True))
-                contributions, below = online.explain(xj)
+                contributions = online.contributions(xj)
                 if trees is not None and shares is not None:
                     contributions = dict(zip(trees.feature_names, shares[k].tolist(), strict=True))
-                reasons = (top_reasons(t, xj, contributions, below_usual=below) + extra)[:MAX_REASONS]
+                reasons = (top_reasons(t, xj, contributions, items[rows[j]].history) + extra)[:MAX_REASONS]
                 out.alerts.append((keys[j], dumps(alert_record(score_rows[j], t, reasons))))
         clock.lap("encode_produce")
         out.seconds = clock.seconds

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 
 from models.features import engineered
-from models.history import new_history
+from models.history import append, new_history
 from models.online import OnlineLearner
 from models.reasons import top_reasons
 from stream.contracts.codec import dumps as encode  # what the score agent emits
@@ -33,12 +33,16 @@ def test_score_and_alert_records_match_schemas():
     assert s["decision"] == "alert" and s["latency_ms"] == 20.0
     _validator("scores").validate(json.loads(encode(s)))
     learner = OnlineLearner()
-    x = {**engineered(new_history(), T), "sequence_logit": 0.0}
-    reasons = top_reasons(T, x, {"log_amount": 1.2, "is_ecom": 0.4, "hour_sin": -0.1})
+    history = append(new_history(), Transaction("t-1", "c-1", T.event_time_ms - 86_400_000, 50.0, "EUR", "m-1",
+                                                "5411", "DE", "pos"), 32)
+    x = {**engineered(history, T), "sequence_logit": 0.0}
+    reasons = top_reasons(T, x, {"log_amount": 1.2, "is_ecom": 0.4, "is_new_country": 0.3, "hour_sin": -0.1},
+                          history)
     a = alert_record(s, T, reasons)
     _validator("alerts").validate(json.loads(encode(a)))
     assert a["alert_id"] == alert_id("t-9") != alert_id("t-10")
-    assert [r["code"] for r in a["reasons"]] == ["log_amount", "is_ecom"]
+    assert [r["code"] for r in a["reasons"]] == ["amount_above_usual", "card_not_present", "new_country"]
+    assert a["reasons"][2]["values"]["usual_countries"] == ["DE"]  # a list of strings, as the schema allows
     assert learner.contributions(x).keys() == set(learner.feature_names)
 
 

@@ -248,6 +248,8 @@ def test_with_trees_an_alert_gives_the_reasons_that_pushed_the_trees_score_up() 
                                                        country="FR", channel="pos"), 8)}
     batch = core.score([tx("g1", "G", T0, 10.0, country="BR")], history)
     alert = orjson.loads(batch.alerts[0][1])
-    assert alert["score"] > 0.5 and alert["reasons"][0]["code"] == "is_new_country"
-    assert alert["reasons"][0]["text"] == "first transaction in BR for this card"
+    assert alert["score"] > 0.5 and alert["reasons"][0]["code"] == "new_country"
+    # The text compares with the card's history, which the core passes along: its one earlier transaction, in FR.
+    assert alert["reasons"][0]["text"] == "country BR, not seen in the card's 1 earlier transaction (usually FR)"
+    assert alert["reasons"][0]["values"] == {"country": "BR", "usual_countries": ["FR"], "history_length": 1}
     assert all(r["weight"] > 0 for r in alert["reasons"])
