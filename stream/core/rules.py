@@ -34,7 +34,7 @@ Example:
     >>> compile_rule(Rule("bad", "amount >", "alert", reason="x"))
     Traceback (most recent call last):
     ...
-    stream.core.rules.RuleError: rule 'bad': syntax error: ...
+    stream.core.rules.RuleError: rule 'bad': syntax error at line:column 1:9: Syntax error: mismatched input ...
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ import cel
 
 from models.features import FEATURE_NAMES
 from models.profile_features import ENTITY_INPUTS
+from stream.contracts.records import Transaction
 
 __all__ = [
     "ACTIONS",
@@ -319,6 +320,38 @@ class RuleSet:
 
     def versions(self) -> dict[str, int]:
         return {r.rule.id: r.rule.version for r in self.rules}
+
+    def activations(self, transactions: Sequence[Transaction], matrix: Any, names: Sequence[str],
+                    scores: Sequence[float] | None = None,
+                    components: Mapping[str, Sequence[float]] | None = None) -> list[dict[str, Any]]:
+        """Each transaction's variables the rules read: its contract fields, ``matrix[i]``'s columns by ``names``
+        (engineered and entity features, as scored), ``score`` and ``components`` when given.
+
+        A variable with no value here (an entity feature of a kind the deployment has not got, the models'
+        scores in a backtest without them) is left out: a rule reading it fails on the record, counted.
+
+        >>> import numpy as np
+        >>> t = Transaction("t1", "c1", 0, 20.0, country="BR")
+        >>> RuleSet([Rule("r", "country == 'BR' && n_1h > 1.0", "tag", tag="x")]).activations(
+        ...     [t], np.array([[3.0, 0.5]]), ["n_1h", "n_24h"])
+        [{'country': 'BR', 'n_1h': 3.0}]
+        """
+        n = len(transactions)
+        columns: dict[str, list[Any]] = {}
+        at = {name: j for j, name in enumerate(names)}
+        for name in sorted(self.variables):
+            if name in CONTRACT_VARIABLES:
+                attribute = "event_time_ms" if name == "event_time" else name
+                columns[name] = [getattr(t, attribute) for t in transactions]
+            elif name in at:
+                columns[name] = matrix[:, at[name]].tolist()
+            elif name == "score" and scores is not None:
+                columns[name] = list(scores)
+            elif name == "components" and components is not None:
+                models = list(components)
+                columns[name] = [dict(zip(models, row, strict=True)) for row in
+                                 zip(*(components[m] for m in models), strict=True)] if models else [{}] * n
+        return [{name: column[i] for name, column in columns.items()} for i in range(n)]
 
     def evaluate(self, activations: Sequence[Mapping[str, Any]]) -> list[RuleOutcome]:
         """One outcome per activation (its variables by name: :data:`VARIABLES`; more are ignored)."""
