@@ -64,6 +64,7 @@ __all__ = [
     "RuleError",
     "RuleOutcome",
     "RuleSet",
+    "check_record",
     "compile_rule",
     "decode_rule",
     "encode_rule",

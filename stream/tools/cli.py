@@ -2,7 +2,7 @@
 
 Subcommands: ``worker`` (run the Faust worker), ``broker`` (run the embedded
 broker and print its address), ``demo`` (broker + worker + generated traffic),
-and the historical-data tools ``generate`` and ``evaluate``.
+``rules`` (the dynamic rules), and the historical-data tools ``generate`` and ``evaluate``.
 """
 
 from __future__ import annotations
@@ -170,6 +170,12 @@ def _experiment(argv: list[str]) -> int:
     return cli(argv)
 
 
+def _rules(argv: list[str]) -> int:
+    from stream.tools.rules import cli
+
+    return cli(argv)
+
+
 def _evaluate(argv: list[str]) -> int:
     from replay.evaluate import cli
 
@@ -181,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Tools with their own argparse get the rest of the line untouched.
     passthrough = {"generate": _generate, "replay": _replay, "evaluate": _evaluate, "alerts": _alerts,
-                   "train": _train, "experiment": _experiment}
+                   "train": _train, "experiment": _experiment, "rules": _rules}
     if argv and argv[0] in passthrough:
         return passthrough[argv[0]](argv[1:])
     parser = argparse.ArgumentParser(prog="fraudstream", description=__doc__.split("\n\n")[0])
@@ -245,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("train", help="train the sequence model on a history file (see train --help)")
     sub.add_parser("experiment", help="online vs sequence vs fusion vs baseline, streamed with delayed labels")
     sub.add_parser("alerts", help="tail the alerts topic as a live table or JSON lines (see alerts --help)")
+    sub.add_parser("rules", help="add, list, enable, disable, delete and backtest dynamic rules (docs/rules.md)")
     sub.add_parser("evaluate", help="detection-quality report from scores and labels (see evaluate --help)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
