@@ -113,6 +113,7 @@ def _bench(args: argparse.Namespace) -> int:
         cfg.entities = args.entities
         cfg.bootstrap_servers = args.bootstrap_servers
         cfg.repeat = args.repeat
+        cfg.rules = args.rules
     else:
         cfg = BenchConfig(events=args.events, cards=args.cards, partitions=args.partitions,
                           workers=tuple(int(w) for w in args.workers.split(",")), latency_workers=args.latency_workers,
@@ -120,7 +121,7 @@ def _bench(args: argparse.Namespace) -> int:
                           latency_seconds=args.latency_seconds, soak_seconds=args.soak_seconds, soak_rate=args.soak_rate,
                           batch_size=args.batch_size, checkpoint=args.checkpoint,
                           sequence_precision=args.sequence_precision, entities=args.entities, out=args.out,
-                          bootstrap_servers=args.bootstrap_servers, repeat=args.repeat)
+                          bootstrap_servers=args.bootstrap_servers, repeat=args.repeat, rules=args.rules)
     try:
         cfg.validate()
     except ValueError as exc:
@@ -225,6 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="the workers' FRAUDSTREAM_SEQUENCE_PRECISION")
     p.add_argument("--entities", default=None,
                    help="the workers' FRAUDSTREAM_ENTITIES (default: the setting's default; '' for per-card state only)")
+    p.add_argument("--rules", type=int, default=0,
+                   help="load this many generated dynamic rules (half in shadow mode) into the engine's workers and "
+                        "print their cost per transaction")
     p.add_argument("--smoke", action="store_true", help="a few seconds, to check the benchmark works")
     p.add_argument("--repeat", type=int, default=1,
                    help="run every phase this many times, interleaved, each on a fresh broker; print each figure's "

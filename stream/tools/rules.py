@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from stream.contracts.settings import Settings
 from stream.core.rules import ACTIONS, Rule, RuleError, check_record, compile_rule, decode_rule, encode_rule
 
-__all__ = ["cli", "read_rules", "write_rule"]
+__all__ = ["cli", "read_rules", "write_rule", "write_rules"]
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -100,6 +100,22 @@ def write_rule(settings: Settings, rule_id: str, rule: Rule | None) -> None:
     try:
         producer.send(settings.topic_rules, key=rule_id.encode(),
                       value=None if rule is None else encode_rule(rule)).get(timeout=30)
+    finally:
+        producer.close()
+
+
+def write_rules(settings: Settings, rules: list[Rule]) -> None:
+    """Write ``rules`` (each compiled first) in one go and wait for the broker's acks (the bench's rule book)."""
+    from stream.kafka import clients
+
+    for rule in rules:
+        compile_rule(rule)
+    _ensure_topic(settings)
+    producer = clients.producer(settings, client_id="fraudstream-rules", acks="all")
+    try:
+        sent = [producer.send(settings.topic_rules, key=r.id.encode(), value=encode_rule(r)) for r in rules]
+        for future in sent:
+            future.get(timeout=30)
     finally:
         producer.close()
 
