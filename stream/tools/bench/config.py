@@ -137,7 +137,7 @@ def topic_settings(bootstrap: str, cfg: BenchConfig, group: str) -> Any:
     return Settings(app_id=own("app"), bootstrap_servers=bootstrap, topic_partitions=cfg.partitions,
                     topic_transactions=own("tx"), topic_feedback=own("fb"), topic_scores=own("out"),
                     topic_alerts=own("alerts"), topic_transactions_dlq=own("txdlq"), topic_feedback_dlq=own("fbdlq"),
-                    topic_ops=own("ops"))
+                    topic_ops=own("ops"), topic_rules=own("rules"))
 
 
 def _table(events: int, cards: int, seed: int, phase: int = 0) -> Any:
