@@ -72,6 +72,9 @@ create_topic "${FRAUDSTREAM_TOPIC_FEEDBACK_DLQ:-feedback.dlq}" "$PARTITIONS" --c
 # latest snapshot per key (model name) forever. Snapshots can be MBs, hence
 # the larger message limit (producers must raise max.request.size to match).
 create_topic "$MODELS" 1 --config cleanup.policy=compact --config max.message.bytes=16777216
+# Dynamic rules (docs/rules.md): one partition, every worker reads it whole;
+# compaction keeps each rule's newest version, a tombstone deletes it.
+create_topic "${FRAUDSTREAM_TOPIC_RULES:-rules}" 1 --config cleanup.policy=compact
 
 # --if-not-exists leaves an existing topic as it is, even with another
 # partition count: check the two inputs the way `fraudstream topics` does.

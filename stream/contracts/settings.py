@@ -57,6 +57,7 @@ class Settings:
     topic_transactions_dlq: str = _f("transactions.dlq", "Dead letters from the transactions topic.")
     topic_feedback_dlq: str = _f("feedback.dlq", "Dead letters from the feedback topic.")
     topic_ops: str = _f("fraudstream.ops", "Operational alerts (model rollbacks, refused snapshots, capped label sources).")
+    topic_rules: str = _f("rules", "Compacted one-partition topic of dynamic rules (key = rule id, a tombstone deletes; docs/rules.md), read whole by every worker and by `fraudstream rules`.")
     topic_models: str = _f("", "Compacted topic of signed online-model snapshots; empty = '<app_id>-models'.")
     topic_labelled: str = _f("", "Internal one-partition topic feeding the single online learner; empty = '<app_id>-labelled'.")
     entities: str = _f("", "Transaction fields that name an entity with a profile (merchant_id, device_id, ip, account_id, card_id), comma-separated; each gets a repartition topic '<app_id>-entity-<field>' keyed by its value, and scoring reads '<app_id>-enriched'. Empty = per-card state only (no entity topics, one hop less).")

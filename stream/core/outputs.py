@@ -100,8 +100,10 @@ def _round6(values: Sequence[float]) -> list[float]:
 
 
 def alert_record(score: Mapping[str, Any], t: Transaction, reasons: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One ``alerts`` record (schema: ``schemas/alerts.json``)."""
+    """One ``alerts`` record (schema: ``schemas/alerts.json``); ``decision`` and ``rule_hits`` as on the score record."""
+    rules = {name: score[name] for name in ("decision", "rule_hits") if name in score}
     return {
+        **rules,
         "alert_id": alert_id(t.transaction_id),
         "transaction_id": t.transaction_id,
         "card_id": t.card_id,

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.features import engineered_batch
+from models.features import FEATURE_NAMES, engineered_batch
 from models.fusion import Fusion
 from models.history import History, advance, new_history
 from models.history_windows import scored_windows
@@ -63,6 +63,7 @@ from stream.contracts.records import InvalidRecord, Limits, Transaction, parse_t
 from stream.core.outputs import alert_record, score_records
 from stream.core.packing import pack_rows, unpack_inputs
 from stream.core.routing import FEATURES_HEADER, EntityRouting, header
+from stream.core.rules import RuleOutcome, RuleSet
 from stream.core.source import SourceRecord
 from stream.core.stored import feature_entries
 from stream.core.timing import StageClock
@@ -99,8 +100,16 @@ class ScoredBatch:
     versions: dict[str, str] = field(default_factory=dict)
     #: History entries the scored transactions were scored with (summed).
     history_entries: int = 0
-    #: Seconds per stage: decode, state, features, the models', encode_produce (the records built and encoded).
+    #: Seconds per stage: decode, state, features, the models', rules, encode_produce (the records built and encoded).
     seconds: dict[str, float] = field(default_factory=dict)
+    #: Records each rule hit (active or shadow), and records each rule failed on (left out for them).
+    rule_hits: dict[str, int] = field(default_factory=dict)
+    rule_failures: dict[str, int] = field(default_factory=dict)
+
+
+def _rule_reasons(outcome: RuleOutcome) -> list[dict[str, Any]]:
+    """An alert's reasons from its rules (first: an analyst reads why a rule fired before the model's why)."""
+    return [{"code": f"rule:{rule_id}", "text": text, "weight": 1.0} for rule_id, text in outcome.reasons]
 
 
 def validated(record: SourceRecord, limits: Limits) -> Transaction:
@@ -132,8 +141,11 @@ class BatchScoring:
     """
 
     def __init__(self, fusion: Fusion, limits: Limits, history_length: int, threshold: float,
-                 clock_ms: Callable[[], int] | None = None, routing: EntityRouting | None = None) -> None:
+                 clock_ms: Callable[[], int] | None = None, routing: EntityRouting | None = None,
+                 rules: RuleSet | None = None) -> None:
         self.fusion = fusion
+        #: The dynamic rules (:mod:`stream.core.rules`); the caller may replace them between batches.
+        self.rules = rules or RuleSet()
         self.limits = limits
         self.history_length = history_length
         self.threshold = threshold
@@ -235,8 +247,11 @@ class BatchScoring:
             at = self._entity_columns
             for score_row, row in zip(score_rows, rows, strict=True):
                 score_row["entity_features"] = dict(zip(names, entity[row, at].round(6).tolist(), strict=True))
+        clock.lap("encode_produce")
+        outcomes = self._apply_rules(kept, inputs, scores, components, score_rows, out)
+        clock.lap("rules")
         out.scores = [(key, dumps(record)) for key, record in zip(keys, score_rows, strict=True)]
-        alerted = [j for j, record in enumerate(score_rows) if record["decision"] == "alert"]
+        alerted = [j for j, record in enumerate(score_rows) if record["decision"] in ("alert", "block")]
         if alerted:
             explanations = self._sequence_reasons([items[rows[j]] for j in alerted])
             online = self.fusion.online
@@ -250,11 +265,45 @@ class BatchScoring:
                 contributions = online.contributions(xj)
                 if trees is not None and shares is not None:
                     contributions = dict(zip(trees.feature_names, shares[k].tolist(), strict=True))
-                reasons = (top_reasons(t, xj, contributions, items[rows[j]].history) + extra)[:MAX_REASONS]
+                reasons = (_rule_reasons(outcomes[j]) + top_reasons(t, xj, contributions, items[rows[j]].history)
+                           + extra)[:MAX_REASONS]
                 out.alerts.append((keys[j], dumps(alert_record(score_rows[j], t, reasons))))
         clock.lap("encode_produce")
         out.seconds = clock.seconds
         return out
+
+    def _apply_rules(self, kept: list[Transaction], inputs: npt.NDArray[np.float64], scores: list[float],
+                     components: dict[str, list[float]], score_rows: list[dict[str, Any]],
+                     out: ScoredBatch) -> list[RuleOutcome]:
+        """Evaluate the rules on the scored records (their inputs as scored) and write what they did on the records.
+
+        Every score record gets ``rules`` (the versions applied), ``rule_hits``
+        and ``shadow_hits``; ``tags`` and ``rule_errors`` when there are any;
+        its ``decision`` becomes the rules' (allow > block > alert > pass).
+        """
+        rules = self.rules
+        if not len(rules):
+            for record in score_rows:
+                record["rules"], record["rule_hits"], record["shadow_hits"] = {}, [], []
+            return [RuleOutcome()] * len(score_rows)
+        names = [name for name in ONLINE_INPUTS if name in self._rule_columns]
+        matrix = inputs[:, [ONLINE_INPUTS.index(name) for name in names]]
+        outcomes = rules.evaluate(rules.activations(kept, matrix, names, scores, components))
+        for record, outcome in zip(score_rows, outcomes, strict=True):
+            record["rules"], record["rule_hits"], record["shadow_hits"] = (
+                outcome.versions, outcome.hits, outcome.shadow_hits)
+            if outcome.tags:
+                record["tags"] = outcome.tags
+            if outcome.failures:
+                record["rule_errors"] = outcome.failures
+            record["decision"] = outcome.decision(record["decision"] == "alert")
+        out.rule_hits, out.rule_failures = rules.last_hits, rules.last_failures
+        return outcomes
+
+    @property
+    def _rule_columns(self) -> frozenset[str]:
+        """The inputs a rule may read: the engineered features and this deployment's entity features."""
+        return frozenset(FEATURE_NAMES) | frozenset(() if self.routing is None else self.routing.names)
 
     def _entity_inputs(self, records: Sequence[SourceRecord]) -> npt.NDArray[np.float64] | None:
         """The records' entity features in :data:`~models.profile_features.ENTITY_INPUTS` order (None without entities).

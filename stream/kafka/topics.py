@@ -48,6 +48,7 @@ def topic_specs(settings: Settings) -> dict[str, int]:
     """
     specs = {name: settings.topic_partitions for name in topic_names(settings)}
     specs[settings.topic_ops] = 1
+    specs[settings.topic_rules] = 1  # every worker reads all of it; compacted (the newest version of each rule)
     specs[settings.models_topic] = 1
     specs[settings.labelled_topic] = 1
     return specs
@@ -68,7 +69,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, int]
         existing = set(admin.list_topics())
         new = [
             NewTopic(name, partitions, settings.replication_factor,
-                     topic_configs={"cleanup.policy": "compact"} if name == settings.models_topic else {})
+                     topic_configs=({"cleanup.policy": "compact"} if name in (settings.models_topic, settings.topic_rules)
+                                    else {}))
             for name, partitions in specs.items() if name not in existing
         ]
         if new:

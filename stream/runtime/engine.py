@@ -27,6 +27,7 @@ from stream import patches
 from stream.contracts.records import Limits
 from stream.contracts.settings import Settings, SettingsError
 from stream.core.retention import RetentionIndex
+from stream.core.rules import RuleSet
 from stream.kafka.outbox import Outbox
 from stream.kafka.raw import RawBytes
 from stream.kafka.security import client_kwargs, faust_credentials
@@ -54,10 +55,12 @@ class Topics:
     #: With ``FRAUDSTREAM_ENTITIES``: one repartition topic per entity kind, in hop order, and the enriched one.
     entities: list[Any] = field(default_factory=list)
     enriched: Any = None
+    rules: Any = None  # the dynamic rules (compacted, one partition), read by every worker
 
     def outputs(self) -> list[Any]:
         return [self.scores, self.alerts, self.transactions_dlq, self.feedback_dlq, self.labelled, self.models,
-                self.ops, *self.entities, *([self.enriched] if self.enriched is not None else [])]
+                self.ops, *self.entities, *([self.enriched] if self.enriched is not None else []),
+                *([self.rules] if self.rules is not None else [])]
 
 
 class ModelFollower(Protocol):
@@ -92,6 +95,9 @@ class Engine:
     trainer: Any = None
     feedback: Any = None  # the learn agent's FeedbackLearner (the score agent completes its pending joins)
     sequence_watcher: CheckpointWatcher | None = None
+    #: The dynamic rules in force (replaced whole by :class:`stream.runtime.rulesync.RuleSync`), and their follower.
+    rules: RuleSet = field(default_factory=RuleSet)
+    rule_sync: Any = None
 
     def __post_init__(self) -> None:
         self.telemetry = Telemetry(self.stats, self.settings.topic_transactions)
@@ -109,6 +115,7 @@ class Engine:
         checks = {
             "tables_recovered": self.app.tables.recovery.completed.is_set(),  # type: ignore[attr-defined]
             "model_loaded": self.model_sync.ready.is_set(),
+            "rules_loaded": self.rule_sync is None or self.rule_sync.ready.is_set(),
             "agents_running": all(not agent.should_stop for agent in self.app.agents.values()),
         }
         return all(checks.values()), checks

@@ -39,13 +39,19 @@ class Stats:
     first_scored_at: int = 0  # wall ms of the first and the latest score produced
     last_scored_at: int = 0
     dlq: Counter[str] = field(default_factory=Counter)
+    #: Per rule id: records hit (active or shadow), records the rule failed on (scored without it).
+    rule_hits: Counter[str] = field(default_factory=Counter)
+    rule_failures: Counter[str] = field(default_factory=Counter)
+    rules_loaded: int = 0  # enabled rules in force
+    rules_refused: int = 0  # rule records on the topic that did not decode or compile
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def dead_letter(self, topic: str, reason: str) -> None:
         self.dlq[f"{topic}:{reason}"] += 1
 
     def snapshot(self) -> dict[str, Any]:
-        out = {k: v for k, v in vars(self).items() if k not in ("dlq", "stage_seconds")}
+        out = {k: v for k, v in vars(self).items() if k not in ("dlq", "stage_seconds", "rule_hits", "rule_failures")}
         out["dlq"] = dict(self.dlq)
+        out["rule_hits"], out["rule_failures"] = dict(self.rule_hits), dict(self.rule_failures)
         out["stage_seconds"] = {k: round(v, 3) for k, v in self.stage_seconds.items()}
         return out

@@ -10,7 +10,9 @@ Metric names: ``fraudstream_events_in_total{topic}``, ``fraudstream_scores_out_t
 ``fraudstream_rollbacks_total``, ``fraudstream_batch_size``,
 ``fraudstream_stage_seconds{stage}``, ``fraudstream_latency_seconds``,
 ``fraudstream_consumer_lag{topic,partition}``,
-``fraudstream_model_info{model,version}``, ``fraudstream_online_rolling_auc``.
+``fraudstream_model_info{model,version}``, ``fraudstream_online_rolling_auc``,
+``fraudstream_rule_hits_total{rule}``, ``fraudstream_rule_failures_total{rule}``, ``fraudstream_rules_loaded``,
+``fraudstream_rules_refused_total``.
 
 Example:
     >>> from stream.runtime.stats import Stats
@@ -73,6 +75,20 @@ class _StatsCollector(Collector):
                                ("rejected", s.snapshots_rejected)):
             snaps.add_metric([outcome], value)
         yield snaps
+        hits = CounterMetricFamily("fraudstream_rule_hits_total", "Records each rule hit (active or shadow).",
+                                   labels=["rule"])
+        for rule, value in sorted(s.rule_hits.items()):
+            hits.add_metric([rule], value)
+        yield hits
+        failures = CounterMetricFamily("fraudstream_rule_failures_total",
+                                       "Records a rule failed on at run time (scored without it).", labels=["rule"])
+        for rule, value in sorted(s.rule_failures.items()):
+            failures.add_metric([rule], value)
+        yield failures
+        yield GaugeMetricFamily("fraudstream_rules_loaded", "Enabled rules in force.", value=s.rules_loaded)
+        yield CounterMetricFamily("fraudstream_rules_refused_total",
+                                  "Rule records that did not decode or compile (the previous version stays).",
+                                  value=s.rules_refused)
         features = GaugeMetricFamily("fraudstream_features_expired", "Scoring-time feature entries expired.",
                                      value=s.features_expired)
         yield features

@@ -38,6 +38,7 @@ from stream.runtime.engine import Engine, Topics, build_fusion, worker_app, work
 from stream.runtime.heap import collect_less_often
 from stream.runtime.logs import service_worker
 from stream.runtime.modelsync import ModelSync
+from stream.runtime.rulesync import RuleSync
 
 __all__ = ["create_engine", "run_worker"]
 
@@ -64,6 +65,7 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
         ops=raw_topic(settings.topic_ops, partitions=1),
         entities=[raw_topic(settings.entity_topic(f)) for f in settings.entity_fields],
         enriched=raw_topic(settings.enriched_topic) if settings.entity_fields else None,
+        rules=raw_topic(settings.topic_rules, partitions=1, compacting=True),
     )
     history, features, pending = define_tables(app, settings)
     profiles = define_profile_tables(app, settings)
@@ -82,6 +84,7 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
         retention=RetentionIndex(int(settings.feature_retention_s * 1000)),
     )
     engine.model_sync = ModelSync(engine)
+    engine.rule_sync = RuleSync(engine)
     if settings.sequence_model_path:
         engine.sequence_watcher = CheckpointWatcher(
             settings.sequence_model_path, poll_s=settings.sequence_reload_interval_s, threads=settings.torch_threads,
@@ -95,6 +98,7 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     engine.trainer = train.register(engine)
     web.register(engine)
     app.task(engine.model_sync.run)
+    app.task(engine.rule_sync.run)
 
     if settings.online_model_path:
 

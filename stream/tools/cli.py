@@ -2,7 +2,7 @@
 
 Subcommands: ``worker`` (run the Faust worker), ``broker`` (run the embedded
 broker and print its address), ``demo`` (broker + worker + generated traffic),
-and the historical-data tools ``generate`` and ``evaluate``.
+``rules`` (the dynamic rules), and the historical-data tools ``generate`` and ``evaluate``.
 """
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ def _bench(args: argparse.Namespace) -> int:
         cfg.entities = args.entities
         cfg.bootstrap_servers = args.bootstrap_servers
         cfg.repeat = args.repeat
+        cfg.rules = args.rules
     else:
         cfg = BenchConfig(events=args.events, cards=args.cards, partitions=args.partitions,
                           workers=tuple(int(w) for w in args.workers.split(",")), latency_workers=args.latency_workers,
@@ -120,7 +121,7 @@ def _bench(args: argparse.Namespace) -> int:
                           latency_seconds=args.latency_seconds, soak_seconds=args.soak_seconds, soak_rate=args.soak_rate,
                           batch_size=args.batch_size, checkpoint=args.checkpoint,
                           sequence_precision=args.sequence_precision, entities=args.entities, out=args.out,
-                          bootstrap_servers=args.bootstrap_servers, repeat=args.repeat)
+                          bootstrap_servers=args.bootstrap_servers, repeat=args.repeat, rules=args.rules)
     try:
         cfg.validate()
     except ValueError as exc:
@@ -170,6 +171,12 @@ def _experiment(argv: list[str]) -> int:
     return cli(argv)
 
 
+def _rules(argv: list[str]) -> int:
+    from stream.tools.rules import cli
+
+    return cli(argv)
+
+
 def _evaluate(argv: list[str]) -> int:
     from replay.evaluate import cli
 
@@ -181,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Tools with their own argparse get the rest of the line untouched.
     passthrough = {"generate": _generate, "replay": _replay, "evaluate": _evaluate, "alerts": _alerts,
-                   "train": _train, "experiment": _experiment}
+                   "train": _train, "experiment": _experiment, "rules": _rules}
     if argv and argv[0] in passthrough:
         return passthrough[argv[0]](argv[1:])
     parser = argparse.ArgumentParser(prog="fraudstream", description=__doc__.split("\n\n")[0])
@@ -219,6 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="the workers' FRAUDSTREAM_SEQUENCE_PRECISION")
     p.add_argument("--entities", default=None,
                    help="the workers' FRAUDSTREAM_ENTITIES (default: the setting's default; '' for per-card state only)")
+    p.add_argument("--rules", type=int, default=0,
+                   help="load this many generated dynamic rules (half in shadow mode) into the engine's workers and "
+                        "print their cost per transaction")
     p.add_argument("--smoke", action="store_true", help="a few seconds, to check the benchmark works")
     p.add_argument("--repeat", type=int, default=1,
                    help="run every phase this many times, interleaved, each on a fresh broker; print each figure's "
@@ -245,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("train", help="train the sequence model on a history file (see train --help)")
     sub.add_parser("experiment", help="online vs sequence vs fusion vs baseline, streamed with delayed labels")
     sub.add_parser("alerts", help="tail the alerts topic as a live table or JSON lines (see alerts --help)")
+    sub.add_parser("rules", help="add, list, enable, disable, delete and backtest dynamic rules (docs/rules.md)")
     sub.add_parser("evaluate", help="detection-quality report from scores and labels (see evaluate --help)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -58,6 +58,7 @@ class BatchScorer:
             self._outbox = await engine.outbox()
         outbox = self._outbox
         self.core.fusion = engine.fusion  # a snapshot or a new checkpoint may have replaced it between batches
+        self.core.rules = engine.rules  # so may the rules (stream/runtime/rulesync.py): they apply from this batch
         # The store (its dict in memory), not the table: Table.get on a miss costs an exception.
         batch = self.core.score([event.message for event in events], store_mapping(engine.history.data),
                                 store_mapping(engine.features.data))
@@ -84,6 +85,8 @@ class BatchScorer:
         seconds = batch.seconds
         seconds["encode_produce"] = seconds.get("encode_produce", 0.0) + (produced - started)
         stats.alerts += len(batch.alerts)
+        stats.rule_hits.update(batch.rule_hits)
+        stats.rule_failures.update(batch.rule_failures)
         stats.scored += len(batch.scored)
         stats.history_entries += batch.history_entries
         stats.batches += 1
@@ -175,6 +178,8 @@ def register(engine: Engine) -> None:
     async def score(stream: Any) -> None:
         await engine.declare_outputs()
         await engine.model_sync.wait_ready()  # a new worker scores with the latest shared model
+        if engine.rule_sync is not None:
+            await engine.rule_sync.wait_ready()  # ... and the rules in force
         in_flight = InFlight(limit, on_failure=delivery_failed)
         async for events in micro_batches(stream, settings.batch_size, within_s=settings.batch_timeout_s):
             try:

@@ -40,6 +40,7 @@ class BenchConfig:
     checkpoint: str = "auto"  # "auto": train a small sequence model first; "": online learner only
     sequence_precision: str = "float32"  # the workers' FRAUDSTREAM_SEQUENCE_PRECISION
     entities: str | None = None  # the workers' FRAUDSTREAM_ENTITIES; None: the setting's default
+    rules: int = 0  # dynamic rules the engine's workers evaluate on every transaction (bench_rules)
     repeat: int = 1  # every phase this many times, interleaved; figures summarised as median and spread
     out: str = "bench-results.json"
     # An existing broker (Apache Kafka, say) instead of the embedded one; "" starts an embedded broker per phase.
@@ -56,6 +57,8 @@ class BenchConfig:
             raise ValueError(f"latency_workers={self.latency_workers} must be at least 1")
         if self.repeat < 1:
             raise ValueError(f"repeat={self.repeat} must be at least 1")
+        if self.rules < 0:
+            raise ValueError(f"rules={self.rules} must be at least 0")
 
     @classmethod
     def smoke(cls, out: str) -> BenchConfig:
@@ -73,14 +76,14 @@ class BenchConfig:
         """
         if self.is_smoke:
             words = ["--smoke"]
-            options = {"repeat": "--repeat", "bootstrap_servers": "--bootstrap-servers"}
+            options = {"repeat": "--repeat", "bootstrap_servers": "--bootstrap-servers", "rules": "--rules"}
         else:
             words = []
             options = {"events": "--events", "cards": "--cards", "partitions": "--partitions", "workers": "--workers",
                        "latency_workers": "--latency-workers", "batch_size": "--batch-size",
                        "latency_rate": "--latency-rate", "latency_seconds": "--latency-seconds",
                        "soak_seconds": "--soak-seconds", "soak_rate": "--soak-rate", "repeat": "--repeat",
-                       "bootstrap_servers": "--bootstrap-servers"}
+                       "bootstrap_servers": "--bootstrap-servers", "rules": "--rules"}
         options |= {"checkpoint": "--checkpoint", "sequence_precision": "--sequence-precision", "entities": "--entities"}
         defaults = {f.name: f.default for f in fields(BenchConfig) if f.name in options}
         for name, option in options.items():
@@ -134,7 +137,7 @@ def topic_settings(bootstrap: str, cfg: BenchConfig, group: str) -> Any:
     return Settings(app_id=own("app"), bootstrap_servers=bootstrap, topic_partitions=cfg.partitions,
                     topic_transactions=own("tx"), topic_feedback=own("fb"), topic_scores=own("out"),
                     topic_alerts=own("alerts"), topic_transactions_dlq=own("txdlq"), topic_feedback_dlq=own("fbdlq"),
-                    topic_ops=own("ops"))
+                    topic_ops=own("ops"), topic_rules=own("rules"))
 
 
 def _table(events: int, cards: int, seed: int, phase: int = 0) -> Any:
@@ -211,7 +214,7 @@ def worker_settings(bootstrap: str, cfg: BenchConfig, tag: str) -> Any:
         topic_transactions=topic(cfg, "tx"), topic_feedback=topic(cfg, f"fb-{tag}"),
         topic_scores=topic(cfg, f"scores-{tag}"), topic_alerts=topic(cfg, f"alerts-{tag}"),
         topic_transactions_dlq=topic(cfg, f"txdlq-{tag}"), topic_feedback_dlq=topic(cfg, f"fbdlq-{tag}"),
-        topic_ops=topic(cfg, f"ops-{tag}"),
+        topic_ops=topic(cfg, f"ops-{tag}"), topic_rules=topic(cfg, f"rules-{tag}"),
         broker_session_timeout_s=6.0, broker_heartbeat_interval_s=1.0, broker_rebalance_timeout_s=6.0,
         broker_max_poll_interval_s=30.0, embedded_broker_compat=not cfg.bootstrap_servers, fetch_max_wait_ms=10,
         model_signing_key=secrets.token_hex(16), batch_size=cfg.batch_size, web_enabled=True,
@@ -223,3 +226,38 @@ def worker_settings(bootstrap: str, cfg: BenchConfig, tag: str) -> Any:
         feature_retention_s=86_400.0,
     )
     return settings if cfg.entities is None else settings.replace(entities=cfg.entities)
+
+
+#: What a fraud team's rule book looks like: thresholds on amounts and velocities, lists of countries and merchant
+#: categories, new-merchant and e-commerce combinations, the models' scores. Each rule gets its own constants.
+_RULE_TEMPLATES = (
+    "amount > {a}.0 && country != 'FR'",
+    "n_1h >= {k}.0 && is_ecom == 1.0",
+    "mcc.startsWith('{m}') && amount > {a}.0",
+    "country in ['BR', 'NG', 'RU', 'X{i}'] && log_gap_prev < {k}.0",
+    "is_new_merchant == 1.0 && amount_ratio_max > {k}.0",
+    "score > 0.{s} && channel == 'ecom'",
+    "n_small_1h >= {k}.0 || (is_new_country == 1.0 && amount > {a}.0)",
+    "merchant_id.startsWith('m{i}') && amount_z > {k}.0",
+)
+
+
+def bench_rules(n: int) -> list[Any]:
+    """``n`` rules for the bench, every one compiled as ``fraudstream rules add`` would; half in shadow mode.
+
+    >>> rules = bench_rules(100)
+    >>> len(rules), len({r.id for r in rules}), sum(r.mode == "shadow" for r in rules)
+    (100, 100, 50)
+    """
+    from stream.core.rules import Rule, compile_rule
+
+    out = []
+    for i in range(n):
+        expression = _RULE_TEMPLATES[i % len(_RULE_TEMPLATES)].format(
+            a=300 + 17 * i, k=2 + i % 6, m=5700 + i % 90, i=i, s=90 + i % 9)
+        action = ("alert", "tag")[i % 2]
+        rule = Rule(f"bench-{i:03d}", expression, action, reason=f"bench rule {i}" if action == "alert" else "",
+                    tag=f"bench-{i}" if action == "tag" else "", mode=("active", "shadow")[(i // 2) % 2])
+        compile_rule(rule)
+        out.append(rule)
+    return out

@@ -33,6 +33,11 @@ class Workers:
         tag = uuid.uuid4().hex[:6]
         self.base = worker_settings(bootstrap, cfg, tag)
         ensure_topics(self.base)
+        if cfg.rules:  # on the topic before the workers start: they read it whole before their first batch
+            from stream.tools.bench.config import bench_rules
+            from stream.tools.rules import write_rules
+
+            write_rules(self.base, bench_rules(cfg.rules))
         self.ports = [free_port() for _ in range(count)]
         self.procs = []
         for i, port in enumerate(self.ports):
@@ -101,6 +106,9 @@ def engine_rate(bootstrap: str, cfg: BenchConfig, workdir: Path, count: int) -> 
         "events_per_s": scored / max((last - first) / 1000.0, 1e-9),
         "stage_share": {k: round(v / total, 4) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])},
         "stage_us_per_event": {k: round(v / scored * 1e6, 2) for k, v in stages.items()},
+        # The dynamic rules evaluated on every transaction, and their cost (the "rules" stage, per transaction).
+        "rules": cfg.rules,
+        "rules_us_per_event": round(stages.get("rules", 0.0) / max(scored, 1) * 1e6, 2),
         # Per-transaction cost grows with the card's history (features, windows): the mean says
         # how full the histories were, so runs on different data compare.
         "mean_history": round(sum(s.get("history_entries", 0) for s in stats) / max(scored, 1), 1),

@@ -194,6 +194,9 @@ def _ratios(run: dict[str, Any]) -> None:
         print(f"µs per transaction: bare loop {us['bare']}, engine plumbing {us['plumbing']}, engine {us['engine']} "
               f"(its work: {us['engine'] - us['plumbing']:.1f})", flush=True)
     print(f"engine time per transaction ({one['workers']} worker(s)): {_stages(one)}", flush=True)
+    if one.get("rules"):
+        print(f"rules: {one['rules']} evaluated on every transaction, {one['rules_us_per_event']} µs per transaction "
+              f"({one['rules_us_per_event'] / one['rules']:.2f} µs a rule)", flush=True)
 
 
 def _floor(cfg: BenchConfig, repetition: int, data: list[tuple[bytes, bytes]], load: list[tuple[bytes, bytes]],

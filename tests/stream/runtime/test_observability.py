@@ -45,7 +45,8 @@ def test_health_ready_metrics_and_json_logs(settings, worker_factory, broker):
     status, body = _get(worker, "/healthz")
     assert status == 200 and json.loads(body)["status"] == "ok"
     assert json.loads(_get(worker, "/ready")[1]) == {"ready": True, "tables_recovered": True,
-                                                     "model_loaded": True, "agents_running": True}
+                                                     "model_loaded": True, "rules_loaded": True,
+                                                     "agents_running": True}
 
     rows = make_traffic(n_cards=30, per_card=10, seed=31)
     produce(broker, settings.topic_transactions, [*as_records(rows), (b"card-0", b"not json")])
