@@ -18,6 +18,14 @@ held ``max_hold_ms``. Live traffic waits a few milliseconds at most when
 every partition is busy, ``idle_ms`` when one has just gone quiet. Partitions
 of other workers are not aligned with these (their hop runs elsewhere).
 
+A partition known to have records not delivered yet (``pending``: the
+consumer's high watermark is past the last offset added) is waited for even
+when it has been quiet, up to ``max_lag_hold_ms``: a worker working through a
+backlog (a replay faster than it scores, a restart) is slow to come back to
+each partition, and a wall-clock idle rule alone would pass the partition it
+happens to hold on out of order (Kafka Streams waits likewise while it knows
+a partition has data).
+
 Example:
     >>> now = [0.0]
     >>> align = EventTimeAlignment(idle_ms=100, clock=lambda: now[0])
@@ -27,6 +35,12 @@ Example:
     >>> now[0] = 0.2  # partition 1 quiet for 200 ms
     >>> align.release(), align.held
     (['p0@30'], 0)
+    >>> backlog = EventTimeAlignment(idle_ms=100, clock=lambda: now[0], pending=lambda p, offset: p == 1)
+    >>> backlog.add(1, 5, "p1@5", offset=0); backlog.add(0, 10, "p0@10", offset=0)
+    >>> backlog.release()  # partition 1 has more to deliver: p0@10 waits, quiet or not
+    ['p1@5']
+    >>> now[0] = 9.0; backlog.release()  # up to max_lag_hold_ms
+    ['p0@10']
 """
 
 from __future__ import annotations
@@ -46,20 +60,26 @@ class EventTimeAlignment(Generic[T]):
     """Per-partition queues of ``(event time, item)``, released merged in event-time order."""
 
     def __init__(self, idle_ms: float, max_hold_ms: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, pending: Callable[[int, int], bool] | None = None,
+                 max_lag_hold_ms: float = 5_000.0) -> None:
         if idle_ms < 0:
             raise ValueError(f"idle_ms must be >= 0, got {idle_ms}")
         self.idle_s = idle_ms / 1000.0
         self.max_hold_s = (max_hold_ms if max_hold_ms is not None else 10 * idle_ms) / 1000.0
+        self.max_lag_hold_s = max(max_lag_hold_ms / 1000.0, self.max_hold_s)
         self.clock = clock
+        #: ``pending(partition, last offset added)``: does the partition have records not delivered yet?
+        self.pending = pending
+        self._last_offset: dict[int, int] = {}
         self._queues: dict[int, deque[tuple[int, float, T]]] = {}
         self._last_seen: dict[int, float] = {}  # wall time of each partition's latest record
         self._last_time: dict[int, int] = {}  # event time of each partition's latest record
         self.held = 0
 
-    def add(self, partition: int, event_time_ms: int, item: T) -> None:
-        """Hold ``item`` of ``partition`` (records of a partition in their partition order)."""
+    def add(self, partition: int, event_time_ms: int, item: T, offset: int = -1) -> None:
+        """Hold ``item`` of ``partition`` (records of a partition in their partition order, at ``offset``)."""
         now = self.clock()
+        self._last_offset[partition] = offset
         self._queues.setdefault(partition, deque()).append((event_time_ms, now, item))
         self._last_seen[partition] = now
         self._last_time[partition] = max(self._last_time.get(partition, event_time_ms), event_time_ms)
@@ -92,12 +112,15 @@ class EventTimeAlignment(Generic[T]):
         return [item for _, _, _, item in rows]
 
     def _may_go(self, event_time: int, partition: int, now: float, held_since: float) -> bool:
-        if now - held_since >= self.max_hold_s:
+        held = now - held_since
+        if held >= self.max_lag_hold_s:
             return True
         for other, queue in self._queues.items():
-            if other == partition or queue:
-                continue  # a partition with a record queued: the heap order already accounts for it
-            # Empty: its next record could be earlier, unless it has already shown one as late or gone quiet.
-            if self._last_time[other] < event_time and now - self._last_seen[other] < self.idle_s:
+            if other == partition or queue or self._last_time[other] >= event_time:
+                continue  # a record queued (the heap order accounts for it), or one as late already shown
+            # Empty: its next record could be earlier, unless it has gone quiet with nothing left to deliver.
+            if self.pending is not None and self.pending(other, self._last_offset.get(other, -1)):
+                return False
+            if held < self.max_hold_s and now - self._last_seen[other] < self.idle_s:
                 return False
         return True

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from stream.contracts.dlq import DeadLetter
 from stream.contracts.records import InvalidRecord, Transaction, parse_transaction
@@ -61,7 +61,15 @@ class Hops:
         self._outboxes: dict[str, Outbox] = {}  # one per agent: an outbox holds one micro-batch at a time
         #: Valid transactions held until their source partitions are in step (stream/core/alignment.py).
         self.alignment: EventTimeAlignment[tuple[Transaction, EventT]] = EventTimeAlignment(
-            self.settings.entity_align_ms)
+            self.settings.entity_align_ms, pending=self._pending)
+
+    def _pending(self, partition: int, last_offset: int) -> bool:
+        """Has the consumer fetched (or learnt of) transactions of ``partition`` past ``last_offset``?"""
+        try:
+            highwater = self.engine.app.consumer.highwater(TP(self.settings.topic_transactions, partition))
+        except Exception:  # noqa: BLE001 - not assigned any more, or no consumer yet: nothing known to wait for
+            return False
+        return highwater is not None and highwater > last_offset + 1
 
     async def outbox(self, agent: str) -> Outbox:
         if agent not in self._outboxes:
@@ -103,7 +111,7 @@ class Hops:
                 DeadLetter.from_message(message, exc.reason, exc.detail).queue(outbox, dlq)
                 done.append(event)
                 continue
-            alignment.add(message.partition, t.event_time_ms, (t, event))
+            alignment.add(message.partition, t.event_time_ms, (t, event), message.offset)
         for t, event in alignment.release():
             message = event.message
             source = f"{message.topic}:{message.partition}:{message.offset}".encode()

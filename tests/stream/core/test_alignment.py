@@ -82,3 +82,27 @@ def test_everything_comes_out_once_in_partition_order_and_in_time_order_while_no
     assert sorted((p, i) for p, i, _ in out) == expected
     for p in range(len(partitions)):
         assert [i for q, i, _ in out if q == p] == list(range(len(partitions[p])))
+
+
+def test_a_partition_with_records_still_to_come_is_waited_for_even_when_quiet() -> None:
+    """A backlog: the worker comes back to each partition late, so quiet is not caught up; the high watermark tells."""
+    now = [0.0]
+    highwater = {0: 100, 1: 100}
+    align = EventTimeAlignment(idle_ms=50, clock=lambda: now[0], max_lag_hold_ms=2_000,
+                               pending=lambda p, offset: highwater[p] > offset + 1)
+    align.add(0, 10, "p0@10", offset=0)
+    align.add(1, 5, "p1@5", offset=0)
+    assert align.release() == ["p1@5"]
+    now[0] = 1.0  # partition 1 quiet for a second, far past idle_ms and the default hold: it has 98 records to come
+    assert align.release() == []
+    align.add(1, 20, "p1@20", offset=1)
+    assert align.release() == ["p0@10"]  # partition 1 has now shown a later record
+    highwater[0] = 1  # partition 0 caught up: its quiet means nothing is coming
+    now[0] = 1.1
+    assert align.release() == ["p1@20"]
+    align.add(1, 30, "p1@30", offset=2)
+    highwater[0] = 50  # partition 0 has records to come again, but never delivers them: held at most max_lag_hold_ms
+    now[0] = 2.0
+    assert align.release() == []
+    now[0] = 3.2
+    assert align.release() == ["p1@30"]
