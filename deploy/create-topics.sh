@@ -19,6 +19,9 @@
 #                                     longer than traffic, to be investigated and replayed
 #   MODELS_TOPIC                      [fraudstream-models] compacted model snapshots
 #   FRAUDSTREAM_TOPIC_*               topic names, as the engine reads them
+#   FRAUDSTREAM_APP_ID                [fraudstream] prefix of the engine's internal topics
+#   FRAUDSTREAM_ENTITIES              [merchant_id] entity kinds with a profile: one
+#                                     repartition topic each, and the enriched topic
 #   KAFKA_BIN_DIR                     [/opt/kafka/bin] where kafka-topics.sh is
 #   WAIT_SECONDS                      [120] how long to wait for the brokers
 set -eu
@@ -68,6 +71,17 @@ create_topic "${FRAUDSTREAM_TOPIC_SCORES:-scores}" "$PARTITIONS"
 create_topic "${FRAUDSTREAM_TOPIC_ALERTS:-alerts}" "$PARTITIONS"
 create_topic "${FRAUDSTREAM_TOPIC_TRANSACTIONS_DLQ:-transactions.dlq}" "$PARTITIONS" --config "retention.ms=$DLQ_RETENTION"
 create_topic "${FRAUDSTREAM_TOPIC_FEEDBACK_DLQ:-feedback.dlq}" "$PARTITIONS" --config "retention.ms=$DLQ_RETENTION"
+# Entity profiles (docs/entities.md): one repartition topic per entity kind,
+# keyed by the entity's value, and the enriched topic back to the card's
+# partition; co-partitioned like the rest.
+APP_ID="${FRAUDSTREAM_APP_ID:-fraudstream}"
+ENTITIES="${FRAUDSTREAM_ENTITIES-merchant_id}"
+if [ -n "$ENTITIES" ]; then
+    for field in $(echo "$ENTITIES" | tr ',' ' '); do
+        create_topic "$APP_ID-entity-$field" "$PARTITIONS"
+    done
+    create_topic "$APP_ID-enriched" "$PARTITIONS"
+fi
 # One partition: snapshots are few and read whole; compaction keeps the
 # latest snapshot per key (model name) forever. Snapshots can be MBs, hence
 # the larger message limit (producers must raise max.request.size to match).

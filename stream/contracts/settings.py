@@ -60,7 +60,7 @@ class Settings:
     topic_rules: str = _f("rules", "Compacted one-partition topic of dynamic rules (key = rule id, a tombstone deletes; docs/rules.md), read whole by every worker and by `fraudstream rules`.")
     topic_models: str = _f("", "Compacted topic of signed online-model snapshots; empty = '<app_id>-models'.")
     topic_labelled: str = _f("", "Internal one-partition topic feeding the single online learner; empty = '<app_id>-labelled'.")
-    entities: str = _f("", "Transaction fields that name an entity with a profile (merchant_id, device_id, ip, account_id, card_id), comma-separated; each gets a repartition topic '<app_id>-entity-<field>' keyed by its value, and scoring reads '<app_id>-enriched'. Empty = per-card state only (no entity topics, one hop less).")
+    entities: str = _f("merchant_id", "Transaction fields that name an entity with a profile (merchant_id, device_id, ip, account_id, card_id), comma-separated; each gets a repartition topic '<app_id>-entity-<field>' keyed by its value, and scoring reads '<app_id>-enriched'. Empty = per-card state only (no entity topics, one hop less).")
     processing_guarantee: str = _f("at_least_once", "Faust processing guarantee: at_least_once or exactly_once (needs Kafka transactions; not on the embedded broker).")
     auto_offset_reset: str = _f("earliest", "Where a new consumer group starts reading: earliest or latest.")
     # Faust's defaults made a worker take ~30 s to join its group on the embedded

@@ -99,6 +99,7 @@ class Hops:
         others stay held, unacked.
         """
         engine, outbox = self.engine, await self.outbox("route")
+        engine.stats.events_in += len(events)
         dlq = self.settings.topic_transactions_dlq
         done: list[EventT] = []
         alignment = self.alignment

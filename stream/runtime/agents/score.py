@@ -53,7 +53,8 @@ class BatchScorer:
         engine = self.engine
         settings = self.settings
         stats = engine.stats
-        stats.events_in += len(events)
+        if not settings.entity_fields:  # with entities the route agent reads the transactions topic and counts
+            stats.events_in += len(events)
         if self._outbox is None:
             self._outbox = await engine.outbox()
         outbox = self._outbox
