@@ -34,10 +34,9 @@ Example:
 
 from __future__ import annotations
 
-import heapq
 import struct
 from collections.abc import Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -46,9 +45,8 @@ from stream.contracts.records import Transaction
 from stream.core.entities import EntityStage
 
 __all__ = ["FEATURES_HEADER", "KIND_HEADER", "SOURCE_HEADER", "UPSTREAM_HEADER", "EntityRouting", "Hop", "header",
-           "in_event_time_order", "parse_upstream", "upstream"]
+           "parse_upstream", "upstream"]
 
-_T = TypeVar("_T")
 
 FEATURES_HEADER = "fraudstream.entity-features"
 SOURCE_HEADER = "fraudstream.source"
@@ -117,36 +115,13 @@ class EntityRouting:
         return np.frombuffer(carried, dtype="<f8")
 
 
-def in_event_time_order(rows: Sequence[tuple[Transaction, int, _T]]) -> list[tuple[Transaction, _T]]:
-    """A micro-batch's transactions ``(transaction, input partition, item)`` merged in event-time order, as they go on.
-
-    A micro-batch holds what the worker fetched from several input
-    partitions, each in order but interleaved by fetch timing, not by time;
-    the next entity partition applies them in the order they are sent. Sent
-    in event time, a replay's features (which count only earlier
-    transactions) no longer depend on how the fetches happened to fall, up to
-    the skew between micro-batches. Each input partition's records keep their
-    own order (a merge, not a sort): the next hop tells a redelivery by its
-    offset in its input partition (:func:`upstream`), which needs them in order.
-
-    >>> rows = [(Transaction("b", "c2", 20, 1.0), 0, "b"), (Transaction("a", "c1", 10, 1.0), 1, "a"),
-    ...         (Transaction("d", "c4", 5, 1.0), 0, "d"), (Transaction("c", "c3", 10, 1.0), 2, "c")]
-    >>> [item for _, item in in_event_time_order(rows)]  # partition 0's late "d" stays behind its "b"
-    ['a', 'c', 'b', 'd']
-    """
-    runs: dict[int, list[tuple[int, int, Transaction, _T]]] = {}
-    for i, (t, partition, item) in enumerate(rows):
-        runs.setdefault(partition, []).append((t.event_time_ms, i, t, item))
-    merged = heapq.merge(*runs.values(), key=lambda row: (row[0], row[1]))
-    return [(t, item) for _, _, t, item in merged]
-
-
 def upstream(stage: int, partition: int, offset: int) -> bytes:
     """The :data:`UPSTREAM_HEADER` of a record that stage ``stage`` read at ``offset`` of its input ``partition``.
 
     ``stage`` 0 is the route agent (its input: the transactions topic), ``j +
     1`` entity kind ``j``'s hop. Each stage passes each input partition's
-    records on in order, so the next entity profile that sees a
+    records on in order (merged in event time by
+    :class:`~stream.core.alignment.EventTimeAlignment`), so the next entity profile that sees a
     ``(stage, partition)`` offset at or below the last it applied knows a
     redelivery (a hop, or the route agent, restarted from its committed offset).
 

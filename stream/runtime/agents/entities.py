@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from faust.types import TP, EventT
@@ -32,7 +32,6 @@ from stream.core.routing import (
     UPSTREAM_HEADER,
     EntityRouting,
     header,
-    in_event_time_order,
     parse_upstream,
     upstream,
 )
@@ -61,15 +60,22 @@ class Hops:
         self._outboxes: dict[str, Outbox] = {}  # one per agent: an outbox holds one micro-batch at a time
         #: Valid transactions held until their source partitions are in step (stream/core/alignment.py).
         self.alignment: EventTimeAlignment[tuple[Transaction, EventT]] = EventTimeAlignment(
-            self.settings.entity_align_ms, pending=self._pending)
+            self.settings.entity_align_ms, pending=self._pending_in(self.settings.topic_transactions))
+        #: The same for each entity hop's input partitions.
+        self.hop_alignments: list[EventTimeAlignment[tuple[EventT, EntityEvent, Transaction | None]]] = [
+            EventTimeAlignment(self.settings.entity_align_ms,
+                               pending=self._pending_in(self.settings.entity_topic(entity_field)))
+            for entity_field in self.routing.fields]
 
-    def _pending(self, partition: int, last_offset: int) -> bool:
-        """Has the consumer fetched (or learnt of) transactions of ``partition`` past ``last_offset``?"""
-        try:
-            highwater = self.engine.app.consumer.highwater(TP(self.settings.topic_transactions, partition))
-        except Exception:  # noqa: BLE001 - not assigned any more, or no consumer yet: nothing known to wait for
-            return False
-        return highwater is not None and highwater > last_offset + 1
+    def _pending_in(self, topic: str) -> Callable[[int, int], bool]:
+        def pending(partition: int, last_offset: int) -> bool:
+            """Has the consumer fetched (or learnt of) records of ``partition`` past ``last_offset``?"""
+            try:
+                highwater = self.engine.app.consumer.highwater(TP(topic, partition))
+            except Exception:  # noqa: BLE001 - not assigned any more, or no consumer yet: nothing known to wait for
+                return False
+            return highwater is not None and highwater > last_offset + 1
+        return pending
 
     async def outbox(self, agent: str) -> Outbox:
         if agent not in self._outboxes:
@@ -80,7 +86,10 @@ class Hops:
         """Forget what a failed batch of ``agent`` had queued; returns the events it still held (unacked)."""
         if agent in self._outboxes:
             self._outboxes[agent].discard()
-        return [event for _, event in self.alignment.drain()] if agent == "route" else []
+        if agent == "route":
+            return [event for _, event in self.alignment.drain()]
+        j = int(agent.removeprefix("entity-"))
+        return [event for event, _, _ in self.hop_alignments[j].drain()]
 
     def forward(self, outbox: Outbox, t: Transaction, after: int, carried: bytes, value: bytes | None,
                 source: bytes, read_at: bytes) -> None:
@@ -121,46 +130,58 @@ class Hops:
         return done, await outbox.send(last=True)
 
     async def hop(self, j: int, events: Sequence[EventT]) -> tuple[list[EventT], asyncio.Future[Any]]:
-        """Entity kind ``j``: features from its profiles, the profiles updated, the transactions sent on."""
+        """Entity kind ``j``: features from its profiles, the profiles updated, the transactions sent on.
+
+        Its input partitions are aligned in event time as the route agent's
+        are (a label at its ``labelled_at``): what leaves for the next hop or
+        for scoring leaves in event-time order, so a card's transactions,
+        which reach this hop through different entities' partitions, reach
+        scoring in their order. Returns the events done with (to ack once
+        the delivery lands); the held ones stay unacked.
+        """
         engine, outbox = self.engine, await self.outbox(f"entity-{j}")
         table = engine.profiles[j]
         stage = self.routing.stages[j]
-        items: list[tuple[bytes, EntityEvent, tuple[int, int] | None]] = []
-        kept: list[tuple[EventT, Transaction | None]] = []
+        alignment = self.hop_alignments[j]
+        done: list[EventT] = []
         for event in events:
             message = event.message
             try:
                 if header(message.headers, KIND_HEADER) == b"label":
                     entity_event = EntityEvent.decode(message.value)
                     transaction = None
+                    at = entity_event.labelled_at_ms
                 else:
                     transaction = parse_transaction(message.value, engine.limits)
                     entity_event = EntityEvent.transaction(transaction.transaction_id, transaction.card_id,
                                                            transaction.event_time_ms, transaction.amount)
+                    at = transaction.event_time_ms
             except (InvalidRecord, StoredRecordError) as exc:  # written by us: not bad input, a bug or damage
                 engine.stats.dead_letter(self.settings.topic_transactions_dlq, "internal_error")
                 DeadLetter.from_message(message, "internal_error", f"entity record unreadable: {exc}").queue(
                     outbox, self.settings.topic_transactions_dlq)
+                done.append(event)
                 continue
-            items.append((message.key or b"", entity_event, parse_upstream(header(message.headers, UPSTREAM_HEADER))))
-            kept.append((event, transaction))
+            alignment.add(message.partition, at, (event, entity_event, transaction), message.offset)
+        released = alignment.release()
+        items = [(event.message.key or b"", entity_event,
+                  parse_upstream(header(event.message.headers, UPSTREAM_HEADER)))
+                 for event, entity_event, _ in released]
         batch = stage.process(items, store_mapping(table.data))
         for i, reason in batch.unreadable:
             log.error("entity profile %r unreadable, started afresh: %s", items[i][0], reason)
         last_event: dict[bytes, EventT] = {}
-        for (key, _, _), (event, _) in zip(items, kept, strict=True):
+        for (key, _, _), (event, _, _) in zip(items, released, strict=True):
             last_event[key] = event
         outbox.put_all(table, [(last_event[key], key, profile) for key, profile in batch.profiles.items()])
-        transactions = [(transaction, event) for event, transaction in kept if transaction is not None]
-        carried_by = {}
+        transactions = [(transaction, event) for event, _, transaction in released if transaction is not None]
         for (transaction, event), f in zip(transactions, batch.features, strict=True):
-            carried_by[id(event)] = ((header(event.message.headers, FEATURES_HEADER) or b"")
-                                     + self.routing.pack(f.features, stage.names))
-        for transaction, event in in_event_time_order([(t, e.message.partition, e) for t, e in transactions]):
             message = event.message
-            self.forward(outbox, transaction, j, carried_by[id(event)], message.value,
+            carried = (header(message.headers, FEATURES_HEADER) or b"") + self.routing.pack(f.features, stage.names)
+            self.forward(outbox, transaction, j, carried, message.value,
                          header(message.headers, SOURCE_HEADER) or b"", upstream(j + 1, message.partition, message.offset))
-        return list(events), await outbox.send(last=True)
+        done.extend(event for event, _, _ in released)
+        return done, await outbox.send(last=True)
 
 
 def register(engine: Engine) -> None:
@@ -176,7 +197,7 @@ def register(engine: Engine) -> None:
     def agent(topic: Any, name: str, outbox: str, work: Any, dlq: str) -> None:
         async def run(stream: Any) -> None:
             await engine.declare_outputs()
-            idle_s = settings.entity_align_ms / 1000.0 if name == "route" and settings.entity_align_ms else None
+            idle_s = settings.entity_align_ms / 1000.0 if settings.entity_align_ms else None  # held ones go on idle
             # As the score agent: the next batch is worked on while the last one's records are on the wire,
             # each acked once its own delivery lands (stream/kafka/batches.py).
             in_flight = InFlight(limit, on_failure=delivery_failed)
