@@ -6,8 +6,11 @@ module-level app. ``fraudstream worker`` runs it.
 
 Example:
     >>> engine = create_engine(Settings(app_id="doc", model_signing_key="0123456789abcdef"))
-    >>> sorted(engine.app.agents)
-    ['stream.runtime.agents.learn.learn', 'stream.runtime.agents.score.score', 'stream.runtime.agents.train.train']
+    >>> sorted(name.rsplit(".", 1)[1] for name in engine.app.agents)  # terminals profiled by default
+    ['entity_merchant_id', 'learn', 'route', 'score', 'train']
+    >>> sorted(name.rsplit(".", 1)[1] for name in create_engine(Settings(
+    ...     app_id="doc2", model_signing_key="0123456789abcdef", entities="")).app.agents)
+    ['learn', 'score', 'train']
     >>> create_engine(Settings(app_id="doc"))
     Traceback (most recent call last):
     ...
