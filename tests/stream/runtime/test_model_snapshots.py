@@ -72,8 +72,10 @@ def test_forged_snapshot_refused_and_new_worker_starts_from_latest(settings, wor
 
 
 def test_poisoned_labels_roll_back_and_capped_source(settings, worker_factory, broker):
+    # The guard watches the online learner's own predictions; per-card state only (no terminal profiles, whose
+    # inputs and trees refit as the flipped labels arrive) keeps what it sees the same from run to run.
     settings = settings.replace(web_enabled=True, web_port=free_port(), quality_window=300, drift_min_labels=150,
-                                feedback_source_cap_per_hour=400)
+                                feedback_source_cap_per_hour=400, entities="")
     worker = worker_factory(settings)
     good = make_traffic(n_cards=150, per_card=10, fraud_every=3, seed=22)
     produce(broker, settings.topic_transactions, as_records(good))
