@@ -49,18 +49,20 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, TypeAlias, TypeVar
 
-__all__ = ["EventTimeAlignment"]
+__all__ = ["EventTimeAlignment", "PartitionKey"]
 
 T = TypeVar("T")
+#: A source partition: its number, or ``(topic, number)`` where one alignment merges several topics.
+PartitionKey: TypeAlias = int | tuple[str, int]
 
 
 class EventTimeAlignment(Generic[T]):
     """Per-partition queues of ``(event time, item)``, released merged in event-time order."""
 
     def __init__(self, idle_ms: float, max_hold_ms: float | None = None,
-                 clock: Callable[[], float] = time.monotonic, pending: Callable[[int, int], bool] | None = None,
+                 clock: Callable[[], float] = time.monotonic, pending: Callable[[PartitionKey, int], bool] | None = None,
                  max_lag_hold_ms: float = 5_000.0) -> None:
         if idle_ms < 0:
             raise ValueError(f"idle_ms must be >= 0, got {idle_ms}")
@@ -70,13 +72,13 @@ class EventTimeAlignment(Generic[T]):
         self.clock = clock
         #: ``pending(partition, last offset added)``: does the partition have records not delivered yet?
         self.pending = pending
-        self._last_offset: dict[int, int] = {}
-        self._queues: dict[int, deque[tuple[int, float, T]]] = {}
-        self._last_seen: dict[int, float] = {}  # wall time of each partition's latest record
-        self._last_time: dict[int, int] = {}  # event time of each partition's latest record
+        self._last_offset: dict[PartitionKey, int] = {}
+        self._queues: dict[PartitionKey, deque[tuple[int, float, T]]] = {}
+        self._last_seen: dict[PartitionKey, float] = {}  # wall time of each partition's latest record
+        self._last_time: dict[PartitionKey, int] = {}  # event time of each partition's latest record
         self.held = 0
 
-    def add(self, partition: int, event_time_ms: int, item: T, offset: int = -1) -> None:
+    def add(self, partition: PartitionKey, event_time_ms: int, item: T, offset: int = -1) -> None:
         """Hold ``item`` of ``partition`` (records of a partition in their partition order, at ``offset``)."""
         now = self.clock()
         self._last_offset[partition] = offset
@@ -111,7 +113,7 @@ class EventTimeAlignment(Generic[T]):
         self.held = 0
         return [item for _, _, _, item in rows]
 
-    def _may_go(self, event_time: int, partition: int, now: float, held_since: float) -> bool:
+    def _may_go(self, event_time: int, partition: PartitionKey, now: float, held_since: float) -> bool:
         held = now - held_since
         if held >= self.max_lag_hold_s:
             return True

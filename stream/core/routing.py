@@ -41,8 +41,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from stream.contracts.records import Transaction
-from stream.core.entities import EntityStage
+from stream.contracts.records import Feedback, Transaction
+from stream.core.entities import EntityEvent, EntityStage
 
 __all__ = ["FEATURES_HEADER", "KIND_HEADER", "SOURCE_HEADER", "UPSTREAM_HEADER", "EntityRouting", "Hop", "header",
            "parse_upstream", "upstream"]
@@ -100,6 +100,44 @@ class EntityRouting:
     def pack(features: dict[str, float], names: Sequence[str]) -> bytes:
         """One hop's features, in ``names`` order, as the header carries them."""
         return np.asarray([features[n] for n in names], dtype="<f8").tobytes()
+
+    def route_entry(self, t: Transaction, partition: int) -> dict[str, Any] | None:
+        """What the route agent keeps of ``t`` (its ``routes`` table) to send its label to its entities later.
+
+        None for a transaction that names none of them (its label has nowhere to go).
+
+        >>> r = EntityRouting(("merchant_id", "device_id"))
+        >>> r.route_entry(Transaction("t1", "c1", 5, 1.0, merchant_id="m1"), partition=3)
+        {'c': 'c1', 't': 5, 'p': 3, 'e': ['m1', '']}
+        """
+        entities = [getattr(t, f) or "" for f in self.fields]
+        if not any(entities):
+            return None
+        return {"c": t.card_id, "t": t.event_time_ms, "p": partition, "e": entities}
+
+    def label_events(self, fb: Feedback, entry: Any, labelled_at_ms: int) -> list[tuple[int, bytes, EntityEvent]]:
+        """A label's events for each entity kind of its transaction: ``(kind, entity key, event)``.
+
+        ``entry``: the transaction's :meth:`route_entry` as stored. None, or
+        another card's (the label is wrong: the learn agent dead-letters it), or
+        an unreadable entry: no events. The label counts on the entity from
+        ``labelled_at_ms``.
+
+        >>> from stream.contracts.records import Feedback
+        >>> r = EntityRouting(("merchant_id", "device_id"))
+        >>> entry = r.route_entry(Transaction("t1", "c1", 5, 1.0, merchant_id="m1"), partition=0)
+        >>> r.label_events(Feedback("t1", "c1", 1, "chargeback", 90), entry, 90)
+        [(0, b'm1', EntityEvent(kind='label', transaction_id='t1', card_id='c1', event_time_ms=5, amount=0.0, labelled_at_ms=90, fraud=True))]
+        >>> r.label_events(Feedback("t1", "c2", 1, "chargeback", 90), entry, 90)
+        []
+        """
+        if not isinstance(entry, dict) or entry.get("c") != fb.card_id:
+            return []
+        entities, event_time = entry.get("e"), entry.get("t")
+        if not isinstance(entities, list) or len(entities) != len(self.fields) or not isinstance(event_time, int):
+            return []
+        event = EntityEvent.label(fb.transaction_id, fb.card_id, event_time, labelled_at_ms, fb.label == 1)
+        return [(j, str(value).encode(), event) for j, value in enumerate(entities) if value]
 
     def values(self, carried: bytes | None) -> npt.NDArray[np.float64] | None:
         """Every kind's features from an enriched record's header, in :attr:`names` order; None when it carries none or the wrong count.

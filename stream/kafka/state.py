@@ -41,7 +41,7 @@ from stream.contracts.settings import Settings
 from stream.patches.faust_current_event import writing_for
 from stream.patches.faust_table_codec import use_value_codec
 
-__all__ = ["HistoryCodec", "ProfileCodec", "define_profile_tables", "define_tables", "store_mapping", "writing_for"]
+__all__ = ["HistoryCodec", "ProfileCodec", "define_profile_tables", "define_route_table", "define_tables", "store_mapping", "writing_for"]
 
 
 class _ValueCodec(Codec):
@@ -100,6 +100,14 @@ def define_profile_tables(app: faust.App, settings: Settings) -> list[Any]:
         use_value_codec(table, ProfileCodec())
         tables.append(table)
     return tables
+
+
+def define_route_table(app: faust.App, settings: Settings) -> Any:
+    """With entities: the route agent's ``routes`` table (transaction id -> card, time, entity values), else None."""
+    if not settings.entity_fields:
+        return None
+    return app.Table("routes", default=None, partitions=settings.topic_partitions, key_type=bytes,
+                     help="transaction id -> its card, event time and entities (labels follow it to its entities)")
 
 
 def store_mapping(store: Any) -> MutableMapping[Any, Any]:

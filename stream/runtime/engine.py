@@ -55,6 +55,8 @@ class Topics:
     #: With ``FRAUDSTREAM_ENTITIES``: one repartition topic per entity kind, in hop order, and the enriched one.
     entities: list[Any] = field(default_factory=list)
     enriched: Any = None
+    #: With ``FRAUDSTREAM_ENTITIES``: ``transactions`` and ``feedback`` as one input (the route agent's).
+    arrivals: Any = None
     rules: Any = None  # the dynamic rules (compacted, one partition), read by every worker
 
     def outputs(self) -> list[Any]:
@@ -92,6 +94,8 @@ class Engine:
     telemetry: Telemetry = field(init=False)
     #: One changelog-backed profile table per entity kind, co-partitioned with its topic.
     profiles: list[Any] = field(default_factory=list)
+    #: With entities: transaction id -> its card, time and entities, to send its label to them (the route agent's).
+    routes: Any = None
     trainer: Any = None
     feedback: Any = None  # the learn agent's FeedbackLearner (the score agent completes its pending joins)
     sequence_watcher: CheckpointWatcher | None = None

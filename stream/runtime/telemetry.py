@@ -67,7 +67,8 @@ class _StatsCollector(Collector):
         yield dlq
         labels = CounterMetricFamily("fraudstream_labels_total", "Labels by outcome.", labels=["outcome"])
         for outcome, value in (("forwarded", s.labels_forwarded), ("learned", s.labels_learned),
-                               ("duplicate", s.labels_duplicate), ("capped", s.labels_capped)):
+                               ("duplicate", s.labels_duplicate), ("capped", s.labels_capped),
+                               ("entity_unrouted", s.entity_labels_unrouted)):
             labels.add_metric([outcome], value)
         yield labels
         snaps = CounterMetricFamily("fraudstream_snapshots_total", "Model snapshots by outcome.", labels=["outcome"])

@@ -34,7 +34,8 @@ from stream.contracts.records import Limits
 from stream.contracts.settings import Settings
 from stream.core.retention import RetentionIndex
 from stream.kafka.partitioner import compile_partitioner
-from stream.kafka.state import define_profile_tables, define_tables
+from stream.kafka.raw import RawBytes
+from stream.kafka.state import define_profile_tables, define_route_table, define_tables
 from stream.runtime import web
 from stream.runtime.agents import entities, learn, score, train
 from stream.runtime.engine import Engine, Topics, build_fusion, worker_app, worker_topic
@@ -68,10 +69,15 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
         ops=raw_topic(settings.topic_ops, partitions=1),
         entities=[raw_topic(settings.entity_topic(f)) for f in settings.entity_fields],
         enriched=raw_topic(settings.enriched_topic) if settings.entity_fields else None,
+        # The route agent's input: transactions and their labels, merged in event time (agents/entities.py).
+        arrivals=(app.topic(settings.topic_transactions, settings.topic_feedback, schema=RawBytes(),
+                            partitions=settings.topic_partitions, replicas=settings.replication_factor)
+                  if settings.entity_fields else None),
         rules=raw_topic(settings.topic_rules, partitions=1, compacting=True),
     )
     history, features, pending = define_tables(app, settings)
     profiles = define_profile_tables(app, settings)
+    routes = define_route_table(app, settings)
     fusion = fusion or build_fusion(settings)  # a sequence model compiles its step features' loop as it loads
     compile_engineered()  # here, not in the first micro-batch (models/compiled.py)
     compile_partitioner()  # the outbox's keyed outputs
@@ -95,6 +101,7 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
                              else None),
             precision=settings.sequence_precision)
     engine.profiles = profiles
+    engine.routes = routes
     entities.register(engine)
     score.register(engine)
     engine.feedback = learn.register(engine)

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 from faust.types import TP, EventT
 
 from stream.contracts.dlq import DeadLetter
-from stream.contracts.records import InvalidRecord, Transaction, parse_transaction
-from stream.core.alignment import EventTimeAlignment
+from stream.contracts.records import Feedback, InvalidRecord, Transaction, parse_feedback, parse_transaction
+from stream.core.alignment import EventTimeAlignment, PartitionKey
 from stream.core.entities import EntityEvent
+from stream.core.retention import RetentionIndex
 from stream.core.routing import (
     FEATURES_HEADER,
     KIND_HEADER,
@@ -58,23 +59,31 @@ class Hops:
         self.settings = engine.settings
         self.routing = EntityRouting(self.settings.entity_fields)
         self._outboxes: dict[str, Outbox] = {}  # one per agent: an outbox holds one micro-batch at a time
-        #: Valid transactions held until their source partitions are in step (stream/core/alignment.py).
-        self.alignment: EventTimeAlignment[tuple[Transaction, EventT]] = EventTimeAlignment(
-            self.settings.entity_align_ms, pending=self._pending_in(self.settings.topic_transactions))
+        #: Valid transactions and labels held until their source partitions are in step (stream/core/alignment.py).
+        self.alignment: EventTimeAlignment[tuple[Transaction | Feedback, EventT]] = EventTimeAlignment(
+            self.settings.entity_align_ms, pending=self._pending)
+        #: Newest transaction time routed per card partition: when a label without ``labelled_at`` counts from.
+        self._seen_ms: dict[int, int] = {}
+        self.route_retention = RetentionIndex(int(self.settings.feature_retention_s * 1000))
         #: The same for each entity hop's input partitions.
         self.hop_alignments: list[EventTimeAlignment[tuple[EventT, EntityEvent, Transaction | None]]] = [
             EventTimeAlignment(self.settings.entity_align_ms,
                                pending=self._pending_in(self.settings.entity_topic(entity_field)))
             for entity_field in self.routing.fields]
 
-    def _pending_in(self, topic: str) -> Callable[[int, int], bool]:
-        def pending(partition: int, last_offset: int) -> bool:
-            """Has the consumer fetched (or learnt of) records of ``partition`` past ``last_offset``?"""
-            try:
-                highwater = self.engine.app.consumer.highwater(TP(topic, partition))
-            except Exception:  # noqa: BLE001 - not assigned any more, or no consumer yet: nothing known to wait for
-                return False
-            return highwater is not None and highwater > last_offset + 1
+    def _pending(self, partition: PartitionKey, last_offset: int) -> bool:
+        """Has the consumer fetched (or learnt of) records of ``(topic, partition)`` past ``last_offset``?"""
+        assert isinstance(partition, tuple)
+        try:
+            highwater = self.engine.app.consumer.highwater(TP(*partition))
+        except Exception:  # noqa: BLE001 - not assigned any more, or no consumer yet: nothing known to wait for
+            return False
+        return highwater is not None and highwater > last_offset + 1
+
+    def _pending_in(self, topic: str) -> Callable[[PartitionKey, int], bool]:
+        def pending(partition: PartitionKey, last_offset: int) -> bool:
+            assert isinstance(partition, int)
+            return self._pending((topic, partition), last_offset)
         return pending
 
     async def outbox(self, agent: str) -> Outbox:
@@ -101,19 +110,39 @@ class Hops:
                    [(FEATURES_HEADER, hop.carried), (SOURCE_HEADER, source), (UPSTREAM_HEADER, read_at)])
 
     async def route(self, events: Sequence[EventT]) -> tuple[list[EventT], asyncio.Future[Any]]:
-        """Validate transactions where they arrive and send each to its first hop, in event-time order.
+        """Validate transactions where they arrive and send each to its first hop, and each label to its
+        transaction's entities, all in event-time order (a label at its ``labelled_at``).
+
+        Labels take this path, not the learn agent's, so that an entity hears of
+        a label where it falls among the transactions in event time, whatever
+        the learn agent's lag (a replay through a busy worker would otherwise
+        teach terminals their frauds days of event time late). The learn agent
+        still joins every label for the online learner and dead-letters bad
+        ones; here an invalid label, or one whose transaction this worker has
+        not routed (expired, never sent, another card's), is passed over.
 
         Returns the events done with (to ack once the delivery lands): the
-        invalid ones, dead-lettered, and those the alignment released; the
-        others stay held, unacked.
+        invalid ones (transactions dead-lettered) and those the alignment
+        released; the others stay held, unacked.
         """
         engine, outbox = self.engine, await self.outbox("route")
-        engine.stats.events_in += len(events)
-        dlq = self.settings.topic_transactions_dlq
+        settings = self.settings
+        dlq = settings.topic_transactions_dlq
         done: list[EventT] = []
         alignment = self.alignment
+        feedback_topic = settings.topic_feedback
         for event in events:
             message = event.message
+            if message.topic == feedback_topic:
+                try:
+                    fb = parse_feedback(message.value, engine.limits)
+                except InvalidRecord:  # the learn agent dead-letters it, with its reason
+                    done.append(event)
+                    continue
+                at = fb.labelled_at_ms if fb.labelled_at_ms is not None else self._seen_ms.get(message.partition, 0)
+                alignment.add((message.topic, message.partition), at, (fb, event), message.offset)
+                continue
+            engine.stats.events_in += 1
             try:
                 t = validated(message, engine.limits)
             except InvalidRecord as exc:
@@ -121,13 +150,55 @@ class Hops:
                 DeadLetter.from_message(message, exc.reason, exc.detail).queue(outbox, dlq)
                 done.append(event)
                 continue
-            alignment.add(message.partition, t.event_time_ms, (t, event), message.offset)
-        for t, event in alignment.release():
+            if t.event_time_ms > self._seen_ms.get(message.partition, -1):
+                self._seen_ms[message.partition] = t.event_time_ms
+            alignment.add((message.topic, message.partition), t.event_time_ms, (t, event), message.offset)
+        routes = store_mapping(engine.routes.data)
+        routed: dict[bytes, Any] = {}  # this batch's entries (the table's store is written when the outbox sends)
+        writes: list[tuple[EventT, bytes, Any]] = []
+        for item, event in alignment.release():
             message = event.message
-            source = f"{message.topic}:{message.partition}:{message.offset}".encode()
-            self.forward(outbox, t, -1, b"", message.value, source, upstream(0, message.partition, message.offset))
+            if isinstance(item, Transaction):
+                source = f"{message.topic}:{message.partition}:{message.offset}".encode()
+                self.forward(outbox, item, -1, b"", message.value, source,
+                             upstream(0, message.partition, message.offset))
+                entry = self.routing.route_entry(item, message.partition)
+                if entry is not None:
+                    key = item.transaction_id.encode()
+                    routed[key] = entry
+                    writes.append((event, key, entry))
+            else:
+                key = item.transaction_id.encode()
+                entry = routed.get(key) or routes.get(key)
+                labelled_at = item.labelled_at_ms if item.labelled_at_ms is not None else self._seen_ms.get(
+                    message.partition, 0)
+                label_events = self.routing.label_events(item, entry, labelled_at)
+                if not label_events:
+                    engine.stats.entity_labels_unrouted += 1
+                for j, entity_key, entity_event in label_events:
+                    outbox.add(settings.entity_topic(self.routing.fields[j]), None, entity_key, entity_event.encode(),
+                               [(KIND_HEADER, b"label")])
             done.append(event)
+        outbox.put_all(engine.routes, writes)
+        retention = self.route_retention
+        for _, key, entry in writes:
+            retention.add(entry["p"], entry["t"], key)
+        self._expire_routes(outbox, writes)
         return done, await outbox.send(last=True)
+
+    def _expire_routes(self, outbox: Outbox, writes: list[tuple[EventT, bytes, Any]]) -> None:
+        """Forget the routes of transactions older than the feature retention (their labels are refused anyway)."""
+        engine = self.engine
+        self.route_retention.follow_assignment(
+            frozenset(engine.app.assignor.assigned_actives()), self.settings.topic_transactions,
+            lambda: [(int(v["p"]), int(v["t"]), k) for k, v in engine.routes.items()
+                     if isinstance(v, dict) and "p" in v and "t" in v])
+        last = {event.message.partition: event for event, _, _ in writes}
+        store = store_mapping(engine.routes.data)
+        for partition, event in last.items():
+            for key in self.route_retention.pop_expired(partition):
+                if key in store:
+                    outbox.delete(engine.routes, event, key)
 
     async def hop(self, j: int, events: Sequence[EventT]) -> tuple[list[EventT], asyncio.Future[Any]]:
         """Entity kind ``j``: features from its profiles, the profiles updated, the transactions sent on.
@@ -218,7 +289,7 @@ def register(engine: Engine) -> None:
         run.__module__ = __name__
         engine.app.agent(topic, name=f"{__name__}.{name}")(run)
 
-    agent(engine.topics.transactions, "route", "route", hops.route, settings.topic_transactions_dlq)
+    agent(engine.topics.arrivals, "route", "route", hops.route, settings.topic_transactions_dlq)
     for j, entity_field in enumerate(settings.entity_fields):
         async def work(events: Sequence[EventT], j: int = j) -> tuple[list[EventT], asyncio.Future[Any]]:
             return await hops.hop(j, events)

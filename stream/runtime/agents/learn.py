@@ -26,11 +26,8 @@ from typing import TYPE_CHECKING, Any
 from faust.types import EventT
 
 from stream.contracts.dlq import DeadLetter, send_dead_letter
-from stream.contracts.records import InvalidRecord, parse_feedback
-from stream.core.entities import EntityEvent
 from stream.core.labels import DUPLICATE, Joined, LabelJoin, Outcome, Park, Rejected
 from stream.core.retention import RetentionIndex
-from stream.core.routing import KIND_HEADER
 from stream.core.stored import ParkedLabel, SourceMessage
 from stream.kafka.batches import ack, micro_batches
 from stream.kafka.state import store_mapping, writing_for
@@ -88,26 +85,6 @@ class FeedbackLearner:
             engine.stats.labels_forwarded += 1
             with writing_for(event):
                 engine.features[outcome.key] = outcome.entry.to_json()
-            if outcome.entry.entities:
-                await self._to_entities(event, outcome)
-
-    async def _to_entities(self, event: EventT, outcome: Joined) -> None:
-        """The label to each entity of its transaction, known from its ``labelled_at`` (else from where this
-        card partition's transactions are in event time)."""
-        engine, entry = self.engine, outcome.entry
-        try:
-            labelled_at = parse_feedback(outcome.example.origin.value, engine.limits).labelled_at_ms
-        except InvalidRecord:  # it was valid when joined; only its time is wanted here
-            labelled_at = None
-        if labelled_at is None:
-            labelled_at = max(engine.retention.watermark(event.message.partition) or 0, entry.event_time_ms)
-        value = EntityEvent.label(outcome.key.decode(), entry.card_id, entry.event_time_ms, labelled_at,
-                                  outcome.example.label == 1).encode()
-        producer = await engine.producer()
-        for entity_field, entity in zip(self.settings.entity_fields, entry.entities, strict=False):
-            if entity:
-                await producer.send(self.settings.entity_topic(entity_field), entity.encode(), value, partition=None,
-                                    timestamp=None, headers=[(KIND_HEADER, b"label")])
 
     async def resolve_pending(self, scored: Sequence[tuple[EventT, Any]]) -> None:
         """Called by the score agent after a batch: complete joins for labels that came early."""

@@ -5,16 +5,19 @@ at once (a backlog the worker works through, its partitions fetched in chunks): 
 fold's features; once in chunks with pauses (as traffic comes): a transaction may miss only earlier transactions
 of its terminal from the same chunk on another partition, and the test bounds its counts by the fold without them
 and the fold. Left out, as the design cannot make them equal (docs/entities.md, "Crashes, redeliveries, order"):
-features from labels, whose path (feedback, the learn agent's join, the entity topic) runs beside the
-transactions' (this history has no labels), and a worker's very first records on a partition it has not read from
-yet (each deployment is warmed up with one transaction per partition first).
+a worker's very first records on a partition it has not read from yet (each deployment is warmed up with one
+transaction and one label per partition first). The backlog comes with a label for every transaction, two hours
+late, interleaved in time as the replay tool sends them: the route agent passes each to its terminal where it
+falls among the transactions, so the label-derived features equal the fold's too.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
+from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
 from models.profile_fold import PROFILE_FEATURES, fold_entity_features
@@ -25,7 +28,26 @@ from tests.support import as_records, consume_all, fast_settings, make_traffic, 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
-def replay(broker, worker_factory, tmp_path, rows, name, chunks):
+LABEL_DELAY_MS = 2 * 3_600_000
+
+
+def label_of(row, delay_ms=LABEL_DELAY_MS):
+    return {"transaction_id": row["transaction_id"], "card_id": row["card_id"],
+            "label": "fraud" if row.get("is_fraud") else "legit", "labelled_at": row["timestamp"] + delay_ms}
+
+
+def produce_in_time_order(broker, settings, rows, labels):
+    """Transactions and labels to their topics in one go, merged in time (a label before a transaction at its time)."""
+    merged = sorted([(label["labelled_at"], 0, settings.topic_feedback, label) for label in labels]
+                    + [(r["timestamp"], 1, settings.topic_transactions, r) for r in rows], key=lambda e: e[:2])
+    producer = KafkaProducer(bootstrap_servers=broker, linger_ms=5)
+    for _, _, topic, value in merged:
+        producer.send(topic, key=value["card_id"].encode(), value=json.dumps(value).encode())
+    producer.flush()
+    producer.close()
+
+
+def replay(broker, worker_factory, tmp_path, rows, name, chunks, labelled=False):
     settings = fast_settings(broker, tmp_path / name, topic_partitions=4, entities="merchant_id",
                              online_model_path=str(pretrained_model(tmp_path / f"{name}.pkl")))
     ensure_topics(settings)
@@ -36,9 +58,14 @@ def replay(broker, worker_factory, tmp_path, rows, name, chunks):
              "amount": 1.0} for c in range(32)]
     assert len({(murmur2(w["card_id"].encode()) & 0x7FFFFFFF) % 4 for w in warm}) == 4
     produce(broker, settings.topic_transactions, as_records(warm))
+    if labelled:  # ... and one label on every feedback partition, at no terminal either
+        produce(broker, settings.topic_feedback, as_records(label_of(w, delay_ms=1) for w in warm))
     consume_all(broker, settings.topic_scores, lambda r: len({s["transaction_id"] for s in r}) >= len(warm), timeout=60)
+    if labelled:
+        time.sleep(1.0)  # the warm-up labels read
+        produce_in_time_order(broker, settings, rows, [label_of(r) for r in rows])
     size = -(-len(rows) // chunks)
-    for i in range(0, len(rows), size):
+    for i in range(0, len(rows), size) if not labelled else ():
         produce(broker, settings.topic_transactions, as_records(rows[i:i + size]))
         if chunks > 1:
             time.sleep(0.4)
@@ -54,25 +81,33 @@ def replay(broker, worker_factory, tmp_path, rows, name, chunks):
 
 
 def test_the_same_history_at_two_speeds_gives_the_features_of_the_fold(broker, worker_factory, tmp_path):
-    rows = make_traffic(n_cards=120, per_card=12, seed=41)  # 1,440 transactions over ~120 terminals, in time order
+    # 1,440 transactions over ~130 terminals, in time order; every 4th of a card's after its 5th is fraud at one of
+    # 10 terminals
+    rows = make_traffic(n_cards=120, per_card=12, fraud_every=4, seed=41)
     chunks = 24
-    fast = replay(broker, worker_factory, tmp_path, rows, "fast", chunks=1)
+    fast = replay(broker, worker_factory, tmp_path, rows, "fast", chunks=1, labelled=True)
     slow = replay(broker, worker_factory, tmp_path, rows, "slow", chunks=chunks)
 
     names = [f"merchant_{n}" for n in PROFILE_FEATURES]
 
-    def fold(subset):
+    def fold(subset, labelled=False):
+        labels = [(i, r["timestamp"] + LABEL_DELAY_MS, bool(r["is_fraud"])) for i, r in enumerate(subset)]
         folded = fold_entity_features([r["merchant_id"] for r in subset], [r["card_id"] for r in subset],
-                                      [r["timestamp"] for r in subset], [r["amount"] for r in subset], labels=[])
+                                      [r["timestamp"] for r in subset], [r["amount"] for r in subset],
+                                      labels=labels if labelled else [])
         return {r["transaction_id"]: {n: round(float(v), 6) for n, v in zip(names, row, strict=True)}
                 for r, row in zip(subset, folded, strict=True)}
 
-    expected = fold(rows)
-    # A backlog (everything produced at once): the route agent waits for each partition known to have records still
-    # to come, so every terminal sees its transactions in event-time order: exactly the fold.
-    differ = [t for t in expected if fast[t]["entity_features"] != expected[t]]
+    # A backlog (everything produced at once, labels with their transactions): the route agent waits for each
+    # partition known to have records still to come, so every terminal sees its transactions and labels in event-time
+    # order: exactly the fold, label-derived features included.
+    labelled = fold(rows, labelled=True)
+    assert sum(v["merchant_fraud_30d"] > 0 for v in labelled.values()) > 50, "labels must show in the features"
+    differ = [t for t in labelled if fast[t]["entity_features"] != labelled[t]]
     assert not differ, f"fast: {len(differ)} transactions' terminal features differ from the fold, e.g. " \
-                       f"{differ[0]}: {fast[differ[0]]['entity_features']} != {expected[differ[0]]}"
+                       f"{differ[0]}: {fast[differ[0]]['entity_features']} != {labelled[differ[0]]}"
+
+    expected = fold(rows)
 
     # Produced as traffic comes, chunk by chunk: a chunk's records reach the worker's partitions a moment apart, and
     # a partition that has gone quiet (and says it has nothing more) is not waited for. So a transaction may miss
