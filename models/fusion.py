@@ -10,7 +10,10 @@ The rule (docs/engine.md describes it for users):
   as the online learner, the sequence model's logit among them, so they
   combine the card's features, the entity features and the sequence model
   non-linearly, stacked on what the labels showed. ``components`` still
-  shows the sequence model and the online learner.
+  shows the sequence model and the online learner. Both learn the sequence
+  logit's weight only from transactions the sequence model was not trained
+  on (:mod:`stream.core.training`): stacked on its in-sample logits they
+  would trust it far beyond what it earns on new traffic.
 * Before that, without a sequence model the score is the online learner's.
 * With one, while the online learner has learned fewer than
   ``min_labels_for_online`` labels the score is the sequence model's alone;

@@ -219,6 +219,8 @@ def train(config: TrainConfig) -> TrainResult:
         "training": {
             "data": str(config.data) if config.data is not None else "<table>",
             "rows": len(ds), "train_rows": len(train_rows), "val_rows": len(val_rows), "val_cutoff_ms": cutoff,
+            # What the engine's learner must not stack on (stream/core/training.py): logits of seen transactions.
+            "trained_until_ms": int(ds.ts.max()),
             "train_frauds": len(fraud), "legit_per_epoch": n_legit, "epochs_run": len(history),
             "batch_size": config.batch_size, "lr": config.lr, "seed": config.seed, "columns": dict(config.columns),
         },

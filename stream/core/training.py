@@ -14,7 +14,15 @@ drives this class from that partition). Per example, in offset order:
   topic at the 1st, 100th and 10,000th refusal of a source;
 * otherwise the learner predicts it first (the prequential test the quality
   guard watches) and then learns it; on a guard alarm the learner rolls back
-  to the last good snapshot (``online_model_rollback``).
+  to the last good snapshot (``online_model_rollback``);
+* an example of a transaction from the period the sequence model was trained
+  on (at or before ``sequence_trained_until()``) is learned without its
+  ``sequence_logit``: 0 for the online learner (as with no sequence model),
+  missing for the trees. On its own training data the sequence model is
+  right far more often than on new traffic; stacked on those logits, the
+  learner and the trees would trust it far beyond what it earns afterwards
+  (the fused score fell below the online learner's alone). So they learn how
+  far to trust it only from transactions it never saw.
 
 After a step that consumed anything it seals a snapshot (``seq``, the offset
 of the last example it includes, whether the guard judged it good).
@@ -47,12 +55,13 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from models.guard import QualityGuard
-from models.online import OnlineLearner, online_inputs
+from models.online import SEQUENCE_INPUT, OnlineLearner, online_inputs
 from models.snapshot import seal, seal_trees, unseal
 from models.trees import ExampleWindow, TreeModel
 from stream.contracts.dlq import DeadLetter
@@ -82,6 +91,8 @@ class TrainingStep:
     learned: int = 0
     capped: int = 0
     rollbacks: int = 0
+    #: Examples learned without their sequence logit (from the sequence model's training period).
+    sequence_masked: int = 0
     #: The fused score's trees are due for a refit (:meth:`OnlineTraining.fit_trees`).
     refit_due: bool = False
 
@@ -100,8 +111,11 @@ class OnlineTraining:
     """Owns the single online learner while this worker holds the labelled partition."""
 
     def __init__(self, key: bytes, cap_per_hour: int, window: int = 1000, delta: float = 0.002,
-                 min_labels: int = 200, max_auc_drop: float = 0.05, trees: TreeSchedule | None = None) -> None:
+                 min_labels: int = 200, max_auc_drop: float = 0.05, trees: TreeSchedule | None = None,
+                 sequence_trained_until: Callable[[], int | None] = lambda: None) -> None:
         self.key = key
+        #: Event time up to which the sequence model in force saw the transactions in training (None: unknown).
+        self.sequence_trained_until = sequence_trained_until
         self.trees = trees
         #: The examples the trees are fitted on (while this worker owns the learner).
         self.examples: ExampleWindow | None = None
@@ -174,6 +188,7 @@ class OnlineTraining:
             raise RuntimeError("take_over() first: the trainer does not own a learner")
         out = TrainingStep()
         start_offset = last_offset = self.applied_offset
+        trained_until = self.sequence_trained_until()
         for offset, value in examples:
             if offset <= self.applied_offset:
                 continue  # already inside the snapshot this learner started from
@@ -192,13 +207,20 @@ class OnlineTraining:
             if not self.cap.allow(ex.source, ex.event_time_ms):
                 self._capped(ex, out)
                 continue
+            in_sample = trained_until is not None and ex.event_time_ms <= trained_until and SEQUENCE_INPUT in x
+            if in_sample:
+                x[SEQUENCE_INPUT] = 0.0
+                out.sequence_masked += 1
             p = float(self.learner.predict_many([x])[0])
             if self.guard.update(ex.label, p):
                 self._roll_back(out)
             self.learner.learn(x, ex.label)
             out.learned += 1
             if self.examples is not None:
-                self.examples.add(self.learner.vector(x), ex.label, ex.event_time_ms)
+                row = self.learner.vector(x)
+                if in_sample:
+                    row[self.learner.feature_names.index(SEQUENCE_INPUT)] = math.nan
+                self.examples.add(row, ex.label, ex.event_time_ms)
                 self._since_good += 1
         self.applied_offset = last_offset
         if last_offset > start_offset:

@@ -30,6 +30,8 @@ class Stats:
     labels_learned: int = 0
     labels_duplicate: int = 0
     labels_capped: int = 0
+    #: Labels learned without the sequence logit (transactions from the sequence model's training period).
+    labels_sequence_masked: int = 0
     #: Labels the route agent could not send to their entities (transaction not routed here: expired, never sent).
     entity_labels_unrouted: int = 0
     features_expired: int = 0

@@ -94,6 +94,19 @@ def test_time_budget_skips_later_epochs(tmp_path: Path) -> None:
     assert len(result.val_ap_by_epoch) == 1 and read_config(result.path)["training"]["epochs_run"] == 1
 
 
+def test_the_checkpoint_says_up_to_when_its_training_data_went(tmp_path: Path) -> None:
+    """The engine's learner does not stack on logits of transactions the model was trained on (up to this time)."""
+    from models.checkpoint import load_checkpoint
+    from stream.runtime.agents.train import sequence_trained_until
+
+    table = synthetic_table(n_cards=60, per_card=15, fraud_share=0.5)
+    result = train(tiny_config(tmp_path, table, epochs=1))
+    newest = max(int(t) for t in table.column("timestamp").to_pylist())
+    assert read_config(result.path)["training"]["trained_until_ms"] == newest
+    assert sequence_trained_until(load_checkpoint(result.path)) == newest
+    assert sequence_trained_until(None) is None
+
+
 def test_cli_trains_from_a_mapped_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     table = synthetic_table(n_cards=60, per_card=15, fraud_share=0.5)
     table = table.rename_columns(["tx", "card", *table.column_names[2:]])

@@ -35,6 +35,13 @@ __all__ = ["Trainer", "register"]
 log = logging.getLogger("fraudstream.train")
 
 
+def sequence_trained_until(scorer: Any) -> int | None:
+    """The newest transaction time the sequence model in force was trained on, from its checkpoint (None: unknown)."""
+    config = getattr(scorer, "config", None) or {}
+    value = config.get("training", {}).get("trained_until_ms") if isinstance(config, dict) else None
+    return int(value) if isinstance(value, int | float) else None
+
+
 class Trainer(OnlineTraining):
     """:class:`OnlineTraining` with the engine's settings, sending what each step causes."""
 
@@ -44,7 +51,7 @@ class Trainer(OnlineTraining):
             int(s.trees_refit_s * 1000), int(s.trees_window_s * 1000), s.trees_max_examples, s.trees_min_frauds)
         super().__init__(s.signing_key(), s.feedback_source_cap_per_hour, window=s.quality_window,
                          delta=s.drift_delta, min_labels=s.drift_min_labels, max_auc_drop=s.drift_max_auc_drop,
-                         trees=trees)
+                         trees=trees, sequence_trained_until=lambda: sequence_trained_until(engine.fusion.sequence))
         self.engine = engine
         #: The trees being fitted in a thread, and when the fit started; installed by the first step after it ends.
         self._fitting: tuple[asyncio.Future[TreeModel], float] | None = None
@@ -80,6 +87,7 @@ class Trainer(OnlineTraining):
             engine.stats.snapshots_published += 1
         engine.stats.labels_learned += step.learned
         engine.stats.labels_capped += step.capped
+        engine.stats.labels_sequence_masked += step.sequence_masked
         engine.stats.rollbacks += step.rollbacks
 
 

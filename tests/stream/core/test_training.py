@@ -132,3 +132,39 @@ def test_a_new_owner_keeps_the_published_trees_until_its_window_holds_half_their
              for i in range(100, 200)]
     assert not successor.step(later[:49]).refit_due  # 49 kept < half of the 100 the trees were fitted on
     assert successor.step(later[49:]).refit_due
+
+
+def test_examples_from_the_sequence_models_training_period_are_learned_without_its_logit() -> None:
+    """Stacked on logits of transactions it was trained on, the learner would trust the sequence model blindly."""
+    import math
+
+    import numpy as np
+
+    from models.online import SEQUENCE_INPUT
+    from stream.core.training import TreeSchedule
+
+    training = OnlineTraining(KEY, cap_per_hour=10_000, sequence_trained_until=lambda: 10 * HOUR,
+                              trees=TreeSchedule(refit_ms=HOUR, window_ms=100 * HOUR, max_examples=10_000,
+                                                 min_frauds=20))
+    training.take_over(None, OnlineLearner())
+    names = training.learner.feature_names
+    k = names.index(SEQUENCE_INPUT)
+
+    def batch(first: int, n: int, at: int) -> list[tuple[int, bytes]]:
+        # The sequence logit is perfect on these examples: fraud exactly when it is high.
+        out = []
+        for i in range(first, first + n):
+            x = [0.0] * len(names)
+            x[k] = 5.0 if i % 4 == 0 else -5.0
+            out.append((i, LabelledExample(x, int(i % 4 == 0), "analyst", at, ORIGIN._replace(offset=i)).encode()))
+        return out
+
+    seen = training.step(batch(0, 200, at=10 * HOUR))  # at the end of its training period: in sample
+    assert seen.sequence_masked == 200 and seen.learned == 200
+    rows, _ = training.examples.arrays()
+    assert all(math.isnan(v) for v in rows[:, k])
+    assert training.learner.regression.weights.get(SEQUENCE_INPUT, 0.0) == 0.0  # learned nothing about it
+    unseen = training.step(batch(200, 200, at=10 * HOUR + 1))  # new traffic: learned with its logit
+    assert unseen.sequence_masked == 0
+    rows, _ = training.examples.arrays()
+    assert np.isfinite(rows[200:, k]).all() and training.learner.regression.weights[SEQUENCE_INPUT] > 0
