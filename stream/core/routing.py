@@ -15,6 +15,9 @@ transaction's own bytes all the way; what the hops add travels in headers:
                                     (:func:`upstream`), so a profile counts it once
 ``fraudstream.kind``                ``label`` on an entity topic's label events (transactions
                                     carry none)
+``fraudstream.arrived``             the Kafka timestamp of the transaction as it arrived (epoch
+                                    ms, :func:`arrived`): the score record's latency counts from
+                                    it, hops included, and the hops' own share is measured
 ==================================  ==========================================================
 
 A transaction that names no entity of a kind skips that hop and carries the
@@ -44,15 +47,17 @@ import numpy.typing as npt
 from stream.contracts.records import Feedback, Transaction
 from stream.core.entities import EntityEvent, EntityStage
 
-__all__ = ["FEATURES_HEADER", "KIND_HEADER", "SOURCE_HEADER", "UPSTREAM_HEADER", "EntityRouting", "Hop", "header",
-           "parse_upstream", "upstream"]
+__all__ = ["ARRIVED_HEADER", "FEATURES_HEADER", "KIND_HEADER", "SOURCE_HEADER", "UPSTREAM_HEADER", "EntityRouting",
+           "Hop", "arrived", "header", "parse_arrived", "parse_upstream", "upstream"]
 
 
 FEATURES_HEADER = "fraudstream.entity-features"
 SOURCE_HEADER = "fraudstream.source"
 KIND_HEADER = "fraudstream.kind"
 UPSTREAM_HEADER = "fraudstream.upstream"
+ARRIVED_HEADER = "fraudstream.arrived"
 _UPSTREAM = struct.Struct("<Iq")
+_ARRIVED = struct.Struct("<q")
 
 
 class Hop(NamedTuple):
@@ -171,6 +176,24 @@ def upstream(stage: int, partition: int, offset: int) -> bytes:
     if not 0 <= partition < 1 << 16:
         raise ValueError(f"partition {partition} out of range")
     return _UPSTREAM.pack(stage << 16 | partition, offset)
+
+
+def arrived(timestamp_ms: int) -> bytes:
+    """The :data:`ARRIVED_HEADER` of a transaction whose record reached Kafka at ``timestamp_ms``.
+
+    >>> parse_arrived(arrived(1_740_830_400_123))
+    1740830400123
+    >>> parse_arrived(b"junk") is None
+    True
+    """
+    return _ARRIVED.pack(timestamp_ms)
+
+
+def parse_arrived(raw: bytes | None) -> int | None:
+    """The epoch ms of an :data:`ARRIVED_HEADER`, or None when absent or not one."""
+    if raw is None or len(raw) != _ARRIVED.size:
+        return None
+    return int(_ARRIVED.unpack(raw)[0])
 
 
 def parse_upstream(raw: bytes | None) -> tuple[int, int] | None:

@@ -62,7 +62,7 @@ from stream.contracts.dlq import DeadLetter
 from stream.contracts.records import InvalidRecord, Limits, Transaction, parse_transaction
 from stream.core.outputs import alert_record, score_records
 from stream.core.packing import pack_rows, unpack_inputs
-from stream.core.routing import FEATURES_HEADER, EntityRouting, header
+from stream.core.routing import ARRIVED_HEADER, FEATURES_HEADER, EntityRouting, header, parse_arrived
 from stream.core.rules import RuleOutcome, RuleSet
 from stream.core.source import SourceRecord
 from stream.core.stored import feature_entries
@@ -94,8 +94,11 @@ class ScoredBatch:
     alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
     #: ``(record index, transaction)`` of every scored record, in batch order.
     scored: list[tuple[int, Transaction]] = field(default_factory=list)
-    #: When each scored record reached Kafka (epoch ms, the record's timestamp) and when it was scored.
+    #: When each scored transaction reached Kafka (epoch ms: the record's timestamp, or with entities the
+    #: transaction's as it arrived, :data:`~stream.core.routing.ARRIVED_HEADER`) and when it was scored.
     received_ms: list[int] = field(default_factory=list)
+    #: With entities: ms from the transaction's arrival to its enriched record's, per scored record (the hops).
+    hop_ms: list[int] = field(default_factory=list)
     scored_at_ms: int = 0
     versions: dict[str, str] = field(default_factory=dict)
     #: History entries the scored transactions were scored with (summed).
@@ -238,6 +241,12 @@ class BatchScoring:
         out.versions = versions = self.fusion.versions()
         out.scored_at_ms = scored_at = self._clock_ms()
         out.received_ms = received = [int(records[i].timestamp * 1000) for i, _ in scored]
+        if self.routing is not None:  # from where the transaction arrived, not from the last hop
+            for j, (i, _) in enumerate(scored):
+                first_seen = parse_arrived(header(records[i].headers, ARRIVED_HEADER))
+                if first_seen is not None:
+                    out.hop_ms.append(received[j] - first_seen)
+                    received[j] = first_seen
         processing_ms = (time.perf_counter() - clock.started) * 1000.0
         keys = [t.card_id.encode() for t in kept]
         score_rows = score_records(kept, scores, components, versions, self.threshold, received, scored_at,

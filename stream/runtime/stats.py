@@ -9,7 +9,8 @@ Example:
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,12 +50,22 @@ class Stats:
     rules_loaded: int = 0  # enabled rules in force
     rules_refused: int = 0  # rule records on the topic that did not decode or compile
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: With entities: the latest hop latencies, ms (arrival to enriched record), for ``hop_ms`` percentiles.
+    hops: deque[int] = field(default_factory=lambda: deque(maxlen=20_000))
+
+    def observe_hops(self, ms: Sequence[int]) -> None:
+        self.hops.extend(ms)
 
     def dead_letter(self, topic: str, reason: str) -> None:
         self.dlq[f"{topic}:{reason}"] += 1
 
     def snapshot(self) -> dict[str, Any]:
-        out = {k: v for k, v in vars(self).items() if k not in ("dlq", "stage_seconds", "rule_hits", "rule_failures")}
+        out = {k: v for k, v in vars(self).items()
+               if k not in ("dlq", "stage_seconds", "rule_hits", "rule_failures", "hops")}
+        if self.hops:
+            ordered = sorted(self.hops)
+            out["hop_ms"] = {"p50": ordered[len(ordered) // 2], "p99": ordered[int(len(ordered) * 0.99)],
+                             "n": len(ordered)}
         out["dlq"] = dict(self.dlq)
         out["rule_hits"], out["rule_failures"] = dict(self.rule_hits), dict(self.rule_failures)
         out["stage_seconds"] = {k: round(v, 3) for k, v in self.stage_seconds.items()}

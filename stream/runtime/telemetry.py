@@ -109,6 +109,9 @@ class Telemetry:
         self.latency = Histogram("fraudstream_latency_seconds",
                                  "End to end: score produced minus transaction's Kafka timestamp.",
                                  buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.hop_latency = Histogram("fraudstream_hop_latency_seconds",
+                                     "With entities: a transaction's arrival to its enriched record's (the entity hops).",
+                                     buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.consumer_lag = Gauge("fraudstream_consumer_lag", "Records not yet read, per partition.",
                                   ["topic", "partition"], registry=self.registry)
         self.table_keys = Gauge("fraudstream_table_keys", "Keys this worker holds per table (memory store only).",
@@ -123,8 +126,8 @@ class Telemetry:
     def observe_batch(self, size: int) -> None:
         self.batch_size.observe(size)
 
-    def observe_latencies(self, seconds: Sequence[float]) -> None:
-        """``latency.observe(s)`` for each of a micro-batch's latencies, one increment per bucket.
+    def observe_latencies(self, seconds: Sequence[float], histogram: Histogram | None = None) -> None:
+        """``latency.observe(s)`` (or ``histogram``'s) for each of a micro-batch's latencies, one increment per bucket.
 
         prometheus_client's ``observe`` takes a lock and walks the buckets for every value, a cost
         paid per transaction on the score path; here each value costs a bisect. The buckets and count
@@ -138,7 +141,7 @@ class Telemetry:
         >>> [line for line in t.render().decode().splitlines() if line.startswith("fraudstream_latency_seconds_")][:2]
         ['fraudstream_latency_seconds_bucket{le="0.005"} 2.0', 'fraudstream_latency_seconds_bucket{le="0.01"} 2.0']
         """
-        histogram = self.latency
+        histogram = self.latency if histogram is None else histogram
         bounds, buckets, total = (getattr(histogram, name, None) for name in ("_upper_bounds", "_buckets", "_sum"))
         if not (isinstance(bounds, list) and isinstance(buckets, list) and len(bounds) == len(buckets)
                 and total is not None and hasattr(total, "inc")):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,11 +28,13 @@ from stream.core.alignment import EventTimeAlignment, PartitionKey
 from stream.core.entities import EntityEvent
 from stream.core.retention import RetentionIndex
 from stream.core.routing import (
+    ARRIVED_HEADER,
     FEATURES_HEADER,
     KIND_HEADER,
     SOURCE_HEADER,
     UPSTREAM_HEADER,
     EntityRouting,
+    arrived,
     header,
     parse_upstream,
     upstream,
@@ -101,13 +104,14 @@ class Hops:
         return [event for event, _, _ in self.hop_alignments[j].drain()]
 
     def forward(self, outbox: Outbox, t: Transaction, after: int, carried: bytes, value: bytes | None,
-                source: bytes, read_at: bytes) -> None:
-        """Send ``t`` to the hop after ``after``; ``read_at``: where this stage read it (:func:`upstream`)."""
+                source: bytes, read_at: bytes, arrived_at: bytes) -> None:
+        """Send ``t`` to the hop after ``after``; ``read_at``: where this stage read it (:func:`upstream`);
+        ``arrived_at``: when it reached Kafka (:func:`arrived`)."""
         hop = self.routing.next_hop(t, after, carried)
         topic = self.settings.enriched_topic if hop.to is None else self.settings.entity_topic(
             self.routing.fields[hop.to])
-        outbox.add(topic, None, hop.key, value,
-                   [(FEATURES_HEADER, hop.carried), (SOURCE_HEADER, source), (UPSTREAM_HEADER, read_at)])
+        outbox.add(topic, None, hop.key, value, [(FEATURES_HEADER, hop.carried), (SOURCE_HEADER, source),
+                                                 (UPSTREAM_HEADER, read_at), (ARRIVED_HEADER, arrived_at)])
 
     async def route(self, events: Sequence[EventT]) -> tuple[list[EventT], asyncio.Future[Any]]:
         """Validate transactions where they arrive and send each to its first hop, and each label to its
@@ -161,7 +165,7 @@ class Hops:
             if isinstance(item, Transaction):
                 source = f"{message.topic}:{message.partition}:{message.offset}".encode()
                 self.forward(outbox, item, -1, b"", message.value, source,
-                             upstream(0, message.partition, message.offset))
+                             upstream(0, message.partition, message.offset), arrived(int(message.timestamp * 1000)))
                 entry = self.routing.route_entry(item, message.partition)
                 if entry is not None:
                     key = item.transaction_id.encode()
@@ -250,7 +254,8 @@ class Hops:
             message = event.message
             carried = (header(message.headers, FEATURES_HEADER) or b"") + self.routing.pack(f.features, stage.names)
             self.forward(outbox, transaction, j, carried, message.value,
-                         header(message.headers, SOURCE_HEADER) or b"", upstream(j + 1, message.partition, message.offset))
+                         header(message.headers, SOURCE_HEADER) or b"", upstream(j + 1, message.partition, message.offset),
+                         header(message.headers, ARRIVED_HEADER) or arrived(int(message.timestamp * 1000)))
         done.extend(event for event, _, _ in released)
         return done, await outbox.send(last=True)
 
@@ -265,7 +270,7 @@ def register(engine: Engine) -> None:
     limit = batches_in_flight(engine)
     delivery_failed = stop_on_failed_delivery(engine)
 
-    def agent(topic: Any, name: str, outbox: str, work: Any, dlq: str) -> None:
+    def agent(topic: Any, name: str, outbox: str, work: Any, dlq: str, stage: str) -> None:
         async def run(stream: Any) -> None:
             await engine.declare_outputs()
             idle_s = settings.entity_align_ms / 1000.0 if settings.entity_align_ms else None  # held ones go on idle
@@ -274,6 +279,7 @@ def register(engine: Engine) -> None:
             in_flight = InFlight(limit, on_failure=delivery_failed)
             async for events in micro_batches(stream, settings.batch_size, within_s=settings.batch_timeout_s,
                                               idle_s=idle_s):
+                started = time.perf_counter()
                 try:
                     done, delivery = await work(events)
                 except Exception as exc:  # never let a bug kill the agent or drop records silently
@@ -283,15 +289,18 @@ def register(engine: Engine) -> None:
                     await dead_letter_batch(engine, failed, dlq, exc)
                     ack(failed)
                     continue
+                # The hop's own CPU, per batch (the bench itemises it per transaction beside the score agent's).
+                engine.telemetry.observe_stages({stage: time.perf_counter() - started})
                 await in_flight.add(done, delivery)  # raises if the delivery waited for failed
             await in_flight.drain()
 
         run.__module__ = __name__
         engine.app.agent(topic, name=f"{__name__}.{name}")(run)
 
-    agent(engine.topics.arrivals, "route", "route", hops.route, settings.topic_transactions_dlq)
+    agent(engine.topics.arrivals, "route", "route", hops.route, settings.topic_transactions_dlq, "route")
     for j, entity_field in enumerate(settings.entity_fields):
         async def work(events: Sequence[EventT], j: int = j) -> tuple[list[EventT], asyncio.Future[Any]]:
             return await hops.hop(j, events)
 
-        agent(engine.topics.entities[j], f"entity_{entity_field}", f"entity-{j}", work, settings.topic_transactions_dlq)
+        agent(engine.topics.entities[j], f"entity_{entity_field}", f"entity-{j}", work, settings.topic_transactions_dlq,
+              f"entity_{entity_field}")

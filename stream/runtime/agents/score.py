@@ -103,6 +103,9 @@ class BatchScorer:
         seconds["state"] = seconds.get("state", 0.0) + (time.perf_counter() - produced)
         telemetry = engine.telemetry
         telemetry.observe_latencies([(batch.scored_at_ms - r) / 1000.0 for r in batch.received_ms])
+        if batch.hop_ms:
+            telemetry.observe_latencies([ms / 1000.0 for ms in batch.hop_ms], telemetry.hop_latency)
+            stats.observe_hops(batch.hop_ms)
         telemetry.observe_batch(len(events))
         telemetry.observe_stages(seconds)
         telemetry.set_versions(batch.versions)

@@ -194,6 +194,13 @@ def _ratios(run: dict[str, Any]) -> None:
         print(f"µs per transaction: bare loop {us['bare']}, engine plumbing {us['plumbing']}, engine {us['engine']} "
               f"(its work: {us['engine'] - us['plumbing']:.1f})", flush=True)
     print(f"engine time per transaction ({one['workers']} worker(s)): {_stages(one)}", flush=True)
+    hops = [stage for stage in one["stage_us_per_event"] if stage == "route" or stage.startswith("entity_")]
+    if hops:
+        cost = sum(one["stage_us_per_event"][stage] for stage in hops)
+        lat = one.get("hop_ms") or {}
+        print(f"entity hops ({', '.join(hops)}): {cost:.1f} µs of CPU per transaction; latency they add inside the "
+              f"worker (arrival to enriched record) p50 {lat.get('p50', '-')} ms, p99 {lat.get('p99', '-')} ms",
+              flush=True)
     if one.get("rules"):
         print(f"rules: {one['rules']} evaluated on every transaction, {one['rules_us_per_event']} µs per transaction "
               f"({one['rules_us_per_event'] / one['rules']:.2f} µs a rule)", flush=True)

@@ -35,7 +35,9 @@ def send(broker: str, settings, row: dict) -> dict:
 
 
 def test_a_terminal_profile_reaches_every_card_that_uses_it(settings, worker_factory, broker):
-    settings = settings.replace(entities="merchant_id")
+    from stream.tools.broker import free_port
+
+    settings = settings.replace(entities="merchant_id", web_enabled=True, web_port=free_port())
     ensure_topics(settings)
     worker = worker_factory(settings)
     rows = [tx("e1", "card-a", 0, "m1"), tx("e2", "card-b", 60_000, "m1")]
@@ -45,13 +47,16 @@ def test_a_terminal_profile_reaches_every_card_that_uses_it(settings, worker_fac
     assert first["entity_features"]["merchant_n_1h"] == 0.0
     assert second["entity_features"]["merchant_n_1h"] == round(math.log1p(1), 6)  # card-a's, at the same terminal
     assert second["entity_features"]["merchant_cards_1d"] == round(math.log1p(1), 6)
+    # The latency counts from the transaction's arrival, hops included, and the hops' share is measured.
+    hops = worker.get_json("/stats/")["stats"]["hop_ms"]
+    assert hops["n"] >= 2 and 0 <= hops["p50"] <= hops["p99"] <= first["latency_ms"] + second["latency_ms"]
 
     # card-a's transaction is confirmed fraud; transactions at m1 know it from its labelled_at on.
     label = {"transaction_id": "e1", "card_id": "card-a", "label": "fraud", "labelled_at": format_rfc3339(BASE_MS + 90_000)}
     produce(broker, settings.topic_feedback, [(b"card-a", json.dumps(label).encode())])
     later: list[dict] = []
 
-    def known() -> bool:  # the label reaches m1's partition through the learn agent: try until a transaction sees it
+    def known() -> bool:  # the label reaches m1's partition through the route agent: try until a transaction sees it
         row = tx(f"e3-{len(later)}", "card-c", 120_000 + len(later), "m1")
         later.append(row)
         return send(broker, settings, row)["entity_features"]["merchant_fraud_7d"] == round(math.log1p(1), 6)
