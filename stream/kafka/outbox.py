@@ -115,18 +115,29 @@ class Outbox:
         self._records[(topic, partition)].extend([(key, value, ()) for key, value in rows])
         self._n += len(rows)
 
-    def put(self, table: Any, event: EventT, key: bytes, value: Any) -> None:
-        """``table[key] = value`` on behalf of ``event`` (its partition), changelog record included."""
-        self.put_all(table, [(event, key, value)])
+    def put(self, table: Any, event: EventT, key: bytes, value: Any, *, now: bool = False) -> None:
+        """``table[key] = value`` on behalf of ``event`` (its partition), changelog record included.
 
-    def put_all(self, table: Any, writes: Sequence[tuple[EventT, bytes, Any]]) -> None:
+        The store takes the value when the batch is sent (:meth:`send`), or
+        at once with ``now``: for a table another agent reads while this
+        batch is still being handed to the producer (a parked label the score
+        agent must find).
+        """
+        self.put_all(table, [(event, key, value)], now=now)
+
+    def put_all(self, table: Any, writes: Sequence[tuple[EventT, bytes, Any]], *, now: bool = False) -> None:
         """:meth:`put` of each ``(event, key, value)`` in ``writes``, in order (one lookup of the table's changelog)."""
         if not self.bulk:
             for event, key, value in writes:
                 with writing_for(event):
                     table[key] = value
             return
-        self._store_writes.extend([(table, event, key, value, False) for event, key, value in writes])
+        store_writes = [(table, event, key, value, False) for event, key, value in writes]
+        if now:
+            self._changelog_of(table)  # registers the table's store
+            self._write_stores(store_writes)
+        else:
+            self._store_writes.extend(store_writes)
         topic, codec = self._changelog_of(table)
         encode = dumps if codec is None else codec.dumps
         records = self._records
@@ -134,13 +145,18 @@ class Outbox:
             records[(topic, event.message.partition)].append((key, encode(value), ()))
         self._n += len(writes)
 
-    def delete(self, table: Any, event: EventT, key: bytes) -> None:
-        """``del table[key]`` on behalf of ``event``: a tombstone on the changelog."""
+    def delete(self, table: Any, event: EventT, key: bytes, *, now: bool = False) -> None:
+        """``del table[key]`` on behalf of ``event``: a tombstone on the changelog (``now``: as :meth:`put`)."""
         if not self.bulk:
             with writing_for(event):
                 del table[key]
             return
-        self._store_writes.append((table, event, key, None, True))
+        write = (table, event, key, None, True)
+        if now:
+            self._changelog_of(table)
+            self._write_stores([write])
+        else:
+            self._store_writes.append(write)
         self.add(self._changelog_of(table)[0], event.message.partition, key, None)
 
     def _changelog_of(self, table: Any) -> tuple[str, Any]:
@@ -220,20 +236,7 @@ class Outbox:
                     fut = await send(topic, value, key=key, partition=p, headers=list(headers) or None)
                     sent.append((changelog, fut))
                     i += 1
-        # A RocksDB store picks its per-partition database from the current event: one
-        # current event per source partition, not one per write (a key always comes from
-        # the same partition, so each key's writes keep their order).
-        by_partition: dict[int, list[tuple[Any, EventT, bytes, Any, bool]]] = defaultdict(list)
-        for write in store_writes:
-            by_partition[write[1].message.partition].append(write)
-        stores = {id(table): store_mapping(table.data) for table in self._tables.values()}  # every table written
-        for writes in by_partition.values():
-            with writing_for(writes[0][1]):
-                for table, _, key, value, delete in writes:
-                    if delete:
-                        stores[id(table)].pop(key, None)
-                    else:
-                        stores[id(table)][key] = value
+        self._write_stores(store_writes)
         self._sent_topics.update(topic for topic, _ in records)
         if last:
             self._ship()
@@ -249,6 +252,23 @@ class Outbox:
             for (i, _), p in zip(keyed, default_partitions([key for _, key in keyed], partitions), strict=True):
                 chosen[i] = p
         return chosen
+
+    def _write_stores(self, store_writes: list[tuple[Any, EventT, bytes, Any, bool]]) -> None:
+        """The local stores take the writes (their changelog records are queued separately)."""
+        # A RocksDB store picks its per-partition database from the current event: one
+        # current event per source partition, not one per write (a key always comes from
+        # the same partition, so each key's writes keep their order).
+        by_partition: dict[int, list[tuple[Any, EventT, bytes, Any, bool]]] = defaultdict(list)
+        for write in store_writes:
+            by_partition[write[1].message.partition].append(write)
+        stores = {id(table): store_mapping(table.data) for table in self._tables.values()}  # every table written
+        for writes in by_partition.values():
+            with writing_for(writes[0][1]):
+                for table, _, key, value, delete in writes:
+                    if delete:
+                        stores[id(table)].pop(key, None)
+                    else:
+                        stores[id(table)][key] = value
 
     def _ship(self) -> None:
         """End the linger of what this micro-batch's sends left in the producer; the next batch starts afresh."""

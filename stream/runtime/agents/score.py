@@ -79,8 +79,8 @@ class BatchScorer:
         outbox.add_all(settings.topic_scores, None, batch.scores)
         for key, value in batch.alerts:
             outbox.add(settings.topic_alerts, None, key, value)
-        # Queued (and in the stores) before a late label is joined below: the join reads
-        # these features and rewrites their keys through Faust's producer, behind ours.
+        # Sent (and in the stores) before a late label is joined below: the join reads these
+        # features and rewrites their keys, behind these records on the changelog.
         scored = await outbox.send()
         produced = time.perf_counter()
         seconds = batch.seconds
@@ -95,10 +95,10 @@ class BatchScorer:
         stats.last_scored_at = batch.scored_at_ms
         scored_events = [(events[i], t) for i, t in batch.scored]
         if engine.feedback is not None:
-            await engine.feedback.resolve_pending(scored_events)
+            engine.feedback.resolve_pending(scored_events, outbox)
         self._expire(scored_events, outbox)
         if engine.feedback is not None:
-            await engine.feedback.expire_pending(self._by_partition(scored_events))
+            engine.feedback.expire_pending(self._by_partition(scored_events), outbox)
         expired = await outbox.send(last=True)
         seconds["state"] = seconds.get("state", 0.0) + (time.perf_counter() - produced)
         telemetry = engine.telemetry
