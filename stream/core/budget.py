@@ -62,7 +62,6 @@ from __future__ import annotations
 import base64
 import math
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -78,7 +77,7 @@ REPORT_MOVE = 0.01
 
 _LOGIT_MAX = 12.0
 _BIN = 0.02
-_BINS = int(round(2 * _LOGIT_MAX / _BIN))
+_BINS = round(2 * _LOGIT_MAX / _BIN)
 _EPS = 1.0 / (1.0 + math.exp(_LOGIT_MAX))
 _BATCH_HEADER = struct.Struct("<qd")
 #: The closed loop aims the sketch at a level within [share / _LEVEL_RANGE, share * _LEVEL_RANGE].
