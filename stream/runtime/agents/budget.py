@@ -59,6 +59,8 @@ class BudgetAgent:
                 log.warning("the published budget state does not fit (%s); starting afresh", exc)
         self.controller = controller
         self._published = controller.threshold if latest is not None else None
+        log.info("alert budget %s: this worker holds the controller (threshold %s, %s)", s.alert_budget,
+                 controller.threshold, "from the published state" if controller.count else "fresh")
         return controller
 
     def release(self) -> None:
@@ -76,8 +78,9 @@ class BudgetAgent:
             controller.update(scores, event_ms, used)
         moved = controller.moved()
         if moved is not None:
+            log.info("alert threshold moved: %s", moved)
             await engine.send_ops("budget", moved)
-        if controller.threshold != self._published and controller.warm:
+        if controller.settled and controller.threshold != self._published:
             settings = engine.settings
             record = {"threshold": controller.threshold, "event_time": controller.now_ms,
                       "budget": settings.alert_budget, "state": controller.state()}
