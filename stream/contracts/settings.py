@@ -23,6 +23,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream.contracts.budget import Budget, BudgetError
+
 __all__ = ["ENTITY_FIELDS", "ENV_PREFIX", "MAX_HISTORY_ENTRIES", "Settings", "SettingsError", "describe"]
 
 ENV_PREFIX = "FRAUDSTREAM_"
@@ -89,7 +91,10 @@ class Settings:
     batch_size: int = _f(256, "Most transactions per micro-batch (the unit of model inference).")
     batches_in_flight: int = _f(2, "Micro-batches the score agent may hold unacknowledged, the one it is scoring included: 1 waits for each batch's acks before taking the next, 2 scores the next while the previous one's records are on the wire. A batch is acked only once the broker has all it produced, whatever this is; exactly_once uses 1.")
     batch_timeout_s: float = _f(0.0, "Longest wait to fill a micro-batch; 0 scores what has arrived (a busy stream still fills batches while the previous one is scored).")
-    alert_threshold: float = _f(0.5, "Scores at or above this raise an alert.")
+    alert_threshold: float = _f(0.5, "Scores at or above this raise an alert; with FRAUDSTREAM_ALERT_BUDGET, the threshold until the first published one.")
+    alert_budget: str = _f("", "Alert budget: a share of transactions (0.5% or 0.005) or alerts per hour of event time (20/h); the model threshold then follows a streaming quantile of recent fused scores, computed by one worker and followed by all (docs/alert-budget.md). Rules' alerts are outside it. Empty = the fixed FRAUDSTREAM_ALERT_THRESHOLD.")
+    alert_threshold_floor: float = _f(0.05, "With an alert budget: the threshold never goes below this (a quiet night does not fill the budget with noise).")
+    alert_threshold_ceiling: float = _f(0.999, "With an alert budget: the threshold never goes above this (in an attack every score above it alerts, budget or not).")
     history_length: int = _f(32, "Transactions kept per card in the history table (the sequence model's window).")
     feature_retention_s: float = _f(30 * 86400.0, "How long scoring-time features are kept for the feedback join, in event time.")
     feedback_join_grace_s: float = _f(3600.0, "A label whose transaction is not scored yet waits in a changelog-backed table until the transactions of its partition are this far (event time) past the label's time; then it goes to the DLQ as unknown_transaction.")
@@ -156,6 +161,10 @@ class Settings:
         """Raise :class:`SettingsError` for values no engine could run with."""
         if not 0.0 <= self.alert_threshold <= 1.0:
             raise SettingsError(f"alert_threshold must be in [0, 1], got {self.alert_threshold}")
+        if not 0.0 <= self.alert_threshold_floor <= self.alert_threshold_ceiling <= 1.0:
+            raise SettingsError(f"alert_threshold_floor ({self.alert_threshold_floor}) and alert_threshold_ceiling "
+                                f"({self.alert_threshold_ceiling}) must satisfy 0 <= floor <= ceiling <= 1")
+        self.budget()  # raises for a budget that does not parse
         for name in ("topic_partitions", "replication_factor", "batch_size", "history_length",
                      "max_message_bytes", "torch_threads", "broker_max_poll_records", "batches_in_flight"):
             if getattr(self, name) < 1:
@@ -200,6 +209,27 @@ class Settings:
             value = getattr(self, f.name)
             out[ENV_PREFIX + f.name.upper()] = ("1" if value else "0") if isinstance(value, bool) else str(value)
         return out
+
+    def budget(self) -> Budget | None:
+        """The parsed ``alert_budget`` (None: the fixed threshold); :class:`SettingsError` when it does not parse.
+
+        >>> Settings(alert_budget="0.5%").budget()
+        Budget(share=0.005, per_hour=None)
+        """
+        try:
+            return Budget.parse(self.alert_budget)
+        except BudgetError as exc:
+            raise SettingsError(str(exc)) from None
+
+    @property
+    def budget_topic(self) -> str:
+        """Internal one-partition topic: each micro-batch's fused scores, for the one budget controller."""
+        return f"{self.app_id}-budget-scores"
+
+    @property
+    def threshold_topic(self) -> str:
+        """Compacted one-partition topic: the threshold the budget controller publishes, followed by every worker."""
+        return f"{self.app_id}-threshold"
 
     @property
     def models_topic(self) -> str:

@@ -94,6 +94,8 @@ class ScoredBatch:
     alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
     #: ``(record index, transaction)`` of every scored record, in batch order.
     scored: list[tuple[int, Transaction]] = field(default_factory=list)
+    #: The fused score of each scored record, in batch order (unrounded: the alert budget's sketch counts them).
+    fused: list[float] = field(default_factory=list)
     #: When each scored transaction reached Kafka (epoch ms: the record's timestamp, or with entities the
     #: transaction's as it arrived, :data:`~stream.core.routing.ARRIVED_HEADER`) and when it was scored.
     received_ms: list[int] = field(default_factory=list)
@@ -140,7 +142,9 @@ class BatchScoring:
     """Scores micro-batches with ``fusion``; holds nothing between batches but the models.
 
     ``threshold`` is the score at or above which a transaction raises an
-    alert; ``history_length`` the entries kept per card.
+    alert (the caller may change it between batches: the alert budget's,
+    :mod:`stream.core.budget`; every score record carries the one it was
+    decided with); ``history_length`` the entries kept per card.
     """
 
     def __init__(self, fusion: Fusion, limits: Limits, history_length: int, threshold: float,
@@ -238,6 +242,7 @@ class BatchScoring:
         out.history_entries = int(windows.lengths[rows].sum())
         clock.lap("state")
 
+        out.fused = scores
         out.versions = versions = self.fusion.versions()
         out.scored_at_ms = scored_at = self._clock_ms()
         out.received_ms = received = [int(records[i].timestamp * 1000) for i, _ in scored]

@@ -51,6 +51,9 @@ def topic_specs(settings: Settings) -> dict[str, int]:
     specs[settings.topic_rules] = 1  # every worker reads all of it; compacted (the newest version of each rule)
     specs[settings.models_topic] = 1
     specs[settings.labelled_topic] = 1
+    if settings.alert_budget:  # one controller reads the scores; every worker reads the compacted threshold
+        specs[settings.budget_topic] = 1
+        specs[settings.threshold_topic] = 1
     return specs
 
 

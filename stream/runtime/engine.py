@@ -5,7 +5,7 @@ patches the engine needs; :mod:`stream.runtime.worker` wires the agents onto it.
 
 Example:
     >>> sorted(Topics.__dataclass_fields__)[:4]
-    ['alerts', 'enriched', 'entities', 'feedback']
+    ['alerts', 'budget', 'enriched', 'entities']
 """
 
 from __future__ import annotations
@@ -58,11 +58,16 @@ class Topics:
     #: With ``FRAUDSTREAM_ENTITIES``: ``transactions`` and ``feedback`` as one input (the route agent's).
     arrivals: Any = None
     rules: Any = None  # the dynamic rules (compacted, one partition), read by every worker
+    #: With ``FRAUDSTREAM_ALERT_BUDGET``: every micro-batch's fused scores (one partition, for the one controller),
+    #: and the threshold it publishes (compacted, one partition, read by every worker).
+    budget: Any = None
+    thresholds: Any = None
 
     def outputs(self) -> list[Any]:
         return [self.scores, self.alerts, self.transactions_dlq, self.feedback_dlq, self.labelled, self.models,
                 self.ops, *self.entities, *([self.enriched] if self.enriched is not None else []),
-                *([self.rules] if self.rules is not None else [])]
+                *([self.rules] if self.rules is not None else []),
+                *[topic for topic in (self.budget, self.thresholds) if topic is not None]]
 
 
 class ModelFollower(Protocol):
@@ -102,9 +107,16 @@ class Engine:
     #: The dynamic rules in force (replaced whole by :class:`stream.runtime.rulesync.RuleSync`), and their follower.
     rules: RuleSet = field(default_factory=RuleSet)
     rule_sync: Any = None
+    #: The model threshold in force: the fixed one, or the alert budget's as last published (replaced whole by
+    #: :class:`stream.runtime.thresholdsync.ThresholdSync`); its follower, and the budget agent (None without a budget).
+    alert_threshold: float = field(init=False)
+    threshold_sync: Any = None
+    budget: Any = None
 
     def __post_init__(self) -> None:
         self.telemetry = Telemetry(self.stats, self.settings.topic_transactions)
+        self.alert_threshold = self.settings.alert_threshold
+        self.telemetry.alert_threshold.set(self.alert_threshold)
 
     def maybe_switch_sequence_model(self) -> None:
         """Between batches: adopt a newer checkpoint, if one was written (no restart)."""
@@ -122,6 +134,8 @@ class Engine:
             "rules_loaded": self.rule_sync is None or self.rule_sync.ready.is_set(),
             "agents_running": all(not agent.should_stop for agent in self.app.agents.values()),
         }
+        if self.threshold_sync is not None:  # with an alert budget only
+            checks["threshold_loaded"] = self.threshold_sync.ready.is_set()
         return all(checks.values()), checks
 
     def table_keys(self) -> dict[str, int]:

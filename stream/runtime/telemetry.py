@@ -12,7 +12,8 @@ Metric names: ``fraudstream_events_in_total{topic}``, ``fraudstream_scores_out_t
 ``fraudstream_consumer_lag{topic,partition}``,
 ``fraudstream_model_info{model,version}``, ``fraudstream_online_rolling_auc``,
 ``fraudstream_rule_hits_total{rule}``, ``fraudstream_rule_failures_total{rule}``, ``fraudstream_rules_loaded``,
-``fraudstream_rules_refused_total``.
+``fraudstream_rules_refused_total``, ``fraudstream_alert_threshold`` (the model threshold in force: fixed, or the
+alert budget's).
 
 Example:
     >>> from stream.runtime.stats import Stats
@@ -121,6 +122,8 @@ class Telemetry:
         self.rolling_auc = Gauge("fraudstream_online_rolling_auc", "Online learner's rolling ROC AUC on feedback "
                                  "(trainer worker only; NaN elsewhere).", registry=self.registry)
         self.rolling_auc.set(float("nan"))
+        self.alert_threshold = Gauge("fraudstream_alert_threshold", "The model threshold in force (the fixed one, or "
+                                     "the alert budget's as last published).", registry=self.registry)
         self._versions: dict[str, str] = {}
 
     def observe_batch(self, size: int) -> None:

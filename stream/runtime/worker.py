@@ -11,6 +11,9 @@ Example:
     >>> sorted(name.rsplit(".", 1)[1] for name in create_engine(Settings(
     ...     app_id="doc2", model_signing_key="0123456789abcdef", entities="")).app.agents)
     ['learn', 'score', 'train']
+    >>> sorted(name.rsplit(".", 1)[1] for name in create_engine(Settings(  # one alert-budget controller
+    ...     app_id="doc3", model_signing_key="0123456789abcdef", entities="", alert_budget="0.5%")).app.agents)
+    ['budget', 'learn', 'score', 'train']
     >>> create_engine(Settings(app_id="doc"))
     Traceback (most recent call last):
     ...
@@ -37,12 +40,13 @@ from stream.kafka.partitioner import compile_partitioner
 from stream.kafka.raw import RawBytes
 from stream.kafka.state import define_profile_tables, define_route_table, define_tables
 from stream.runtime import web
-from stream.runtime.agents import entities, learn, score, train
+from stream.runtime.agents import budget, entities, learn, score, train
 from stream.runtime.engine import Engine, Topics, build_fusion, worker_app, worker_topic
 from stream.runtime.heap import collect_less_often
 from stream.runtime.logs import service_worker
 from stream.runtime.modelsync import ModelSync
 from stream.runtime.rulesync import RuleSync
+from stream.runtime.thresholdsync import ThresholdSync
 
 __all__ = ["create_engine", "run_worker"]
 
@@ -75,6 +79,10 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
                   if settings.entity_fields else None),
         rules=raw_topic(settings.topic_rules, partitions=1, compacting=True),
     )
+    alert_budget = settings.budget()
+    if alert_budget is not None:
+        topics.budget = raw_topic(settings.budget_topic, partitions=1)
+        topics.thresholds = raw_topic(settings.threshold_topic, partitions=1, compacting=True)
     history, features, pending = define_tables(app, settings)
     profiles = define_profile_tables(app, settings)
     routes = define_route_table(app, settings)
@@ -94,6 +102,8 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     )
     engine.model_sync = ModelSync(engine)
     engine.rule_sync = RuleSync(engine)
+    if alert_budget is not None:
+        engine.threshold_sync = ThresholdSync(engine)
     if settings.sequence_model_path:
         engine.sequence_watcher = CheckpointWatcher(
             settings.sequence_model_path, poll_s=settings.sequence_reload_interval_s, threads=settings.torch_threads,
@@ -106,6 +116,9 @@ def create_engine(settings: Settings, fusion: Fusion | None = None) -> Engine:
     score.register(engine)
     engine.feedback = learn.register(engine)
     engine.trainer = train.register(engine)
+    if alert_budget is not None:
+        engine.budget = budget.register(engine, alert_budget)
+        app.task(engine.threshold_sync.run)
     web.register(engine)
     app.task(engine.model_sync.run)
     app.task(engine.rule_sync.run)

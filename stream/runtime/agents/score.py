@@ -23,6 +23,7 @@ from faust.exceptions import PartitionsMismatch
 from faust.types import EventT
 
 from stream.contracts.dlq import DeadLetter, send_dead_letter
+from stream.core.budget import encode_batch
 from stream.core.routing import EntityRouting
 from stream.core.scoring import BatchScoring
 from stream.kafka.batches import InFlight, ack, micro_batches
@@ -60,6 +61,7 @@ class BatchScorer:
         outbox = self._outbox
         self.core.fusion = engine.fusion  # a snapshot or a new checkpoint may have replaced it between batches
         self.core.rules = engine.rules  # so may the rules (stream/runtime/rulesync.py): they apply from this batch
+        self.core.threshold = engine.alert_threshold  # and the alert budget's threshold (stream/runtime/thresholdsync.py)
         # The store (its dict in memory), not the table: Table.get on a miss costs an exception.
         batch = self.core.score([event.message for event in events], store_mapping(engine.history.data),
                                 store_mapping(engine.features.data))
@@ -79,6 +81,9 @@ class BatchScorer:
         outbox.add_all(settings.topic_scores, None, batch.scores)
         for key, value in batch.alerts:
             outbox.add(settings.topic_alerts, None, key, value)
+        if engine.topics.budget is not None:  # the batch's fused scores, for the one budget controller
+            outbox.add(settings.budget_topic, 0, b"scores", encode_batch(
+                batch.fused, max(t.event_time_ms for _, t in batch.scored), self.core.threshold))
         # Sent (and in the stores) before a late label is joined below: the join reads these
         # features and rewrites their keys, behind these records on the changelog.
         scored = await outbox.send()
@@ -109,6 +114,7 @@ class BatchScorer:
         telemetry.observe_batch(len(events))
         telemetry.observe_stages(seconds)
         telemetry.set_versions(batch.versions)
+        telemetry.alert_threshold.set(self.core.threshold)
         return asyncio.gather(scored, expired)
 
     def discard(self) -> None:
@@ -184,6 +190,8 @@ def register(engine: Engine) -> None:
         await engine.model_sync.wait_ready()  # a new worker scores with the latest shared model
         if engine.rule_sync is not None:
             await engine.rule_sync.wait_ready()  # ... and the rules in force
+        if engine.threshold_sync is not None:
+            await engine.threshold_sync.wait_ready()  # ... and the alert budget's threshold
         in_flight = InFlight(limit, on_failure=delivery_failed)
         async for events in micro_batches(stream, settings.batch_size, within_s=settings.batch_timeout_s):
             try:

@@ -1,0 +1,124 @@
+"""Every worker follows the threshold topic and scores each micro-batch with the threshold read last.
+
+With ``FRAUDSTREAM_ALERT_BUDGET`` the budget agent (:mod:`stream.runtime.agents.budget`),
+on whichever worker holds the one partition of ``<app_id>-budget-scores``,
+publishes the model threshold to ``<app_id>-threshold`` (one partition,
+compacted, key ``threshold``). Each worker reads that topic with its own
+group-less consumer, as :mod:`stream.runtime.rulesync` reads the rules: at
+start the whole topic, then every new record; the score agent takes the
+threshold at the start of its next micro-batch. Until a worker has read one
+(a new deployment, before the controller's warm-up ends) it scores with the
+fixed ``FRAUDSTREAM_ALERT_THRESHOLD``.
+
+A record is JSON: ``threshold`` (in force from now on), ``event_time`` (the
+controller's clock), ``budget`` (the setting it was computed for) and
+``state`` (the controller's, for the next owner). One that does not decode
+is refused: logged and reported on the ops topic (``threshold_refused``);
+the threshold in force stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+from stream.kafka import clients
+from stream.kafka.security import client_kwargs
+from stream.patches.embedded_end_offsets import true_end_offsets
+
+if TYPE_CHECKING:
+    from stream.runtime.engine import Engine
+
+__all__ = ["ThresholdSync", "parse_threshold"]
+
+log = logging.getLogger("fraudstream.budget")
+
+
+def parse_threshold(value: bytes) -> dict[str, Any]:
+    """A threshold record, or ``ValueError`` saying what is wrong with it.
+
+    >>> parse_threshold(b'{"threshold": 0.93, "event_time": 1, "budget": "0.5%"}')["threshold"]
+    0.93
+    >>> parse_threshold(b'{"threshold": 1.5}')
+    Traceback (most recent call last):
+    ...
+    ValueError: threshold record's threshold must be a number in [0, 1], got 1.5
+    """
+    record = json.loads(value)
+    if not isinstance(record, dict):
+        raise ValueError("threshold record is not a JSON object")  # noqa: TRY004 - one error type for a bad record
+    threshold = record.get("threshold")
+    if (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold)
+            or not 0.0 <= threshold <= 1.0):
+        raise ValueError(f"threshold record's threshold must be a number in [0, 1], got {threshold!r}")
+    return record
+
+
+class ThresholdSync:
+    """Follows ``settings.threshold_topic``; ``ready`` is set once the backlog is read."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.ready = asyncio.Event()
+        #: The last record applied (its ``state`` is where a new budget owner starts from).
+        self.latest: dict[str, Any] | None = None
+
+    def apply(self, value: bytes | None, offset: int) -> bool:
+        """Take one threshold-topic record; False when it is refused (the threshold in force stays)."""
+        if value is None:
+            return True
+        engine = self.engine
+        try:
+            record = parse_threshold(value)
+        except ValueError as exc:  # json.JSONDecodeError is one
+            log.error("REFUSED threshold record at %s offset %d: %s", engine.settings.threshold_topic, offset, exc)
+            asyncio.ensure_future(engine.send_ops("budget", {"type": "threshold_refused", "offset": offset,
+                                                             "reason": str(exc)}))
+            return False
+        self.latest = record
+        engine.alert_threshold = float(record["threshold"])
+        engine.telemetry.alert_threshold.set(engine.alert_threshold)
+        return True
+
+    async def run(self) -> None:
+        """The worker task: read the backlog, set ``ready``, then follow."""
+        from aiokafka import TopicPartition
+
+        settings = self.engine.settings
+        if self.engine.topics.thresholds is not None:
+            await self.engine.topics.thresholds.maybe_declare()  # compacted, one partition, before auto-creation
+        consumer = clients.aio_consumer(settings, enable_auto_commit=False, group_id=None)
+        await consumer.start()
+        try:
+            tp = TopicPartition(settings.threshold_topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            if settings.embedded_broker_compat:
+                end = (await true_end_offsets(settings.bootstrap_servers, {tp: end},
+                                              client=client_kwargs(settings)))[tp]
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for msg in batch.get(tp, []):
+                    self.apply(msg.value, msg.offset)
+            self.ready.set()
+            log.info("alert threshold in force: %s", self.engine.alert_threshold)
+            while True:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for msg in batch.get(tp, []):
+                    self.apply(msg.value, msg.offset)
+        finally:
+            self.ready.set()
+            await consumer.stop()
+
+    async def wait_ready(self) -> None:
+        """Wait (bounded) for the threshold backlog, so a new worker starts with the threshold in force."""
+        timeout = self.engine.settings.model_sync_timeout_s
+        try:
+            await asyncio.wait_for(self.ready.wait(), timeout=timeout)
+        except TimeoutError:
+            log.warning("threshold topic not read within %.0f s; scoring at %s until it is", timeout,
+                        self.engine.alert_threshold)
