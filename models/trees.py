@@ -52,11 +52,28 @@ ROUNDS = 100
 
 
 class ExampleWindow:
-    """The recent labelled examples, bounded by event time and by count (oldest out first).
+    """The recent labelled examples, bounded by event time and by count.
 
     ``add`` keeps an example whose transaction is within ``window_ms`` of the
-    newest seen; past ``max_examples`` the oldest go. Float32 rows: a
+    newest seen. Past ``max_examples`` within the window, the legitimate
+    examples are thinned, not the oldest dropped: every other one goes and
+    the one kept weighs twice as much (negative downsampling with
+    importance weights), so the trees still see every fraud of the whole
+    window. Dropping the oldest would shrink the window to a few hours of
+    a busy stream (a hundred thousand examples are two hours at a million
+    transactions a day) and with it the frauds the trees learn from. Only
+    when the frauds alone fill the count do the oldest go. Float32 rows: a
     hundred thousand examples of ~30 inputs take about 12 MB.
+
+    Example:
+        >>> w = ExampleWindow(("a",), window_ms=10_000, max_examples=1_000)
+        >>> for i in range(3_000):
+        ...     w.add([i], int(i % 100 == 0), event_time_ms=i)
+        >>> x, y = w.arrays()
+        >>> int(y.sum()), len(y) <= 1_000  # every fraud of the window is kept
+        (30, True)
+        >>> round(float(w.weights()[y == 0].sum()) / 2_970, 2)  # the legitimate ones kept weigh about all 2,970
+        1.0
     """
 
     def __init__(self, feature_names: Sequence[str], window_ms: int, max_examples: int) -> None:
@@ -68,6 +85,7 @@ class ExampleWindow:
         self._x = np.zeros((min(max_examples, 1024), len(self.feature_names)), dtype=np.float32)
         self._y = np.zeros(len(self._x), dtype=np.int8)
         self._t = np.zeros(len(self._x), dtype=np.int64)
+        self._w = np.ones(len(self._x), dtype=np.float32)  # how many examples each stands for (thinning)
         self._n = 0
         self.newest_ms = 0
 
@@ -85,6 +103,7 @@ class ExampleWindow:
         self._x[self._n] = x
         self._y[self._n] = 1 if label else 0
         self._t[self._n] = event_time_ms
+        self._w[self._n] = 1.0
         self._n += 1
         self.newest_ms = max(self.newest_ms, event_time_ms)
 
@@ -103,20 +122,31 @@ class ExampleWindow:
     def _make_room(self) -> None:
         n = self._n
         keep = self._t[:n] >= self.newest_ms - self.window_ms
-        if int(keep.sum()) >= self.max_examples:  # over the count: the oldest go, whatever their time
+        if int(keep.sum()) >= self.max_examples:  # over the count: thin the legitimate examples
+            legit = np.flatnonzero(keep & (self._y[:n] == 0))
+            keep[legit[1::2]] = False  # the oldest stays: the window keeps its span
+            self._w[legit[::2]] *= 2.0
+        if int(keep.sum()) >= self.max_examples:  # the frauds alone fill it: the oldest go, whatever their time
             keep[:] = False
             keep[np.argsort(self._t[:n], kind="stable")[n - self.max_examples + 1:]] = True
         kept = int(keep.sum())
         size = min(self.max_examples, max(len(self._x), 2 * kept + 1))
         x, y, t = np.zeros((size, self._x.shape[1]), np.float32), np.zeros(size, np.int8), np.zeros(size, np.int64)
-        x[:kept], y[:kept], t[:kept] = self._x[:n][keep], self._y[:n][keep], self._t[:n][keep]
-        self._x, self._y, self._t, self._n = x, y, t, kept
+        w = np.ones(size, np.float32)
+        x[:kept], y[:kept], t[:kept], w[:kept] = (self._x[:n][keep], self._y[:n][keep], self._t[:n][keep],
+                                                   self._w[:n][keep])
+        self._x, self._y, self._t, self._w, self._n = x, y, t, w, kept
 
     def arrays(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int8]]:
         """The examples in the window now (copies: a fit in another thread may read them)."""
         n = self._n
         inside = self._t[:n] >= self.newest_ms - self.window_ms
         return self._x[:n][inside].copy(), self._y[:n][inside].copy()
+
+    def weights(self) -> npt.NDArray[np.float32]:
+        """How many examples each row of :meth:`arrays` stands for (1, or a power of two once thinned)."""
+        n = self._n
+        return self._w[:n][self._t[:n] >= self.newest_ms - self.window_ms].copy()
 
 
 class TreeModel:
@@ -141,12 +171,14 @@ class TreeModel:
         import lightgbm as lgb
 
         x, y = window.arrays()
+        weight = window.weights()
         frauds = int(y.sum())
         if frauds == 0 or frauds == len(y):
             raise ValueError(f"need fraud and legitimate examples to fit trees, got {frauds} of {len(y)}")
         params = {**PARAMS, "num_threads": threads}
-        booster = lgb.train(params, lgb.Dataset(x, label=y, feature_name=list(_safe(window.feature_names)),
-                                                free_raw_data=True), num_boost_round=rounds)
+        booster = lgb.train(params, lgb.Dataset(x, label=y, weight=weight,
+                                                feature_name=list(_safe(window.feature_names)), free_raw_data=True),
+                            num_boost_round=rounds)
         return cls(booster, window.feature_names, len(y), frauds, window.newest_ms)
 
     def predict_matrix(self, matrix: npt.ArrayLike) -> npt.NDArray[np.float64]:

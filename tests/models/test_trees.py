@@ -1,0 +1,44 @@
+"""The trees' example window: every fraud of the window kept, legitimate examples thinned with weights past the count."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.trees import ExampleWindow, TreeModel
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 4_000), fraud_every=st.integers(5, 400), cap=st.integers(50, 800))
+def test_past_the_count_the_window_keeps_its_frauds_and_its_time_span(n: int, fraud_every: int, cap: int) -> None:
+    w = ExampleWindow(("a",), window_ms=10**9, max_examples=cap)
+    y_all = [int(i % fraud_every == 0) for i in range(n)]
+    for i, label in enumerate(y_all):
+        w.add([float(i)], label, event_time_ms=i)
+    x, y = w.arrays()
+    weights = w.weights()
+    assert len(y) <= cap and len(weights) == len(y)
+    frauds = sum(y_all)
+    if frauds < cap // 2 and n > 1:  # the frauds alone are far from the count: none is lost, and the window still starts early
+        assert int(y.sum()) == frauds
+        legit_rows = x[y == 0, 0]
+        assert legit_rows.min() == 1.0  # the oldest legitimate example (row 0 is a fraud)
+        # the legitimate examples kept stand for all of them (to within what an odd count loses per halving)
+        halvings = int(np.log2(weights.max()))
+        assert abs(float(weights[y == 0].sum()) - (n - frauds)) <= 2 * halvings * weights.max() + 1
+    if n < cap:  # under the count nothing is thinned
+        assert (weights == 1).all() and len(y) == n
+
+
+def test_trees_fitted_on_a_thinned_window_still_rank_the_frauds_first() -> None:
+    rng = np.random.default_rng(0)
+    w = ExampleWindow(("a", "b"), window_ms=10**9, max_examples=2_000)
+    for i in range(20_000):
+        label = int(rng.random() < 0.01)
+        w.add([rng.normal(2.0 if label else 0.0), rng.normal()], label, event_time_ms=i)
+    x, y = w.arrays()
+    assert int(y.sum()) > 150 and len(y) <= 2_000 and w.weights().max() > 1
+    trees = TreeModel.fit(w, rounds=30)
+    p = trees.predict_matrix([[2.0, 0.0], [0.0, 0.0]])
+    assert p[0] > 0.1 > p[1], p  # weights keep the odds near the true base rate (1 %), not the thinned one
