@@ -27,9 +27,13 @@ The method (docs/alert-budget.md has the reasons and the measurements):
    ``horizon_alerts`` (10) expected alerts, whichever is more: an excess is
    paid back within a few hours, and a day's count is off its budget by about
    what accrues in one horizon. The level stays within
-   ``[share / 4, 4 * share]``, the debt within what that range pays back in
-   four horizons, and no debt accrues while the floor or the ceiling holds
-   the threshold against the budget (no wind-up).
+   ``[share / 4, 4 * share]`` and the debt within what that range pays back
+   in four horizons (no wind-up). The excess while the threshold is held at
+   the ceiling is not counted (an attack's alerts are real); the shortfall
+   of a quiet spell at the floor is, within that bound, and the busier hours
+   after it make it up, so a day with a quiet night still gets its budget.
+   After an attack the sketch holds its scores for a few half-lives: the
+   threshold comes down over those hours (docs/alert-budget.md).
 3. **Bounds.** Every ``update_every_ms`` of event time (default 5 min) the
    threshold moves at most ``max_step`` in logit space (default 0.5, about
    0.1 near 0.5) towards the sketch's answer, and never leaves
@@ -210,9 +214,9 @@ class ThresholdController:
         self.count += len(s)
         if warm and self.settled:
             excess = alerted - self.share() * len(s)
-            # Not while a bound holds the threshold against the budget (an attack above the ceiling, a quiet night
-            # at the floor): that debt could not be paid back, and would swing the threshold once the bound frees it.
-            if not ((excess > 0 and threshold_used >= self.ceiling) or (excess < 0 and threshold_used <= self.floor)):
+            # Not an attack's excess at the ceiling: its alerts are real, and paying them back would blind the hours
+            # after it. A quiet spell's shortfall at the floor counts (bounded in _move): the day makes it up.
+            if not (excess > 0 and threshold_used >= self.ceiling):
                 self.debt += excess
         if self.now_ms - self.updated_ms >= self.update_every_ms and self.warm:
             self.updated_ms = self.now_ms
