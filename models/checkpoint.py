@@ -55,7 +55,7 @@ _SUPPORTED = frozenset({1})
 _CONFIG = "config.json"
 _SAFETENSORS = "weights.safetensors"
 _TORCH = "weights.pt"
-_MODEL_KEYS = ("schema_version", "architecture", "features", "normalisation")
+_MODEL_KEYS = ("schema_version", "architecture", "features", "normalisation", "entity")
 _DERIVED_KEYS = ("version", "created_at", "weights")  # not part of the version hash
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,9 @@ def _body(model: SequenceModel, config: Mapping[str, Any]) -> dict[str, Any]:
             "logit_offset": float(model.logit_offset),
         },
     )
+    if model.entity_names:  # absent in checkpoints without entity features (and in older ones): none read
+        body["entity"] = {"names": list(model.entity_names), "mean": model.entity_mean.tolist(),
+                          "std": model.entity_std.tolist()}
     return body
 
 
@@ -181,7 +184,10 @@ def load_checkpoint(path: str | Path, threads: int | None = None, precision: str
         spec = StepSpec.from_dict(config["features"])
         arch = Architecture(**config["architecture"])
         norm = config["normalisation"]
-        model = SequenceModel(spec, arch, norm["mean"], norm["std"], norm["logit_offset"])
+        entity = config.get("entity") or {}
+        model = SequenceModel(spec, arch, norm["mean"], norm["std"], norm["logit_offset"],
+                              entity_names=entity.get("names", ()), entity_mean=entity.get("mean"),
+                              entity_std=entity.get("std"))
         state = _load_state(path, config.get("weights", _TORCH))
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

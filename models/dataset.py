@@ -174,6 +174,10 @@ class StepDataset:
         self._start[order] = starts[group]
         self._ts = self.ts[order]
         self._amount = sub["amount"].to_numpy().astype(np.float64)[order]
+        #: The rows' entity features (:meth:`with_entity_features`), or None: the model reads none.
+        self.entity: npt.NDArray[np.float32] | None = None
+        self.entity_names: tuple[str, ...] = ()
+        self._sub = sub
         self._hashes = np.stack(
             [_hashes(sub["merchant_id"], True), _hashes(sub["mcc"], False),
              _hashes(sub["country"], False), _hashes(sub["channel"], False)], axis=1,
@@ -195,5 +199,36 @@ class StepDataset:
         return numeric, categorical, mask
 
     def tensors(self, rows: npt.NDArray[np.int64]) -> dict[str, torch.Tensor]:
-        """Same dict as :func:`models.steps.step_tensors` for ``rows``."""
-        return as_tensors(*self.arrays(np.asarray(rows, dtype=np.int64)))
+        """Same dict as :func:`models.steps.step_tensors` for ``rows``, with ``entity`` as
+        :func:`models.steps.entity_tensor` gives it when the dataset has entity features."""
+        rows = np.asarray(rows, dtype=np.int64)
+        x = as_tensors(*self.arrays(rows))
+        if self.entity is not None:
+            x["entity"] = torch.from_numpy(self.entity[rows])
+        return x
+
+    def with_entity_features(self, label_delay_ms: int) -> None:
+        """Give every row its terminal's features (``merchant_id``) as the engine computes them.
+
+        The same fold as the engine's entity stage (:func:`models.profile_fold.fold_entity_features`), in event
+        time, each label counting on the terminal from ``timestamp + label_delay_ms`` (its ``labelled_at``), so a
+        row never sees a label that had not arrived when it happened. Rows without a label column: none count.
+
+        >>> import pyarrow as pa
+        >>> t = pa.table({"transaction_id": ["a", "b"], "card_id": ["x", "y"], "timestamp": [0, 60_000],
+        ...               "amount": [5.0, 7.0], "merchant_id": ["m", "m"], "is_fraud": [1, 0]})
+        >>> ds = StepDataset(normalise(t), StepSpec(n=3)); ds.with_entity_features(label_delay_ms=1_000)
+        >>> ds.entity_names[9], ds.entity[:, 9].tolist()  # merchant_fraud_30d: b sees a's label (known at 1 s)
+        ('merchant_fraud_30d', [0.0, 0.6931471824645996])
+        """
+        from models.profile_features import entity_feature_names
+        from models.profile_fold import fold_entity_features
+
+        sub = self._sub
+        merchants = [m or "" for m in sub["merchant_id"].to_pylist()]
+        labels = [] if self.labels is None else [
+            (i, int(t) + label_delay_ms, bool(f)) for i, (t, f) in enumerate(zip(self.ts, self.labels, strict=True))]
+        folded = fold_entity_features(merchants, sub["card_id"].to_pylist(), self.ts.tolist(),
+                                      sub["amount"].to_pylist(), labels)
+        self.entity = folded.astype(np.float32)
+        self.entity_names = entity_feature_names("merchant_id")

@@ -34,12 +34,16 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
 
 from models.hashing import stable_hash
 from models.profile import HOUR_MS, EntityProfile, ProfileIndex
 from stream.contracts.settings import ENTITY_FIELDS
 
-__all__ = ["ENTITY_INPUTS", "PROFILE_FEATURES", "entity_feature_names", "profile_features"]
+__all__ = ["ENTITY_INPUTS", "PROFILE_FEATURES", "blank_entity_features", "entity_feature_names", "profile_features"]
 
 PROFILE_FEATURES = ("n_1h", "n_1d", "n_7d", "n_30d", "log_mean_amount_7d", "cards_1d", "new_card_share_1d",
                     "is_new_card", "fraud_7d", "fraud_30d", "fraud_rate_30d", "days_since_fraud")
@@ -126,3 +130,15 @@ def _known_fraud_times(profile: EntityProfile, index: ProfileIndex, at_ms: int) 
     if all(e.labelled_at_ms <= at_ms for e in profile.labels):
         index.fraud_times, index.labels_known_from = times, newest_label
     return times
+
+
+def blank_entity_features(names: Sequence[str]) -> npt.NDArray[np.float64]:
+    """The features ``names`` (of :data:`ENTITY_INPUTS`) of an entity never seen, as a transaction naming none gets.
+
+    >>> blank_entity_features(["merchant_n_1h", "merchant_is_new_card"]).tolist()
+    [0.0, 1.0]
+    """
+    blank = profile_features(EntityProfile(), 0, card="")
+    feature_of = {name: feature for entity_field in ENTITY_FIELDS
+                  for name, feature in zip(entity_feature_names(entity_field), PROFILE_FEATURES, strict=True)}
+    return np.asarray([blank[feature_of[name]] for name in names], dtype=np.float64)

@@ -51,7 +51,7 @@ from torch.nn import functional as F
 from models.attention import encoder_layer
 from models.scoring import ScoringItem
 from models.sequence_reasons import reasons
-from models.steps import STEP_NUMERIC, StepSpec, compile_step_features, step_tensors
+from models.steps import STEP_NUMERIC, StepSpec, compile_step_features, entity_tensor, step_tensors
 
 __all__ = ["BF16_BATCH_QUANTUM", "PRECISIONS", "Architecture", "SequenceModel", "SequenceScorer", "bfloat16_supported"]
 
@@ -100,6 +100,8 @@ class SequenceModel(nn.Module):
     num_mean: torch.Tensor
     num_std: torch.Tensor
     logit_offset: torch.Tensor
+    entity_mean: torch.Tensor
+    entity_std: torch.Tensor
 
     def __init__(
         self,
@@ -108,11 +110,24 @@ class SequenceModel(nn.Module):
         num_mean: Sequence[float] | None = None,
         num_std: Sequence[float] | None = None,
         logit_offset: float = 0.0,
+        entity_names: Sequence[str] = (),
+        entity_mean: Sequence[float] | None = None,
+        entity_std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.spec = spec or StepSpec()
         self.arch = arch or Architecture()
         d, f = self.arch.d_model, len(STEP_NUMERIC)
+        #: The scored transaction's entity features the head reads (:data:`~models.profile_features.ENTITY_INPUTS`
+        #: names; empty: none, as in checkpoints from before entity profiles). A card's history cannot show a
+        #: breached terminal; the terminal's own profile can.
+        self.entity_names = tuple(entity_names)
+        e = len(self.entity_names)
+        self.entity = nn.Linear(e, d) if e else None
+        self.register_buffer("entity_mean", torch.tensor(entity_mean if entity_mean is not None else [0.0] * e,
+                                                         dtype=torch.float32))
+        self.register_buffer("entity_std", torch.tensor(entity_std if entity_std is not None else [1.0] * e,
+                                                        dtype=torch.float32).clamp_min(1e-6))
         self.numeric = nn.Linear(f, d)
         self.embeddings = nn.ModuleList(nn.Embedding(k, d, padding_idx=0) for k in self.spec.buckets)
         self.recency = nn.Embedding(self.spec.n, d)
@@ -136,19 +151,22 @@ class SequenceModel(nn.Module):
         z = ((numeric - self.num_mean) / self.num_std).masked_fill(mask[..., None], 0.0)
         return z, [emb(categorical[..., c]) for c, emb in enumerate(self.embeddings)]
 
-    def encode(self, z: torch.Tensor, embedded: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    def encode(self, z: torch.Tensor, embedded: list[torch.Tensor], mask: torch.Tensor,
+               entity: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B]`` from :meth:`inputs` (split so explanations can take gradients)."""
         n = self._window(z)
         recency = torch.arange(n - 1, -1, -1, device=z.device)  # 0 = scored step
         h = self.numeric(z) + self.recency(recency)
         for e in embedded:  # summed in place of torch.stack(...).sum(0): no [C,B,N,d] copy
             h = h + e
-        return self._steps_to_logits(h, mask)
+        return self._steps_to_logits(h, mask, entity)
 
-    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor, mask: torch.Tensor,
+                entity: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B]``; ``entity`` ``[B, len(entity_names)]``: the scored transactions' entity features."""
         if torch.is_grad_enabled():  # training, explanations: every input tensor exists for autograd
-            return self.encode(*self.inputs(numeric, categorical, mask), mask)
-        return self._steps_to_logits(self._embed_for_inference(numeric, categorical), mask)
+            return self.encode(*self.inputs(numeric, categorical, mask), mask, entity)
+        return self._steps_to_logits(self._embed_for_inference(numeric, categorical), mask, entity)
 
     def _window(self, steps: torch.Tensor) -> int:
         n = steps.shape[1]
@@ -204,12 +222,18 @@ class SequenceModel(nn.Module):
             self.__dict__["_tables"] = cached  # not a buffer: derived, never saved in a checkpoint
         return cached[1]
 
-    def _steps_to_logits(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _steps_to_logits(self, h: torch.Tensor, mask: torch.Tensor, entity: torch.Tensor | None = None
+                         ) -> torch.Tensor:
         attend = ~mask[:, None, None, :]  # [B,1,1,N], True = key takes part (SDPA's convention)
         layers = self.encoder.layers
         for layer in layers[:-1]:
             h = encoder_layer(layer, h, attend)
         last = encoder_layer(layers[-1], h, attend, last_only=True)[:, 0]
+        if self.entity is not None:  # the scored transaction's entity features join the card's sequence at the head
+            if entity is None or entity.shape != (len(last), len(self.entity_names)):
+                raise ValueError(f"this model reads {len(self.entity_names)} entity features per transaction, got "
+                                 f"{None if entity is None else tuple(entity.shape)}")
+            last = last + self.entity((entity.to(last.dtype) - self.entity_mean) / self.entity_std)
         # The head stays float32 under bfloat16 autocast: a bfloat16 logit near 5 is only
         # good to 0.03, ten times the encoder's own rounding. (No-ops in float32.)
         with torch.autocast("cpu", enabled=False):
@@ -303,12 +327,19 @@ class SequenceScorer:
         """Raw logits for a micro-batch (float64)."""
         if not items:
             return np.zeros(0)
-        x = step_tensors(items, self.spec.n, self.spec)
+        x = self._tensors(items)
         bf16 = self.precision == "bfloat16"
         if bf16:
             x = _pad_rows(x, BF16_BATCH_QUANTUM)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return self.model(x["numeric"], x["categorical"], x["mask"])[:len(items)].double().numpy()
+            return self.model(x["numeric"], x["categorical"], x["mask"], x.get("entity"))[:len(items)].double().numpy()
+
+    def _tensors(self, items: Sequence[ScoringItem]) -> dict[str, torch.Tensor]:
+        """The model's inputs: the cards' windows, and the entity features it was trained with, if any."""
+        x = step_tensors(items, self.spec.n, self.spec)
+        if self.model.entity_names:
+            x["entity"] = entity_tensor(items, self.model.entity_names)
+        return x
 
     def score_batch(self, items: Sequence[ScoringItem]) -> np.ndarray:
         """P(fraud) per item, one forward pass for the whole batch."""
@@ -316,12 +347,12 @@ class SequenceScorer:
 
     def attributions(self, items: Sequence[ScoringItem]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Gradient x input: ``numeric [B,N,F]``, ``categorical [B,N,C]`` logit shares, and ``mask``."""
-        x = step_tensors(items, self.spec.n, self.spec)
+        x = self._tensors(items)
         with torch.enable_grad():
             z, embedded = self.model.inputs(x["numeric"], x["categorical"], x["mask"])
             z = z.detach().requires_grad_()
             embedded = [e.detach().requires_grad_() for e in embedded]
-            logits = self.model.encode(z, embedded, x["mask"])
+            logits = self.model.encode(z, embedded, x["mask"], x.get("entity"))
             # Items do not interact, so one backward of the sum gives every item's gradients.
             grads = torch.autograd.grad(logits.sum(), [z, *embedded])
         numeric = (grads[0] * z).detach().numpy()

@@ -50,6 +50,7 @@ __all__ = [
     "StepSpec",
     "as_tensors",
     "compile_step_features",
+    "entity_tensor",
     "step_tensors",
     "window_features",
 ]
@@ -306,6 +307,23 @@ def step_tensors(items: Sequence[ScoringItem], n: int, spec: StepSpec | None = N
     mask = ~cols.valid
     numeric, categorical = window_features(cols.ts, cols.amount, cols.hashes, mask, spec)
     return as_tensors(numeric, categorical, mask)
+
+
+def entity_tensor(items: Sequence[ScoringItem], names: Sequence[str]) -> torch.Tensor:
+    """Serving path: the items' entity features ``names`` (of :data:`~models.profile_features.ENTITY_INPUTS`),
+    float32 ``[B, len(names)]``; an item without entity features gets those of an entity never seen.
+
+    >>> from models.profile_features import ENTITY_INPUTS
+    >>> item = ScoringItem(None, None, None, entity=np.arange(len(ENTITY_INPUTS), dtype=np.float64))  # type: ignore[arg-type]
+    >>> entity_tensor([item], ENTITY_INPUTS[1:3]).tolist()
+    [[1.0, 2.0]]
+    """
+    from models.profile_features import ENTITY_INPUTS, blank_entity_features
+
+    index = [ENTITY_INPUTS.index(name) for name in names]
+    blank = blank_entity_features(names)
+    rows = [blank if item.entity is None else item.entity[index] for item in items]
+    return torch.from_numpy(np.asarray(rows, dtype=np.float32).reshape(len(items), len(index)))
 
 
 def _windows(items: Sequence[ScoringItem], width: int) -> Columns:

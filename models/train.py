@@ -74,6 +74,9 @@ class TrainConfig:
     threads: int = 2
     progress: bool = True
     max_minutes: float | None = None  # skip epochs that would end past this (results then depend on speed)
+    #: The terminal's features as the engine computes them (labels known ``label_delay_ms`` after their
+    #: transaction); None: the model reads the card's sequence only.
+    label_delay_ms: int | None = 7 * 86_400_000
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ def _logits(model: SequenceModel, ds: StepDataset, rows: npt.NDArray[np.int64], 
     with torch.inference_mode():
         for s in range(0, len(rows), batch):
             x = ds.tensors(rows[s:s + batch])
-            out.append(model(x["numeric"], x["categorical"], x["mask"]).numpy())
+            out.append(model(x["numeric"], x["categorical"], x["mask"], x.get("entity")).numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -148,7 +151,7 @@ def _epoch(
         chunk = rows[s:s + batch_size]
         x = ds.tensors(chunk)
         loss = functional.binary_cross_entropy_with_logits(
-            model(x["numeric"], x["categorical"], x["mask"]), torch.from_numpy(y[chunk]))
+            model(x["numeric"], x["categorical"], x["mask"], x.get("entity")), torch.from_numpy(y[chunk]))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # rare huge-gradient batches of frauds
@@ -182,7 +185,14 @@ def train(config: TrainConfig) -> TrainResult:
         raise ValueError("both the training and the validation period need fraud rows")
     n_legit = min(config.legit_per_epoch, len(legit))
     mean, std = _normalisation(ds, train_rows, rng)
-    model = SequenceModel(ds.spec, config.arch, mean, std)
+    entity: dict[str, Any] = {}
+    if config.label_delay_ms is not None:
+        ds.with_entity_features(config.label_delay_ms)
+        assert ds.entity is not None
+        seen = ds.entity[train_rows].astype(np.float64)
+        entity = {"entity_names": ds.entity_names, "entity_mean": seen.mean(0).tolist(),
+                  "entity_std": np.maximum(seen.std(0), 1e-3).tolist()}
+    model = SequenceModel(ds.spec, config.arch, mean, std, **entity)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     per_epoch = math.ceil((len(fraud) + n_legit) / config.batch_size)
     schedule = _schedule(optimiser, config.lr, per_epoch * config.epochs)
@@ -265,6 +275,11 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--max-minutes", type=float, help="skip epochs that would end after this many minutes")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--label-delay-days", type=float, default=(d.label_delay_ms or 0) / 86_400_000,
+                   help="days after its transaction a label arrives: the terminal features the model reads count "
+                        "each label from then, as the engine does (default 7)")
+    p.add_argument("--no-entity-features", action="store_true",
+                   help="read the card's sequence only (no terminal features), as checkpoints before them did")
     args = p.parse_args(argv)
     try:
         config = TrainConfig(
@@ -273,6 +288,7 @@ def cli(argv: list[str] | None = None) -> int:
             patience=args.patience, batch_size=args.batch_size, lr=args.lr, legit_per_epoch=args.legit_per_epoch,
             val_legit=args.val_legit or None, val_fraction=args.val_fraction, seed=args.seed, threads=args.threads, progress=not args.no_progress,
             max_minutes=args.max_minutes,
+            label_delay_ms=None if args.no_entity_features else int(args.label_delay_days * 86_400_000),
         )
         result = train(config)
     except (OSError, ValueError, pa.ArrowException) as exc:

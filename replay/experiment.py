@@ -191,7 +191,7 @@ def _stream(cfg: ExperimentConfig, table: pa.Table, rows: Split, history: Path, 
     from stream.tools.children import stop_children
 
     trained = train(TrainConfig(table=table.filter(pa.array(rows.train)), out=out / "sequence-model",
-                                epochs=cfg.epochs, seed=cfg.seed))
+                                epochs=cfg.epochs, seed=cfg.seed, label_delay_ms=cfg.label_delay_ms))
     print(f"sequence model {trained.version}: validation AP {trained.val_ap:.3f} in {trained.seconds:.0f} s",
           flush=True)
     topics = {"topic_transactions": "transactions", "topic_feedback": "feedback"}

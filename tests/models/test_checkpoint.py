@@ -63,6 +63,31 @@ def test_round_trip_gives_identical_scores(tmp_path: Path) -> None:
     assert save_checkpoint(small_model(seed=1), meta, tmp_path / "other") != version
 
 
+def test_a_model_reading_terminal_features_round_trips_and_scores_with_them(tmp_path: Path) -> None:
+    from models.profile_features import ENTITY_INPUTS, entity_feature_names
+    from models.sequence import SequenceScorer
+
+    names = entity_feature_names("merchant_id")
+    torch.manual_seed(0)
+    model = SequenceModel(StepSpec(n=8, merchant_buckets=64), SMALL, [0.5] * len(STEP_NUMERIC),
+                          [2.0] * len(STEP_NUMERIC), entity_names=names, entity_mean=[0.1] * len(names),
+                          entity_std=[0.5] * len(names))
+    torch.nn.init.normal_(model.entity.weight)  # type: ignore[union-attr]
+    save_checkpoint(model, {}, tmp_path / "seq")
+    scorer = load_checkpoint(tmp_path / "seq", threads=torch.get_num_threads())
+    assert scorer.model.entity_names == names and read_config(tmp_path / "seq")["entity"]["std"] == [0.5] * len(names)
+    items = card_items()
+    risky = np.zeros(len(ENTITY_INPUTS))
+    risky[ENTITY_INPUTS.index("merchant_fraud_30d")] = 3.0
+    with_risk = [item._replace(entity=risky) for item in items]
+    assert np.array_equal(scorer.score_batch(with_risk), SequenceScorer(model, "x").score_batch(with_risk))
+    assert not np.array_equal(scorer.score_batch(with_risk), scorer.score_batch(items))  # it reads them
+    # A model trained without them (or before them) reads none: its checkpoint has no "entity" section.
+    save_checkpoint(small_model(), {}, tmp_path / "plain")
+    assert "entity" not in read_config(tmp_path / "plain")
+    assert load_checkpoint(tmp_path / "plain").model.entity_names == ()
+
+
 def test_weights_file_is_loaded_without_unpickling_code(tmp_path: Path) -> None:
     save_checkpoint(small_model(), {}, tmp_path / "seq")
     if read_config(tmp_path / "seq")["weights"] != "weights.pt":

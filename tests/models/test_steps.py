@@ -274,3 +274,53 @@ def test_a_loaded_sequence_scorer_has_the_loop_compiled_before_its_first_batch()
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "1"
+
+
+def test_the_sequence_model_reads_the_terminal_features_the_engine_computes() -> None:
+    """Training (the offline fold, labels at timestamp + delay) and serving (the engine's entity stage fed the
+    transactions and the labels in event time, in micro-batches) give the model the same entity tensor."""
+    import random
+
+    from models.profile_features import ENTITY_INPUTS, entity_feature_names
+    from models.steps import entity_tensor
+    from stream.core.entities import EntityEvent, EntityStage
+
+    delay = 3 * 86_400_000
+    table = labelled_table(seed=8)
+    rows = sorted(table.to_pylist(), key=lambda r: r["timestamp"])
+    assert sum(r["is_fraud"] for r in rows) >= 3
+    events = sorted([(r["timestamp"], 1, i, r) for i, r in enumerate(rows)]
+                    + [(r["timestamp"] + delay, 0, i, r) for i, r in enumerate(rows)], key=lambda e: e[:3])
+    stage, stored = EntityStage("merchant_id"), {}
+    names = entity_feature_names("merchant_id")
+    at = [ENTITY_INPUTS.index(n) for n in names]
+    entity_of: dict[str, np.ndarray] = {}
+    rng = random.Random(3)
+    i = 0
+    while i < len(events):
+        chunk = events[i:i + rng.randint(1, 40)]
+        i += len(chunk)
+        batch = [(r["merchant_id"].encode(), EntityEvent.transaction(r["transaction_id"], r["card_id"], r["timestamp"],
+                                                                     r["amount"]) if kind else
+                  EntityEvent.label(r["transaction_id"], r["card_id"], r["timestamp"], r["timestamp"] + delay,
+                                    bool(r["is_fraud"])), None)
+                 for _, kind, _, r in chunk if r["merchant_id"]]
+        out = stage.process(batch, stored)
+        stored.update(out.profiles)
+        for f in out.features:
+            vector = np.zeros(len(ENTITY_INPUTS))
+            vector[at] = [f.features[n] for n in names]
+            entity_of[f.transaction_id] = vector
+    items = [ScoringItem(as_transaction(r), new_history(), NO_FEATURES, entity=entity_of.get(r["transaction_id"]))
+             for r in rows]
+    served = entity_tensor(items, names)
+
+    ds = StepDataset(normalise(table), StepSpec(n=8))
+    ds.with_entity_features(label_delay_ms=delay)
+    trained = ds.tensors(np.arange(len(ds)))["entity"]
+    order = {r["transaction_id"]: k for k, r in enumerate(rows)}
+    ids = table.column("transaction_id").to_pylist()
+    pick = torch.tensor([order[ids[j]] for j in ds.source_rows])
+    assert ds.entity_names == names
+    assert torch.equal(served[pick], trained)
+    assert float(trained[:, names.index("merchant_fraud_30d")].max()) > 0  # the labels show
