@@ -37,7 +37,7 @@ def test_trees_fitted_on_a_thinned_window_still_rank_the_frauds_first() -> None:
     for i in range(20_000):
         label = int(rng.random() < 0.01)
         w.add([rng.normal(2.0 if label else 0.0), rng.normal()], label, event_time_ms=i)
-    x, y = w.arrays()
+    _, y = w.arrays()
     assert int(y.sum()) > 150 and len(y) <= 2_000 and w.weights().max() > 1
     trees = TreeModel.fit(w, rounds=30)
     p = trees.predict_matrix([[2.0, 0.0], [0.0, 0.0]])
