@@ -17,9 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from models.snapshot import SnapshotError, peek_header, unseal, unseal_trees, verify
 from models.trees import TreeModel
-from stream.kafka import clients
-from stream.kafka.security import client_kwargs
-from stream.patches.embedded_end_offsets import true_end_offsets
+from stream.kafka.follow import follow_topic
 
 if TYPE_CHECKING:
     from stream.runtime.engine import Engine
@@ -90,43 +88,36 @@ class ModelSync:
 
     async def run(self) -> None:
         """The worker task: read the backlog, set ``ready``, then follow."""
-        from aiokafka import TopicPartition
-
         settings = self.engine.settings
-        consumer = clients.aio_consumer(settings, enable_auto_commit=False, group_id=None)
-        await consumer.start()
-        try:
-            tp = TopicPartition(settings.models_topic, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            if settings.embedded_broker_compat:
-                end = (await true_end_offsets(settings.bootstrap_servers, {tp: end},
-                                              client=client_kwargs(settings)))[tp]
-            newest: tuple[bytes, int] | None = None
-            trees: dict[str, tuple[bytes, int]] = {}  # verified trees blobs of the backlog, by version
-            while await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                for msg in batch.get(tp, []):
-                    if msg.value is not None and msg.offset < end:
-                        if _kind(msg.value) == "trees":
-                            self._keep_trees(trees, msg.value, msg.offset)
-                        else:
-                            newest = self._newer_valid(newest, msg.value, msg.offset)
+        newest: tuple[bytes, int] | None = None
+        trees: dict[str, tuple[bytes, int]] = {}  # verified trees blobs of the backlog, by version
+
+        def backlog(msg: Any) -> None:
+            """Only the newest valid snapshot of the backlog is installed (and the trees it names)."""
+            nonlocal newest
+            if msg.value is None:
+                return
+            if _kind(msg.value) == "trees":
+                self._keep_trees(trees, msg.value, msg.offset)
+            else:
+                newest = self._newer_valid(newest, msg.value, msg.offset)
+
+        def caught_up() -> None:
             if newest is not None:
                 named = peek_header(newest[0]).get("trees")
                 if named in trees:
                     self.install(*trees[named])
                 self.install(*newest)
             self.ready.set()
-            while True:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                for msg in batch.get(tp, []):
-                    if msg.value is not None:
-                        self.install(msg.value, msg.offset)
+
+        def record(msg: Any) -> None:
+            if msg.value is not None:
+                self.install(msg.value, msg.offset)
+
+        try:
+            await follow_topic(settings, settings.models_topic, backlog, caught_up, record)
         finally:
             self.ready.set()
-            await consumer.stop()
 
     def _newer_valid(self, current: tuple[bytes, int] | None, blob: bytes, offset: int) -> tuple[bytes, int] | None:
         """Keep the valid snapshot with the highest seq without unpickling the others."""

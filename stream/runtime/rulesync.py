@@ -20,9 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from stream.core.rules import CompiledRule, RuleError, RuleSet, compile_rule, decode_rule
-from stream.kafka import clients
-from stream.kafka.security import client_kwargs
-from stream.patches.embedded_end_offsets import true_end_offsets
+from stream.kafka.follow import follow_topic
 
 if TYPE_CHECKING:
     from stream.runtime.engine import Engine
@@ -75,34 +73,21 @@ class RuleSync:
 
     async def run(self) -> None:
         """The worker task: read the backlog, set ``ready``, then follow."""
-        from aiokafka import TopicPartition
-
         settings = self.engine.settings
         if self.engine.topics.rules is not None:
             await self.engine.topics.rules.maybe_declare()  # compacted, one partition, before anyone auto-creates it
-        consumer = clients.aio_consumer(settings, enable_auto_commit=False, group_id=None)
-        await consumer.start()
-        try:
-            tp = TopicPartition(settings.topic_rules, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            if settings.embedded_broker_compat:
-                end = (await true_end_offsets(settings.bootstrap_servers, {tp: end},
-                                              client=client_kwargs(settings)))[tp]
-            while await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                for msg in batch.get(tp, []):
-                    self.apply(msg.key, msg.value, msg.offset)
+
+        def caught_up() -> None:
             self.ready.set()
             log.info("rules read: %d enabled of %d", len(self.engine.rules), len(self.compiled))
-            while True:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                for msg in batch.get(tp, []):
-                    self.apply(msg.key, msg.value, msg.offset)
+
+        def apply(msg: Any) -> None:
+            self.apply(msg.key, msg.value, msg.offset)
+
+        try:
+            await follow_topic(settings, settings.topic_rules, apply, caught_up, apply)
         finally:
             self.ready.set()
-            await consumer.stop()
 
     async def wait_ready(self) -> None:
         """Wait (bounded) for the rules backlog, so a new worker starts with the rules in force."""

@@ -25,9 +25,7 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
-from stream.kafka import clients
-from stream.kafka.security import client_kwargs
-from stream.patches.embedded_end_offsets import true_end_offsets
+from stream.kafka.follow import follow_topic
 
 if TYPE_CHECKING:
     from stream.runtime.engine import Engine
@@ -85,34 +83,21 @@ class ThresholdSync:
 
     async def run(self) -> None:
         """The worker task: read the backlog, set ``ready``, then follow."""
-        from aiokafka import TopicPartition
-
         settings = self.engine.settings
         if self.engine.topics.thresholds is not None:
             await self.engine.topics.thresholds.maybe_declare()  # compacted, one partition, before auto-creation
-        consumer = clients.aio_consumer(settings, enable_auto_commit=False, group_id=None)
-        await consumer.start()
-        try:
-            tp = TopicPartition(settings.threshold_topic, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            if settings.embedded_broker_compat:
-                end = (await true_end_offsets(settings.bootstrap_servers, {tp: end},
-                                              client=client_kwargs(settings)))[tp]
-            while await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                for msg in batch.get(tp, []):
-                    self.apply(msg.value, msg.offset)
+
+        def caught_up() -> None:
             self.ready.set()
             log.info("alert threshold in force: %s", self.engine.alert_threshold)
-            while True:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                for msg in batch.get(tp, []):
-                    self.apply(msg.value, msg.offset)
+
+        def apply(msg: Any) -> None:
+            self.apply(msg.value, msg.offset)
+
+        try:
+            await follow_topic(settings, settings.threshold_topic, apply, caught_up, apply)
         finally:
             self.ready.set()
-            await consumer.stop()
 
     async def wait_ready(self) -> None:
         """Wait (bounded) for the threshold backlog, so a new worker starts with the threshold in force."""
