@@ -22,6 +22,7 @@
 #   FRAUDSTREAM_APP_ID                [fraudstream] prefix of the engine's internal topics
 #   FRAUDSTREAM_ENTITIES              [merchant_id] entity kinds with a profile: one
 #                                     repartition topic each, and the enriched topic
+#   FRAUDSTREAM_ALERT_BUDGET          [unset] with a budget: its two one-partition topics
 #   KAFKA_BIN_DIR                     [/opt/kafka/bin] where kafka-topics.sh is
 #   WAIT_SECONDS                      [120] how long to wait for the brokers
 set -eu
@@ -89,6 +90,12 @@ create_topic "$MODELS" 1 --config cleanup.policy=compact --config max.message.by
 # Dynamic rules (docs/rules.md): one partition, every worker reads it whole;
 # compaction keeps each rule's newest version, a tombstone deletes it.
 create_topic "${FRAUDSTREAM_TOPIC_RULES:-rules}" 1 --config cleanup.policy=compact
+# Alert budget (docs/alert-budget.md): each micro-batch's scores to the one
+# controller, and the threshold it publishes (compacted: the newest is in force).
+if [ -n "${FRAUDSTREAM_ALERT_BUDGET:-}" ]; then
+    create_topic "$APP_ID-budget-scores" 1
+    create_topic "$APP_ID-threshold" 1 --config cleanup.policy=compact
+fi
 
 # --if-not-exists leaves an existing topic as it is, even with another
 # partition count: check the two inputs the way `fraudstream topics` does.

@@ -93,6 +93,18 @@ def test_create_topics_is_parameterised(tmp_path: Path) -> None:
         assert _opt(argv, "--bootstrap-server") == ["k1:1,k2:2"]
 
 
+def test_create_topics_creates_the_alert_budgets_topics_only_with_a_budget(tmp_path: Path) -> None:
+    with_budget = Settings.from_env({"FRAUDSTREAM_ALERT_BUDGET": "0.5%"})
+    result, calls = _run_create_topics(tmp_path, {"FRAUDSTREAM_ALERT_BUDGET": "0.5%"})
+    assert result.returncode == 0, result.stderr
+    created = _created(calls)
+    assert _opt(created[with_budget.budget_topic], "--partitions") == ["1"]
+    assert "cleanup.policy=compact" in _opt(created[with_budget.threshold_topic], "--config")
+    (tmp_path / "plain").mkdir()
+    _, calls = _run_create_topics(tmp_path / "plain", {})
+    assert with_budget.threshold_topic not in _created(calls)
+
+
 def test_create_topics_refuses_a_partition_mismatch(tmp_path: Path) -> None:
     # The topics exist already with 4 partitions; --if-not-exists leaves them so.
     result, _ = _run_create_topics(tmp_path, {"FRAUDSTREAM_TOPIC_PARTITIONS": "8"}, existing_partitions="4")
