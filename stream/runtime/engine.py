@@ -5,7 +5,7 @@ patches the engine needs; :mod:`stream.runtime.worker` wires the agents onto it.
 
 Example:
     >>> sorted(Topics.__dataclass_fields__)[:4]
-    ['alerts', 'budget', 'enriched', 'entities']
+    ['alerts', 'arrivals', 'budget', 'enriched']
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def test_sketch_quantiles_are_within_a_bin() -> None:
 def test_batch_record_round_trips_and_refuses_garbage() -> None:
     event_ms, threshold, scores = decode_batch(encode_batch(np.array([0.1, 0.9]), 5, 0.75))
     assert (event_ms, threshold) == (5, 0.75) and scores.tolist() == pytest.approx([0.1, 0.9])
-    with pytest.raises(BudgetError):
+    with pytest.raises(BudgetError, match="is not a header and float32 scores"):
         decode_batch(b"short")
 
 
