@@ -50,8 +50,8 @@ class Stats:
     rules_loaded: int = 0  # enabled rules in force
     rules_refused: int = 0  # rule records on the topic that did not decode or compile
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    #: With entities: the latest hop latencies, ms (arrival to enriched record), for ``hop_ms`` percentiles.
-    hops: deque[int] = field(default_factory=lambda: deque(maxlen=20_000))
+    #: With entities: the last 5,000 transactions' hop latencies, ms (arrival to enriched record), for ``hop_ms``.
+    hops: deque[int] = field(default_factory=lambda: deque(maxlen=5_000))
 
     def observe_hops(self, ms: Sequence[int]) -> None:
         self.hops.extend(ms)

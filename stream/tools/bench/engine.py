@@ -109,9 +109,6 @@ def engine_rate(bootstrap: str, cfg: BenchConfig, workdir: Path, count: int) -> 
         # The dynamic rules evaluated on every transaction, and their cost (the "rules" stage, per transaction).
         "rules": cfg.rules,
         "rules_us_per_event": round(stages.get("rules", 0.0) / max(scored, 1) * 1e6, 2),
-        # With entities: the hops' CPU per transaction ("route", "entity_<field>" among the stages) and the
-        # latency they add inside the worker (arrival to enriched record), the first worker's latest.
-        "hop_ms": next((s["hop_ms"] for s in stats if s.get("hop_ms")), None),
         # Per-transaction cost grows with the card's history (features, windows): the mean says
         # how full the histories were, so runs on different data compare.
         "mean_history": round(sum(s.get("history_entries", 0) for s in stats) / max(scored, 1), 1),
