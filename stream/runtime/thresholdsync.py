@@ -10,21 +10,25 @@ threshold at the start of its next micro-batch. Until a worker has read one
 (a new deployment, before the controller's warm-up ends) it scores with the
 fixed ``FRAUDSTREAM_ALERT_THRESHOLD``.
 
-A record is JSON: ``threshold`` (in force from now on), ``event_time`` (the
+A record is JSON signed as the model snapshots are
+(:func:`models.snapshot.seal_record`, ``FRAUDSTREAM_MODEL_SIGNING_KEY``):
+every worker obeys it, and a forged threshold of 0.999 would silence every
+alert. Its fields: ``threshold`` (in force from now on), ``event_time`` (the
 controller's clock), ``budget`` (the setting it was computed for) and
-``state`` (the controller's, for the next owner). One that does not decode
-is refused: logged and reported on the ops topic (``threshold_refused``);
-the threshold in force stays.
+``state`` (the controller's, for the next owner). One that is unsigned,
+signed with another key, altered or does not decode is refused: logged and
+reported on the ops topic (``threshold_refused``); the threshold in force
+stays.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 from typing import TYPE_CHECKING, Any
 
+from models.snapshot import unseal_record
 from stream.kafka.follow import follow_topic
 
 if TYPE_CHECKING:
@@ -35,19 +39,24 @@ __all__ = ["ThresholdSync", "parse_threshold"]
 log = logging.getLogger("fraudstream.budget")
 
 
-def parse_threshold(value: bytes) -> dict[str, Any]:
-    """A threshold record, or ``ValueError`` saying what is wrong with it.
+def parse_threshold(value: bytes, key: bytes) -> dict[str, Any]:
+    """A threshold record signed with ``key``, or ``ValueError`` saying what is wrong with it.
 
-    >>> parse_threshold(b'{"threshold": 0.93, "event_time": 1, "budget": "0.5%"}')["threshold"]
+    >>> from models.snapshot import seal_record
+    >>> key = b"k" * 32
+    >>> parse_threshold(seal_record({"threshold": 0.93, "event_time": 1, "budget": "0.5%"}, key, "threshold"),
+    ...                 key)["threshold"]
     0.93
-    >>> parse_threshold(b'{"threshold": 1.5}')
+    >>> parse_threshold(seal_record({"threshold": 1.5}, key, "threshold"), key)
     Traceback (most recent call last):
     ...
     ValueError: threshold record's threshold must be a number in [0, 1], got 1.5
+    >>> parse_threshold(b'{"threshold": 0.999}', key)
+    Traceback (most recent call last):
+    ...
+    models.snapshot.SnapshotError: not a fraudstream snapshot (unsigned or another format)
     """
-    record = json.loads(value)
-    if not isinstance(record, dict):
-        raise ValueError("threshold record is not a JSON object")  # noqa: TRY004 - one error type for a bad record
+    record = unseal_record(value, key, "threshold")  # SnapshotError is a ValueError
     threshold = record.get("threshold")
     if (isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold)
             or not 0.0 <= threshold <= 1.0):
@@ -70,8 +79,8 @@ class ThresholdSync:
             return True
         engine = self.engine
         try:
-            record = parse_threshold(value)
-        except ValueError as exc:  # json.JSONDecodeError is one
+            record = parse_threshold(value, engine.settings.signing_key())
+        except ValueError as exc:  # SnapshotError is one
             log.error("REFUSED threshold record at %s offset %d: %s", engine.settings.threshold_topic, offset, exc)
             asyncio.ensure_future(engine.send_ops("budget", {"type": "threshold_refused", "offset": offset,
                                                              "reason": str(exc)}))

@@ -18,13 +18,13 @@ batch of the owner's work: a small excess the debt pays back).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from faust.types import EventT
 
+from models.snapshot import seal_record
 from stream.contracts.budget import Budget
 from stream.core.budget import BudgetError, ThresholdController, decode_batch
 from stream.kafka.batches import ack, micro_batches
@@ -85,7 +85,9 @@ class BudgetAgent:
             record = {"threshold": controller.threshold, "event_time": controller.now_ms,
                       "budget": settings.alert_budget, "state": controller.state()}
             producer = await engine.producer()
-            await producer.send(settings.threshold_topic, b"threshold", json.dumps(record).encode(), partition=0,
+            # Signed: every worker obeys this record, and a forged one could silence every alert.
+            await producer.send(settings.threshold_topic, b"threshold",
+                                seal_record(record, settings.signing_key(), "threshold"), partition=0,
                                 timestamp=None, headers=None)
             self._published = controller.threshold
 

@@ -7,6 +7,7 @@ import urllib.request
 
 import pytest
 
+from models.snapshot import unseal_record
 from stream.kafka.topics import ensure_topics
 from stream.tools.broker import free_port
 from tests.support import Trickle, as_records, consume_all, make_traffic, produce, wait_for
@@ -50,10 +51,16 @@ def test_two_workers_score_with_the_threshold_the_one_controller_published(
             produce(broker, settings.topic_transactions, as_records(before[at:at + 20]))
             first |= scores_of(broker, settings, before[at:at + 20])
         assert {s["threshold"] for s in first.values()} <= {0.5, 0.2}  # the fixed one until the first publication
-        published = consume_all(broker, settings.threshold_topic, lambda r: len(r) > 0, timeout=60)
+        raw = consume_all(broker, settings.threshold_topic, lambda r: len(r) > 0, timeout=60, decode=False)
+        published = [unseal_record(r.value, settings.signing_key(), "threshold") for r in raw]  # signed
         assert published and published[0]["threshold"] == 0.2 and published[0]["budget"] == "30%"
         assert wait_for(lambda: all(threshold_gauge(w) == 0.2 for w in workers), timeout=30), \
             [w.log_tail() for w in workers]
+        # Whoever can write the topic but lacks the signing key cannot silence the alerts.
+        produce(broker, settings.threshold_topic, [(b"threshold", b'{"threshold": 0.999}')], partition=0)
+        assert wait_for(lambda: len([r for r in consume_all(broker, settings.topic_ops, lambda r: False, timeout=1)
+                                     if r.get("type") == "threshold_refused"]) >= 2, timeout=30)
+        assert all(threshold_gauge(w) == 0.2 for w in workers)
         produce(broker, settings.topic_transactions, as_records(after))
         second = scores_of(broker, settings, after)
     assert {s["threshold"] for s in second.values()} == {0.2}
