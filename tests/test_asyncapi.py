@@ -15,7 +15,7 @@ import pytest
 from jsonschema import Draft7Validator, Draft202012Validator
 
 from stream.contracts.settings import Settings
-from stream.kafka.topics import topic_names
+from stream.kafka.topics import topic_names, topic_specs
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 ASYNCAPI = SCHEMAS / "asyncapi.yaml"
@@ -38,7 +38,12 @@ PAYLOADS = {
     "topic_alerts": "alerts.json",
 }
 DLQ_TOPICS = ("topic_transactions_dlq", "topic_feedback_dlq")
-RECEIVED = {"topic_transactions", "topic_feedback"}
+RECEIVED = {"topic_transactions", "topic_feedback", "topic_rules"}
+
+
+def documented_topics(settings: Settings) -> list[str]:
+    """The channels the document must have: the engine's topics, and the rules topic users write."""
+    return [*topic_names(settings), settings.topic_rules]
 
 
 def _keywords(node: Any) -> set[str]:
@@ -87,7 +92,7 @@ def test_every_json_schema_is_referenced_and_every_reference_exists() -> None:
 
 def test_channel_addresses_are_the_default_topics_text() -> None:
     addresses = re.findall(r"^    address:\s*(\S+)\s*$", ASYNCAPI.read_text(), flags=re.MULTILINE)
-    assert sorted(addresses) == sorted(topic_names(Settings()))
+    assert sorted(addresses) == sorted(documented_topics(Settings()))
 
 
 # --------------------------------------------------------------------------- structure (PyYAML)
@@ -161,7 +166,7 @@ def test_every_local_reference_resolves(doc: dict[str, Any]) -> None:
 
 
 def test_channel_addresses_are_the_default_topics(doc: dict[str, Any]) -> None:
-    assert sorted(_channel_by_address(doc)) == sorted(topic_names(Settings()))
+    assert sorted(_channel_by_address(doc)) == sorted(documented_topics(Settings()))
 
 
 def test_payloads_reference_their_json_schema(doc: dict[str, Any]) -> None:
@@ -193,7 +198,7 @@ def test_dead_letters_carry_the_header_schema_and_raw_bytes(doc: dict[str, Any])
 def test_operations_say_what_the_engine_reads_and_writes(doc: dict[str, Any]) -> None:
     defaults = Settings()
     expected = {getattr(defaults, s): ("receive" if s in RECEIVED else "send")
-                for s in [*PAYLOADS, *DLQ_TOPICS]}
+                for s in [*PAYLOADS, *DLQ_TOPICS, "topic_rules"]}
     seen: dict[str, str] = {}
     for op_id, op in doc["operations"].items():
         channel = _deref(doc, op["channel"])
@@ -211,7 +216,27 @@ def test_operations_say_what_the_engine_reads_and_writes(doc: dict[str, Any]) ->
 
 def test_channel_bindings_match_the_default_settings(doc: dict[str, Any]) -> None:
     defaults = Settings()
-    for _, channel in _channel_by_address(doc).values():
+    specs = topic_specs(defaults)
+    for address, (_, channel) in _channel_by_address(doc).items():
         kafka = channel["bindings"]["kafka"]
-        assert kafka["partitions"] == defaults.topic_partitions
+        assert kafka["partitions"] == specs[address], address  # the rules topic: one partition
         assert kafka["replicas"] == defaults.replication_factor
+    rules = _channel_by_address(doc)[defaults.topic_rules][1]["bindings"]["kafka"]
+    assert rules["topicConfiguration"]["cleanup.policy"] == ["compact"]
+
+
+def test_the_rule_schema_accepts_what_the_cli_writes_and_refuses_what_workers_refuse() -> None:
+    from dataclasses import fields
+
+    from stream.core.rules import ACTIONS, MODES, RULE_SCHEMA_VERSION, Rule, encode_rule
+
+    schema = json.loads((SCHEMAS / "rules.json").read_text())
+    validator = Draft202012Validator(schema)
+    written = json.loads(encode_rule(Rule("no-test-cards.1", "amount > 2000.0", "block", reason="over 2,000")))
+    assert not list(validator.iter_errors(written))
+    assert schema["properties"]["action"]["enum"] == list(ACTIONS)
+    assert schema["properties"]["mode"]["enum"] == list(MODES)
+    assert schema["properties"]["schema"]["const"] == RULE_SCHEMA_VERSION
+    assert set(schema["properties"]) == {"schema", *(f.name for f in fields(Rule))}
+    for bad in ({**written, "action": "deny"}, {**written, "id": "-x"}, {**written, "extra": 1}):
+        assert list(validator.iter_errors(bad)), bad
