@@ -53,6 +53,11 @@ __all__ = ["register"]
 
 log = logging.getLogger("fraudstream.entities")
 
+#: How long a record may wait for a source partition known to have records not yet fetched (a backlog). A busy
+#: worker can take seconds to come back to a partition (five were too few on a loaded 2-core machine: a terminal's
+#: distinct-cards count then depended on arrival order); live traffic is caught up and never waits on this.
+BACKLOG_HOLD_MS = 30_000.0
+
 
 class Hops:
     """Moves transactions between the entity topics through one outbox."""
@@ -64,13 +69,13 @@ class Hops:
         self._outboxes: dict[str, Outbox] = {}  # one per agent: an outbox holds one micro-batch at a time
         #: Valid transactions and labels held until their source partitions are in step (stream/core/alignment.py).
         self.alignment: EventTimeAlignment[tuple[Transaction | Feedback, EventT]] = EventTimeAlignment(
-            self.settings.entity_align_ms, pending=self._pending)
+            self.settings.entity_align_ms, pending=self._pending, max_lag_hold_ms=BACKLOG_HOLD_MS)
         #: Newest transaction time routed per card partition: when a label without ``labelled_at`` counts from.
         self._seen_ms: dict[int, int] = {}
         self.route_retention = RetentionIndex(int(self.settings.feature_retention_s * 1000))
         #: The same for each entity hop's input partitions.
         self.hop_alignments: list[EventTimeAlignment[tuple[EventT, EntityEvent, Transaction | None]]] = [
-            EventTimeAlignment(self.settings.entity_align_ms,
+            EventTimeAlignment(self.settings.entity_align_ms, max_lag_hold_ms=BACKLOG_HOLD_MS,
                                pending=self._pending_in(self.settings.entity_topic(entity_field)))
             for entity_field in self.routing.fields]
 
