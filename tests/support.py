@@ -303,3 +303,14 @@ class Trickle:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+
+def scores_of(bootstrap: str, settings: Settings, rows: Sequence[dict[str, Any]], timeout: float = 120
+              ) -> dict[str, dict[str, Any]]:
+    """The score record of each of ``rows`` (by transaction id), waiting until every one is scored."""
+    ids = {r["transaction_id"] for r in rows}
+    records = consume_all(bootstrap, settings.topic_scores, lambda r: {s["transaction_id"] for s in r} >= ids,
+                          timeout=timeout)
+    by_id = {s["transaction_id"]: s for s in records if s["transaction_id"] in ids}
+    assert set(by_id) == ids, f"{len(ids - set(by_id))} of {len(ids)} not scored"
+    return by_id

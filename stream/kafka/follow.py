@@ -10,6 +10,8 @@ so with ``FRAUDSTREAM_EMBEDDED_BROKER_COMPAT`` the end is asked for again.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +20,9 @@ from stream.kafka import clients
 from stream.kafka.security import client_kwargs
 from stream.patches.embedded_end_offsets import true_end_offsets
 
-__all__ = ["follow_topic"]
+__all__ = ["follow_topic", "wait_read"]
+
+log = logging.getLogger("fraudstream.follow")
 
 
 async def follow_topic(settings: Settings, topic: str, backlog: Callable[[Any], None],
@@ -53,3 +57,12 @@ async def follow_topic(settings: Settings, topic: str, backlog: Callable[[Any], 
                 record(msg)
     finally:
         await consumer.stop()
+
+
+async def wait_read(ready: asyncio.Event, timeout_s: float, what: str, meanwhile: str) -> None:
+    """Wait, at most ``timeout_s``, for a follower's backlog (``what``) to be read (``ready``); past it, say what
+    the worker does ``meanwhile`` and go on: a new worker should start with what is in force, not hang for it."""
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=timeout_s)
+    except TimeoutError:
+        log.warning("%s not read within %.0f s; %s", what, timeout_s, meanwhile)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from models.snapshot import SnapshotError, peek_header, unseal, unseal_trees, verify
 from models.trees import TreeModel
-from stream.kafka.follow import follow_topic
+from stream.kafka.follow import follow_topic, wait_read
 
 if TYPE_CHECKING:
     from stream.runtime.engine import Engine
@@ -146,11 +146,8 @@ class ModelSync:
 
     async def wait_ready(self) -> None:
         """Wait (bounded) for the initial snapshot, so a new worker starts from it."""
-        timeout = self.engine.settings.model_sync_timeout_s
-        try:
-            await asyncio.wait_for(self.ready.wait(), timeout=timeout)
-        except TimeoutError:
-            log.warning("no model snapshot read within %.0f s; scoring with the model at hand", timeout)
+        await wait_read(self.ready, self.engine.settings.model_sync_timeout_s, "model topic",
+                        "scoring with the model at hand")
 
 
 def _kind(blob: bytes) -> str | None:

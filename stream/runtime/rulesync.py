@@ -20,7 +20,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from stream.core.rules import CompiledRule, RuleError, RuleSet, compile_rule, decode_rule
-from stream.kafka.follow import follow_topic
+from stream.kafka.follow import follow_topic, wait_read
 
 if TYPE_CHECKING:
     from stream.runtime.engine import Engine
@@ -91,8 +91,5 @@ class RuleSync:
 
     async def wait_ready(self) -> None:
         """Wait (bounded) for the rules backlog, so a new worker starts with the rules in force."""
-        timeout = self.engine.settings.model_sync_timeout_s
-        try:
-            await asyncio.wait_for(self.ready.wait(), timeout=timeout)
-        except TimeoutError:
-            log.warning("rules topic not read within %.0f s; scoring without rules until it is", timeout)
+        await wait_read(self.ready, self.engine.settings.model_sync_timeout_s, "rules topic",
+                        "scoring without rules until it is")

@@ -29,7 +29,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from models.snapshot import unseal_record
-from stream.kafka.follow import follow_topic
+from stream.kafka.follow import follow_topic, wait_read
 
 if TYPE_CHECKING:
     from stream.runtime.engine import Engine
@@ -110,9 +110,5 @@ class ThresholdSync:
 
     async def wait_ready(self) -> None:
         """Wait (bounded) for the threshold backlog, so a new worker starts with the threshold in force."""
-        timeout = self.engine.settings.model_sync_timeout_s
-        try:
-            await asyncio.wait_for(self.ready.wait(), timeout=timeout)
-        except TimeoutError:
-            log.warning("threshold topic not read within %.0f s; scoring at %s until it is", timeout,
-                        self.engine.alert_threshold)
+        await wait_read(self.ready, self.engine.settings.model_sync_timeout_s, "threshold topic",
+                        f"scoring at {self.engine.alert_threshold} until it is")

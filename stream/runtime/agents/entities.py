@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from faust.types import TP, EventT
@@ -44,7 +45,7 @@ from stream.core.stored import StoredRecordError
 from stream.kafka.batches import InFlight, ack, micro_batches
 from stream.kafka.outbox import Outbox
 from stream.kafka.state import store_mapping
-from stream.runtime.agents.score import batches_in_flight, dead_letter_batch, stop_on_failed_delivery
+from stream.runtime.agents.score import batches_in_flight, dead_letter_batch, expire_table, stop_on_failed_delivery
 
 if TYPE_CHECKING:
     from stream.runtime.engine import Engine
@@ -148,7 +149,10 @@ class Hops:
                 except InvalidRecord:  # the learn agent dead-letters it, with its reason
                     done.append(event)
                     continue
-                at = fb.labelled_at_ms if fb.labelled_at_ms is not None else self._seen_ms.get(message.partition, 0)
+                at = fb.labelled_at_ms
+                if at is None:  # known from where its card partition's transactions are now
+                    at = self._seen_ms.get(message.partition, 0)
+                    fb = replace(fb, labelled_at_ms=at)
                 alignment.add((message.topic, message.partition), at, (fb, event), message.offset)
                 continue
             engine.stats.events_in += 1
@@ -179,9 +183,7 @@ class Hops:
             else:
                 key = item.transaction_id.encode()
                 entry = routed.get(key) or routes.get(key)
-                labelled_at = item.labelled_at_ms if item.labelled_at_ms is not None else self._seen_ms.get(
-                    message.partition, 0)
-                label_events = self.routing.label_events(item, entry, labelled_at)
+                label_events = self.routing.label_events(item, entry, item.labelled_at_ms or 0)
                 if not label_events:
                     engine.stats.entity_labels_unrouted += 1
                 for j, entity_key, entity_event in label_events:
@@ -192,22 +194,9 @@ class Hops:
         retention = self.route_retention
         for _, key, entry in writes:
             retention.add(entry["p"], entry["t"], key)
-        self._expire_routes(outbox, writes)
+        # Transactions older than the feature retention: their labels are refused anyway.
+        expire_table(engine, engine.routes, retention, {e.message.partition: e for e, _, _ in writes}, outbox)
         return done, await outbox.send(last=True)
-
-    def _expire_routes(self, outbox: Outbox, writes: list[tuple[EventT, bytes, Any]]) -> None:
-        """Forget the routes of transactions older than the feature retention (their labels are refused anyway)."""
-        engine = self.engine
-        self.route_retention.follow_assignment(
-            frozenset(engine.app.assignor.assigned_actives()), self.settings.topic_transactions,
-            lambda: [(int(v["p"]), int(v["t"]), k) for k, v in engine.routes.items()
-                     if isinstance(v, dict) and "p" in v and "t" in v])
-        last = {event.message.partition: event for event, _, _ in writes}
-        store = store_mapping(engine.routes.data)
-        for partition, event in last.items():
-            for key in self.route_retention.pop_expired(partition):
-                if key in store:
-                    outbox.delete(engine.routes, event, key)
 
     async def hop(self, j: int, events: Sequence[EventT]) -> tuple[list[EventT], asyncio.Future[Any]]:
         """Entity kind ``j``: features from its profiles, the profiles updated, the transactions sent on.
@@ -294,7 +283,8 @@ def register(engine: Engine) -> None:
                     await dead_letter_batch(engine, failed, dlq, exc)
                     ack(failed)
                     continue
-                # The hop's own CPU, per batch (the bench itemises it per transaction beside the score agent's).
+                # The hop's time per batch, handing its records to the producer included (as the score agent's
+                # encode_produce); the bench itemises it per transaction.
                 engine.telemetry.observe_stages({stage: time.perf_counter() - started})
                 await in_flight.add(done, delivery)  # raises if the delivery waited for failed
             await in_flight.drain()

@@ -24,6 +24,7 @@ from faust.types import EventT
 
 from stream.contracts.dlq import DeadLetter, send_dead_letter
 from stream.core.budget import encode_batch
+from stream.core.retention import RetentionIndex
 from stream.core.routing import EntityRouting
 from stream.core.scoring import BatchScoring
 from stream.kafka.batches import InFlight, ack, micro_batches
@@ -33,7 +34,8 @@ from stream.kafka.state import store_mapping
 if TYPE_CHECKING:
     from stream.runtime.engine import Engine
 
-__all__ = ["BatchScorer", "batches_in_flight", "dead_letter_batch", "register", "stop_on_failed_delivery"]
+__all__ = ["BatchScorer", "batches_in_flight", "dead_letter_batch", "expire_table", "register",
+           "stop_on_failed_delivery"]
 
 log = logging.getLogger("fraudstream.score")
 
@@ -130,21 +132,29 @@ class BatchScorer:
     def _expire(self, scored: list[tuple[EventT, Any]], outbox: Outbox) -> None:
         """Delete scoring-time inputs older than the retention, per partition."""
         engine = self.engine
-        engine.retention.follow_assignment(frozenset(engine.app.assignor.assigned_actives()),
-                                           self.settings.topic_transactions, self._table_index)
-        store = store_mapping(engine.features.data)
-        for partition, event in self._by_partition(scored).items():
-            for key in engine.retention.pop_expired(partition):
-                if key in store:
-                    outbox.delete(engine.features, event, key)
-                    engine.stats.features_expired += 1
+        engine.stats.features_expired += expire_table(
+            engine, engine.features, engine.retention, self._by_partition(scored), outbox)
 
-    def _table_index(self) -> list[tuple[int, int, bytes]]:
-        out = []
-        for key, value in self.engine.features.items():
-            if isinstance(value, dict) and "p" in value and "t" in value:
-                out.append((int(value["p"]), int(value["t"]), key))
-        return out
+
+def expire_table(engine: Engine, table: Any, index: RetentionIndex, last_events: dict[int, EventT],
+                 outbox: Outbox) -> int:
+    """Delete, through ``outbox``, the keys of ``table`` that ``index`` says are past their retention.
+
+    ``table``'s values carry their transactions partition (``p``) and event time (``t``), from which the
+    index is rebuilt whenever this worker's partitions change; ``last_events``: the batch's last event per
+    partition (each delete is written on behalf of one). Returns how many keys were deleted.
+    """
+    index.follow_assignment(frozenset(engine.app.assignor.assigned_actives()), engine.settings.topic_transactions,
+                            lambda: [(int(v["p"]), int(v["t"]), k) for k, v in table.items()
+                                     if isinstance(v, dict) and "p" in v and "t" in v])
+    store = store_mapping(table.data)
+    deleted = 0
+    for partition, event in last_events.items():
+        for key in index.pop_expired(partition):
+            if key in store:
+                outbox.delete(table, event, key)
+                deleted += 1
+    return deleted
 
 
 async def dead_letter_batch(engine: Engine, events: Sequence[EventT], dlq_topic: str, exc: Exception) -> None:

@@ -10,7 +10,7 @@ import pytest
 from models.snapshot import unseal_record
 from stream.kafka.topics import ensure_topics
 from stream.tools.broker import free_port
-from tests.support import Trickle, as_records, consume_all, make_traffic, produce, wait_for
+from tests.support import Trickle, as_records, consume_all, make_traffic, produce, scores_of, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -24,15 +24,6 @@ def threshold_gauge(worker) -> float | None:
         return None
     found = re.search(r"^fraudstream_alert_threshold (\S+)$", text, flags=re.MULTILINE)
     return float(found.group(1)) if found else None
-
-
-def scores_of(broker, settings, rows, timeout=90):
-    ids = {r["transaction_id"] for r in rows}
-    records = consume_all(broker, settings.topic_scores, lambda r: {s["transaction_id"] for s in r} >= ids,
-                          timeout=timeout)
-    by_id = {s["transaction_id"]: s for s in records if s["transaction_id"] in ids}
-    assert set(by_id) == ids, f"{len(ids - set(by_id))} of {len(ids)} not scored"
-    return by_id
 
 
 def test_two_workers_score_with_the_threshold_the_one_controller_published(
@@ -49,7 +40,7 @@ def test_two_workers_score_with_the_threshold_the_one_controller_published(
         first = {}
         for at in range(0, len(before), 20):  # in steps, so that the controller's event-time clock moves
             produce(broker, settings.topic_transactions, as_records(before[at:at + 20]))
-            first |= scores_of(broker, settings, before[at:at + 20])
+            first |= scores_of(broker, settings, before[at:at + 20], timeout=90)
         assert {s["threshold"] for s in first.values()} <= {0.5, 0.2}  # the fixed one until the first publication
         raw = consume_all(broker, settings.threshold_topic, lambda r: len(r) > 0, timeout=60, decode=False)
         published = [unseal_record(r.value, settings.signing_key(), "threshold") for r in raw]  # signed
@@ -62,7 +53,7 @@ def test_two_workers_score_with_the_threshold_the_one_controller_published(
                                      if r.get("type") == "threshold_refused"]) >= 2, timeout=30)
         assert all(threshold_gauge(w) == 0.2 for w in workers)
         produce(broker, settings.topic_transactions, as_records(after))
-        second = scores_of(broker, settings, after)
+        second = scores_of(broker, settings, after, timeout=90)
     assert {s["threshold"] for s in second.values()} == {0.2}
     assert all(s["decision"] == "pass" for s in second.values())
     moves = [r for r in consume_all(broker, settings.topic_ops, lambda r: False, timeout=2)

@@ -9,7 +9,7 @@ import pytest
 
 from stream.tools.broker import free_port
 from stream.tools.cli import main
-from tests.support import Trickle, as_records, consume_all, make_traffic, produce, wait_for
+from tests.support import Trickle, as_records, consume_all, make_traffic, produce, scores_of, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -27,15 +27,6 @@ def stats(worker) -> dict:
         return worker.get_json("/stats/")["stats"]
     except OSError:
         return {}
-
-
-def scores_of(broker, settings, rows, timeout=120):
-    ids = {r["transaction_id"] for r in rows}
-    records = consume_all(broker, settings.topic_scores, lambda r: {s["transaction_id"] for s in r} >= ids,
-                          timeout=timeout)
-    by_id = {s["transaction_id"]: s for s in records if s["transaction_id"] in ids}
-    assert set(by_id) == ids, f"{len(ids - set(by_id))} of {len(ids)} not scored"
-    return by_id
 
 
 def test_a_rule_added_while_traffic_flows_applies_on_every_worker_until_disabled(
