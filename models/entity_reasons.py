@@ -33,6 +33,15 @@ WORDS = {"merchant_id": "terminal", "device_id": "device", "ip": "IP", "account_
 _FEW_30D = 30  # fewer than one a day over 30 days is little traffic
 
 
+def _percent(share: float) -> str:
+    """A share as a percentage, to a tenth under 10 %: a terminal with 0.4 % fraud verdicts is not one with none.
+
+    >>> _percent(0.004), _percent(0.25)
+    ('0.4%', '25%')
+    """
+    return f"{share:.1%}" if share < 0.1 else f"{share:.0%}"
+
+
 def _kind(field: str) -> tuple[tuple[tuple[str, ...], Explain], ...]:
     names = dict(zip(PROFILE_FEATURES, entity_feature_names(field), strict=True))
     prefix = field.removesuffix("_id")
@@ -50,6 +59,17 @@ def _kind(field: str) -> tuple[tuple[tuple[str, ...], Explain], ...]:
                 (f"{frauds} of the {plural(n30, 'transaction')} at {at} in the 30 days before confirmed as fraud, "
                 f"the latest {duration(since)} before"),
                 {"fraud_30d": frauds, "transactions_30d": n30, "since_fraud_s": round(since, 1)})
+
+    def verdicts(f: Facts) -> Found | None:
+        at = who(f)
+        share_7d = f.features.get(names["label_fraud_share_7d"], 0.0)
+        share_30d = f.features.get(names["label_fraud_share_30d"], 0.0)
+        if at is None or max(share_7d, share_30d) <= 0:
+            return None
+        return (f"{prefix}_fraud_verdicts",
+                (f"{_percent(share_7d)} of the labels received on transactions at {at} in the 7 days before said "
+                 f"fraud ({_percent(share_30d)} over 30 days)"),
+                {"fraud_share_7d": round(share_7d, 4), "fraud_share_30d": round(share_30d, 4)})
 
     def velocity(feature: str, window_ms: int, words: str) -> Explain:
         def explain(f: Facts) -> Found | None:
@@ -96,6 +116,7 @@ def _kind(field: str) -> tuple[tuple[tuple[str, ...], Explain], ...]:
 
     return (
         (FRAUD_INPUTS[field], fraud),
+        ((names["label_fraud_share_7d"], names["label_fraud_share_30d"]), verdicts),
         ((names["n_1h"],), velocity("n_1h", HOUR_MS, "an hour")),
         ((names["n_1d"],), velocity("n_1d", DAY_MS, "24 hours")),
         ((names["n_7d"],), velocity("n_7d", 7 * DAY_MS, "7 days")),

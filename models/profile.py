@@ -18,7 +18,11 @@ the confirmed fraud on it. A profile keeps, per entity value, what its features
 * label events: (transaction, its time, the label's ``labelled_at``, fraud or
   not), at most :data:`MAX_LABELS`, so that a feature can ask what was *known*
   at a given time (a label counts from its ``labelled_at``, never earlier, and
-  a correction from its own).
+  a correction from its own);
+* hourly buckets of the labels received (by the hour of their ``labelled_at``)
+  and how many of them said fraud, for the last :data:`WINDOW_HOURS` hours: the
+  share of recent verdicts that were fraud, however many legitimate labels the
+  event list has let go.
 
 Everything is in event time, so a replay of last year gives what live traffic
 got. A transaction update carries where it was read from: its ``source`` (the
@@ -27,9 +31,10 @@ A profile keeps the last offset applied per source, and every hop passes each
 of its source partitions on in order, so an update at or before that offset
 is a redelivery after a crash (of this hop or of one before it, which sends
 the same records again) and changes nothing: at-least-once delivery counts
-every transaction once, without a set of seen ids. A label is kept once
-however often it arrives (a correction, with its own ``labelled_at``, is a
-new one).
+every transaction once, without a set of seen ids. Labels carry where the
+route agent read them (the feedback partition and offset) and are checked the
+same way; a label is also kept once however often it is sent (a correction,
+with its own ``labelled_at``, is a new one).
 
 Example:
     >>> p = EntityProfile()
@@ -107,7 +112,8 @@ class ProfileIndex:
     other change (an out-of-order hour, a pruning). Not part of the state.
     """
 
-    __slots__ = ("card_seen", "cum_amount", "cum_n", "cum_new", "fraud_times", "hour_keys", "labels_known_from")
+    __slots__ = ("card_seen", "cum_amount", "cum_fraud_labels", "cum_labels", "cum_n", "cum_new", "fraud_times",
+                 "hour_keys", "label_keys", "labels_known_from")
 
     def __init__(self, profile: EntityProfile) -> None:
         self.hour_keys = sorted(profile.hours)
@@ -120,6 +126,12 @@ class ProfileIndex:
         self.card_seen = sorted(profile.cards.values())
         self.fraud_times: list[int] | None = None  # known fraud, for times at or after labels_known_from
         self.labels_known_from = 0
+        self.label_keys = sorted(profile.label_hours)
+        self.cum_labels, self.cum_fraud_labels = [0.0], [0.0]
+        for h in self.label_keys:
+            n, fraud = profile.label_hours[h]
+            self.cum_labels.append(self.cum_labels[-1] + n)
+            self.cum_fraud_labels.append(self.cum_fraud_labels[-1] + fraud)
 
     def add_to_last_hour(self, hour: int, amount: float, new_card: bool) -> bool:
         """Count a transaction of the newest hour (or a newer one); False if it belongs further back."""
@@ -134,6 +146,23 @@ class ProfileIndex:
         self.cum_amount[-1] += amount
         self.cum_new[-1] += new_card
         return True
+
+    def add_label_to_last_hour(self, hour: int, fraud: bool) -> bool:
+        """Count a label received in the newest label hour (or a newer one); False if it belongs further back."""
+        if self.label_keys and hour < self.label_keys[-1]:
+            return False
+        if not self.label_keys or hour > self.label_keys[-1]:
+            self.label_keys.append(hour)
+            self.cum_labels.append(self.cum_labels[-1])
+            self.cum_fraud_labels.append(self.cum_fraud_labels[-1])
+        self.cum_labels[-1] += 1
+        self.cum_fraud_labels[-1] += fraud
+        return True
+
+    def labels_between(self, first: int, last: int) -> tuple[float, float]:
+        """Labels received, and those saying fraud, in the hours ``first`` to ``last`` inclusive."""
+        lo, hi = bisect_left(self.label_keys, first), bisect_left(self.label_keys, last + 1)
+        return self.cum_labels[hi] - self.cum_labels[lo], self.cum_fraud_labels[hi] - self.cum_fraud_labels[lo]
 
     def move_card(self, before: int | None, after: int) -> None:
         if before is not None:
@@ -165,6 +194,8 @@ class EntityProfile:
     #: card hash -> its first transaction here (the one counted as by a new card), for the same cards
     first_seen: dict[int, int] = field(default_factory=dict)
     labels: list[LabelEvent] = field(default_factory=list)
+    #: hour of ``labelled_at`` -> [labels received, of which fraud]
+    label_hours: dict[int, list[float]] = field(default_factory=dict)
     #: Source -> the last offset applied from it (see the module docstring).
     sources: dict[int, int] = field(default_factory=dict)
     _index: ProfileIndex | None = field(default=None, compare=False, repr=False)
@@ -217,19 +248,33 @@ class EntityProfile:
         self._prune()
         return True
 
-    def label(self, transaction: str, transaction_time_ms: int, *, labelled_at_ms: int, fraud: bool) -> bool:
+    def label(self, transaction: str, transaction_time_ms: int, *, labelled_at_ms: int, fraud: bool,
+              source: int = 0, offset: int | None = None) -> bool:
         """Record a label of one of this entity's transactions; it counts from ``labelled_at_ms`` on.
 
-        The same label twice is kept once (False the second time: a
-        redelivery, or the same label sent twice); a different one for the
-        same transaction is kept beside it (a correction, known from its own time).
+        The same label twice is kept once (False the second time: the same
+        label sent twice), and so is one at or before the last ``offset``
+        applied from ``source`` (a redelivery: its label event may have been
+        let go since, its count in the label buckets has not); a different one
+        for the same transaction is kept beside it (a correction, known from
+        its own time).
         """
+        if offset is not None and offset <= self.sources.get(source, -1):
+            return False
         event = LabelEvent(stable_hash(transaction), transaction_time_ms, labelled_at_ms, fraud)
         if event in self.labels:
             return False
+        if offset is not None:
+            self.sources[source] = offset
         self.labels.append(event)
+        hour = labelled_at_ms // HOUR_MS
+        bucket = self.label_hours.setdefault(hour, [0.0, 0.0])
+        bucket[0] += 1
+        bucket[1] += fraud
         if self._index is not None:
             self._index.fraud_times = None
+            if not self._index.add_label_to_last_hour(hour, fraud):
+                self._index = None
         if len(self.labels) > MAX_LABELS + MAX_LABELS // 4:  # in steps, as the cards
             # A legitimate label only matters as a correction of a fraud one: the others go first.
             ever_fraud = {e.transaction for e in self.labels if e.fraud}
@@ -255,14 +300,22 @@ class EntityProfile:
             self.cards = dict(newest_cards)
             self.first_seen = {card: self.first_seen[card] for card in self.cards}
             self._index = None
+        if self.label_hours:
+            index = self._index
+            oldest_label = index.label_keys[0] if index is not None and index.label_keys else min(self.label_hours)
+            if oldest_label < first_hour - _PRUNE_SLACK_HOURS:
+                self.label_hours = {h: b for h, b in self.label_hours.items() if h >= first_hour}
+                self._index = None
         if self.labels and self.labels[0].transaction_time_ms < newest - LABEL_HORIZON_MS:
             self.labels = [e for e in self.labels if e.transaction_time_ms >= newest - LABEL_HORIZON_MS]
             if self._index is not None:
                 self._index.fraud_times = None
 
 
-_VERSION = 2
-_HEAD = struct.Struct("<BqIIIII")  # version, newest, len(recent), len(hours), len(cards), len(labels), len(sources)
+_VERSION = 3
+#: version, newest, len(recent), len(hours), len(cards), len(labels), len(sources), len(label_hours)
+_HEAD = struct.Struct("<BqIIIIII")
+_HEAD_V2 = struct.Struct("<BqIIIII")  # version 2: the same without label hours
 _HEAD_V1 = struct.Struct("<BqqIIII")  # version 1: version, newest, position (one source), then the same counts
 _SOURCE = struct.Struct("<Iq")
 _RECENT = struct.Struct("<qd")
@@ -270,18 +323,20 @@ _HOUR = struct.Struct("<qddd")
 _CARD = struct.Struct("<Iqq")  # card hash, last seen, first seen
 _CARD_V1 = struct.Struct("<Iq")  # card hash, last seen
 _LABEL = struct.Struct("<Iqq?")
+_LABEL_HOUR = struct.Struct("<qdd")
 
 
 def encode(profile: EntityProfile) -> bytes:
     """The profile as the entity table's changelog keeps it (a version byte, then fixed-size records)."""
     parts = [_HEAD.pack(_VERSION, profile.newest_ms, len(profile.recent), len(profile.hours),
-                        len(profile.cards), len(profile.labels), len(profile.sources))]
+                        len(profile.cards), len(profile.labels), len(profile.sources), len(profile.label_hours))]
     parts += [_RECENT.pack(*r) for r in profile.recent]
     parts += [_HOUR.pack(h, *b) for h, b in sorted(profile.hours.items())]
     first_seen = profile.first_seen
     parts += [_CARD.pack(c, at, first_seen.get(c, at)) for c, at in profile.cards.items()]
     parts += [_LABEL.pack(e.transaction, e.transaction_time_ms, e.labelled_at_ms, e.fraud) for e in profile.labels]
     parts += [_SOURCE.pack(source, offset) for source, offset in profile.sources.items()]
+    parts += [_LABEL_HOUR.pack(h, *b) for h, b in sorted(profile.label_hours.items())]
     return b"".join(parts)
 
 
@@ -307,6 +362,7 @@ def readable(profile: EntityProfile) -> dict[str, object]:
         "cards": len(profile.cards),
         "card_seen": sorted([card, profile.first_seen.get(card, at), at] for card, at in profile.cards.items()),
         "labels": sorted([e.transaction, e.transaction_time_ms, e.labelled_at_ms, e.fraud] for e in profile.labels),
+        "label_hours": [[h, *profile.label_hours[h]] for h in sorted(profile.label_hours) if h >= first_hour],
     }
 
 
@@ -316,30 +372,34 @@ def decode(data: bytes) -> EntityProfile:
     >>> decode(b"\\x07")
     Traceback (most recent call last):
     ...
-    models.profile.ProfileFormatError: entity profile format 7; this release reads formats 1 and 2
-    >>> decode(b"\\x02")
+    models.profile.ProfileFormatError: entity profile format 7; this release reads formats 1 to 3
+    >>> decode(b"\\x03")
     Traceback (most recent call last):
     ...
-    models.profile.ProfileFormatError: entity profile of 1 bytes: shorter than its 29-byte header
+    models.profile.ProfileFormatError: entity profile of 1 bytes: shorter than its 33-byte header
     """
     if not data:
         raise ProfileFormatError("entity profile of 0 bytes: shorter than its header")
     version = data[0]
     if version == 1:  # one source position, which the sources that replace it cannot use: dropped
         head, card_struct = _HEAD_V1, _CARD_V1
+    elif version == 2:
+        head, card_struct = _HEAD_V2, _CARD
     elif version == _VERSION:
         head, card_struct = _HEAD, _CARD
     else:
-        raise ProfileFormatError(f"entity profile format {version}; this release reads formats 1 and {_VERSION}")
+        raise ProfileFormatError(f"entity profile format {version}; this release reads formats 1 to {_VERSION}")
     if len(data) < head.size:
         raise ProfileFormatError(f"entity profile of {len(data)} bytes: shorter than its {head.size}-byte header")
+    n_sources = n_label_hours = 0
     if version == 1:
         _, newest, _, n_recent, n_hours, n_cards, n_labels = head.unpack_from(data)
-        n_sources = 0
-    else:
+    elif version == 2:
         _, newest, n_recent, n_hours, n_cards, n_labels, n_sources = head.unpack_from(data)
+    else:
+        _, newest, n_recent, n_hours, n_cards, n_labels, n_sources, n_label_hours = head.unpack_from(data)
     size = (head.size + n_recent * _RECENT.size + n_hours * _HOUR.size + n_cards * card_struct.size
-            + n_labels * _LABEL.size + n_sources * _SOURCE.size)
+            + n_labels * _LABEL.size + n_sources * _SOURCE.size + n_label_hours * _LABEL_HOUR.size)
     if len(data) != size:
         raise ProfileFormatError(f"entity profile of {len(data)} bytes; its header describes {size}")
     at = head.size
@@ -363,4 +423,13 @@ def decode(data: bytes) -> EntityProfile:
         source, offset = _SOURCE.unpack_from(data, at)
         profile.sources[source] = offset
         at += _SOURCE.size
+    for _ in range(n_label_hours):
+        h, *bucket = _LABEL_HOUR.unpack_from(data, at)
+        profile.label_hours[h] = bucket
+        at += _LABEL_HOUR.size
+    if version < 3:  # kept no label hours: those of the label events it kept (legitimate ones may have gone)
+        for e in profile.labels:
+            bucket = profile.label_hours.setdefault(e.labelled_at_ms // HOUR_MS, [0.0, 0.0])
+            bucket[0] += 1
+            bucket[1] += e.fraud
     return profile

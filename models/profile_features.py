@@ -15,7 +15,15 @@ the last hour's count is exact. Counts are ``log1p``-ed, as the card's are.
 ``fraud_7d/30d``      transactions of the window known to be fraud at this time
 ``fraud_rate_30d``    those over the window's transactions
 ``days_since_fraud``  ``log1p`` of the days since the newest known-fraud transaction (365 without one)
+``label_fraud_share_7d/30d``  share of the labels received in the window (by ``labelled_at``) that say
+                      fraud (0 without labels): the entity's recent verdicts, undiluted by the
+                      transactions not labelled yet (under 7-day chargebacks ``fraud_7d`` is 0)
 ====================  ===========================================================================
+
+A label received counts in ``label_fraud_share_*`` from the next whole hour
+after its ``labelled_at``: the windows are the previous 168 or 720 whole hours
+of label buckets, which stay exact however many label events the profile has
+let go.
 
 Example:
     >>> from models.profile import EntityProfile
@@ -28,6 +36,9 @@ Example:
     (True, True, 1.0)
     >>> profile_features(p, 50_000, card="c9")["fraud_30d"]  # before the label's labelled_at: not known
     0.0
+    >>> _ = p.label("t1", 60_000, labelled_at_ms=110_000, fraud=False)
+    >>> [profile_features(p, at, card="c9")["label_fraud_share_7d"] for at in (200_000, HOUR_MS)]  # from the next hour
+    [0.0, 0.5]
 """
 
 from __future__ import annotations
@@ -46,7 +57,8 @@ from stream.contracts.settings import ENTITY_FIELDS
 __all__ = ["ENTITY_INPUTS", "PROFILE_FEATURES", "blank_entity_features", "entity_feature_names", "profile_features"]
 
 PROFILE_FEATURES = ("n_1h", "n_1d", "n_7d", "n_30d", "log_mean_amount_7d", "cards_1d", "new_card_share_1d",
-                    "is_new_card", "fraud_7d", "fraud_30d", "fraud_rate_30d", "days_since_fraud")
+                    "is_new_card", "fraud_7d", "fraud_30d", "fraud_rate_30d", "days_since_fraud",
+                    "label_fraud_share_7d", "label_fraud_share_30d")
 
 
 def entity_feature_names(entity_field: str) -> tuple[str, ...]:
@@ -92,6 +104,8 @@ def profile_features(profile: EntityProfile, at_ms: int, *, card: str) -> dict[s
     fraud_7d = end - bisect_left(fraud, at_ms - 7 * _DAY_MS)
     fraud_30d = end - bisect_left(fraud, at_ms - 30 * _DAY_MS)
     days = _NO_FRAUD_DAYS if end == 0 else min((at_ms - fraud[end - 1]) / _DAY_MS, _NO_FRAUD_DAYS)
+    labels_7d, fraud_labels_7d = index.labels_between(hour - 168, hour - 1)
+    labels_30d, fraud_labels_30d = index.labels_between(hour - 720, hour - 1)
     return {
         "n_1h": math.log1p(n_1h),
         "n_1d": math.log1p(n_1d),
@@ -105,6 +119,8 @@ def profile_features(profile: EntityProfile, at_ms: int, *, card: str) -> dict[s
         "fraud_30d": math.log1p(fraud_30d),
         "fraud_rate_30d": fraud_30d / n_30d if n_30d else 0.0,
         "days_since_fraud": math.log1p(days),
+        "label_fraud_share_7d": fraud_labels_7d / labels_7d if labels_7d else 0.0,
+        "label_fraud_share_30d": fraud_labels_30d / labels_30d if labels_30d else 0.0,
     }
 
 

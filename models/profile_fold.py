@@ -13,7 +13,7 @@ Example:
     >>> x = fold_entity_features(["m1", "m1", ""], ["a", "b", "c"], [0, 60_000, 90_000], [5.0, 7.0, 1.0],
     ...                          labels=[(0, 30_000, True)])
     >>> x.shape, round(float(x[1, PROFILE_FEATURES.index("fraud_7d")]), 3)  # t0's label known at t1
-    ((3, 12), 0.693)
+    ((3, 14), 0.693)
     >>> float(x[2, PROFILE_FEATURES.index("is_new_card")])  # no entity: a first transaction's features
     1.0
 """

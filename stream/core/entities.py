@@ -20,7 +20,9 @@ profile as it is, which has moved on (it counted the transaction and what
 came after it), so the score stage does not use them: for a transaction it
 has scored before it reads back the inputs of its first scoring
 (:mod:`stream.core.scoring`), and a redelivered score equals the first. A
-label arrives once per entity however often it is sent.
+label comes with where the route agent read it (a feedback partition and
+offset: :data:`stream.core.routing.FEEDBACK_STAGE`) and counts once per entity
+however often it is sent.
 
 Example:
     >>> stage = EntityStage("merchant_id")
@@ -148,8 +150,9 @@ class EntityStage:
                 stored: Mapping[bytes, Any]) -> EntityBatch:
         """``events``: (entity key, event, (source, offset) or None) in partition order; ``stored``: key -> profile.
 
-        A transaction event without a source (one that reached the topic
-        some other way) is counted without the redelivery check.
+        An event without a source (one that reached the topic some other
+        way) is counted without the redelivery check by position (a label is
+        still kept once).
         """
         out = EntityBatch()
         for i, (key, event, where) in enumerate(events):
@@ -157,17 +160,17 @@ class EntityStage:
             if profile is None:
                 profile = self._load(i, stored.get(key), out)
                 out.profiles[key] = profile
+            source, offset = where if where is not None else (0, None)
             if event.kind == "transaction":
                 values = profile_features(profile, event.event_time_ms, card=event.card_id)
                 out.features.append(EntityFeatures(event.transaction_id, event.card_id, key.decode(),
                                                    dict(zip(self.names, (values[n] for n in PROFILE_FEATURES),
                                                             strict=True))))
-                source, offset = where if where is not None else (0, None)
                 applied = profile.observe(event.event_time_ms, event.amount, card=event.card_id, source=source,
                                           offset=offset)
             else:
                 applied = profile.label(event.transaction_id, event.event_time_ms, labelled_at_ms=event.labelled_at_ms,
-                                        fraud=event.fraud)
+                                        fraud=event.fraud, source=source, offset=offset)
             if not applied:
                 out.redelivered.append(i)
         return out

@@ -12,7 +12,8 @@ transaction's own bytes all the way; what the hops add travels in headers:
                                     little-endian float64s (:data:`FEATURES_HEADER`)
 ``fraudstream.source``              ``topic:partition:offset`` of the transaction as it arrived
 ``fraudstream.upstream``            where the stage before read it: stage, partition, offset
-                                    (:func:`upstream`), so a profile counts it once
+                                    (:func:`upstream`), so a profile counts it once (a
+                                    label's: where the route agent read it)
 ``fraudstream.kind``                ``label`` on an entity topic's label events (transactions
                                     carry none)
 ``fraudstream.arrived``             the Kafka timestamp of the transaction as it arrived (epoch
@@ -30,7 +31,7 @@ Example:
     >>> t = Transaction("t1", "c1", 0, 5.0, merchant_id="", device_id="d9")
     >>> hop = routing.next_hop(t, after=-1, carried=b"")
     >>> hop.to, hop.key, len(hop.carried) // 8  # no merchant: straight to the device's topic, with blank features
-    (1, b'd9', 12)
+    (1, b'd9', 14)
     >>> routing.next_hop(t, after=1, carried=hop.carried).to is None  # then the enriched topic
     True
 """
@@ -47,7 +48,7 @@ import numpy.typing as npt
 from stream.contracts.records import Feedback, Transaction
 from stream.core.entities import EntityEvent, EntityStage
 
-__all__ = ["ARRIVED_HEADER", "FEATURES_HEADER", "KIND_HEADER", "SOURCE_HEADER", "UPSTREAM_HEADER", "EntityRouting",
+__all__ = ["ARRIVED_HEADER", "FEATURES_HEADER", "FEEDBACK_STAGE", "KIND_HEADER", "SOURCE_HEADER", "UPSTREAM_HEADER", "EntityRouting",
            "Hop", "arrived", "header", "parse_arrived", "parse_upstream", "upstream"]
 
 
@@ -56,6 +57,8 @@ SOURCE_HEADER = "fraudstream.source"
 KIND_HEADER = "fraudstream.kind"
 UPSTREAM_HEADER = "fraudstream.upstream"
 ARRIVED_HEADER = "fraudstream.arrived"
+#: The :func:`upstream` stage of a label: the route agent read it from the feedback topic.
+FEEDBACK_STAGE = 0xFFFF
 _UPSTREAM = struct.Struct("<Iq")
 _ARRIVED = struct.Struct("<q")
 
@@ -162,7 +165,8 @@ def upstream(stage: int, partition: int, offset: int) -> bytes:
     """The :data:`UPSTREAM_HEADER` of a record that stage ``stage`` read at ``offset`` of its input ``partition``.
 
     ``stage`` 0 is the route agent (its input: the transactions topic), ``j +
-    1`` entity kind ``j``'s hop. Each stage passes each input partition's
+    1`` entity kind ``j``'s hop, :data:`FEEDBACK_STAGE` the route agent's
+    labels (its input: the feedback topic). Each stage passes each input partition's
     records on in order (merged in event time by
     :class:`~stream.core.alignment.EventTimeAlignment`), so the next entity profile that sees a
     ``(stage, partition)`` offset at or below the last it applied knows a

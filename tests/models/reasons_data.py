@@ -2,8 +2,8 @@
 
 The generator's table (:mod:`replay.generate`, the five fraud scenarios), each
 card's prior history as the engine chains it, the card's engineered features,
-the terminals' profile features (labels of fraud known ``LABEL_DELAY_MS``
-after the transaction, as chargebacks come) and a sequence logit of 0.
+the terminals' profile features (every transaction's label known ``LABEL_DELAY_MS``
+after it, as the replay tool sends them) and a sequence logit of 0.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def traffic(n_transactions: int = 40_000, seed: int = 3) -> Traffic:
     card = np.vstack([engineered_batch(priors[i:i + 4096], txs[i:i + 4096]) for i in range(0, n, 4096)])
     ts = np.asarray(cols["timestamp"], dtype=np.int64)
     fraud = np.asarray(cols["is_fraud"], dtype=np.int64)
-    labels = [(int(i), int(ts[i]) + LABEL_DELAY_MS, True) for i in np.flatnonzero(fraud)]
+    labels = [(i, int(ts[i]) + LABEL_DELAY_MS, bool(fraud[i])) for i in range(n)]
     terminal = fold_entity_features(cols["merchant_id"], cols["card_id"], cols["timestamp"], cols["amount"], labels)
     inputs = np.hstack([card, terminal, np.zeros((n, 1))])
     return Traffic(cols, txs, priors, inputs, ts, fraud, np.asarray(cols["scenario"]))

@@ -98,12 +98,31 @@ def test_bytes_that_are_not_a_profile_are_refused_with_the_reason() -> None:
     data = encode(p)
     with pytest.raises(ProfileFormatError, match="its header describes"):
         decode(data[:-1])
-    with pytest.raises(ProfileFormatError, match="shorter than its 29-byte header"):
+    with pytest.raises(ProfileFormatError, match="shorter than its 33-byte header"):
         decode(data[:10])
-    with pytest.raises(ProfileFormatError, match="entity profile format 9; this release reads formats 1 and 2"):
+    with pytest.raises(ProfileFormatError, match="entity profile format 9; this release reads formats 1 to 3"):
         decode(b"\x09" + data[1:])
     with pytest.raises(ProfileFormatError, match="entity profile of 0 bytes"):
         decode(b"")
+
+
+def _format_2(p: EntityProfile) -> bytes:
+    """``p`` as format 2 wrote it: no label hours."""
+    import struct
+
+    v3 = encode(p)
+    head = struct.Struct("<BqIIIIII")
+    _, newest, n_recent, n_hours, n_cards, n_labels, n_sources, n_label_hours = head.unpack_from(v3)
+    body = v3[head.size:len(v3) - 24 * n_label_hours]
+    return struct.pack("<BqIIIII", 2, newest, n_recent, n_hours, n_cards, n_labels, n_sources) + body
+
+
+def test_a_profile_of_format_2_reads_with_its_label_hours_from_the_labels_it_kept() -> None:
+    p = EntityProfile()
+    p.observe(HOUR_MS, 12.5, card="a", source=1, offset=7)
+    p.label("t1", HOUR_MS, labelled_at_ms=2 * HOUR_MS, fraud=True)
+    p.label("t2", HOUR_MS, labelled_at_ms=3 * HOUR_MS + 5, fraud=False)
+    assert decode(_format_2(p)) == p
 
 
 def test_a_profile_of_the_previous_format_reads_with_its_one_position_dropped() -> None:
@@ -113,7 +132,7 @@ def test_a_profile_of_the_previous_format_reads_with_its_one_position_dropped() 
     p = EntityProfile()
     p.observe(HOUR_MS, 12.5, card="a", source=1, offset=7)
     p.label("t1", HOUR_MS, labelled_at_ms=2 * HOUR_MS, fraud=True)
-    v2 = encode(p)
+    v2 = _format_2(p)
     head = struct.Struct("<BqIIIII")
     _, newest, n_recent, n_hours, n_cards, n_labels, n_sources = head.unpack_from(v2)
     body = v2[head.size:len(v2) - 12 * n_sources]
@@ -123,6 +142,7 @@ def test_a_profile_of_the_previous_format_reads_with_its_one_position_dropped() 
     v1 = struct.pack("<BqqIIII", 1, newest, 7, n_recent, n_hours, n_cards, n_labels) + body
     old = decode(v1)
     assert old.sources == {} and old.recent == p.recent and old.hours == p.hours and old.labels == p.labels
+    assert old.label_hours == p.label_hours
     assert old.cards == p.cards and old.first_seen == p.cards and old.newest_ms == p.newest_ms
 
 

@@ -36,6 +36,12 @@ def reference(txs: list[tuple[int, float, str, bool]], labels: list[tuple[int, i
     f30 = sum(at - 30 * DAY <= ts < at for ts in known)
     before = [ts for ts in known if ts < at]
     days = min((at - max(before)) / DAY, 365.0) if before else 365.0
+    received = set(labels)  # the same label twice is one
+
+    def share(hours: int) -> float:
+        window = [fraud for _, _, labelled_at, fraud in received if hour - hours <= labelled_at // HOUR_MS < hour]
+        return sum(window) / len(window) if window else 0.0
+
     return {
         "n_1h": math.log1p(sum(at - HOUR_MS <= ts < at for ts, _, _, _ in txs)),
         "n_1d": math.log1p(n[24]), "n_7d": math.log1p(n[168]), "n_30d": math.log1p(n[720]),
@@ -47,6 +53,8 @@ def reference(txs: list[tuple[int, float, str, bool]], labels: list[tuple[int, i
         "fraud_30d": math.log1p(f30),
         "fraud_rate_30d": f30 / n[720] if n[720] else 0.0,
         "days_since_fraud": math.log1p(days),
+        "label_fraud_share_7d": share(168),
+        "label_fraud_share_30d": share(720),
     }
 
 
@@ -109,6 +117,19 @@ def test_features_are_their_definitions_for_in_order_traffic(story) -> None:
             p.label(f"t{tx}", txs[tx][0], labelled_at_ms=txs[tx][0] + delay, fraud=fraud)
             labels.append((tx, txs[tx][0], txs[tx][0] + delay, fraud))
     
+
+def test_label_shares_count_each_label_once_from_the_hour_after_it_arrived() -> None:
+    """A redelivered label (its offset already applied) counts once, even after its event was let go."""
+    p = EntityProfile()
+    p.observe(0, 1.0, card="a")
+    assert p.label("t1", 0, labelled_at_ms=DAY + 5, fraud=True, source=7, offset=10)
+    assert p.label("t2", 0, labelled_at_ms=DAY + 6, fraud=False, source=7, offset=11)
+    p.labels.clear()  # as if let go to stay under MAX_LABELS
+    assert not p.label("t2", 0, labelled_at_ms=DAY + 6, fraud=False, source=7, offset=11)  # redelivered
+    f = [profile_features(p, at, card="a") for at in (DAY + HOUR_MS - 1, DAY + HOUR_MS, 8 * DAY + HOUR_MS)]
+    assert [x["label_fraud_share_7d"] for x in f] == [0.0, 0.5, 0.0]  # the 7-day window has moved past it
+    assert [x["label_fraud_share_30d"] for x in f] == [0.0, 0.5, 0.5]
+
 
 def test_window_edges_are_inclusive_at_their_start() -> None:
     p = EntityProfile()

@@ -34,7 +34,7 @@ HOUR = 3_600_000
 CARD_CODES = {"amount_above_usual", "amount_below_usual", "short_gap", "long_gap", "count_1h", "count_24h", "count_7d",
               "spend_24h", "small_amounts_1h", "new_merchant", "new_mcc", "new_country", "foreign_country",
               "new_channel", "card_not_present", "new_card", "unusual_hour", "sequence_model"}
-TERMINAL_CODES = {f"merchant_{what}" for what in ("confirmed_fraud", "count_1h", "count_1d", "count_7d", "many_cards",
+TERMINAL_CODES = {f"merchant_{what}" for what in ("confirmed_fraud", "fraud_verdicts", "count_1h", "count_1d", "count_7d", "many_cards",
                                                   "new_cards", "new_card", "little_traffic")}
 
 MONEY = r"([\d,]+\.\d\d) ([A-Z]{3})"
@@ -204,6 +204,19 @@ def check_fraud(m: re.Match[str], v: dict[str, Any], t: Transaction, h: History,
     assert v["since_fraud_s"] == pytest.approx((at - d.ts[known].max()) / 1000, abs=1.0)
 
 
+def check_verdicts(m: re.Match[str], v: dict[str, Any], t: Transaction, h: History, d: Traffic, row: int) -> None:
+    hour = int(d.ts[row]) // HOUR
+    rows = terminal_rows(d, row, 0)
+    labelled_hour = (d.ts[rows] + LABEL_DELAY_MS) // HOUR
+    for days, group, key in ((7, 1, "fraud_share_7d"), (30, 3, "fraud_share_30d")):
+        received = rows[(labelled_hour >= hour - 24 * days) & (labelled_hour < hour)]  # whole hours before
+        share = d.fraud[received].mean() if len(received) else 0.0
+        shown = float(m[group])
+        assert v[key] == pytest.approx(share, abs=1e-4)
+        assert abs(shown - 100 * share) <= (0.05 if share < 0.1 else 0.5) + 1e-6
+    assert m[2] == t.merchant_id and max(v["fraud_share_7d"], v["fraud_share_30d"]) > 0
+
+
 def terminal_velocity(window_ms: int, feature: str) -> Check:
     def check(m: re.Match[str], v: dict[str, Any], t: Transaction, h: History, d: Traffic, row: int) -> None:
         x = d.features(row)
@@ -273,6 +286,8 @@ TEXTS: dict[str, tuple[str, Check]] = {
                        check_sequence),
     "merchant_confirmed_fraud": ((rf"(\d+) of the (\d+) transactions? at terminal (\S+) in the 30 days before "
                                  rf"confirmed as fraud, the latest {DURATION} before"), check_fraud),
+    "merchant_fraud_verdicts": ((r"([\d.]+)% of the labels received on transactions at terminal (\S+) in the 7 days "
+                                 r"before said fraud \(([\d.]+)% over 30 days\)"), check_verdicts),
     **{f"merchant_count_{w}": ((rf"{ORD} transaction at terminal (\S+) in {words} \(usually {NUMBER} a day over 30 "
                                r"days\)"), terminal_velocity(WINDOW[words], f"merchant_n_{w}"))
        for w, words in (("1h", "an hour"), ("1d", "24 hours"), ("7d", "7 days"))},

@@ -65,7 +65,11 @@ def test_a_large_amount_is_explained_by_the_amount_against_the_card_s_median(ale
 
 
 def test_a_breached_terminal_is_explained_by_the_terminal_s_confirmed_fraud(alerts) -> None:
-    assert firsts(alerts["compromised_terminal"]) == ["merchant_confirmed_fraud"] * 10
+    """First the terminal's confirmed fraud: its frauds of the last 30 days, or the share of its recent verdicts."""
+    terminal = {"merchant_confirmed_fraud", "merchant_fraud_verdicts"}
+    assert set(firsts(alerts["compromised_terminal"])) <= terminal
+    assert all(x["values"]["fraud_share_7d"] >= 0.5 for r in alerts["compromised_terminal"] for x in r
+               if x["code"] == "merchant_fraud_verdicts")
 
 
 def test_card_testing_is_explained_by_the_tiny_attempts(alerts) -> None:

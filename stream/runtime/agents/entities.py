@@ -8,8 +8,8 @@ and sends each transaction on, with its features added, to the next entity
 topic or to the enriched topic the score agent reads (:mod:`stream.core.routing`
 says where and how). A batch is acked once the broker has everything it
 produced (several batches may be on the wire at once, as the score agent's),
-so a crash re-delivers it; a profile counts a redelivered transaction once (by
-where the stage before read it, :func:`stream.core.routing.upstream`).
+so a crash re-delivers it; a profile counts a redelivered transaction or label
+once (by where the stage before read it, :func:`stream.core.routing.upstream`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from stream.core.retention import RetentionIndex
 from stream.core.routing import (
     ARRIVED_HEADER,
     FEATURES_HEADER,
+    FEEDBACK_STAGE,
     KIND_HEADER,
     SOURCE_HEADER,
     UPSTREAM_HEADER,
@@ -186,9 +187,10 @@ class Hops:
                 label_events = self.routing.label_events(item, entry, item.labelled_at_ms or 0)
                 if not label_events:
                     engine.stats.entity_labels_unrouted += 1
+                read_at = upstream(FEEDBACK_STAGE, message.partition, message.offset)
                 for j, entity_key, entity_event in label_events:
                     outbox.add(settings.entity_topic(self.routing.fields[j]), None, entity_key, entity_event.encode(),
-                               [(KIND_HEADER, b"label")])
+                               [(KIND_HEADER, b"label"), (UPSTREAM_HEADER, read_at)])
             done.append(event)
         outbox.put_all(engine.routes, writes)
         retention = self.route_retention

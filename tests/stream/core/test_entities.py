@@ -9,6 +9,7 @@ import pytest
 from models.profile import HOUR_MS, EntityProfile, encode
 from models.profile_features import entity_feature_names
 from stream.core.entities import EntityEvent, EntityStage
+from stream.core.routing import FEEDBACK_STAGE, parse_upstream, upstream
 from stream.core.stored import StoredRecordError
 
 DAY = 24 * HOUR_MS
@@ -63,6 +64,21 @@ def test_a_transaction_sent_again_by_a_restarted_stage_before_counts_once() -> N
     label = EntityEvent.label("t0", "a", 0, labelled_at_ms=5_000, fraud=True)
     twice = stage.process([(b"m1", label, None), (b"m1", label, None)], stored)
     assert twice.redelivered == [1] and len(twice.profiles[b"m1"].labels) == 1
+
+
+def test_a_label_resent_by_a_restarted_route_agent_counts_once_in_the_verdict_shares() -> None:
+    """By its feedback position, even where the profile has let its label event go (past MAX_LABELS)."""
+    feedback = upstream(FEEDBACK_STAGE, 2, 40)
+    where = parse_upstream(feedback)
+    stage = EntityStage("merchant_id")
+    first = stage.process([(b"m1", tx(0, "a", 0), (0, 0)),
+                           (b"m1", EntityEvent.label("t0", "a", 0, labelled_at_ms=DAY, fraud=True), where)], {})
+    profile = first.profiles[b"m1"]
+    profile.labels.clear()  # let go, as a busy terminal's legitimate labels are
+    resent = stage.process([(b"m1", EntityEvent.label("t0", "a", 0, labelled_at_ms=DAY, fraud=True), where),
+                            (b"m1", tx(1, "b", 2 * DAY), (0, 1))], {b"m1": profile})
+    assert resent.redelivered == [0] and profile.label_hours == {DAY // HOUR_MS: [1.0, 1.0]}
+    assert resent.features[0].features["merchant_label_fraud_share_7d"] == 1.0
 
 
 def test_stored_profiles_are_updated_in_place_and_an_unreadable_one_starts_afresh() -> None:
