@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ExampleWindow", "TreeModel"]
+__all__ = ["ExampleWindow", "TreeModel", "earns_its_place"]
 
 #: LightGBM parameters: conventional, not tuned on any test period. ``num_threads`` is set per fit.
 PARAMS: dict[str, Any] = {
@@ -49,6 +49,68 @@ PARAMS: dict[str, Any] = {
 }
 #: Boosting rounds of a refit (about 0.2 MB of trees: they travel in every snapshot).
 ROUNDS = 100
+#: The share of the newest examples that carry an input on trial which :func:`earns_its_place` holds out.
+HOLDOUT_SHARE = 0.3
+#: Frauds the holdout needs before an input on trial can show it earns its place.
+HOLDOUT_MIN_FRAUDS = 20
+#: Bootstrap resamples of the holdout, and the share of them the input must win.
+_RESAMPLES, _WINS = 100, 0.9
+
+
+def earns_its_place(x: npt.NDArray[np.float32], y: npt.NDArray[np.int8], weight: npt.NDArray[np.float32],
+                    times: npt.NDArray[np.int64], j: int, rounds: int = ROUNDS, threads: int = 1) -> bool:
+    """Do trees with input ``j`` rank the newest examples better than trees without it?
+
+    Stacking the sequence model's logit lets the trees decide how far to trust
+    it, but only on examples the sequence model was not trained on (the
+    others have ``j`` missing), and those are the newest few days after each
+    retraining: trees that split on a handful of them trust the logit at
+    random. So the input goes to a trial, as a person would put it: the
+    newest :data:`HOLDOUT_SHARE` of the examples that carry it are held out
+    (they need :data:`HOLDOUT_MIN_FRAUDS` frauds), trees with and without it
+    are fitted on everything older, and it stays only if it raises the
+    holdout's average precision (weighted as the window is thinned) in
+    nine resamples of the holdout out of ten (a paired bootstrap: an input
+    of noise wins about half of them). Time order, not a random split: a
+    score is always for traffic newer than its trees.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(4_000, 2)).astype(np.float32)
+        >>> y = ((x[:, 0] + 0.2 * rng.normal(size=4_000)) > 1.5).astype(np.int8)  # column 0 carries the label
+        >>> t, w = np.arange(4_000), np.ones(4_000, np.float32)
+        >>> earns_its_place(x, y, w, t, j=0, rounds=30), earns_its_place(x, y, w, t, j=1, rounds=30)
+        (True, False)
+    """
+    import lightgbm as lgb
+
+    from models.ranking import average_precision
+
+    carries = np.flatnonzero(~np.isnan(x[:, j]))
+    if not len(carries):
+        return False
+    cut = np.quantile(times[carries], 1.0 - HOLDOUT_SHARE)
+    held = carries[times[carries] >= cut]
+    older = times < cut
+    if int(y[held].sum()) < HOLDOUT_MIN_FRAUDS or len(np.unique(y[older])) < 2:
+        return False
+    params = {**PARAMS, "num_threads": threads}
+    scores = []
+    for keep in (True, False):
+        rows = x[older].copy()
+        if not keep:
+            rows[:, j] = np.nan
+        booster = lgb.train(params, lgb.Dataset(rows, label=y[older], weight=weight[older]), num_boost_round=rounds)
+        scores.append(booster.predict(x[held], num_threads=1))
+    # Paired bootstrap of the holdout: the input stays where it wins in nearly every resample, not by luck.
+    rng = np.random.default_rng(0)
+    wins = 0
+    for _ in range(_RESAMPLES):
+        pick = rng.integers(0, len(held), len(held))
+        yy, ww = y[held][pick], weight[held][pick]
+        with_it, without = (average_precision(yy, score[pick], ww) or 0.0 for score in scores)
+        wins += with_it > without
+    return wins >= _WINS * _RESAMPLES
 
 
 class ExampleWindow:
@@ -124,8 +186,18 @@ class ExampleWindow:
         keep = self._t[:n] >= self.newest_ms - self.window_ms
         if int(keep.sum()) >= self.max_examples:  # over the count: thin the legitimate examples
             legit = np.flatnonzero(keep & (self._y[:n] == 0))
-            keep[legit[1::2]] = False  # the oldest stays: the window keeps its span
-            self._w[legit[::2]] *= 2.0
+            weight = self._w[legit]
+            freed = 0
+            # Lightest first, in pairs of equal weight: one of each pair goes and the other weighs for both,
+            # so the total stays exact; a class with one row left is not doubled on every call (to infinity).
+            for value in np.unique(weight):
+                rows = legit[weight == value]
+                pairs = rows[:2 * (len(rows) // 2)]
+                keep[pairs[1::2]] = False  # the older of each pair stays: the window keeps its span
+                self._w[pairs[::2]] *= 2.0
+                freed += len(pairs) // 2
+                if freed >= self.max_examples // 4:
+                    break
         if int(keep.sum()) >= self.max_examples:  # the frauds alone fill it: the oldest go, whatever their time
             keep[:] = False
             keep[np.argsort(self._t[:n], kind="stable")[n - self.max_examples + 1:]] = True
@@ -142,6 +214,11 @@ class ExampleWindow:
         n = self._n
         inside = self._t[:n] >= self.newest_ms - self.window_ms
         return self._x[:n][inside].copy(), self._y[:n][inside].copy()
+
+    def times(self) -> npt.NDArray[np.int64]:
+        """The event time of each row of :meth:`arrays`."""
+        n = self._n
+        return self._t[:n][self._t[:n] >= self.newest_ms - self.window_ms].copy()
 
     def weights(self) -> npt.NDArray[np.float32]:
         """How many examples each row of :meth:`arrays` stands for (1, or a power of two once thinned)."""
@@ -166,8 +243,14 @@ class TreeModel:
         self.version = f"trees-{examples}-{digest}"
 
     @classmethod
-    def fit(cls, window: ExampleWindow, rounds: int = ROUNDS, threads: int = 1) -> TreeModel:
-        """Trees on the window's examples now; ``ValueError`` without both classes among them."""
+    def fit(cls, window: ExampleWindow, rounds: int = ROUNDS, threads: int = 1,
+            must_earn: str | None = None) -> TreeModel:
+        """Trees on the window's examples now; ``ValueError`` without both classes among them.
+
+        ``must_earn``: an input the trees may split on only where it earned
+        its place (:func:`earns_its_place`); otherwise its column is left
+        missing and the trees never read it (:attr:`ignored`).
+        """
         import lightgbm as lgb
 
         x, y = window.arrays()
@@ -176,10 +259,20 @@ class TreeModel:
         if frauds == 0 or frauds == len(y):
             raise ValueError(f"need fraud and legitimate examples to fit trees, got {frauds} of {len(y)}")
         params = {**PARAMS, "num_threads": threads}
-        booster = lgb.train(params, lgb.Dataset(x, label=y, weight=weight,
-                                                feature_name=list(_safe(window.feature_names)), free_raw_data=True),
+        names = list(_safe(window.feature_names))
+        if must_earn is not None and must_earn in window.feature_names:
+            j = window.feature_names.index(must_earn)
+            if not earns_its_place(x, y, weight, window.times(), j, rounds=rounds, threads=threads):
+                x[:, j] = np.nan
+        booster = lgb.train(params, lgb.Dataset(x, label=y, weight=weight, feature_name=names, free_raw_data=True),
                             num_boost_round=rounds)
         return cls(booster, window.feature_names, len(y), frauds, window.newest_ms)
+
+    @property
+    def ignored(self) -> tuple[str, ...]:
+        """Inputs no tree splits on (a constant, or an input that did not earn its place): they change no score."""
+        used = self.booster.feature_importance(importance_type="split")
+        return tuple(name for name, n in zip(self.feature_names, used, strict=True) if n == 0)
 
     def predict_matrix(self, matrix: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """P(fraud) of each row (columns in :attr:`feature_names` order)."""

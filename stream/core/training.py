@@ -161,7 +161,7 @@ class OnlineTraining:
         """Trees on the kept examples (reads a copy: may run in another thread while the loop goes on)."""
         if self.examples is None:
             raise RuntimeError("no example window: take_over() with a TreeSchedule first")
-        return TreeModel.fit(self.examples)
+        return TreeModel.fit(self.examples, must_earn=SEQUENCE_INPUT)
 
     def install_trees(self, trees: TreeModel) -> tuple[bytes, bytes]:
         """Score with ``trees`` from now on: the signed trees, then the snapshot that names them, to publish in that order."""

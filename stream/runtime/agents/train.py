@@ -114,7 +114,8 @@ class Trainer(OnlineTraining):
                  seconds)
         await self.engine.send_ops("trainer", {"type": "trees_refit", "version": trees.version,
                                                "examples": trees.examples, "frauds": trees.frauds,
-                                               "fitted_until_ms": trees.fitted_until_ms, "seconds": round(seconds, 3)})
+                                               "fitted_until_ms": trees.fitted_until_ms, "seconds": round(seconds, 3),
+                                               "ignored": list(trees.ignored)})
         self.engine.stats.trees_refits += 1
         trees_blob, snapshot = self.install_trees(trees)
         producer = await self.engine.producer()  # the trees first: the snapshot that names them follows
