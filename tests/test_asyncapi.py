@@ -42,8 +42,8 @@ RECEIVED = {"topic_transactions", "topic_feedback", "topic_rules"}
 
 
 def documented_topics(settings: Settings) -> list[str]:
-    """The channels the document must have: the engine's topics, and the rules topic users write."""
-    return [*topic_names(settings), settings.topic_rules]
+    """The channels the document must have: the engine's topics, the rules topic users write, the ops topic."""
+    return [*topic_names(settings), settings.topic_rules, settings.topic_ops]
 
 
 def _keywords(node: Any) -> set[str]:
@@ -198,7 +198,7 @@ def test_dead_letters_carry_the_header_schema_and_raw_bytes(doc: dict[str, Any])
 def test_operations_say_what_the_engine_reads_and_writes(doc: dict[str, Any]) -> None:
     defaults = Settings()
     expected = {getattr(defaults, s): ("receive" if s in RECEIVED else "send")
-                for s in [*PAYLOADS, *DLQ_TOPICS, "topic_rules"]}
+                for s in [*PAYLOADS, *DLQ_TOPICS, "topic_rules", "topic_ops"]}
     seen: dict[str, str] = {}
     for op_id, op in doc["operations"].items():
         channel = _deref(doc, op["channel"])
@@ -240,3 +240,28 @@ def test_the_rule_schema_accepts_what_the_cli_writes_and_refuses_what_workers_re
     assert set(schema["properties"]) == {"schema", *(f.name for f in fields(Rule))}
     for bad in ({**written, "action": "deny"}, {**written, "id": "-x"}, {**written, "extra": 1}):
         assert list(validator.iter_errors(bad)), bad
+
+
+def test_the_ops_schema_names_every_event_the_engine_sends_and_takes_a_real_one() -> None:
+    """Every ``"type": "..."`` an ops record is built with in the engine's code is in the schema's enum, and back."""
+    root = SCHEMAS.parent
+    sent = {m for path in [*root.glob("stream/**/*.py"), *root.glob("models/**/*.py")]
+            for m in re.findall(r'"type":\s*"([a-z_]+)"', path.read_text())}
+    schema = json.loads((SCHEMAS / "ops.json").read_text())
+    assert set(schema["properties"]["type"]["enum"]) == sent
+    import numpy as np
+
+    from stream.contracts.budget import Budget
+    from stream.core.budget import ThresholdController
+
+    budget = Budget.parse("0.005")
+    assert budget is not None
+    controller = ThresholdController(budget, floor=0.05, ceiling=0.99, initial=0.5)
+    rng = np.random.default_rng(0)
+    for minute in range(600):  # ten hours of a minute's scores each
+        controller.update(rng.beta(1, 30, 100), minute * 60_000, controller.threshold)
+    moved = controller.moved()
+    assert moved is not None and moved["type"] == "alert_threshold_moved"
+    Draft202012Validator(schema).validate({**moved, "at": 1, "app_id": "fraudstream"})
+    with pytest.raises(Exception, match="'type' is a required property"):
+        Draft202012Validator(schema).validate({"at": 1, "app_id": "fraudstream"})
