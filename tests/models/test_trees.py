@@ -45,3 +45,31 @@ def test_trees_fitted_on_a_thinned_window_still_rank_the_frauds_first() -> None:
     bayes = [0.01 * np.exp(-(a - 2) ** 2 / 2) / (0.01 * np.exp(-(a - 2) ** 2 / 2) + 0.99 * np.exp(-a * a / 2))
              for a in (2.0, 0.0)]
     assert np.allclose(p, bayes, rtol=0.5), (p, bayes)
+
+
+def _window_with_logit(n: int, masked_until: int, informative: bool) -> ExampleWindow:
+    """Examples of five features and a logit, the logit missing (NaN) up to ``masked_until`` as the trainer masks it."""
+    rng = np.random.default_rng(3)
+    w = ExampleWindow((*(f"a{k}" for k in range(5)), "sequence_logit"), window_ms=10**9, max_examples=n)
+    for i in range(n):
+        label = int(rng.random() < 0.05)
+        features = rng.normal(0.6 if label else 0.0, size=5)
+        logit = rng.normal(2.0 if label and informative else 0.0)
+        w.add([*features, np.nan if i <= masked_until else logit], label, event_time_ms=i)
+    return w
+
+
+def test_the_sequence_logit_stays_only_where_it_earned_its_place() -> None:
+    """Informative and out of sample on most examples: kept. Noise, or out of sample on too few: no tree reads it."""
+    kept = TreeModel.fit(_window_with_logit(6_000, masked_until=1_000, informative=True), rounds=30,
+                         must_earn="sequence_logit")
+    assert "sequence_logit" not in kept.ignored
+    noise = TreeModel.fit(_window_with_logit(6_000, masked_until=1_000, informative=False), rounds=30,
+                          must_earn="sequence_logit")
+    few = TreeModel.fit(_window_with_logit(6_000, masked_until=5_800, informative=True), rounds=30,
+                        must_earn="sequence_logit")
+    for trees in (noise, few):
+        assert trees.ignored == ("sequence_logit",)
+        assert trees.predict_matrix([[1.0] * 5 + [0.0]]) == trees.predict_matrix([[1.0] * 5 + [9.0]])  # no effect
+    free = TreeModel.fit(_window_with_logit(6_000, masked_until=1_000, informative=False), rounds=30)
+    assert "sequence_logit" not in free.ignored  # without the trial, trees split on noise too
