@@ -87,7 +87,7 @@ def earns_its_place(x: npt.NDArray[np.float32], y: npt.NDArray[np.int8], weight:
     from models.ranking import average_precision
 
     carries = np.flatnonzero(~np.isnan(x[:, j]))
-    if not len(carries):
+    if not len(carries) or np.ptp(x[carries, j]) == 0:  # nothing to learn from (an engine without the model: 0)
         return False
     cut = np.quantile(times[carries], 1.0 - HOLDOUT_SHARE)
     held = carries[times[carries] >= cut]
@@ -215,6 +215,12 @@ class ExampleWindow:
         inside = self._t[:n] >= self.newest_ms - self.window_ms
         return self._x[:n][inside].copy(), self._y[:n][inside].copy()
 
+    def carrying(self, name: str) -> int:
+        """Examples in the window now whose input ``name`` is known (not NaN)."""
+        n = self._n
+        inside = self._t[:n] >= self.newest_ms - self.window_ms
+        return int((~np.isnan(self._x[:n][inside, self.feature_names.index(name)])).sum())
+
     def times(self) -> npt.NDArray[np.int64]:
         """The event time of each row of :meth:`arrays`."""
         n = self._n
@@ -241,15 +247,19 @@ class TreeModel:
         self.fitted_until_ms = fitted_until_ms
         digest = hashlib.sha256(booster.model_to_string().encode()).hexdigest()[:8]
         self.version = f"trees-{examples}-{digest}"
+        #: Whether the input on trial earned its place at this fit (None: none was on trial).
+        self.verdict: bool | None = None
 
     @classmethod
     def fit(cls, window: ExampleWindow, rounds: int = ROUNDS, threads: int = 1,
-            must_earn: str | None = None) -> TreeModel:
+            must_earn: str | None = None, earned: bool | None = None) -> TreeModel:
         """Trees on the window's examples now; ``ValueError`` without both classes among them.
 
         ``must_earn``: an input the trees may split on only where it earned
-        its place (:func:`earns_its_place`); otherwise its column is left
-        missing and the trees never read it (:attr:`ignored`).
+        its place (:func:`earns_its_place`, or ``earned`` where the caller
+        has a recent verdict); otherwise its column is left missing and the
+        trees never read it (:attr:`ignored`). :attr:`verdict` is the trial's
+        outcome (None without one).
         """
         import lightgbm as lgb
 
@@ -260,13 +270,18 @@ class TreeModel:
             raise ValueError(f"need fraud and legitimate examples to fit trees, got {frauds} of {len(y)}")
         params = {**PARAMS, "num_threads": threads}
         names = list(_safe(window.feature_names))
+        verdict = None
         if must_earn is not None and must_earn in window.feature_names:
             j = window.feature_names.index(must_earn)
-            if not earns_its_place(x, y, weight, window.times(), j, rounds=rounds, threads=threads):
+            verdict = earned if earned is not None else earns_its_place(x, y, weight, window.times(), j,
+                                                                        rounds=rounds, threads=threads)
+            if not verdict:
                 x[:, j] = np.nan
         booster = lgb.train(params, lgb.Dataset(x, label=y, weight=weight, feature_name=names, free_raw_data=True),
                             num_boost_round=rounds)
-        return cls(booster, window.feature_names, len(y), frauds, window.newest_ms)
+        trees = cls(booster, window.feature_names, len(y), frauds, window.newest_ms)
+        trees.verdict = verdict
+        return trees
 
     @property
     def ignored(self) -> tuple[str, ...]:

@@ -73,6 +73,8 @@ __all__ = ["OnlineTraining", "TrainingStep", "TreeSchedule"]
 
 log = logging.getLogger("fraudstream.train")
 
+#: How far the examples that carry the sequence logit must have changed (a share) before it is tried again.
+TRIAL_AGAIN = 0.25
 #: Refusals of one source at which the cap is reported on the ops topic (not every one: no flood).
 _CAP_REPORTS = (1, 100, 10_000)
 
@@ -121,6 +123,8 @@ class OnlineTraining:
         self.examples: ExampleWindow | None = None
         #: Examples kept since the last snapshot the guard judged good (dropped again on a rollback).
         self._since_good = 0
+        #: The sequence logit's last trial: (examples that carried it then, its verdict).
+        self._trial: tuple[int, bool] | None = None
         self.guard = QualityGuard(window=window, delta=delta, min_labels=min_labels, max_auc_drop=max_auc_drop)
         self.cap = SourceCap(cap_per_hour)
         self.learner: OnlineLearner | None = None
@@ -158,10 +162,24 @@ class OnlineTraining:
         self.examples = None
 
     def fit_trees(self) -> TreeModel:
-        """Trees on the kept examples (reads a copy: may run in another thread while the loop goes on)."""
-        if self.examples is None:
+        """Trees on the kept examples (reads a copy: may run in another thread while the loop goes on).
+
+        The sequence logit is put on trial again (:func:`models.trees.earns_its_place`,
+        two more fits) only once the examples that carry it have changed by
+        :data:`TRIAL_AGAIN` since the last trial, a new sequence model
+        included: a refit's cost is what holds refits back in a replay.
+        """
+        window = self.examples
+        if window is None:
             raise RuntimeError("no example window: take_over() with a TreeSchedule first")
-        return TreeModel.fit(self.examples, must_earn=SEQUENCE_INPUT)
+        carrying = window.carrying(SEQUENCE_INPUT) if SEQUENCE_INPUT in window.feature_names else 0
+        last = self._trial
+        if last is not None and abs(carrying - last[0]) < TRIAL_AGAIN * max(last[0], 1):
+            return TreeModel.fit(window, must_earn=SEQUENCE_INPUT, earned=last[1])
+        trees = TreeModel.fit(window, must_earn=SEQUENCE_INPUT)
+        if trees.verdict is not None:
+            self._trial = (carrying, trees.verdict)
+        return trees
 
     def install_trees(self, trees: TreeModel) -> tuple[bytes, bytes]:
         """Score with ``trees`` from now on: the signed trees, then the snapshot that names them, to publish in that order."""

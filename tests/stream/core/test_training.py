@@ -168,3 +168,47 @@ def test_examples_from_the_sequence_models_training_period_are_learned_without_i
     assert unseen.sequence_masked == 0
     rows, _ = training.examples.arrays()
     assert np.isfinite(rows[200:, k]).all() and training.learner.regression.weights[SEQUENCE_INPUT] > 0
+
+
+def test_the_sequence_logit_is_tried_again_only_once_its_examples_have_changed(monkeypatch) -> None:
+    """Each trial is two more fits, and a refit's cost is what holds refits back in a replay."""
+    import numpy as np
+
+    import models.trees
+    from models.online import SEQUENCE_INPUT
+    from stream.core.training import TRIAL_AGAIN, TreeSchedule
+
+    trials: list[int] = []
+    real = models.trees.earns_its_place
+
+    def counted(x, *args, **kwargs):  # type: ignore[no-untyped-def]
+        trials.append(len(x))
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(models.trees, "earns_its_place", counted)
+    training = OnlineTraining(KEY, cap_per_hour=100_000, sequence_trained_until=lambda: None,
+                              trees=TreeSchedule(refit_ms=HOUR, window_ms=10**6 * HOUR, max_examples=100_000,
+                                                 min_frauds=20))
+    training.take_over(None, OnlineLearner())
+    names = training.learner.feature_names
+    k = names.index(SEQUENCE_INPUT)
+    rng = np.random.default_rng(0)
+
+    def batch(first: int, n: int) -> list[tuple[int, bytes]]:
+        out = []
+        for i in range(first, first + n):
+            fraud = int(rng.random() < 0.1)
+            x = [0.0] * len(names)
+            x[k] = float(rng.normal(3.0 if fraud else 0.0))
+            out.append((i, LabelledExample(x, fraud, "analyst", i * 1_000, ORIGIN._replace(offset=i)).encode()))
+        return out
+
+    training.step(batch(0, 1_000))
+    first = training.fit_trees()
+    assert trials == [1_000] and first.verdict is True and SEQUENCE_INPUT not in first.ignored
+    training.step(batch(1_000, int(1_000 * TRIAL_AGAIN) - 10))
+    again = training.fit_trees()
+    assert trials == [1_000] and again.verdict is True and SEQUENCE_INPUT not in again.ignored  # the last verdict
+    training.step(batch(2_000, 20))
+    training.fit_trees()
+    assert len(trials) == 2  # a quarter more examples carry it: tried again
