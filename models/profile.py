@@ -22,7 +22,8 @@ the confirmed fraud on it. A profile keeps, per entity value, what its features
 * hourly buckets of the labels received (by the hour of their ``labelled_at``)
   and how many of them said fraud, for the last :data:`WINDOW_HOURS` hours: the
   share of recent verdicts that were fraud, however many legitimate labels the
-  event list has let go.
+  event list has let go. Each verdict received counts once, in the hour it
+  arrived: a correction is one more verdict, beside the one it corrects.
 
 Everything is in event time, so a replay of last year gives what live traffic
 got. A transaction update carries where it was read from: its ``source`` (the

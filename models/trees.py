@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ExampleWindow", "TreeModel", "earns_its_place"]
+__all__ = ["ExampleWindow", "TreeModel", "WindowSnapshot", "earns_its_place"]
 
 #: LightGBM parameters: conventional, not tuned on any test period. ``num_threads`` is set per fit.
 PARAMS: dict[str, Any] = {
@@ -58,8 +58,8 @@ _RESAMPLES, _WINS = 100, 0.9
 
 
 def earns_its_place(x: npt.NDArray[np.float32], y: npt.NDArray[np.int8], weight: npt.NDArray[np.float32],
-                    times: npt.NDArray[np.int64], j: int, rounds: int = ROUNDS, threads: int = 1) -> bool:
-    """Do trees with input ``j`` rank the newest examples better than trees without it?
+                    times: npt.NDArray[np.int64], j: int, rounds: int = ROUNDS, threads: int = 1) -> bool | None:
+    """Do trees with input ``j`` rank the newest examples better than trees without it? None: no evidence yet.
 
     Stacking the sequence model's logit lets the trees decide how far to trust
     it, but only on examples the sequence model was not trained on (the
@@ -72,7 +72,9 @@ def earns_its_place(x: npt.NDArray[np.float32], y: npt.NDArray[np.int8], weight:
     holdout's average precision (weighted as the window is thinned) in
     nine resamples of the holdout out of ten (a paired bootstrap: an input
     of noise wins about half of them). Time order, not a random split: a
-    score is always for traffic newer than its trees.
+    score is always for traffic newer than its trees. Without the evidence
+    (a constant input, too few frauds held out) the answer is None, and
+    the input is left out as for a no.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -88,12 +90,12 @@ def earns_its_place(x: npt.NDArray[np.float32], y: npt.NDArray[np.int8], weight:
 
     carries = np.flatnonzero(~np.isnan(x[:, j]))
     if not len(carries) or np.ptp(x[carries, j]) == 0:  # nothing to learn from (an engine without the model: 0)
-        return False
+        return None
     cut = np.quantile(times[carries], 1.0 - HOLDOUT_SHARE)
     held = carries[times[carries] >= cut]
     older = times < cut
     if int(y[held].sum()) < HOLDOUT_MIN_FRAUDS or len(np.unique(y[older])) < 2:
-        return False
+        return None
     params = {**PARAMS, "num_threads": threads}
     scores = []
     for keep in (True, False):
@@ -215,21 +217,29 @@ class ExampleWindow:
         inside = self._t[:n] >= self.newest_ms - self.window_ms
         return self._x[:n][inside].copy(), self._y[:n][inside].copy()
 
-    def carrying(self, name: str) -> int:
-        """Examples in the window now whose input ``name`` is known (not NaN)."""
+    def snapshot(self) -> WindowSnapshot:
+        """Copies of the examples in the window now, taken in one go: a fit in another thread reads these while
+        the loop goes on adding (and thinning) examples."""
         n = self._n
         inside = self._t[:n] >= self.newest_ms - self.window_ms
-        return int((~np.isnan(self._x[:n][inside, self.feature_names.index(name)])).sum())
-
-    def times(self) -> npt.NDArray[np.int64]:
-        """The event time of each row of :meth:`arrays`."""
-        n = self._n
-        return self._t[:n][self._t[:n] >= self.newest_ms - self.window_ms].copy()
+        return WindowSnapshot(self.feature_names, self._x[:n][inside], self._y[:n][inside], self._w[:n][inside],
+                              self._t[:n][inside], self.newest_ms)
 
     def weights(self) -> npt.NDArray[np.float32]:
         """How many examples each row of :meth:`arrays` stands for (1, or a power of two once thinned)."""
         n = self._n
         return self._w[:n][self._t[:n] >= self.newest_ms - self.window_ms].copy()
+
+
+class WindowSnapshot(NamedTuple):
+    """The examples of an :class:`ExampleWindow` at one moment (:meth:`ExampleWindow.snapshot`)."""
+
+    feature_names: tuple[str, ...]
+    x: npt.NDArray[np.float32]
+    y: npt.NDArray[np.int8]
+    weights: npt.NDArray[np.float32]
+    times: npt.NDArray[np.int64]
+    newest_ms: int
 
 
 class TreeModel:
@@ -247,13 +257,13 @@ class TreeModel:
         self.fitted_until_ms = fitted_until_ms
         digest = hashlib.sha256(booster.model_to_string().encode()).hexdigest()[:8]
         self.version = f"trees-{examples}-{digest}"
-        #: Whether the input on trial earned its place at this fit (None: none was on trial).
+        #: Whether the input on trial earned its place at this fit (None: none on trial, or no evidence either way).
         self.verdict: bool | None = None
 
     @classmethod
-    def fit(cls, window: ExampleWindow, rounds: int = ROUNDS, threads: int = 1,
+    def fit(cls, window: ExampleWindow | WindowSnapshot, rounds: int = ROUNDS, threads: int = 1,
             must_earn: str | None = None, earned: bool | None = None) -> TreeModel:
-        """Trees on the window's examples now; ``ValueError`` without both classes among them.
+        """Trees on the window's examples (now, or as snapshotted); ``ValueError`` without both classes among them.
 
         ``must_earn``: an input the trees may split on only where it earned
         its place (:func:`earns_its_place`, or ``earned`` where the caller
@@ -263,23 +273,23 @@ class TreeModel:
         """
         import lightgbm as lgb
 
-        x, y = window.arrays()
-        weight = window.weights()
+        snap = window.snapshot() if isinstance(window, ExampleWindow) else window
+        x, y, weight = snap.x.copy(), snap.y, snap.weights
         frauds = int(y.sum())
         if frauds == 0 or frauds == len(y):
             raise ValueError(f"need fraud and legitimate examples to fit trees, got {frauds} of {len(y)}")
         params = {**PARAMS, "num_threads": threads}
-        names = list(_safe(window.feature_names))
+        names = list(_safe(snap.feature_names))
         verdict = None
-        if must_earn is not None and must_earn in window.feature_names:
-            j = window.feature_names.index(must_earn)
-            verdict = earned if earned is not None else earns_its_place(x, y, weight, window.times(), j,
-                                                                        rounds=rounds, threads=threads)
+        if must_earn is not None and must_earn in snap.feature_names:
+            j = snap.feature_names.index(must_earn)
+            verdict = earned if earned is not None else earns_its_place(x, y, weight, snap.times, j, rounds=rounds,
+                                                                        threads=threads)
             if not verdict:
                 x[:, j] = np.nan
         booster = lgb.train(params, lgb.Dataset(x, label=y, weight=weight, feature_name=names, free_raw_data=True),
                             num_boost_round=rounds)
-        trees = cls(booster, window.feature_names, len(y), frauds, window.newest_ms)
+        trees = cls(booster, snap.feature_names, len(y), frauds, snap.newest_ms)
         trees.verdict = verdict
         return trees
 

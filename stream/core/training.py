@@ -60,6 +60,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from models.guard import QualityGuard
 from models.online import SEQUENCE_INPUT, OnlineLearner, online_inputs
 from models.snapshot import seal, seal_trees, unseal
@@ -123,8 +125,12 @@ class OnlineTraining:
         self.examples: ExampleWindow | None = None
         #: Examples kept since the last snapshot the guard judged good (dropped again on a rollback).
         self._since_good = 0
-        #: The sequence logit's last trial: (examples that carried it then, its verdict).
-        self._trial: tuple[int, bool] | None = None
+        #: The sequence logit's last verdict: (the sequence model's trained_until, examples that carried it, verdict).
+        self._trial: tuple[int | None, int, bool] | None = None
+        #: Examples kept with the sequence logit since that verdict.
+        self._carrying_added = 0
+        #: What the trial of the fit under way judged on: (trained_until, examples carrying the logit, added).
+        self._pending_trial: tuple[int | None, int, int] | None = None
         self.guard = QualityGuard(window=window, delta=delta, min_labels=min_labels, max_auc_drop=max_auc_drop)
         self.cap = SourceCap(cap_per_hour)
         self.learner: OnlineLearner | None = None
@@ -162,29 +168,56 @@ class OnlineTraining:
         self.examples = None
 
     def fit_trees(self) -> TreeModel:
-        """Trees on the kept examples (reads a copy: may run in another thread while the loop goes on).
+        """Trees on the kept examples now (:meth:`trees_job`, run here)."""
+        trees = self.trees_job()()
+        self._record_trial(trees)
+        return trees
 
-        The sequence logit is put on trial again (:func:`models.trees.earns_its_place`,
-        two more fits) only once the examples that carry it have changed by
-        :data:`TRIAL_AGAIN` since the last trial, a new sequence model
-        included: a refit's cost is what holds refits back in a replay.
+    def trees_job(self) -> Callable[[], TreeModel]:
+        """A fit of trees on a snapshot of the kept examples taken now, to run in another thread.
+
+        The snapshot is taken here, on the caller's thread: the loop goes on
+        adding (and thinning) examples while the fit runs. The sequence logit
+        is put on trial again (:func:`models.trees.earns_its_place`, two more
+        fits) only when a new sequence model is in force or the examples
+        added with its logit since the last verdict are :data:`TRIAL_AGAIN`
+        of those it judged on: a refit's cost is what holds refits back in a
+        replay. A trial without evidence (too few frauds yet) leaves the logit
+        out and is run again at the next refit. The verdict is kept when the
+        trees are installed (:meth:`install_trees`, on the loop's thread).
         """
         window = self.examples
         if window is None:
             raise RuntimeError("no example window: take_over() with a TreeSchedule first")
-        carrying = window.carrying(SEQUENCE_INPUT) if SEQUENCE_INPUT in window.feature_names else 0
+        snap = window.snapshot()
+        trained_until = self.sequence_trained_until()
         last = self._trial
-        if last is not None and abs(carrying - last[0]) < TRIAL_AGAIN * max(last[0], 1):
-            return TreeModel.fit(window, must_earn=SEQUENCE_INPUT, earned=last[1])
-        trees = TreeModel.fit(window, must_earn=SEQUENCE_INPUT)
-        if trees.verdict is not None:
-            self._trial = (carrying, trees.verdict)
-        return trees
+        earned: bool | None = None
+        if last is not None and last[0] == trained_until and self._carrying_added < TRIAL_AGAIN * max(last[1], 1):
+            earned = last[2]
+            self._pending_trial = None
+        else:
+            carrying = int(np.count_nonzero(~np.isnan(snap.x[:, snap.feature_names.index(SEQUENCE_INPUT)]))) \
+                if SEQUENCE_INPUT in snap.feature_names else 0
+            self._pending_trial = (trained_until, carrying, self._carrying_added)
+
+        def fit() -> TreeModel:
+            return TreeModel.fit(snap, must_earn=SEQUENCE_INPUT, earned=earned)
+
+        return fit
+
+    def _record_trial(self, trees: TreeModel) -> None:
+        pending, self._pending_trial = self._pending_trial, None
+        if pending is not None and trees.verdict is not None:
+            trained_until, carrying, added = pending
+            self._trial = (trained_until, carrying, trees.verdict)
+            self._carrying_added -= added  # those added since the snapshot count towards the next trial
 
     def install_trees(self, trees: TreeModel) -> tuple[bytes, bytes]:
         """Score with ``trees`` from now on: the signed trees, then the snapshot that names them, to publish in that order."""
         if self.learner is None:
             raise RuntimeError("take_over() first: the trainer does not own a learner")
+        self._record_trial(trees)
         self.learner.trees = trees
         return seal_trees(trees, self.key), self._seal()
 
@@ -238,6 +271,8 @@ class OnlineTraining:
                 row = self.learner.vector(x)
                 if in_sample:
                     row[self.learner.feature_names.index(SEQUENCE_INPUT)] = math.nan
+                elif SEQUENCE_INPUT in x:
+                    self._carrying_added += 1
                 self.examples.add(row, ex.label, ex.event_time_ms)
                 self._since_good += 1
         self.applied_offset = last_offset

@@ -80,7 +80,8 @@ class Trainer(OnlineTraining):
         if step.refit_due and self._fitting is None and time.perf_counter() >= self._next_fit_at:
             # In a thread (LightGBM releases the GIL), and not awaited: labels keep being learned meanwhile, so a
             # replay (a day of event time in seconds) does not leave the learner behind while the trees fit.
-            self._fitting = (asyncio.ensure_future(asyncio.to_thread(self.fit_trees)), time.perf_counter())
+            # The job's snapshot of the examples is taken here, on the loop: step() goes on adding to them.
+            self._fitting = (asyncio.ensure_future(asyncio.to_thread(self.trees_job())), time.perf_counter())
         if snapshot is not None:
             await producer.send(settings.models_topic, b"online", snapshot, partition=0, timestamp=None,
                                 headers=None)
