@@ -47,10 +47,13 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import cel
+import numpy as np
+import numpy.typing as npt
 
 from models.features import FEATURE_NAMES
 from models.profile_features import ENTITY_INPUTS
 from stream.contracts.records import Transaction
+from stream.core.rule_vectors import VectorRule, vectorise
 
 __all__ = [
     "ACTIONS",
@@ -193,11 +196,13 @@ def check_record(rule: Rule) -> None:
 
 @dataclass(frozen=True)
 class CompiledRule:
-    """A rule with its compiled program and the variables it reads."""
+    """A rule with its compiled program, the variables it reads, and its NumPy form where it has one."""
 
     rule: Rule
     program: Any = field(repr=False)
     variables: frozenset[str]
+    #: The same expression over a whole micro-batch (:mod:`stream.core.rule_vectors`); None: the interpreter only.
+    vector: VectorRule | None = field(default=None, repr=False, compare=False)
 
 
 def _nesting(expression: str) -> int:
@@ -261,7 +266,7 @@ def compile_rule(rule: Rule) -> CompiledRule:
     if not isinstance(trial, bool):
         raise RuleError(f"{where}: the expression must be a bool (true when the rule hits), it gives a "
                         f"{_cel_type(trial)}")
-    return CompiledRule(rule, program, read)
+    return CompiledRule(rule, program, read, vectorise(expression, VARIABLES))
 
 
 def _cel_type(value: Any) -> str:
@@ -298,6 +303,38 @@ class RuleOutcome:
 
 
 _NO_RULES = RuleOutcome()
+
+
+def _execute(compiled: CompiledRule, context: Any) -> bool | None:
+    """The rule on one record through the interpreter; None when it fails there (or gives no bool)."""
+    try:
+        result = compiled.program.execute(context)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # noqa: BLE001 - any failure leaves this rule out for this record only
+        return None
+    return result if isinstance(result, bool) else None
+
+
+def _columns(transactions: Sequence[Transaction], matrix: Any, names: Sequence[str],
+             scores: Sequence[float] | None, wanted: set[str]) -> dict[str, Any]:
+    """The batch's columns of the variables in ``wanted`` that have values here, as :mod:`stream.core.rule_vectors`
+    reads them; a contract field holding anything but its validated type is left out."""
+    at = {name: j for j, name in enumerate(names)}
+    columns: dict[str, Any] = {}
+    for name in wanted:
+        if name in CONTRACT_VARIABLES:
+            values = [getattr(t, "event_time_ms" if name == "event_time" else name) for t in transactions]
+            kind = type(CONTRACT_VARIABLES[name])
+            if not all(type(v) is kind for v in values):  # not as validated: its rules go to the interpreter
+                continue
+            columns[name] = np.array(values, dtype=object if kind is str else np.float64 if kind is float
+                                     else np.int64)
+        elif name in at:
+            columns[name] = np.asarray(matrix[:, at[name]], dtype=np.float64)
+        elif name == "score" and scores is not None:
+            columns[name] = np.asarray(scores, dtype=np.float64)
+    return columns
 
 
 class RuleSet:
@@ -354,6 +391,76 @@ class RuleSet:
                                  zip(*(components[m] for m in models), strict=True)] if models else [{}] * n
         return [{name: column[i] for name, column in columns.items()} for i in range(n)]
 
+    def evaluate_batch(self, transactions: Sequence[Transaction], matrix: Any, names: Sequence[str],
+                       scores: Sequence[float] | None = None,
+                       components: Mapping[str, Sequence[float]] | None = None) -> list[RuleOutcome]:
+        """:meth:`evaluate` of :meth:`activations`, the same outcomes, with the rules that have a NumPy form
+        evaluated once over the batch's columns (:mod:`stream.core.rule_vectors`) and only the others record by
+        record through the interpreter.
+
+        >>> import numpy as np
+        >>> rules = RuleSet([Rule("big", "amount > 500.0", "alert", reason="big"),
+        ...                  Rule("seq", "components['sequence'] > 0.9", "tag", tag="seq")])  # map: interpreter
+        >>> ts = [Transaction("t1", "c1", 0, 900.0), Transaction("t2", "c1", 0, 5.0)]
+        >>> [o.hits for o in rules.evaluate_batch(ts, np.zeros((2, 0)), [], [0.1, 0.2], {"sequence": [0.95, 0.1]})]
+        [['big', 'seq'], []]
+        """
+        started = time.perf_counter()
+        n = len(transactions)
+        if not self.rules or not n:
+            self.last_seconds, self.last_hits, self.last_failures = 0.0, {}, {}
+            return [_NO_RULES] * n
+        columns = _columns(transactions, matrix, names, scores,
+                           {v for r in self.rules if r.vector is not None for v in r.variables})
+        hit = np.zeros((len(self.rules), n), dtype=bool)
+        failed = np.zeros((len(self.rules), n), dtype=bool)
+        slow: list[int] = []
+        for k, compiled in enumerate(self.rules):
+            if compiled.vector is not None and compiled.variables <= columns.keys():
+                hit[k] = compiled.vector(columns, n)
+            else:  # no NumPy form, or a variable without a clean column here: the interpreter decides
+                slow.append(k)
+        if slow:
+            reader = RuleSet([self.rules[k] for k in slow])
+            for i, activation in enumerate(reader.activations(transactions, matrix, names, scores, components)):
+                context = cel.Context({name: activation[name] for name in reader.variables if name in activation})
+                for k in slow:
+                    result = _execute(self.rules[k], context)
+                    if result is None:
+                        failed[k, i] = True
+                    else:
+                        hit[k, i] = result
+        hit &= ~failed
+        out = self._outcomes(hit, failed)
+        self.last_hits = {self.rules[k].rule.id: int(c) for k, c in enumerate(hit.sum(axis=1)) if c}
+        self.last_failures = {self.rules[k].rule.id: int(c) for k, c in enumerate(failed.sum(axis=1)) if c}
+        self.last_seconds = time.perf_counter() - started
+        return out
+
+    def _outcomes(self, hit: npt.NDArray[np.bool_], failed: npt.NDArray[np.bool_]) -> list[RuleOutcome]:
+        """One outcome per record (column) from the rules' hits and failures, as :meth:`evaluate` builds them."""
+        rules = self.rules
+        n = hit.shape[1]
+        every = self.versions()  # shared by the records on which no rule failed: read-only from here on
+        out = [RuleOutcome(versions=every) for _ in range(n)]
+        for i in np.flatnonzero(failed.any(axis=0)).tolist():
+            outcome = out[i]
+            outcome.versions = {r.rule.id: r.rule.version for k, r in enumerate(rules) if not failed[k, i]}
+            outcome.failures = [rules[k].rule.id for k in np.flatnonzero(failed[:, i]).tolist()]
+        records, which = np.nonzero(hit.T)  # by record, then by rule (id order)
+        for i, k in zip(records.tolist(), which.tolist(), strict=True):
+            rule, outcome = rules[k].rule, out[i]
+            if rule.mode == "shadow":
+                outcome.shadow_hits.append(rule.id)
+                continue
+            outcome.hits.append(rule.id)
+            outcome.actions.add(rule.action)
+            if rule.action == "tag":
+                outcome.tags.append(rule.tag)
+            elif rule.action in ("alert", "block"):
+                outcome.reasons.append((rule.id, rule.reason))
+        return out
+
     def evaluate(self, activations: Sequence[Mapping[str, Any]]) -> list[RuleOutcome]:
         """One outcome per activation (its variables by name: :data:`VARIABLES`; more are ignored)."""
         started = time.perf_counter()
@@ -369,13 +476,8 @@ class RuleSet:
             outcome = RuleOutcome()
             for compiled in self.rules:
                 rule = compiled.rule
-                try:
-                    hit = compiled.program.execute(context)
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except BaseException:  # noqa: BLE001 - any failure leaves this rule out for this record only
-                    hit = None
-                if not isinstance(hit, bool):
+                hit = _execute(compiled, context)
+                if hit is None:
                     outcome.failures.append(rule.id)
                     failures[rule.id] = failures.get(rule.id, 0) + 1
                     continue

@@ -302,7 +302,7 @@ class BatchScoring:
             return [RuleOutcome()] * len(score_rows)
         names = [name for name in ONLINE_INPUTS if name in self._rule_columns]
         matrix = inputs[:, [ONLINE_INPUTS.index(name) for name in names]]
-        outcomes = rules.evaluate(rules.activations(kept, matrix, names, scores, components))
+        outcomes = rules.evaluate_batch(kept, matrix, names, scores, components)
         for record, outcome in zip(score_rows, outcomes, strict=True):
             record["rules"], record["rule_hits"], record["shadow_hits"] = (
                 outcome.versions, outcome.hits, outcome.shadow_hits)
