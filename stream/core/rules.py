@@ -288,6 +288,18 @@ class RuleOutcome:
     reasons: list[tuple[str, str]] = field(default_factory=list)
     actions: set[str] = field(default_factory=set)
 
+    def hit(self, rule: Rule) -> None:
+        """Record that ``rule`` hit: in shadow mode only that; active, its action, tag or reason too."""
+        if rule.mode == "shadow":
+            self.shadow_hits.append(rule.id)
+            return
+        self.hits.append(rule.id)
+        self.actions.add(rule.action)
+        if rule.action == "tag":
+            self.tags.append(rule.tag)
+        elif rule.action in ("alert", "block"):
+            self.reasons.append((rule.id, rule.reason))
+
     def decision(self, model_alert: bool) -> str:
         """``allow`` > ``block`` > ``alert`` (a rule's or the model's) > ``pass``.
 
@@ -449,16 +461,7 @@ class RuleSet:
             outcome.failures = [rules[k].rule.id for k in np.flatnonzero(failed[:, i]).tolist()]
         records, which = np.nonzero(hit.T)  # by record, then by rule (id order)
         for i, k in zip(records.tolist(), which.tolist(), strict=True):
-            rule, outcome = rules[k].rule, out[i]
-            if rule.mode == "shadow":
-                outcome.shadow_hits.append(rule.id)
-                continue
-            outcome.hits.append(rule.id)
-            outcome.actions.add(rule.action)
-            if rule.action == "tag":
-                outcome.tags.append(rule.tag)
-            elif rule.action in ("alert", "block"):
-                outcome.reasons.append((rule.id, rule.reason))
+            out[i].hit(rules[k].rule)
         return out
 
     def evaluate(self, activations: Sequence[Mapping[str, Any]]) -> list[RuleOutcome]:
@@ -485,15 +488,7 @@ class RuleSet:
                 if not hit:
                     continue
                 hits[rule.id] = hits.get(rule.id, 0) + 1
-                if rule.mode == "shadow":
-                    outcome.shadow_hits.append(rule.id)
-                    continue
-                outcome.hits.append(rule.id)
-                outcome.actions.add(rule.action)
-                if rule.action == "tag":
-                    outcome.tags.append(rule.tag)
-                elif rule.action in ("alert", "block"):
-                    outcome.reasons.append((rule.id, rule.reason))
+                outcome.hit(rule)
             out.append(outcome)
         self.last_hits, self.last_failures = hits, failures
         self.last_seconds = time.perf_counter() - started
