@@ -328,6 +328,12 @@ def _execute(compiled: CompiledRule, context: Any) -> bool | None:
     return result if isinstance(result, bool) else None
 
 
+def _contract_column(transactions: Sequence[Transaction], name: str) -> list[Any]:
+    """The values of contract variable ``name`` (``event_time`` is the transaction's ``event_time_ms``)."""
+    attribute = "event_time_ms" if name == "event_time" else name
+    return [getattr(t, attribute) for t in transactions]
+
+
 def _columns(transactions: Sequence[Transaction], matrix: Any, names: Sequence[str],
              scores: Sequence[float] | None, wanted: set[str]) -> dict[str, Any]:
     """The batch's columns of the variables in ``wanted`` that have values here, as :mod:`stream.core.rule_vectors`
@@ -336,7 +342,7 @@ def _columns(transactions: Sequence[Transaction], matrix: Any, names: Sequence[s
     columns: dict[str, Any] = {}
     for name in wanted:
         if name in CONTRACT_VARIABLES:
-            values = [getattr(t, "event_time_ms" if name == "event_time" else name) for t in transactions]
+            values = _contract_column(transactions, name)
             kind = type(CONTRACT_VARIABLES[name])
             if not all(type(v) is kind for v in values):  # not as validated: its rules go to the interpreter
                 continue
@@ -391,8 +397,7 @@ class RuleSet:
         at = {name: j for j, name in enumerate(names)}
         for name in sorted(self.variables):
             if name in CONTRACT_VARIABLES:
-                attribute = "event_time_ms" if name == "event_time" else name
-                columns[name] = [getattr(t, attribute) for t in transactions]
+                columns[name] = _contract_column(transactions, name)
             elif name in at:
                 columns[name] = matrix[:, at[name]].tolist()
             elif name == "score" and scores is not None:
