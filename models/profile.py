@@ -181,6 +181,15 @@ class ProfileIndex:
         return bisect_left(self.card_seen, end) - bisect_left(self.card_seen, start)
 
 
+def _count_label(label_hours: dict[int, list[float]], labelled_at_ms: int, fraud: bool) -> int:
+    """Count a label received at ``labelled_at_ms`` in its hour's bucket; returns the hour."""
+    hour = labelled_at_ms // HOUR_MS
+    bucket = label_hours.setdefault(hour, [0.0, 0.0])
+    bucket[0] += 1
+    bucket[1] += fraud
+    return hour
+
+
 @dataclass(slots=True)
 class EntityProfile:
     """The state of one entity value; see the module docstring for what each part is for."""
@@ -268,10 +277,7 @@ class EntityProfile:
         if offset is not None:
             self.sources[source] = offset
         self.labels.append(event)
-        hour = labelled_at_ms // HOUR_MS
-        bucket = self.label_hours.setdefault(hour, [0.0, 0.0])
-        bucket[0] += 1
-        bucket[1] += fraud
+        hour = _count_label(self.label_hours, labelled_at_ms, fraud)
         if self._index is not None:
             self._index.fraud_times = None
             if not self._index.add_label_to_last_hour(hour, fraud):
@@ -430,7 +436,5 @@ def decode(data: bytes) -> EntityProfile:
         at += _LABEL_HOUR.size
     if version < 3:  # kept no label hours: those of the label events it kept (legitimate ones may have gone)
         for e in profile.labels:
-            bucket = profile.label_hours.setdefault(e.labelled_at_ms // HOUR_MS, [0.0, 0.0])
-            bucket[0] += 1
-            bucket[1] += e.fraud
+            _count_label(profile.label_hours, e.labelled_at_ms, e.fraud)
     return profile
