@@ -203,7 +203,10 @@ def _stream(cfg: ExperimentConfig, table: pa.Table, rows: Split, history: Path, 
         summary = run_replay(ReplayConfig(
             input=history, settings=replay_settings, quiet=True, restart=True,
             checkpoint=out / "replay-checkpoint.json", labels=LabelPolicy(delay_ms=cfg.label_delay_ms),
-            pace=Pace(mode="rate", value=cfg.replay_rate)))
+            pace=Pace(mode="rate", value=cfg.replay_rate),
+            # Both engines refit daily in event time, as live: how many refits a compressed replay leaves room
+            # for would otherwise decide the comparison (replay/refits.py).
+            wait_for_refits=tuple((s.topic_ops, s.app_id) for s, _ in engines.values()) if cfg.trees_refit_days else ()))
         print(summary.line(), flush=True)
         records = {name: consume_scores(broker.bootstrap_servers, s.topic_scores, timeout_s=120, expected=cfg.rows)
                    for name, (s, _) in engines.items()}

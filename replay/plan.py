@@ -98,6 +98,23 @@ class Plan:
         """Event times for pacing: labels after the last transaction are not waited for."""
         return np.minimum(self.times[start:stop], self.last_transaction_ms)
 
+    def labelled_ms(self, start: int, stop: int) -> npt.NDArray[np.int64]:
+        """Per event ``start .. stop-1``: a label's transaction time, -1 for a transaction.
+
+        >>> import pyarrow as pa
+        >>> from replay.mapping import Rows
+        >>> rows = Rows(np.array([1]), pa.array(["t1"]), pa.array(["c1"]), np.array([5]), np.array([1.0]), {},
+        ...             np.array([0], np.int8), None)
+        >>> plan(rows, LabelPolicy(delay_ms=10)).labelled_ms(0, 2).tolist()
+        [-1, 5]
+        """
+        ids = self.order[start:stop]
+        is_label = ids >= self.n_transactions
+        if not self.n_labels:
+            return np.full(len(ids), -1, dtype=np.int64)
+        row = self.label_row[np.where(is_label, ids - self.n_transactions, 0)]
+        return np.where(is_label, self.rows.time_ms[row], -1).astype(np.int64)
+
     def records(self, start: int, stop: int) -> list[Event]:
         """Events ``start .. stop-1`` with their JSON values (column-wise, then one dict each)."""
         ids = self.order[start:stop]

@@ -42,9 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from replay.mapping import map_rows, resolve_mapping, write_rejects
 from replay.plan import LabelPolicy, Plan, plan
 from replay.progress import Pace, Schedule, make_bar
+from replay.refits import RefitGate, follow_refits
 from replay.resume import RUN_HEADER, SEQ_HEADER, Checkpoint, ReplayError, replay_fingerprint, scan_tails
 from replay.source import Reject, open_source
 from stream.contracts.records import InvalidRecord, Limits, parse_feedback, parse_transaction
@@ -79,6 +82,10 @@ class ReplayConfig:
     verify: bool = False
     stop_after: int | None = None
     chunk_events: int = 20_000
+    #: Engines to wait for where their trees fall due for a refit (:mod:`replay.refits`): ``(ops topic, app id)``
+    #: pairs (app id None: any). Refits every ``settings.trees_refit_s`` of event time.
+    wait_for_refits: tuple[tuple[str, str | None], ...] = ()
+    refit_timeout_s: float = 120.0
 
     @property
     def checkpoint_path(self) -> Path:
@@ -102,6 +109,9 @@ class ReplaySummary:
     stopped: str | None = None
     already_complete: bool = False
     batches_sent: int = 0  # record batches handed to the producer (one per topic partition per send)
+    refit_waits: int = 0  # holds for a refit (--wait-for-refits), and how long they took
+    refit_wait_s: float = 0.0
+    refit_timeouts: int = 0
 
     @property
     def complete(self) -> bool:
@@ -117,6 +127,9 @@ class ReplaySummary:
         """The one-line summary printed at the end."""
         state = "complete" if self.complete else f"{self.stopped or 'stopped'}; rerun the same command to resume"
         skipped = f", {self.already_written:,} already on the topic" if self.already_written else ""
+        if self.refit_waits or self.refit_timeouts:
+            skipped += (f", held {self.refit_wait_s:.0f} s for {self.refit_waits:,} tree refits"
+                        + (f" ({self.refit_timeouts} not reported in time)" if self.refit_timeouts else ""))
         return (f"replay: sent {self.transactions_sent:,} transactions and {self.labels_sent:,} labels{skipped}, "
                 f"{len(self.rejects):,} rejected rows, in {self.elapsed_s:.1f} s ({self.rate:,.0f} events/s); "
                 f"position {self.position:,}/{self.total_events:,}, {state}")
@@ -165,7 +178,9 @@ def run_replay(config: ReplayConfig, *, stop: threading.Event | None = None,
     asyncio.run(sender.run())
     return ReplaySummary(n_rows, rejects, sender.sent[0], sender.sent[1],
                          sender.skipped, ckpt.position, len(stream), sender.elapsed, ckpt.run_id, sender.stopped,
-                         batches_sent=sender.batches)
+                         batches_sent=sender.batches, refit_waits=sender.gate.waits if sender.gate else 0,
+                         refit_wait_s=sender.gate.waited_s if sender.gate else 0.0,
+                         refit_timeouts=sender.gate.timeouts if sender.gate else 0)
 
 
 class _Sender:
@@ -183,6 +198,13 @@ class _Sender:
         self.elapsed = 0.0
         self.stopped: str | None = None
         self.futures: list[tuple[asyncio.Future[Any], str, int]] = []
+        refit_ms = int(s.trees_refit_s * 1000)
+        if config.wait_for_refits and refit_ms <= 0:
+            raise ReplayError("waiting for tree refits needs FRAUDSTREAM_TREES_REFIT_S > 0 (the engines' setting)")
+        self.gate = RefitGate(refit_ms, [topic for topic, _ in config.wait_for_refits], config.refit_timeout_s) \
+            if config.wait_for_refits else None
+        #: The newest transaction time among the labels sent (what makes a refit due).
+        self.labelled_up_to = -1
 
     async def run(self) -> None:
         s = self.config.settings
@@ -201,7 +223,14 @@ class _Sender:
             written = await scan_tails(s, self.partitions, self.ckpt, len(self.plan), fresh)
             if fresh:
                 self.ckpt.save(self.config.checkpoint_path)
-            await self._loop(producer, written)
+            following = None if self.gate is None else asyncio.ensure_future(
+                follow_refits(s, self.gate, self.config.wait_for_refits))
+            try:
+                await self._loop(producer, written)
+            finally:
+                if following is not None:
+                    following.cancel()
+                    await asyncio.gather(following, return_exceptions=True)
         finally:
             await producer.stop()  # also delivers what was queued: the next resume finds it by its headers
 
@@ -231,6 +260,9 @@ class _Sender:
                     if tick_left > 0:
                         await asyncio.sleep(tick_left)
                 count = schedule.due_count(pos, stream.pace_times(pos, end)) if pos < end else 0
+                held = False
+                if self.gate is not None and count:
+                    count, held = self._up_to_refit(pos, count)
                 if count == 0:
                     if pos >= end or time.monotonic() - last_commit >= 1.0:
                         await self._commit(pos)
@@ -269,9 +301,15 @@ class _Sender:
                 bar.update(count)
                 if self.after_send is not None:
                     self.after_send(pos)
-                if pos - ckpt.position >= config.chunk_events or pos >= limit or time.monotonic() - last_commit >= 1.0:
-                    await self._commit(pos)
+                if held or pos - ckpt.position >= config.chunk_events or pos >= limit or \
+                        time.monotonic() - last_commit >= 1.0:
+                    await self._commit(pos)  # a hold waits for the engines to have what made the refit due
                     last_commit = time.monotonic()
+                if held:
+                    assert self.gate is not None
+                    await self.gate.wait(self.labelled_up_to)
+                    if pos < limit:  # on from here at the pace asked for, not in a burst to catch up the hold
+                        schedule.start(pos, int(stream.pace_times(pos, pos + 1)[0]))
             if pos < total:
                 self.stopped = "interrupted" if self.stop.is_set() else "stopped by --stop-after"
             await self._commit(pos)
@@ -282,6 +320,25 @@ class _Sender:
         finally:
             bar.close()
             self.elapsed = time.monotonic() - began
+
+    def _up_to_refit(self, pos: int, count: int) -> tuple[int, bool]:
+        """How many of the ``count`` events due from ``pos`` go before a hold for a refit, and whether one follows.
+
+        The hold comes right after the label that makes a refit due, while
+        transactions are still to come (labels after the last one change no
+        score).
+        """
+        assert self.gate is not None
+        labelled = self.plan.labelled_ms(pos, pos + count)
+        reach = np.maximum.accumulate(np.maximum(labelled, self.labelled_up_to))
+        live = self.plan.times[pos:pos + count] <= self.plan.last_transaction_ms
+        threshold = self.gate.due_at()
+        due = live & (labelled >= 0) & (reach >= threshold) if threshold is not None else np.zeros(count, dtype=bool)
+        if due.any():
+            count = int(np.argmax(due)) + 1
+        if count:
+            self.labelled_up_to = int(reach[count - 1])
+        return count, bool(due.any())
 
     async def _send(self, producer: Any, batch: Any, topic: str, part: int) -> None:
         batch.close()

@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     pace = g.add_mutually_exclusive_group()
     pace.add_argument("--speed", default=None, metavar="max|Nx", help="max (default) or N times real time, e.g. 60x")
     pace.add_argument("--rate", type=float, default=None, metavar="N", help="fixed events per second")
+    g.add_argument("--wait-for-refits", action="store_true",
+                   help="hold where the engine's trees fall due for a refit (every FRAUDSTREAM_TREES_REFIT_S of "
+                        "event time) until its trainer reports it on FRAUDSTREAM_TOPIC_OPS, as a day of live "
+                        "traffic would have waited; for a replay that judges the engine")
+    g.add_argument("--refit-timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="longest hold for one refit, then replay on with a warning (default 120)")
     g = p.add_argument_group("kafka (defaults from FRAUDSTREAM_* variables)")
     g.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="override FRAUDSTREAM_BOOTSTRAP_SERVERS")
     g.add_argument("--topic", metavar="NAME", help="transactions topic (FRAUDSTREAM_TOPIC_TRANSACTIONS)")
@@ -101,11 +107,18 @@ def _config(args: argparse.Namespace) -> ReplayConfig:
         only_fraud=args.labels_only_fraud, drop_late=args.drop_late_labels, seed=args.seed)
     if args.checkpoint_every < 1 or (args.stop_after is not None and args.stop_after < 0):
         raise ValueError("--checkpoint-every must be >= 1 and --stop-after >= 0")
+    if args.refit_timeout <= 0:
+        raise ValueError("--refit-timeout must be > 0")
+    settings = Settings.from_env(**overrides)
+    if args.wait_for_refits and settings.trees_refit_s <= 0:
+        raise ValueError("--wait-for-refits: FRAUDSTREAM_TREES_REFIT_S is 0, the engine fits no trees")
     return ReplayConfig(
         input=args.input, mapping=mapping, input_format=args.format, timestamp_unit=args.timestamp_unit,
-        labels=labels, pace=Pace.parse(args.speed, args.rate), settings=Settings.from_env(**overrides),
+        labels=labels, pace=Pace.parse(args.speed, args.rate), settings=settings,
         checkpoint=args.checkpoint, restart=args.restart, rejects_path=args.rejects, strict=args.strict,
-        quiet=args.quiet, verify=args.verify, stop_after=args.stop_after, chunk_events=args.checkpoint_every)
+        quiet=args.quiet, verify=args.verify, stop_after=args.stop_after, chunk_events=args.checkpoint_every,
+        wait_for_refits=((settings.topic_ops, settings.app_id),) if args.wait_for_refits else (),
+        refit_timeout_s=args.refit_timeout)
 
 
 def _report_rejects(rejects: Sequence[Reject], rows: int, rejects_path: Path | None, shown: int = 10) -> None:

@@ -34,6 +34,9 @@ __all__ = ["Trainer", "register"]
 
 log = logging.getLogger("fraudstream.train")
 
+#: Seconds without labels after which a due refit starts at once, whatever FRAUDSTREAM_TREES_CPU_SHARE says.
+QUIET_S = 1.0
+
 
 def sequence_trained_until(scorer: Any) -> int | None:
     """The newest transaction time the sequence model in force was trained on, from its checkpoint (None: unknown)."""
@@ -57,6 +60,8 @@ class Trainer(OnlineTraining):
         self._fitting: tuple[asyncio.Future[TreeModel], float] | None = None
         #: No fit starts before this (monotonic seconds): fits take at most FRAUDSTREAM_TREES_CPU_SHARE of a core.
         self._next_fit_at = 0.0
+        #: When a step last had labels (monotonic seconds).
+        self._labels_at = 0.0
 
     def release(self) -> None:
         super().release()
@@ -75,25 +80,36 @@ class Trainer(OnlineTraining):
         for record in step.ops:
             await engine.send_ops("trainer", record)
         snapshot = step.snapshot
+        refit: dict[str, Any] | None = None
         if self._fitting is not None and self._fitting[0].done():
-            snapshot = await self._install() or snapshot
-        if step.refit_due and self._fitting is None and time.perf_counter() >= self._next_fit_at:
+            installed = await self._install()
+            if installed is not None:
+                snapshot, refit = installed
+        now = time.perf_counter()
+        if events:
+            self._labels_at = now
+        # A quiet label path (a paused replay waiting for this refit: replay/refits.py) has no CPU to protect.
+        may_fit = now >= self._next_fit_at or now - self._labels_at >= QUIET_S
+        if step.refit_due and self._fitting is None and may_fit:
             # In a thread (LightGBM releases the GIL), and not awaited: labels keep being learned meanwhile, so a
             # replay (a day of event time in seconds) does not leave the learner behind while the trees fit.
             # The job's snapshot of the examples is taken here, on the loop: step() goes on adding to them.
-            self._fitting = (asyncio.ensure_future(asyncio.to_thread(self.trees_job())), time.perf_counter())
+            self._fitting = (asyncio.ensure_future(asyncio.to_thread(self.trees_job())), now)
         if snapshot is not None:
             await producer.send(settings.models_topic, b"online", snapshot, partition=0, timestamp=None,
                                 headers=None)
             engine.stats.snapshots_published += 1
+        if refit is not None:  # once the trees and the snapshot naming them are out: a replay waits for this
+            await engine.send_ops("trainer", refit)
         engine.stats.labels_learned += step.learned
         engine.stats.labels_capped += step.capped
         engine.stats.labels_sequence_masked += step.sequence_masked
         engine.stats.rollbacks += step.rollbacks
 
 
-    async def _install(self) -> bytes | None:
-        """Seal the trees a finished fit made into the next snapshot (None if it failed: the current ones stay)."""
+    async def _install(self) -> tuple[bytes, dict[str, Any]] | None:
+        """Seal the trees a finished fit made into the next snapshot, and the ``trees_refit`` ops record to send
+        after it (None if it failed: the current ones stay)."""
         assert self._fitting is not None
         future, started = self._fitting
         self._fitting = None
@@ -113,16 +129,15 @@ class Trainer(OnlineTraining):
         self._next_fit_at = now + seconds * (1.0 / share - 1.0)
         log.info("trees %s fitted on %d examples (%d fraud) in %.1f s", trees.version, trees.examples, trees.frauds,
                  seconds)
-        await self.engine.send_ops("trainer", {"type": "trees_refit", "version": trees.version,
-                                               "examples": trees.examples, "frauds": trees.frauds,
-                                               "fitted_until_ms": trees.fitted_until_ms, "seconds": round(seconds, 3),
-                                               "ignored": list(trees.ignored)})
+        record = {"type": "trees_refit", "version": trees.version, "examples": trees.examples,
+                  "frauds": trees.frauds, "fitted_until_ms": trees.fitted_until_ms, "seconds": round(seconds, 3),
+                  "ignored": list(trees.ignored)}
         self.engine.stats.trees_refits += 1
         trees_blob, snapshot = self.install_trees(trees)
         producer = await self.engine.producer()  # the trees first: the snapshot that names them follows
         await producer.send(self.engine.settings.models_topic, b"trees", trees_blob, partition=0, timestamp=None,
                             headers=None)
-        return snapshot
+        return snapshot, record
 
 
 def register(engine: Engine) -> Trainer:
