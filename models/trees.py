@@ -217,13 +217,39 @@ class ExampleWindow:
         inside = self._t[:n] >= self.newest_ms - self.window_ms
         return self._x[:n][inside].copy(), self._y[:n][inside].copy()
 
-    def snapshot(self) -> WindowSnapshot:
+    def snapshot(self, before: int | None = None) -> WindowSnapshot:
         """Copies of the examples in the window now, taken in one go: a fit in another thread reads these while
-        the loop goes on adding (and thinning) examples."""
+        the loop goes on adding (and thinning) examples.
+
+        ``before``: only the examples of transactions before it, in the
+        window that ends there (a refit at a whole refit period of event time
+        fits on the same examples however late a straggler arrives). Rows
+        come in transaction-time order, not arrival order: LightGBM's bagging
+        picks rows by position, so two workers (or two runs) with the same
+        examples fit the same trees.
+
+        >>> w = ExampleWindow(("a",), window_ms=100, max_examples=10)
+        >>> for t in (30, 10, 20, 40):
+        ...     w.add([t], 0, event_time_ms=t)
+        >>> s = w.snapshot(before=40); s.times.tolist(), s.newest_ms
+        ([10, 20, 30], 40)
+        """
         n = self._n
-        inside = self._t[:n] >= self.newest_ms - self.window_ms
-        return WindowSnapshot(self.feature_names, self._x[:n][inside], self._y[:n][inside], self._w[:n][inside],
-                              self._t[:n][inside], self.newest_ms)
+        if before is None:
+            inside = self._t[:n] >= self.newest_ms - self.window_ms
+            newest = self.newest_ms
+        else:
+            inside = (self._t[:n] >= before - self.window_ms) & (self._t[:n] < before)
+            newest = before
+        rows = np.flatnonzero(inside)
+        rows = rows[np.lexsort((self._y[rows], self._t[rows]))]
+        return WindowSnapshot(self.feature_names, self._x[rows], self._y[rows], self._w[rows], self._t[rows], newest)
+
+    def frauds_before(self, before: int) -> int:
+        """Frauds among the examples :meth:`snapshot` ``(before)`` would take."""
+        n = self._n
+        t = self._t[:n]
+        return int(self._y[:n][(t >= before - self.window_ms) & (t < before)].sum())
 
     def weights(self) -> npt.NDArray[np.float32]:
         """How many examples each row of :meth:`arrays` stands for (1, or a power of two once thinned)."""

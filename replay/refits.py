@@ -1,34 +1,33 @@
 """Holding a replay where a live engine would have refit its trees (``fraudstream replay --wait-for-refits``).
 
 Live, a day of event time takes a day: the trainer refits the fused score's
-trees every ``FRAUDSTREAM_TREES_REFIT_S`` of event time, the fit takes
-seconds, and the next day's transactions are scored by trees that know the
-labels received until then. A replay runs a day in seconds; the trainer then
-refits only when ``FRAUDSTREAM_TREES_CPU_SHARE`` lets it, so a set of trees
-serves several days of the replay and what the replay reports depends on
-the machine's speed, not on the model. With this gate the replay waits, after
-sending the label that makes a refit due, until every engine it watches has
-reported the refit on its ops topic (``trees_refit``), as live traffic would
-have waited a few seconds of the day.
+trees at each whole ``FRAUDSTREAM_TREES_REFIT_S`` of the labelled
+transactions' time (:meth:`stream.core.training.OnlineTraining.step`), the
+fit takes seconds, and the next day's transactions are scored by trees that
+know the labels received until then. A replay runs a day in seconds; the
+trainer then refits only when ``FRAUDSTREAM_TREES_CPU_SHARE`` lets it, so a
+set of trees serves several days of the replay and what the replay reports
+depends on the machine's speed, not on the model.
 
-The rule, per engine: once it has reported a first refit (before that its
-trainer may still lack ``FRAUDSTREAM_TREES_MIN_FRAUDS`` frauds: nothing to
-wait for), the replay holds while the newest transaction time among the
-labels it has sent is ``refit_ms`` or more past the newest example its trees
-were fitted on (``fitted_until_ms``). That is the trainer's own rule
-(:meth:`stream.core.training.OnlineTraining.step`'s ``refit_due``), seen from
-the replay's side. A hold that lasts ``timeout_s`` (a refit failed, a
-trainer lost its partition) is given up with a warning: the replay goes on
-rather than hang.
+With this gate the replay holds right after the first label of a
+transaction in a new refit period (the label that makes the trainer pass
+the period's start) until every engine it watches has reported, on its ops
+topic, either the refit up to that point (``trees_refit``,
+``fitted_until_ms``) or that it passed it without one
+(``trees_refit_skipped``, ``until_ms``: too few frauds yet, say). A hold
+that lasts ``timeout_s`` (a fit that failed, an engine that is not running
+or already knows later history) ends with a warning, and that engine is not
+waited for again: the replay goes on rather than hang.
 
 Example:
-    >>> gate = RefitGate(refit_ms=86_400_000, engines=("ops-a", "ops-b"))
-    >>> gate.refit("ops-a", fitted_until_ms=0)
-    >>> gate.holding(labels_up_to_ms=86_399_999), gate.holding(labels_up_to_ms=86_400_000), gate.due_at()
-    ([], ['ops-a'], 86400000)
-    >>> gate.refit("ops-a", fitted_until_ms=86_400_000)
-    >>> gate.holding(labels_up_to_ms=86_400_000)  # ops-b has not refit yet: nothing known to wait for
-    []
+    >>> day = 86_400_000
+    >>> gate = RefitGate(refit_ms=day, engines=("ops-a", "ops-b"))
+    >>> gate.start(5)  # the first label sent: a transaction of day 0
+    >>> gate.holding(day - 1), gate.holding(day), gate.due_at()
+    ([], ['ops-a', 'ops-b'], 86400000)
+    >>> gate.report("ops-a", day)
+    >>> gate.holding(day), gate.holding(2 * day)
+    (['ops-b'], ['ops-a', 'ops-b'])
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ from typing import Any
 from stream.contracts.settings import Settings
 from stream.kafka.follow import follow_topic
 
-__all__ = ["RefitGate", "follow_refits"]
+__all__ = ["RefitGate", "follow_refits", "reported_until"]
 
 log = logging.getLogger("fraudstream.replay")
 
@@ -56,30 +55,47 @@ class RefitGate:
             raise ValueError(f"refit_ms must be positive, got {refit_ms}")
         self.refit_ms = refit_ms
         self.timeout_s = timeout_s
-        #: The newest ``fitted_until_ms`` each engine reported (None: no refit yet).
-        self.fitted: dict[str, int | None] = dict.fromkeys(engines)
+        #: The latest refit period each engine reported having passed (None: none since the replay began).
+        self.reported: dict[str, int | None] = dict.fromkeys(engines)
+        #: The refit period of the first label sent: the trainer passes it without a report.
+        self.started: int | None = None
+        #: Engines not waited for any more (one hold for them timed out).
+        self.given_up: set[str] = set()
         self.changed = asyncio.Event()
-        #: Holds that ended in a refit, and holds given up after ``timeout_s``.
+        #: Holds that ended in a report, and holds given up after ``timeout_s``.
         self.waits = 0
         self.timeouts = 0
         self.waited_s = 0.0
 
-    def refit(self, engine: str, fitted_until_ms: int) -> None:
-        """``engine`` reported trees fitted on examples up to ``fitted_until_ms``."""
-        last = self.fitted.get(engine)
-        if engine in self.fitted and (last is None or fitted_until_ms > last):
-            self.fitted[engine] = fitted_until_ms
+    def start(self, labelled_ms: int) -> None:
+        """The first label sent is of a transaction at ``labelled_ms``."""
+        if self.started is None:
+            self.started = labelled_ms // self.refit_ms * self.refit_ms
+
+    def report(self, engine: str, until_ms: int) -> None:
+        """``engine`` reported having passed the refit period that starts at ``until_ms``."""
+        last = self.reported.get(engine)
+        if engine in self.reported and (last is None or until_ms > last):
+            self.reported[engine] = until_ms
             self.changed.set()
 
+    def _passed(self, engine: str) -> int | None:
+        reported, started = self.reported[engine], self.started
+        if reported is None or started is None:
+            return reported if started is None else started
+        return max(reported, started)
+
     def holding(self, labels_up_to_ms: int) -> list[str]:
-        """The engines whose refit is due once labels of transactions up to ``labels_up_to_ms`` have been sent."""
-        return [engine for engine, fitted in self.fitted.items()
-                if fitted is not None and labels_up_to_ms - fitted >= self.refit_ms]
+        """The engines yet to report the refit period of ``labels_up_to_ms`` (the newest labelled transaction sent)."""
+        period = labels_up_to_ms // self.refit_ms * self.refit_ms
+        return [engine for engine in self.reported
+                if engine not in self.given_up and (passed := self._passed(engine)) is not None and period > passed]
 
     def due_at(self) -> int | None:
         """The smallest ``labels_up_to_ms`` that :meth:`holding` holds at (None: none would)."""
-        known = [fitted for fitted in self.fitted.values() if fitted is not None]
-        return min(known) + self.refit_ms if known else None
+        passed = [p for engine in self.reported if engine not in self.given_up
+                  and (p := self._passed(engine)) is not None]
+        return min(passed) + self.refit_ms if passed else None
 
     async def wait(self, labels_up_to_ms: int) -> None:
         """Until no engine is :meth:`holding` the replay, or ``timeout_s`` (then a warning, and on)."""
@@ -96,47 +112,60 @@ class RefitGate:
         self.waited_s += time.monotonic() - began
         if held:
             self.timeouts += 1
-            log.warning("no trees refit reported by %s within %.0f s of it falling due; replaying on", held,
-                        self.timeout_s)
-            for engine in held:  # wait again only for the next refit after this one's due point
-                self.fitted[engine] = labels_up_to_ms
+            self.given_up.update(held)
+            log.warning("%s reported no tree refit (trees_refit or trees_refit_skipped) within %.0f s of the refit "
+                        "period that starts at %d ms; replaying on without waiting for it again", held, self.timeout_s,
+                        labels_up_to_ms // self.refit_ms * self.refit_ms)
         else:
             self.waits += 1
 
 
-def trees_refit(value: bytes | None, app_id: str | None) -> int | None:
-    """``fitted_until_ms`` of an ops record that reports a refit (of ``app_id``'s trainer, if given), else None.
+def reported_until(value: bytes | None, app_id: str | None) -> int | None:
+    """The refit period an ops record says was passed (``trees_refit``'s ``fitted_until_ms``,
+    ``trees_refit_skipped``'s ``until_ms``), of ``app_id``'s trainer if given; else None.
 
-    >>> trees_refit(b'{"type": "trees_refit", "fitted_until_ms": 5, "app_id": "a"}', "a")
+    >>> reported_until(b'{"type": "trees_refit", "fitted_until_ms": 5, "app_id": "a"}', "a")
     5
-    >>> trees_refit(b'{"type": "trees_refit", "fitted_until_ms": 5, "app_id": "b"}', "a") is None
+    >>> reported_until(b'{"type": "trees_refit_skipped", "until_ms": 7, "app_id": "a"}', None)
+    7
+    >>> reported_until(b'{"type": "trees_refit", "fitted_until_ms": 5, "app_id": "b"}', "a") is None
     True
-    >>> trees_refit(b'not json', None) is None
+    >>> reported_until(b'not json', None) is None
     True
     """
     try:
         record: Any = json.loads(value or b"")
     except ValueError:
         return None
-    if not isinstance(record, dict) or record.get("type") != "trees_refit":
+    if not isinstance(record, dict) or (app_id is not None and record.get("app_id") != app_id):
         return None
-    if app_id is not None and record.get("app_id") != app_id:
-        return None
-    fitted = record.get("fitted_until_ms")
-    return int(fitted) if isinstance(fitted, int | float) else None
+    field = {"trees_refit": "fitted_until_ms", "trees_refit_skipped": "until_ms"}.get(str(record.get("type")))
+    until = record.get(field) if field else None
+    return int(until) if isinstance(until, int | float) and not isinstance(until, bool) else None
 
 
-async def follow_refits(settings: Settings, gate: RefitGate, engines: Sequence[tuple[str, str | None]]) -> None:
-    """Feed ``gate`` each refit the ``(ops topic, app id)`` engines report from now on, until cancelled."""
+async def follow_refits(settings: Settings, gate: RefitGate, engines: Sequence[tuple[str, str | None]],
+                        reading: asyncio.Event) -> None:
+    """Feed ``gate`` what the ``(ops topic, app id)`` engines report from now on, until cancelled.
+
+    ``reading`` is set once every topic is read up to its end: the replay
+    starts then, so no report it causes can be taken for the backlog (which
+    may be an earlier replay's).
+    """
+    behind = len(engines)
+
+    def caught_up() -> None:
+        nonlocal behind
+        behind -= 1
+        if not behind:
+            reading.set()
 
     async def follow(topic: str, app_id: str | None) -> None:
         def seen(message: Any) -> None:
-            fitted = trees_refit(message.value, app_id)
-            if fitted is not None:
-                gate.refit(topic, fitted)
+            until = reported_until(message.value, app_id)
+            if until is not None:
+                gate.report(topic, until)
 
-        # Only refits reported from now on: an ops topic's backlog may report the trees of an earlier replay of the
-        # same history, which would let this one run past its first refits unheld.
-        await follow_topic(settings, topic, lambda _: None, lambda: None, seen)
+        await follow_topic(settings, topic, lambda _: None, caught_up, seen)
 
     await asyncio.gather(*(follow(topic, app_id) for topic, app_id in engines))

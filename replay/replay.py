@@ -143,6 +143,8 @@ def run_replay(config: ReplayConfig, *, stop: threading.Event | None = None,
     ``after_send(position)`` runs after records up to ``position`` were handed
     to the producer and before they are acknowledged (tests inject crashes there).
     """
+    if config.wait_for_refits and config.settings.trees_refit_s <= 0:
+        raise ReplayError("waiting for tree refits needs FRAUDSTREAM_TREES_REFIT_S > 0 (the engines' setting)")
     source = open_source(config.input, config.input_format)
     mapping = resolve_mapping(config.mapping, source.columns)
     data = source.read(sorted(set(mapping.values())))
@@ -198,10 +200,7 @@ class _Sender:
         self.elapsed = 0.0
         self.stopped: str | None = None
         self.futures: list[tuple[asyncio.Future[Any], str, int]] = []
-        refit_ms = int(s.trees_refit_s * 1000)
-        if config.wait_for_refits and refit_ms <= 0:
-            raise ReplayError("waiting for tree refits needs FRAUDSTREAM_TREES_REFIT_S > 0 (the engines' setting)")
-        self.gate = RefitGate(refit_ms, [topic for topic, _ in config.wait_for_refits], config.refit_timeout_s) \
+        self.gate = RefitGate(int(s.trees_refit_s * 1000), [topic for topic, _ in config.wait_for_refits], config.refit_timeout_s) \
             if config.wait_for_refits else None
         #: The newest transaction time among the labels sent (what makes a refit due).
         self.labelled_up_to = -1
@@ -223,8 +222,14 @@ class _Sender:
             written = await scan_tails(s, self.partitions, self.ckpt, len(self.plan), fresh)
             if fresh:
                 self.ckpt.save(self.config.checkpoint_path)
-            following = None if self.gate is None else asyncio.ensure_future(
-                follow_refits(s, self.gate, self.config.wait_for_refits))
+            following = None
+            if self.gate is not None:
+                reading = asyncio.Event()
+                following = asyncio.ensure_future(follow_refits(s, self.gate, self.config.wait_for_refits, reading))
+                await asyncio.wait([following, asyncio.ensure_future(reading.wait())],
+                                   return_when=asyncio.FIRST_COMPLETED, timeout=60)
+                if following.done():  # it failed: say why rather than replay unheld
+                    following.result()
             try:
                 await self._loop(producer, written)
             finally:
@@ -324,12 +329,14 @@ class _Sender:
     def _up_to_refit(self, pos: int, count: int) -> tuple[int, bool]:
         """How many of the ``count`` events due from ``pos`` go before a hold for a refit, and whether one follows.
 
-        The hold comes right after the label that makes a refit due, while
+        The hold comes right after the first label of a new refit period, while
         transactions are still to come (labels after the last one change no
         score).
         """
         assert self.gate is not None
         labelled = self.plan.labelled_ms(pos, pos + count)
+        if self.gate.started is None and (labels := labelled[labelled >= 0]).size:
+            self.gate.start(int(labels[0]))  # the trainer passes the first period without a report
         reach = np.maximum.accumulate(np.maximum(labelled, self.labelled_up_to))
         live = self.plan.times[pos:pos + count] <= self.plan.last_transaction_ms
         threshold = self.gate.due_at()

@@ -29,11 +29,13 @@ of the last example it includes, whether the guard judged it good).
 
 With a :class:`TreeSchedule` it also keeps each learned example in an
 :class:`~models.trees.ExampleWindow` and says when the fused score's trees
-are due for a refit (``refit_due``): every ``refit_ms`` of event time, once
-the window holds ``min_frauds`` frauds, and after a takeover only once it
+are due for a refit (``refit_due``): at each whole multiple of ``refit_ms``
+of the labelled transactions' time, on the examples of the transactions
+before it, once those hold ``min_frauds`` frauds, and after a takeover only once it
 holds at least half the examples the current trees were fitted on (a new
 owner's window starts empty; trees fitted on a few hours would be worse than
-the ones it has). The caller fits (:meth:`OnlineTraining.fit_trees`, in a
+the ones it has). A whole period passed without a refit is reported on the
+ops topic (``trees_refit_skipped``, with the reason). The caller fits (:meth:`OnlineTraining.fit_trees`, in a
 thread: it reads a copy) and installs them (:meth:`OnlineTraining.install_trees`,
 which seals the snapshot that carries them).
 
@@ -86,7 +88,7 @@ class TrainingStep:
     """What one step caused, for the caller to send."""
 
     #: Operational records for the ops topic (``type``: ``bad_labelled_example``, ``label_source_capped``,
-    #: ``online_model_rollback``).
+    #: ``online_model_rollback``, ``trees_refit_skipped``).
     ops: list[dict[str, Any]] = field(default_factory=list)
     #: Labels refused by the source cap, for the feedback DLQ.
     dead_letters: list[DeadLetter] = field(default_factory=list)
@@ -129,6 +131,11 @@ class OnlineTraining:
         self._trial: tuple[int | None, int, bool] | None = None
         #: Examples kept with the sequence logit since that verdict.
         self._carrying_added = 0
+        #: Where the refit due after the last step ends (:meth:`_refit_due`); None: none due (a fit of everything).
+        self._refit_before: int | None = None
+        self._skipped = ""
+        #: The whole refit period the examples have reached (reported once passed: :meth:`_passing`).
+        self._passed: int | None = None
         #: What the trial of the fit under way judged on: (trained_until, examples carrying the logit, added).
         self._pending_trial: tuple[int | None, int, int] | None = None
         self.guard = QualityGuard(window=window, delta=delta, min_labels=min_labels, max_auc_drop=max_auc_drop)
@@ -159,6 +166,7 @@ class OnlineTraining:
             self.learner = copy.deepcopy(fallback)
         if self.trees is not None:
             self.examples = ExampleWindow(self.learner.feature_names, self.trees.window_ms, self.trees.max_examples)
+        self._passed = self.learner.trees.fitted_until_ms if self.learner.trees is not None else None
         log.info("trainer owns the online learner: seq %d, %d labels, resuming after offset %d",
                  self.seq, self.learner.n_labels, self.applied_offset)
 
@@ -189,7 +197,7 @@ class OnlineTraining:
         window = self.examples
         if window is None:
             raise RuntimeError("no example window: take_over() with a TreeSchedule first")
-        snap = window.snapshot()
+        snap = window.snapshot(before=self._refit_before)
         trained_until = self.sequence_trained_until()
         last = self._trial
         earned: bool | None = None
@@ -221,17 +229,39 @@ class OnlineTraining:
         self.learner.trees = trees
         return seal_trees(trees, self.key), self._seal()
 
-    def _refit_due(self) -> bool:
+    def _refit_due(self) -> tuple[int | None, str]:
+        """The whole refit period of event time the trees are due to be fitted up to (or None, and why not).
+
+        Refits fall on whole multiples of ``refit_ms`` (with a day: midnight
+        UTC) of the labelled transactions' time, each on the examples of the
+        transactions before it: the same trees for the same history, however
+        fast it is replayed and whichever worker owns the learner.
+        """
         examples, schedule, learner = self.examples, self.trees, self.learner
         if examples is None or schedule is None or learner is None or schedule.refit_ms <= 0:
-            return False
-        if examples.frauds < schedule.min_frauds:
-            return False
+            return None, "no_trees"
+        boundary = examples.newest_ms // schedule.refit_ms * schedule.refit_ms
         current = learner.trees
-        if current is None:
-            return True
-        return (examples.newest_ms - current.fitted_until_ms >= schedule.refit_ms
-                and len(examples) >= current.examples // 2)
+        if current is not None and boundary <= current.fitted_until_ms:
+            return None, "fitted"
+        if current is not None and len(examples) < current.examples // 2:
+            return None, "window_after_takeover"
+        if examples.frauds_before(boundary) < schedule.min_frauds:
+            return None, "too_few_frauds"
+        return boundary, ""
+
+    def _passing(self, out: TrainingStep) -> None:
+        """Report a whole refit period passed without a refit (``trees_refit_skipped``), so a replay holding for
+        one (:mod:`replay.refits`) knows none is coming."""
+        examples, schedule = self.examples, self.trees
+        if examples is None or schedule is None or schedule.refit_ms <= 0 or not len(examples):
+            return
+        boundary = examples.newest_ms // schedule.refit_ms * schedule.refit_ms
+        if self._passed is not None and boundary > self._passed and self._refit_before is None:
+            out.ops.append({"type": "trees_refit_skipped", "until_ms": boundary, "reason": self._skipped,
+                            "frauds": examples.frauds_before(boundary), "min_frauds": schedule.min_frauds})
+        if self._passed is None or boundary > self._passed:
+            self._passed = boundary
 
     def step(self, examples: Sequence[tuple[int, bytes | None]]) -> TrainingStep:
         """Learn ``(offset, record value)`` pairs of the labelled topic, in offset order."""
@@ -274,11 +304,17 @@ class OnlineTraining:
                 elif SEQUENCE_INPUT in x:
                     self._carrying_added += 1
                 self.examples.add(row, ex.label, ex.event_time_ms)
+                if self._passed is None and self.trees is not None and self.trees.refit_ms > 0:
+                    # The first example's period is passed without a report (:meth:`_passing`), as a replay's
+                    # first label's is (replay/refits.py); a step that spans the next one reports it.
+                    self._passed = ex.event_time_ms // self.trees.refit_ms * self.trees.refit_ms
                 self._since_good += 1
         self.applied_offset = last_offset
         if last_offset > start_offset:
             out.snapshot = self._seal()
-        out.refit_due = self._refit_due()
+        self._refit_before, self._skipped = self._refit_due()
+        out.refit_due = self._refit_before is not None
+        self._passing(out)
         return out
 
     def _seal(self) -> bytes:

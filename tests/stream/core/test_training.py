@@ -85,7 +85,7 @@ def test_a_vector_stored_before_entity_profiles_is_learned_with_its_entity_input
     assert (means["log_amount"], means["sequence_logit"], means["merchant_fraud_7d"]) == (1.0, 1.0, 0.0)
 
 
-def test_trees_are_due_once_enough_frauds_are_kept_and_again_after_the_refit_interval() -> None:
+def test_trees_are_due_at_each_whole_refit_period_once_enough_frauds_are_kept_before_it() -> None:
     from stream.core.training import TreeSchedule
 
     training = OnlineTraining(KEY, cap_per_hour=10_000,
@@ -97,19 +97,72 @@ def test_trees_are_due_once_enough_frauds_are_kept_and_again_after_the_refit_int
         return [(i, LabelledExample([float(i % 4 == 0)] * width, int(i % 4 == 0), "analyst", at,
                                     ORIGIN._replace(offset=i)).encode()) for i in range(first, first + n)]
 
-    assert not training.step(batch(0, 40, 0)).refit_due  # 10 frauds: fewer than 20
-    assert training.step(batch(40, 360, 0)).refit_due
+    assert not training.step(batch(0, 40, HOUR // 2)).refit_due  # 10 frauds: fewer than 20
+    assert not training.step(batch(40, 360, HOUR // 2)).refit_due  # 100, but their hour has not ended
+    assert training.step(batch(400, 4, HOUR)).refit_due  # the next hour's first label: a refit on the hour before
     trees = training.fit_trees()
-    assert (trees.examples, trees.frauds, trees.fitted_until_ms) == (400, 100, 0)
+    assert (trees.examples, trees.frauds, trees.fitted_until_ms) == (400, 100, HOUR), "the next hour's are not in"
     trees_blob, snapshot = training.install_trees(trees)
     learner, meta = unseal(snapshot, KEY)
-    assert learner.trees is None and meta["trees"] == trees.version and meta["offset"] == 399  # named, not carried
+    assert learner.trees is None and meta["trees"] == trees.version and meta["offset"] == 403  # named, not carried
     sent, _ = unseal_trees(trees_blob, KEY)
     assert sent.version == trees.version
     p = sent.predict_matrix([[1.0] * width, [0.0] * width])
     assert p[0] > 0.5 > p[1]
-    assert not training.step(batch(400, 10, HOUR - 1)).refit_due  # within the interval
-    assert training.step(batch(410, 10, HOUR)).refit_due
+    assert not training.step(batch(404, 10, 2 * HOUR - 1)).refit_due  # within the period
+    assert training.step(batch(414, 10, 2 * HOUR)).refit_due
+
+
+def test_a_refit_period_passed_without_a_refit_is_reported_once_with_the_reason() -> None:
+    """A replay holding for the refit (replay/refits.py) learns this way that none is coming."""
+    from stream.core.training import TreeSchedule
+
+    training = OnlineTraining(KEY, cap_per_hour=10_000,
+                              trees=TreeSchedule(refit_ms=HOUR, window_ms=10 * HOUR, max_examples=10_000, min_frauds=20))
+    training.take_over(None, OnlineLearner())
+    width = len(training.learner.feature_names)
+    offsets = iter(range(10**6))
+
+    def step(n: int, at: int, fraud: int = 0) -> list[dict]:
+        return training.step([(k := next(offsets), LabelledExample([0.0] * width, fraud, "analyst", at,
+                                                                    ORIGIN._replace(offset=k)).encode())
+                              for _ in range(n)]).ops
+
+    first = step(5, HOUR // 2, fraud=1) + step(5, HOUR // 2)
+    assert first == [], "the first example's period passes without a report"
+    skipped = step(1, HOUR)
+    assert skipped == [{"type": "trees_refit_skipped", "until_ms": HOUR, "reason": "too_few_frauds", "frauds": 5,
+                        "min_frauds": 20}]
+    assert step(1, HOUR + 1) == [], "once per period"
+    assert [r["until_ms"] for r in step(1, 3 * HOUR)] == [3 * HOUR], "periods passed in one step: the latest"
+
+
+def test_the_same_examples_give_the_same_trees_whatever_their_order_and_stragglers_of_the_next_period() -> None:
+    """Two owners (or two replays at different speeds) that learned the same labels fit the same trees."""
+    import numpy as np
+
+    from stream.core.training import TreeSchedule
+
+    schedule = TreeSchedule(refit_ms=HOUR, window_ms=10 * HOUR, max_examples=10_000, min_frauds=5)
+    rng = np.random.default_rng(3)
+    width = len(OnlineLearner().feature_names)
+    rows = []
+    for i in range(600):
+        fraud = int(rng.random() < 0.2)
+        x = rng.normal(size=width) + fraud
+        rows.append((x.tolist(), fraud, int(rng.integers(0, HOUR))))
+    fits = []
+    for order, stragglers in ((range(600), 0), (rng.permutation(600), 30)):
+        training = OnlineTraining(KEY, cap_per_hour=10_000, trees=schedule)
+        training.take_over(None, OnlineLearner())
+        examples = [rows[i] for i in order] + [(rows[i][0], rows[i][1], HOUR + i) for i in range(stragglers + 1)]
+        step = training.step([(k, LabelledExample(x, y, "analyst", at, ORIGIN._replace(offset=k)).encode())
+                              for k, (x, y, at) in enumerate(examples)])
+        assert step.refit_due
+        fits.append(training.fit_trees())
+    probe = rng.normal(size=(50, width))
+    assert fits[0].examples == fits[1].examples == 600
+    assert np.array_equal(fits[0].predict_matrix(probe), fits[1].predict_matrix(probe))
 
 
 def test_a_new_owner_keeps_the_published_trees_until_its_window_holds_half_their_examples() -> None:
@@ -128,7 +181,8 @@ def test_a_new_owner_keeps_the_published_trees_until_its_window_holds_half_their
     scoring.trees = unseal_trees(trees_blob, KEY)[0]
     successor.take_over(blob, scoring)
     assert successor.learner.trees is scoring.trees
-    later = [(i, LabelledExample([float(i % 2)] * width, i % 2, "analyst", 2 * HOUR, ORIGIN._replace(offset=i)).encode())
+    later = [(i, LabelledExample([float(i % 2)] * width, i % 2, "analyst", 2 * HOUR - (i < 148),
+                                 ORIGIN._replace(offset=i)).encode())
              for i in range(100, 200)]
     assert not successor.step(later[:49]).refit_due  # 49 kept < half of the 100 the trees were fitted on
     assert successor.step(later[49:]).refit_due
