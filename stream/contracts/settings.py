@@ -108,7 +108,7 @@ class Settings:
     online_prior: float = _f(0.01, "Fraud probability the online learner starts from before any label.")
     min_labels_for_online: int = _f(200, "Labels the online learner needs before fusion trusts it over the sequence model.")
     entity_align_ms: float = _f(50.0, "How long the route agent waits for a quiet source partition before passing later transactions to the entity hops (event-time alignment, stream/core/alignment.py); 0 = no waiting, each micro-batch merged in event time only.")
-    trees_refit_s: float = _f(86_400.0, "Event time between two refits of the fused score's gradient-boosted trees on the recent labelled examples; 0 = no trees (the fused score is the online learner's, or the sequence model's before enough labels).")
+    trees_refit_s: float = _f(86_400.0, "Refit period of the fused score's gradient-boosted trees: they are refit at each whole multiple of it (86400: midnight UTC) of the labelled transactions' time, on the examples of the transactions before it; 0 = no trees (the fused score is the online learner's, or the sequence model's before enough labels).")
     trees_window_s: float = _f(30 * 86_400.0, "Event time of labelled examples the trees are fitted on (the transactions of the last ... seconds before the newest).")
     trees_max_examples: int = _f(100_000, "Most labelled examples the trainer keeps for the trees (~120 bytes each); past it the legitimate ones are thinned, each kept one weighing for those dropped, so every fraud of FRAUDSTREAM_TREES_WINDOW_S stays.")
     trees_cpu_share: float = _f(0.2, "Most of one core the trees' refits may take: after a refit of s seconds the next waits s * (1/share - 1) of wall-clock time (binds only when event time runs fast, as in a replay).")

@@ -157,7 +157,9 @@ def run_demo(rows: int = 30_000, cards: int = 1500, days: int = 12, train_days: 
                 summary.append(run_replay(ReplayConfig(
                     input=history, settings=settings, quiet=True, restart=True,
                     checkpoint=workdir / "replay-checkpoint.json",
-                    labels=LabelPolicy(delay_ms=_DAY_MS), pace=Pace(mode="rate", value=rate))))
+                    labels=LabelPolicy(delay_ms=_DAY_MS), pace=Pace(mode="rate", value=rate),
+                    # Each day scored by trees that know the labels received until then, as live (replay/refits.py).
+                    wait_for_refits=((settings.topic_ops, settings.app_id),))))
             finally:
                 done.set()
 

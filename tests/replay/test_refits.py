@@ -212,3 +212,4 @@ def test_a_replay_through_the_engine_gets_a_refit_each_refit_period(settings: Se
     assert set(np.diff(passed)) == {refit_ms}, f"each refit period reported once: {passed}"
     assert all(f % refit_ms == 0 for f in fitted), f"refits fall on whole periods: {fitted}"
     assert fitted[-1] == passed[-1], "no skip after the first refit"
+    assert worker.get_json("/stats/")["stats"]["trees_refits"] == len(fitted), "one fit per period"
