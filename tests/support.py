@@ -54,6 +54,7 @@ def fast_settings(bootstrap: str, data_dir: Path, **overrides: Any) -> Settings:
         "topic_transactions_dlq": f"transactions.dlq-{tag}",
         "topic_feedback_dlq": f"feedback.dlq-{tag}",
         "topic_rules": f"rules-{tag}",
+        "topic_ops": f"ops-{tag}",
         # Group membership settles in ~4 s on the embedded broker with these.
         "broker_session_timeout_s": 6.0,
         "broker_heartbeat_interval_s": 1.0,

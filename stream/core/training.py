@@ -250,6 +250,12 @@ class OnlineTraining:
             return None, "too_few_frauds"
         return boundary, ""
 
+    def refit_due(self) -> bool:
+        """Are the trees due for a refit now (asked again after :meth:`install_trees`: a step's ``refit_due`` was
+        computed before the trees it was waiting for were installed)?"""
+        self._refit_before, self._skipped = self._refit_due()
+        return self._refit_before is not None
+
     def _passing(self, out: TrainingStep) -> None:
         """Report a whole refit period passed without a refit (``trees_refit_skipped``), so a replay holding for
         one (:mod:`replay.refits`) knows none is coming."""

@@ -90,7 +90,8 @@ class Trainer(OnlineTraining):
             self._labels_at = now
         # A quiet label path (a paused replay waiting for this refit: replay/refits.py) has no CPU to protect.
         may_fit = now >= self._next_fit_at or now - self._labels_at >= QUIET_S
-        if step.refit_due and self._fitting is None and may_fit:
+        due = self.refit_due() if refit is not None else step.refit_due  # not again for what was just installed
+        if due and self._fitting is None and may_fit:
             # In a thread (LightGBM releases the GIL), and not awaited: labels keep being learned meanwhile, so a
             # replay (a day of event time in seconds) does not leave the learner behind while the trees fit.
             # The job's snapshot of the examples is taken here, on the loop: step() goes on adding to them.
