@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from models.online import SEQUENCE_INPUT
 from replay.generate import GeneratorConfig
 from replay.metrics import BoolArray, FloatArray
 from replay.scoreboard import MODELS, Rows, bars, format_scoreboard, scoreboard
@@ -179,6 +180,49 @@ def _engine(name: str, bootstrap: str, out: Path, checkpoint: str, topics: dict[
     raise RuntimeError(f"engine {name} not ready; see {out}/worker-{name}.log")
 
 
+def read_ops(settings: Any, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+    """Every record of ``settings``' ops topic as it is now (JSON objects; others are left out)."""
+    import asyncio
+
+    from stream.kafka.follow import follow_topic
+
+    values: list[bytes] = []
+
+    async def read() -> None:
+        done = asyncio.Event()
+        task = asyncio.ensure_future(follow_topic(settings, settings.topic_ops, lambda m: values.append(m.value),
+                                                  done.set, lambda _: None))
+        try:
+            await asyncio.wait_for(done.wait(), timeout=timeout_s)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(read())
+    out = []
+    for value in values:
+        try:
+            record = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+def refit_summary(ops: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """How the trainer's refits went: their count, the periods skipped, and where the sequence logit was read.
+
+    >>> refit_summary([{"type": "trees_refit_skipped"}, {"type": "trees_refit", "ignored": ["sequence_logit"]},
+    ...                {"type": "trees_refit", "ignored": []}])
+    {'refits': 2, 'skipped': 1, 'failed': 0, 'sequence_logit_read': 1}
+    """
+    fits = [o for o in ops if o.get("type") == "trees_refit"]
+    return {"refits": len(fits), "skipped": sum(o.get("type") == "trees_refit_skipped" for o in ops),
+            "failed": sum(o.get("type") == "trees_refit_failed" for o in ops),
+            "sequence_logit_read": sum(SEQUENCE_INPUT not in o.get("ignored", ()) for o in fits)}
+
+
 def _stream(cfg: ExperimentConfig, table: pa.Table, rows: Split, history: Path, out: Path,
             test_ids: list[str]) -> dict[str, Any]:
     """Train the sequence model, stream the history through both engines, return their test-period scores."""
@@ -218,6 +262,13 @@ def _stream(cfg: ExperimentConfig, table: pa.Table, rows: Split, history: Path, 
                       f"{stats.get('trees_refits', 0)} tree refits, {stats.get('scored', 0):,} scored", flush=True)
             except OSError as exc:
                 print(f"engine {name}: no stats ({exc})", flush=True)
+        refits = {}
+        for name, (s, _) in engines.items():  # what each trainer did, kept: the ops topic goes with the broker
+            ops = read_ops(s)
+            with gzip.open(out / f"ops-{name}.jsonl.gz", "wt") as fh:
+                fh.writelines(json.dumps(o) + "\n" for o in ops)
+            refits[name] = refit_summary(ops)
+            print(f"engine {name}: {refits[name]}", flush=True)
         stop_children([proc for _, proc in engines.values()], timeout=60)
     for name, recs in records.items():  # every score record, for a closer look (entity features, components)
         with gzip.open(out / f"scores-{name}.jsonl.gz", "wt") as fh:
@@ -230,7 +281,7 @@ def _stream(cfg: ExperimentConfig, table: pa.Table, rows: Split, history: Path, 
         if scored < 0.99 * len(test_ids):
             raise RuntimeError(f"engine {engine} scored only {scored:,} of the {len(test_ids):,} test transactions; "
                                f"see {out}/worker-{engine}.log")
-    return {"scores": scores, "replay": summary.line(),
+    return {"scores": scores, "replay": summary.line(), "refits": refits,
             "sequence_model": {"version": trained.version, "val_ap": trained.val_ap, "train_seconds": trained.seconds}}
 
 
