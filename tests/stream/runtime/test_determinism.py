@@ -37,10 +37,17 @@ def label_of(row, delay_ms=LABEL_DELAY_MS):
 
 
 def produce_in_time_order(broker, settings, rows, labels):
-    """Transactions and labels to their topics in one go, merged in time (a label before a transaction at its time)."""
+    """Transactions and labels to their topics in one go, merged in time (a label before a transaction at its time).
+
+    In one go, as a backlog is: nothing leaves the producer before ``flush()`` (a long linger, batches that hold
+    every record), and then every partition's records leave together. With a short linger they trickled out
+    partition by partition while the worker read them, which is live traffic, not a backlog: a partition whose
+    records the producer was slow to send looked quiet to the worker (a flake under load).
+    """
     merged = sorted([(label["labelled_at"], 0, settings.topic_feedback, label) for label in labels]
                     + [(r["timestamp"], 1, settings.topic_transactions, r) for r in rows], key=lambda e: e[:2])
-    producer = KafkaProducer(bootstrap_servers=broker, linger_ms=5)
+    producer = KafkaProducer(bootstrap_servers=broker, linger_ms=600_000, delivery_timeout_ms=900_000,
+                             batch_size=1 << 20, max_request_size=16 << 20)
     for _, _, topic, value in merged:
         producer.send(topic, key=value["card_id"].encode(), value=json.dumps(value).encode())
     producer.flush()

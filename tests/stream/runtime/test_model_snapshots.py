@@ -37,7 +37,8 @@ def _scored(broker, settings, rows):
 
 
 def test_forged_snapshot_refused_and_new_worker_starts_from_latest(settings, worker_factory, broker, tmp_path):
-    settings = settings.replace(web_enabled=True, web_port=free_port())
+    # Hourly refit periods: the traffic's frauds come in its last hours, and trees are fitted at a period's end.
+    settings = settings.replace(web_enabled=True, web_port=free_port(), trees_refit_s=3600.0)
     first = worker_factory(settings, name="first")
     rows = make_traffic(n_cards=60, per_card=10, fraud_every=4, seed=21)
     produce(broker, settings.topic_transactions, as_records(rows))
