@@ -213,9 +213,8 @@ class ExampleWindow:
 
     def arrays(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int8]]:
         """The examples in the window now (copies: a fit in another thread may read them)."""
-        n = self._n
-        inside = self._t[:n] >= self.newest_ms - self.window_ms
-        return self._x[:n][inside].copy(), self._y[:n][inside].copy()
+        inside = self._inside()
+        return self._x[inside], self._y[inside]
 
     def snapshot(self, before: int | None = None) -> WindowSnapshot:
         """Copies of the examples in the window now, taken in one go: a fit in another thread reads these while
@@ -234,27 +233,25 @@ class ExampleWindow:
         >>> s = w.snapshot(before=40); s.times.tolist(), s.newest_ms
         ([10, 20, 30], 40)
         """
-        n = self._n
-        if before is None:
-            inside = self._t[:n] >= self.newest_ms - self.window_ms
-            newest = self.newest_ms
-        else:
-            inside = (self._t[:n] >= before - self.window_ms) & (self._t[:n] < before)
-            newest = before
-        rows = np.flatnonzero(inside)
+        rows = self._inside(before)
         rows = rows[np.lexsort((self._y[rows], self._t[rows]))]
-        return WindowSnapshot(self.feature_names, self._x[rows], self._y[rows], self._w[rows], self._t[rows], newest)
+        return WindowSnapshot(self.feature_names, self._x[rows], self._y[rows], self._w[rows], self._t[rows],
+                              self.newest_ms if before is None else before)
 
     def frauds_before(self, before: int) -> int:
         """Frauds among the examples :meth:`snapshot` ``(before)`` would take."""
-        n = self._n
-        t = self._t[:n]
-        return int(self._y[:n][(t >= before - self.window_ms) & (t < before)].sum())
+        return int(self._y[self._inside(before)].sum())
 
     def weights(self) -> npt.NDArray[np.float32]:
         """How many examples each row of :meth:`arrays` stands for (1, or a power of two once thinned)."""
-        n = self._n
-        return self._w[:n][self._t[:n] >= self.newest_ms - self.window_ms].copy()
+        return self._w[self._inside()]
+
+    def _inside(self, before: int | None = None) -> npt.NDArray[np.intp]:
+        """Rows in the window: the ``window_ms`` up to the newest example, or before ``before``."""
+        t = self._t[:self._n]
+        if before is None:
+            return np.flatnonzero(t >= self.newest_ms - self.window_ms)
+        return np.flatnonzero((t >= before - self.window_ms) & (t < before))
 
 
 class WindowSnapshot(NamedTuple):

@@ -112,6 +112,14 @@ class TreeSchedule:
     max_examples: int
     min_frauds: int
 
+    def period(self, ms: int) -> int:
+        """The start of the refit period ``ms`` falls in.
+
+        >>> TreeSchedule(refit_ms=10, window_ms=100, max_examples=1, min_frauds=1).period(37)
+        30
+        """
+        return ms // self.refit_ms * self.refit_ms
+
 
 class OnlineTraining:
     """Owns the single online learner while this worker holds the labelled partition."""
@@ -133,7 +141,6 @@ class OnlineTraining:
         self._carrying_added = 0
         #: Where the refit due after the last step ends (:meth:`_refit_due`); None: none due (a fit of everything).
         self._refit_before: int | None = None
-        self._skipped = ""
         #: The whole refit period the examples have reached (reported once passed: :meth:`_passing`).
         self._passed: int | None = None
         #: What the trial of the fit under way judged on: (trained_until, examples carrying the logit, added).
@@ -240,7 +247,7 @@ class OnlineTraining:
         examples, schedule, learner = self.examples, self.trees, self.learner
         if examples is None or schedule is None or learner is None or schedule.refit_ms <= 0:
             return None, "no_trees"
-        boundary = examples.newest_ms // schedule.refit_ms * schedule.refit_ms
+        boundary = schedule.period(examples.newest_ms)
         current = learner.trees
         if current is not None and boundary <= current.fitted_until_ms:
             return None, "fitted"
@@ -253,18 +260,18 @@ class OnlineTraining:
     def refit_due(self) -> bool:
         """Are the trees due for a refit now (asked again after :meth:`install_trees`: a step's ``refit_due`` was
         computed before the trees it was waiting for were installed)?"""
-        self._refit_before, self._skipped = self._refit_due()
+        self._refit_before, _ = self._refit_due()
         return self._refit_before is not None
 
-    def _passing(self, out: TrainingStep) -> None:
-        """Report a whole refit period passed without a refit (``trees_refit_skipped``), so a replay holding for
-        one (:mod:`replay.refits`) knows none is coming."""
+    def _passing(self, out: TrainingStep, reason: str) -> None:
+        """Report a whole refit period passed without a refit (``trees_refit_skipped``, ``reason`` from
+        :meth:`_refit_due`), so a replay holding for one (:mod:`replay.refits`) knows none is coming."""
         examples, schedule = self.examples, self.trees
         if examples is None or schedule is None or schedule.refit_ms <= 0 or not len(examples):
             return
-        boundary = examples.newest_ms // schedule.refit_ms * schedule.refit_ms
+        boundary = schedule.period(examples.newest_ms)
         if self._passed is not None and boundary > self._passed and self._refit_before is None:
-            out.ops.append({"type": "trees_refit_skipped", "until_ms": boundary, "reason": self._skipped,
+            out.ops.append({"type": "trees_refit_skipped", "until_ms": boundary, "reason": reason,
                             "frauds": examples.frauds_before(boundary), "min_frauds": schedule.min_frauds})
         if self._passed is None or boundary > self._passed:
             self._passed = boundary
@@ -313,14 +320,14 @@ class OnlineTraining:
                 if self._passed is None and self.trees is not None and self.trees.refit_ms > 0:
                     # The first example's period is passed without a report (:meth:`_passing`), as a replay's
                     # first label's is (replay/refits.py); a step that spans the next one reports it.
-                    self._passed = ex.event_time_ms // self.trees.refit_ms * self.trees.refit_ms
+                    self._passed = self.trees.period(ex.event_time_ms)
                 self._since_good += 1
         self.applied_offset = last_offset
         if last_offset > start_offset:
             out.snapshot = self._seal()
-        self._refit_before, self._skipped = self._refit_due()
+        self._refit_before, reason = self._refit_due()
         out.refit_due = self._refit_before is not None
-        self._passing(out)
+        self._passing(out, reason)
         return out
 
     def _seal(self) -> bytes:
